@@ -1,0 +1,80 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// Layers, lowest first; a target only imports the ones above it in this list.
+/// TrellisModel (pure types, IPAM math, wire bodies) → TrellisStore (SQLite) →
+/// TrellisController (HTTP API) ; TrellisClient (HTTP client) → TrellisCLI (command tree).
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "trellis",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "trellis", targets: ["trellis"]),
+        .executable(name: "trellis-bench", targets: ["trellis-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        .target(name: "TrellisModel", swiftSettings: strict),
+        .target(
+            name: "TrellisStore",
+            dependencies: ["TrellisModel", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TrellisController",
+            dependencies: [
+                "TrellisModel", "TrellisStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TrellisClient",
+            dependencies: ["TrellisModel", .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TrellisCLI",
+            dependencies: [
+                "TrellisModel", "TrellisClient", "TrellisController", "TrellisStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "trellis", dependencies: ["TrellisCLI"], swiftSettings: strict),
+        .executableTarget(
+            name: "trellis-bench",
+            dependencies: [
+                "TrellisModel", "TrellisClient", "TrellisController", "TrellisStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "TrellisModelTests", dependencies: ["TrellisModel"], swiftSettings: strict),
+        .testTarget(
+            name: "TrellisControllerTests",
+            dependencies: ["TrellisModel", "TrellisStore", "TrellisController", "TrellisClient"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TrellisCLITests",
+            dependencies: ["TrellisModel", "TrellisClient", "TrellisController", "TrellisStore"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,71 @@
+import TrellisModel
+import TrellisStore
+
+/// Allocation of the numbers the controller hands out — addresses, MACs, VNIs, ids — inside the
+/// caller's write transaction, where uniqueness claims make a duplicate impossible.
+extension StoreWriter {
+    /// Claims an address in `subnet` for `owner`: `requested` if it is free and allowed, else the next
+    /// free one after the last allocated (so a released address is not reused at once).
+    func allocateAddress(in subnet: Subnet, requested: IPv4Address?, owner: String) throws -> IPv4Address {
+        let pool = try subnet.pool()
+        let namespace = "ip:" + subnet.path
+        if let requested {
+            if let reason = pool.refusal(for: requested) {
+                throw TrellisError.conflict("ip: \(reason)", field: "ip")
+            }
+            guard try claim(namespace, requested.description, owner: owner) else {
+                let holder = try claimOwner(namespace, requested.description) ?? "another endpoint"
+                throw TrellisError.conflict("ip: \(requested) is already in use by \(holder)", field: "ip")
+            }
+            return requested
+        }
+        let full = TrellisError.conflict(
+            "subnet \(subnet.path) is full: all \(pool.capacity) addresses of \(subnet.cidr) are in use", field: "subnet")
+        guard try claimCount(namespace) < pool.capacity else { throw full }
+        let hintKey = "ipam:" + subnet.path
+        let hint = try counter(hintKey)
+        let start = hint > 0 ? IPv4Address(UInt32(truncatingIfNeeded: hint)) : nil
+        guard let address = try pool.firstAccepted(startingAt: start, { try claim(namespace, $0.description, owner: owner) }) else {
+            throw full
+        }
+        try setCounter(hintKey, Int(address.value) + 1)
+        return address
+    }
+
+    func releaseAddresses(of subnetPath: String, owner: String) throws {
+        try releaseAll("ip:" + subnetPath, ownedBy: owner)
+    }
+
+    /// A fresh locally administered unicast MAC, unique across the system.
+    func allocateMAC(owner: String) throws -> MACAddress {
+        var sequence = try counter("mac")
+        while true {
+            sequence += 1
+            let mac = MACAddress.endpoint(sequence: UInt32(truncatingIfNeeded: sequence))
+            if try claim("mac", mac.description, owner: owner) {
+                try setCounter("mac", sequence)
+                return mac
+            }
+        }
+    }
+
+    /// A VXLAN network id unique across the system.
+    func allocateVNI(owner: String) throws -> Int {
+        var vni = max(try counter("vni"), VNIRange.first - 1)
+        for _ in VNIRange.first...VNIRange.last {
+            vni = vni >= VNIRange.last ? VNIRange.first : vni + 1
+            if try claim("vni", String(vni), owner: owner) {
+                try setCounter("vni", vni)
+                return vni
+            }
+        }
+        throw TrellisError.conflict("every VXLAN network id is in use", field: "vni")
+    }
+
+    /// The next number of a sequence (domain ids, endpoint ids), never reused.
+    func nextID(_ sequence: String) throws -> Int {
+        let next = try counter(sequence) + 1
+        try setCounter(sequence, next)
+        return next
+    }
+}

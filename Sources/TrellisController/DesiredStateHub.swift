@@ -1,0 +1,187 @@
+import Foundation
+import TrellisModel
+import TrellisStore
+
+/// Compiles each host's desired state and wakes the watchers a change concerns.
+///
+/// A change touches one domain (or, for hosts and profiles, a few); the hub drops only that domain's
+/// cached view and signals only the hosts that serve it, so with a thousand agents watching, one new
+/// endpoint costs one store read and a recompile for the hosts of its domain.
+actor DesiredStateHub {
+    /// What a watcher is woken for.
+    enum Signal: Sendable { case changed, keepalive }
+
+    /// One domain as every host serving it sees it.
+    struct DomainView: Sendable {
+        var domain: Domain
+        var subnets: [Subnet]
+        var policies: [NetworkPolicy]
+        var endpoints: [Endpoint]
+    }
+
+    private let store: any Store
+    private var latest: Int?
+    private var views: [String: DomainView] = [:]
+    private var loading: [String: (generation: Int, task: Task<DomainView?, any Error>)] = [:]
+    private var generations: [String: Int] = [:]
+    private var hostsByName: [String: HostRecord]?
+    /// The domains each known host serves (has endpoints in); entries may be stale supersets.
+    private var hostDomains: [String: Set<String>] = [:]
+    private var watchers: [String: [UUID: AsyncStream<Signal>.Continuation]] = [:]
+    private var followers: [UUID: AsyncStream<Signal>.Continuation] = [:]
+
+    init(store: any Store) { self.store = store }
+
+    func revision() async throws -> Int {
+        if let latest { return latest }
+        let revision = try await store.read { try $0.currentRevision() }
+        latest = max(latest ?? 0, revision)
+        return latest!
+    }
+
+    // MARK: Changes
+
+    /// Takes note of a committed change: drops stale views and wakes the hosts it concerns.
+    func publish(revision: Int, events: [Event]) {
+        latest = max(latest ?? 0, revision)
+        var wake: Set<String> = []
+        for event in events {
+            switch event.kind {
+            case .host:
+                hostsByName = nil
+                wake.formUnion(watchers.keys)
+            case .domain, .zone, .subnet, .endpoint, .policy:
+                let domain = Names.prefix(event.path, 2)
+                invalidate(domain)
+                if event.kind == .endpoint, let host = event.object?["host"]?.stringValue {
+                    hostDomains[host]?.insert(domain)
+                    wake.insert(host)
+                }
+                wake.formUnion(hostDomains.filter { $0.value.contains(domain) }.keys)
+            case .profile:
+                let enterprise = Names.prefix(event.path, 1) + "/"
+                wake.formUnion(hostDomains.filter { $0.value.contains { $0.hasPrefix(enterprise) } }.keys)
+            case .enterprise, .user:
+                break
+            }
+        }
+        for host in wake { watchers[host]?.values.forEach { $0.yield(.changed) } }
+        followers.values.forEach { $0.yield(.changed) }
+    }
+
+    private func invalidate(_ domain: String) {
+        views[domain] = nil
+        loading[domain] = nil
+        generations[domain, default: 0] += 1
+    }
+
+    // MARK: Subscriptions
+
+    /// A stream that yields whenever `host`'s desired state may have changed.
+    func watch(host: String) -> (UUID, AsyncStream<Signal>) {
+        let id = UUID()
+        let (stream, continuation) = AsyncStream.makeStream(of: Signal.self, bufferingPolicy: .bufferingNewest(1))
+        watchers[host, default: [:]][id] = continuation
+        return (id, stream)
+    }
+
+    func unwatch(host: String, id: UUID) {
+        watchers[host]?[id]?.finish()
+        watchers[host]?[id] = nil
+        if watchers[host]?.isEmpty == true { watchers[host] = nil }
+    }
+
+    /// A stream that yields after every committed change, for event followers.
+    func follow() -> (UUID, AsyncStream<Signal>) {
+        let id = UUID()
+        let (stream, continuation) = AsyncStream.makeStream(of: Signal.self, bufferingPolicy: .bufferingNewest(1))
+        followers[id] = continuation
+        return (id, stream)
+    }
+
+    func unfollow(id: UUID) {
+        followers[id]?.finish()
+        followers[id] = nil
+    }
+
+    /// Wakes one watcher for a keepalive.
+    func poke(host: String, id: UUID) {
+        watchers[host]?[id]?.yield(.keepalive)
+    }
+
+    var watcherCount: Int { watchers.values.reduce(0) { $0 + $1.count } }
+
+    // MARK: Compilation
+
+    private func view(_ path: String) async throws -> DomainView? {
+        if let view = views[path] { return view }
+        let generation = generations[path, default: 0]
+        if let pending = loading[path], pending.generation == generation { return try await pending.task.value }
+        let store = self.store
+        let task = Task<DomainView?, any Error> {
+            try await store.read { tx in
+                guard let domain = try tx.get(Domain.self, path) else { return nil }
+                return DomainView(domain: domain, subnets: try tx.list(Subnet.self, under: path),
+                                  policies: try tx.list(NetworkPolicy.self, under: path),
+                                  endpoints: try tx.list(Endpoint.self, under: path))
+            }
+        }
+        loading[path] = (generation, task)
+        let view = try await task.value
+        if generations[path, default: 0] == generation {
+            views[path] = view
+            loading[path] = nil
+        }
+        return view
+    }
+
+    private func hosts() async throws -> [String: HostRecord] {
+        if let hostsByName { return hostsByName }
+        let hosts = try await store.read { try $0.list(HostRecord.self, under: nil) }
+        let byName = Dictionary(hosts.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        hostsByName = byName
+        return byName
+    }
+
+    /// The desired state of `host` as of the latest change the hub has seen.
+    func state(for host: String) async throws -> DesiredState {
+        let revision = try await revision()
+        if hostDomains[host] == nil {
+            let domains = try await store.read { tx in Set(try tx.list(Endpoint.self, boundTo: host).map(\.domain)) }
+            hostDomains[host, default: []].formUnion(domains)
+        }
+        var served: [DomainView] = []
+        for path in (hostDomains[host] ?? []).sorted() {
+            let generation = generations[path, default: 0]
+            if let view = try await view(path), view.endpoints.contains(where: { $0.host == host }) {
+                served.append(view)
+            } else if generations[path, default: 0] == generation {
+                hostDomains[host]?.remove(path)
+            }
+        }
+        let hosts = try await hosts()
+        let local = served.flatMap(\.endpoints).filter { $0.host == host }
+        let profilePaths = Set(local.compactMap(\.profile))
+        let profiles = profilePaths.isEmpty ? [] : try await store.read { tx in
+            try profilePaths.sorted().compactMap { try tx.get(PortProfile.self, $0) }
+        }
+        var remote: [RemoteEndpoint] = []
+        var domains: [DesiredDomain] = []
+        for view in served {
+            var vteps: Set<IPv4Address> = []
+            for endpoint in view.endpoints {
+                guard let owner = endpoint.host, owner != host, let vtep = hosts[owner]?.underlayIP else { continue }
+                vteps.insert(vtep)
+                remote.append(RemoteEndpoint(path: endpoint.path, subnet: endpoint.subnet, ip: endpoint.ip,
+                                             mac: endpoint.mac, host: owner, vtep: vtep))
+            }
+            let subnets = view.subnets.map {
+                DesiredSubnet(path: $0.path, cidr: $0.cidr, gateway: $0.gateway, gatewayMAC: $0.gatewayMAC, vni: $0.vni,
+                              dhcp: $0.dhcp, remoteVTEPs: vteps.sorted())
+            }
+            domains.append(DesiredDomain(path: view.domain.path, id: view.domain.id, subnets: subnets, policies: view.policies))
+        }
+        return DesiredState(host: host, revision: revision, underlayIP: hosts[host]?.underlayIP, domains: domains,
+                            endpoints: local, remoteEndpoints: remote, profiles: profiles)
+    }
+}

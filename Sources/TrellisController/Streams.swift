@@ -1,0 +1,73 @@
+import Foundation
+import TrellisModel
+import TrellisStore
+
+extension Registry {
+    /// Streams `host`'s desired state: a snapshot (or, when the watcher is already at the current
+    /// revision, a bookmark), then a snapshot whenever the state changes, and a bookmark every
+    /// `keepalive` seconds so that both ends notice a dead connection.
+    func streamDesiredState(host: String, since: Int, keepalive: Duration = .seconds(15),
+                            send: (any Encodable & Sendable) async throws -> Void) async throws {
+        let (id, signals) = await hub.watch(host: host)
+        let hub = self.hub
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: keepalive)
+                        await hub.poke(host: host, id: id)
+                    }
+                }
+                var last = try await hub.state(for: host)
+                if since >= last.revision {
+                    try await send(WatchMessage(type: .bookmark, revision: last.revision))
+                } else {
+                    try await send(WatchMessage(type: .snapshot, revision: last.revision, state: last))
+                }
+                for await signal in signals {
+                    switch signal {
+                    case .changed:
+                        let state = try await hub.state(for: host)
+                        guard !state.sameContent(as: last) else { continue }
+                        last = state
+                        try await send(WatchMessage(type: .snapshot, revision: state.revision, state: state))
+                    case .keepalive:
+                        try await send(WatchMessage(type: .bookmark, revision: try await hub.revision()))
+                    }
+                }
+                group.cancelAll()
+            }
+        } catch {
+            await hub.unwatch(host: host, id: id)
+            throw error
+        }
+        await hub.unwatch(host: host, id: id)
+    }
+
+    /// The id of the newest event.
+    func lastEventID() async throws -> Int {
+        try await store.read { try $0.lastEventID() }
+    }
+
+    /// Streams the caller's events after `afterID`, then each new one as it is committed.
+    func followEvents(afterID: Int, _ caller: Caller, send: (any Encodable & Sendable) async throws -> Void) async throws {
+        let (id, signals) = await hub.follow()
+        var last = afterID
+        func drain() async throws {
+            while true {
+                let batch = try await events(afterID: last, limit: 500, caller)
+                for event in batch { try await send(event) }
+                last = batch.last?.id ?? last
+                if batch.count < 500 { return }
+            }
+        }
+        do {
+            try await drain()
+            for await _ in signals { try await drain() }
+        } catch {
+            await hub.unfollow(id: id)
+            throw error
+        }
+        await hub.unfollow(id: id)
+    }
+}

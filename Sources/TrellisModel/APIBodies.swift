@@ -1,0 +1,171 @@
+/// The JSON bodies of requests to the REST API. Values that need parsing (addresses, CIDRs)
+/// arrive as strings, so that a bad one is reported with the field it was in.
+
+public struct EnterpriseCreate: Codable, Sendable {
+    public var name: String
+    public var description: String?
+    public init(name: String, description: String? = nil) { self.name = name; self.description = description }
+}
+
+public struct DomainCreate: Codable, Sendable {
+    public var enterprise: String
+    public var name: String
+    public var description: String?
+    public init(enterprise: String, name: String, description: String? = nil) {
+        self.enterprise = enterprise; self.name = name; self.description = description
+    }
+}
+
+public struct ZoneCreate: Codable, Sendable {
+    public var domain: String
+    public var name: String
+    public var description: String?
+    public init(domain: String, name: String, description: String? = nil) {
+        self.domain = domain; self.name = name; self.description = description
+    }
+}
+
+public struct SubnetCreate: Codable, Sendable {
+    public var zone: String
+    public var name: String
+    public var cidr: String
+    /// Defaults to the first host address.
+    public var gateway: String?
+    public var dhcp: Bool?
+    /// Addresses never handed out: `a.b.c.d` or `a.b.c.d-e.f.g.h`.
+    public var reserved: [String]?
+    public var description: String?
+    public init(zone: String, name: String, cidr: String, gateway: String? = nil, dhcp: Bool? = nil,
+                reserved: [String]? = nil, description: String? = nil) {
+        self.zone = zone; self.name = name; self.cidr = cidr; self.gateway = gateway
+        self.dhcp = dhcp; self.reserved = reserved; self.description = description
+    }
+}
+
+/// What may change on a subnet after it is made (its addressing may not).
+public struct SubnetUpdate: Codable, Sendable {
+    public var dhcp: Bool?
+    public var description: String?
+    public init(dhcp: Bool? = nil, description: String? = nil) { self.dhcp = dhcp; self.description = description }
+}
+
+/// A description, the one thing that may change on enterprises, domains and zones.
+public struct DescriptionUpdate: Codable, Sendable {
+    public var description: String?
+    public init(description: String?) { self.description = description }
+}
+
+public struct EndpointCreate: Codable, Sendable {
+    public var subnet: String
+    public var name: String
+    public var kind: EndpointKind?
+    public var owner: String?
+    public var host: String?
+    /// A static address; the controller allocates one when absent.
+    public var ip: String?
+    public var profile: String?
+    public var externalIds: [String: String]?
+    public init(subnet: String, name: String, kind: EndpointKind? = nil, owner: String? = nil, host: String? = nil,
+                ip: String? = nil, profile: String? = nil, externalIds: [String: String]? = nil) {
+        self.subnet = subnet; self.name = name; self.kind = kind; self.owner = owner; self.host = host
+        self.ip = ip; self.profile = profile; self.externalIds = externalIds
+    }
+}
+
+/// The parts of an endpoint that change as it is attached and detached. Absent keys stay as they are;
+/// an empty string clears `host`, `profile`, `owner` or `interface`.
+public struct EndpointUpdate: Codable, Sendable {
+    public var host: String?
+    public var state: EndpointState?
+    public var profile: String?
+    public var owner: String?
+    public var interface: String?
+    /// Merged into the endpoint's external ids; a key with an empty value is removed.
+    public var externalIds: [String: String]?
+    public init(host: String? = nil, state: EndpointState? = nil, profile: String? = nil, owner: String? = nil,
+                interface: String? = nil, externalIds: [String: String]? = nil) {
+        self.host = host; self.state = state; self.profile = profile; self.owner = owner
+        self.interface = interface; self.externalIds = externalIds
+    }
+}
+
+/// An agent's registration, sent with `PUT /api/v1/hosts/{name}`.
+public struct HostRegistration: Codable, Sendable {
+    public var underlayIP: String
+    public init(underlayIP: String) { self.underlayIP = underlayIP }
+}
+
+/// An agent's heartbeat, with the revision of desired state it has applied.
+public struct HostHeartbeat: Codable, Sendable {
+    public var appliedRevision: Int?
+    public init(appliedRevision: Int?) { self.appliedRevision = appliedRevision }
+}
+
+public struct ProfileCreate: Codable, Sendable {
+    public var enterprise: String
+    public var name: String
+    public var rules: [ACLRule]?
+    public var egressRate: RateLimit?
+    public var ingressRate: RateLimit?
+    public var flowStats: Bool?
+    public var description: String?
+    public init(enterprise: String, name: String, rules: [ACLRule]? = nil, egressRate: RateLimit? = nil,
+                ingressRate: RateLimit? = nil, flowStats: Bool? = nil, description: String? = nil) {
+        self.enterprise = enterprise; self.name = name; self.rules = rules; self.egressRate = egressRate
+        self.ingressRate = ingressRate; self.flowStats = flowStats; self.description = description
+    }
+}
+
+/// A whole new definition of a profile's policy (`PUT`): every endpoint using it follows.
+public struct ProfileUpdate: Codable, Sendable {
+    public var rules: [ACLRule]
+    public var egressRate: RateLimit?
+    public var ingressRate: RateLimit?
+    public var flowStats: Bool
+    public var description: String?
+    public init(rules: [ACLRule], egressRate: RateLimit?, ingressRate: RateLimit?, flowStats: Bool, description: String?) {
+        self.rules = rules; self.egressRate = egressRate; self.ingressRate = ingressRate
+        self.flowStats = flowStats; self.description = description
+    }
+}
+
+public struct PolicyCreate: Codable, Sendable {
+    public var domain: String
+    public var name: String
+    public var rules: [PolicyRule]?
+    public var description: String?
+    public init(domain: String, name: String, rules: [PolicyRule]? = nil, description: String? = nil) {
+        self.domain = domain; self.name = name; self.rules = rules; self.description = description
+    }
+}
+
+/// A whole new rule list for a policy (`PUT`).
+public struct PolicyUpdate: Codable, Sendable {
+    public var rules: [PolicyRule]
+    public var description: String?
+    public init(rules: [PolicyRule], description: String?) { self.rules = rules; self.description = description }
+}
+
+public struct UserCreate: Codable, Sendable {
+    public var name: String
+    /// The enterprise the user belongs to; absent for an admin.
+    public var enterprise: String?
+    public var admin: Bool?
+    public init(name: String, enterprise: String? = nil, admin: Bool? = nil) {
+        self.name = name; self.enterprise = enterprise; self.admin = admin
+    }
+}
+
+/// A new user and its API token, shown only once.
+public struct UserWithToken: Codable, Sendable {
+    public var user: User
+    public var token: String
+    public init(user: User, token: String) { self.user = user; self.token = token }
+}
+
+/// Every list answer: the items and the store revision they were read at.
+public struct ListBody<Item: Codable & Sendable>: Codable, Sendable {
+    public var items: [Item]
+    public var revision: Int
+    public init(items: [Item], revision: Int) { self.items = items; self.revision = revision }
+}

@@ -1,0 +1,317 @@
+import Foundation
+
+/// What every stored object has: a kind, a unique path within that kind, its owning
+/// enterprise (nil for system objects), and the store revision that last changed it.
+public protocol Resource: Codable, Sendable, Equatable {
+    static var kind: ResourceKind { get }
+    var path: String { get }
+    var enterprise: String? { get }
+    var revision: Int { get set }
+    /// The host an object is bound to, for objects the store indexes by host.
+    var boundHost: String? { get }
+}
+
+extension Resource {
+    public var boundHost: String? { nil }
+    /// The domain path (`enterprise/domain`) an object belongs to, when it is inside one.
+    public var domainPath: String? {
+        Self.kind.depth >= 2 && Self.kind != .profile && Self.kind != .host && Self.kind != .user
+            ? Names.prefix(path, 2) : nil
+    }
+}
+
+/// A tenant.
+public struct Enterprise: Resource {
+    public static let kind = ResourceKind.enterprise
+    public var name: String
+    public var description: String?
+    public var revision: Int
+    public var createdAt: Date
+    public var path: String { name }
+    public var enterprise: String? { name }
+
+    public init(name: String, description: String? = nil, revision: Int = 0, createdAt: Date = Date()) {
+        self.name = name
+        self.description = description
+        self.revision = revision
+        self.createdAt = createdAt
+    }
+}
+
+/// A routing domain: its subnets can route to each other; domains never see each other,
+/// so their address spaces may overlap.
+public struct Domain: Resource {
+    public static let kind = ResourceKind.domain
+    public var path: String
+    public var name: String
+    public var enterprise: String?
+    /// A short number unique across the system, for names of kernel objects (IFNAMSIZ is 15).
+    public var id: Int
+    public var description: String?
+    public var revision: Int
+    public var createdAt: Date
+
+    public init(path: String, name: String, enterprise: String? = nil, id: Int, description: String? = nil, revision: Int, createdAt: Date) {
+        self.path = path
+        self.name = name
+        self.enterprise = enterprise
+        self.id = id
+        self.description = description
+        self.revision = revision
+        self.createdAt = createdAt
+    }
+}
+
+/// A group of subnets that share policy.
+public struct Zone: Resource {
+    public static let kind = ResourceKind.zone
+    public var path: String
+    public var name: String
+    public var domain: String
+    public var enterprise: String?
+    public var description: String?
+    public var revision: Int
+    public var createdAt: Date
+
+    public init(path: String, name: String, domain: String, enterprise: String? = nil, description: String? = nil, revision: Int, createdAt: Date) {
+        self.path = path
+        self.name = name
+        self.domain = domain
+        self.enterprise = enterprise
+        self.description = description
+        self.revision = revision
+        self.createdAt = createdAt
+    }
+}
+
+/// An IPv4 subnet carried as one VXLAN segment.
+public struct Subnet: Resource {
+    public static let kind = ResourceKind.subnet
+    public var path: String
+    public var name: String
+    public var zone: String
+    public var domain: String
+    public var enterprise: String?
+    public var cidr: IPv4Network
+    public var gateway: IPv4Address
+    /// The anycast gateway MAC, the same on every host.
+    public var gatewayMAC: MACAddress
+    public var vni: Int
+    public var dhcp: Bool
+    public var reserved: [AddressRange]
+    public var description: String?
+    public var revision: Int
+    public var createdAt: Date
+
+    /// The IPAM arithmetic of this subnet.
+    public func pool() throws -> AddressPool { try AddressPool(network: cidr, gateway: gateway, reserved: reserved) }
+
+    public init(path: String, name: String, zone: String, domain: String, enterprise: String? = nil, cidr: IPv4Network, gateway: IPv4Address, gatewayMAC: MACAddress, vni: Int, dhcp: Bool, reserved: [AddressRange], description: String? = nil, revision: Int, createdAt: Date) {
+        self.path = path
+        self.name = name
+        self.zone = zone
+        self.domain = domain
+        self.enterprise = enterprise
+        self.cidr = cidr
+        self.gateway = gateway
+        self.gatewayMAC = gatewayMAC
+        self.vni = vni
+        self.dhcp = dhcp
+        self.reserved = reserved
+        self.description = description
+        self.revision = revision
+        self.createdAt = createdAt
+    }
+}
+
+/// Whether an endpoint is a container's port or a VM's.
+public enum EndpointKind: String, Codable, Sendable { case container, vm }
+
+/// Where an endpoint's port is: `pending` until an agent attaches it, `up` once attached,
+/// `down` when its agent has taken it down, `error` when attaching failed.
+public enum EndpointState: String, Codable, Sendable { case pending, up, down, error }
+
+/// One port of a container or a VM.
+public struct Endpoint: Resource {
+    public static let kind = ResourceKind.endpoint
+    public var id: Int
+    public var path: String
+    public var name: String
+    public var subnet: String
+    public var domain: String
+    public var enterprise: String?
+    public var kind: EndpointKind
+    /// The container id or VM UUID that owns the port.
+    public var owner: String?
+    public var host: String?
+    public var ip: IPv4Address
+    public var mac: MACAddress
+    public var profile: String?
+    public var state: EndpointState
+    /// The host-side interface name, once attached.
+    public var interface: String?
+    /// Free-form ids as the Nexus 1000v records them: `iface-id`, `attached-mac`, `vm-uuid`, `vm-name`.
+    public var externalIds: [String: String]
+    public var revision: Int
+    public var createdAt: Date
+    public var boundHost: String? { host }
+
+    public init(id: Int, path: String, name: String, subnet: String, domain: String, enterprise: String? = nil, kind: EndpointKind, owner: String? = nil, host: String? = nil, ip: IPv4Address, mac: MACAddress, profile: String? = nil, state: EndpointState, interface: String? = nil, externalIds: [String: String], revision: Int, createdAt: Date) {
+        self.id = id
+        self.path = path
+        self.name = name
+        self.subnet = subnet
+        self.domain = domain
+        self.enterprise = enterprise
+        self.kind = kind
+        self.owner = owner
+        self.host = host
+        self.ip = ip
+        self.mac = mac
+        self.profile = profile
+        self.state = state
+        self.interface = interface
+        self.externalIds = externalIds
+        self.revision = revision
+        self.createdAt = createdAt
+    }
+}
+
+/// Whether an agent has been heard from recently.
+public enum HostStatus: String, Codable, Sendable { case up, down }
+
+/// An agent's registration.
+public struct HostRecord: Resource {
+    public static let kind = ResourceKind.host
+    public var name: String
+    /// The host's VXLAN tunnel endpoint.
+    public var underlayIP: IPv4Address
+    public var lastHeartbeat: Date?
+    public var status: HostStatus
+    /// The desired-state revision the agent last reported as applied.
+    public var appliedRevision: Int?
+    public var revision: Int
+    public var registeredAt: Date
+    public var path: String { name }
+    public var enterprise: String? { nil }
+
+    public init(name: String, underlayIP: IPv4Address, lastHeartbeat: Date? = nil, status: HostStatus, appliedRevision: Int? = nil, revision: Int, registeredAt: Date) {
+        self.name = name
+        self.underlayIP = underlayIP
+        self.lastHeartbeat = lastHeartbeat
+        self.status = status
+        self.appliedRevision = appliedRevision
+        self.revision = revision
+        self.registeredAt = registeredAt
+    }
+}
+
+/// A named per-port policy template: ACL rules, rate limits, flow accounting.
+public struct PortProfile: Resource {
+    public static let kind = ResourceKind.profile
+    public var path: String
+    public var name: String
+    public var enterprise: String?
+    public var rules: [ACLRule]
+    public var egressRate: RateLimit?
+    public var ingressRate: RateLimit?
+    public var flowStats: Bool
+    public var description: String?
+    public var revision: Int
+    public var createdAt: Date
+
+    public init(path: String, name: String, enterprise: String? = nil, rules: [ACLRule], egressRate: RateLimit? = nil, ingressRate: RateLimit? = nil, flowStats: Bool, description: String? = nil, revision: Int, createdAt: Date) {
+        self.path = path
+        self.name = name
+        self.enterprise = enterprise
+        self.rules = rules
+        self.egressRate = egressRate
+        self.ingressRate = ingressRate
+        self.flowStats = flowStats
+        self.description = description
+        self.revision = revision
+        self.createdAt = createdAt
+    }
+}
+
+/// Rules that join subnets and zones of one domain.
+public struct NetworkPolicy: Resource {
+    public static let kind = ResourceKind.policy
+    public var path: String
+    public var name: String
+    public var domain: String
+    public var enterprise: String?
+    public var rules: [PolicyRule]
+    public var description: String?
+    public var revision: Int
+    public var createdAt: Date
+
+    public init(path: String, name: String, domain: String, enterprise: String? = nil, rules: [PolicyRule], description: String? = nil, revision: Int, createdAt: Date) {
+        self.path = path
+        self.name = name
+        self.domain = domain
+        self.enterprise = enterprise
+        self.rules = rules
+        self.description = description
+        self.revision = revision
+        self.createdAt = createdAt
+    }
+}
+
+/// A person or program with an API token: an admin, or a member of one enterprise.
+public struct User: Resource {
+    public static let kind = ResourceKind.user
+    public var name: String
+    public var enterprise: String?
+    public var admin: Bool
+    public var revision: Int
+    public var createdAt: Date
+    public var path: String { name }
+
+    public init(name: String, enterprise: String? = nil, admin: Bool, revision: Int, createdAt: Date) {
+        self.name = name
+        self.enterprise = enterprise
+        self.admin = admin
+        self.revision = revision
+        self.createdAt = createdAt
+    }
+}
+
+/// What happened to an object.
+public enum EventAction: String, Codable, Sendable { case created, updated, deleted }
+
+/// One recorded change: who did what to which object, when, and at which store revision.
+public struct Event: Codable, Sendable, Equatable {
+    public var id: Int
+    public var revision: Int
+    public var time: Date
+    public var actor: String
+    public var action: EventAction
+    public var kind: ResourceKind
+    public var path: String
+    public var enterprise: String?
+    /// The object after the change (before it, for deletions).
+    public var object: JSONValue?
+
+    public init(id: Int, revision: Int, time: Date, actor: String, action: EventAction, kind: ResourceKind,
+                path: String, enterprise: String?, object: JSONValue?) {
+        self.id = id
+        self.revision = revision
+        self.time = time
+        self.actor = actor
+        self.action = action
+        self.kind = kind
+        self.path = path
+        self.enterprise = enterprise
+        self.object = object
+    }
+}
+
+/// Objects whose only mutable part is a free-text description.
+public protocol DescribedResource: Resource {
+    var description: String? { get set }
+}
+
+extension Enterprise: DescribedResource {}
+extension Domain: DescribedResource {}
+extension Zone: DescribedResource {}
