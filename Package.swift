@@ -45,7 +45,12 @@ let package = Package(
         ),
         .target(
             name: "TrellisClient",
-            dependencies: ["TrellisModel", .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            dependencies: [
+                "TrellisModel",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .target(
@@ -66,14 +71,23 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "TrellisModelTests", dependencies: ["TrellisModel"], swiftSettings: strict),
+        .target(
+            name: "TrellisTestSupport",
+            dependencies: [
+                "TrellisModel", "TrellisController", "TrellisClient",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/TrellisTestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "TrellisControllerTests",
-            dependencies: ["TrellisModel", "TrellisStore", "TrellisController", "TrellisClient"],
+            dependencies: ["TrellisModel", "TrellisStore", "TrellisController", "TrellisClient", "TrellisTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "TrellisCLITests",
-            dependencies: ["TrellisModel", "TrellisClient", "TrellisController", "TrellisStore"],
+            dependencies: ["TrellisModel", "TrellisClient", "TrellisTestSupport"],
             swiftSettings: strict
         ),
     ]

@@ -24,8 +24,12 @@ struct APIRoute: Sendable {
     var streams = false
     var handler: @Sendable (Request, TrellisRequestContext) async throws -> Response
 
-    /// The Hummingbird form of `path`.
-    var routerPath: String { path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: "") }
+    /// The Hummingbird form of `path`. Its trie needs one parameter name per position, so an
+    /// endpoint's `{id}` shares the name of the `{enterprise}` that stands there in path routes.
+    var routerPath: String {
+        path.replacingOccurrences(of: "endpoints/{id}", with: "endpoints/{enterprise}")
+            .replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: "")
+    }
 
     var parameters: [String] {
         path.split(separator: "/").filter { $0.hasPrefix("{") }.map { String($0.dropFirst().dropLast()) }
@@ -171,7 +175,7 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
     typealias Reference = @Sendable (TrellisRequestContext) throws -> String
     let endpointReferences: [(String, Reference)] = [
         (itemPath(.endpoint), { ctx in try ctx.objectPath(.endpoint) }),
-        ("/api/v1/endpoints/{id}", { ctx in try ctx.parameters.require("id") }),
+        ("/api/v1/endpoints/{id}", { ctx in try ctx.parameters.require("enterprise") }),
     ]
     for (path, reference) in endpointReferences {
         let by = path.hasSuffix("{id}") ? " by id" : ""

@@ -45,7 +45,7 @@ public struct TrellisError: Error, Sendable, Equatable, Codable, CustomStringCon
         self.field = field
     }
 
-    public var description: String { field.map { "\(message) (field \($0))" } ?? message }
+    public var description: String { message }
 
     public static func invalid(_ message: String, field: String? = nil) -> TrellisError {
         TrellisError(.invalid, message, field: field)

@@ -1,1 +1,3 @@
-print("x")
+import TrellisCLI
+
+await TrellisCommand.runMain()

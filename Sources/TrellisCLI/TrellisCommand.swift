@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import TrellisClient
+import TrellisController
+import TrellisModel
+
+/// The `trellis` command: the controller, and a client of its API.
+public struct TrellisCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "trellis",
+        abstract: "Trellis: multi-tenant networks for containers and VMs.",
+        subcommands: [
+            ControllerCommand.self, EnterpriseCommand.self, DomainCommand.self, ZoneCommand.self, SubnetCommand.self,
+            EndpointCommand.self, HostCommand.self, ProfileCommand.self, PolicyCommand.self, UserCommand.self, EventsCommand.self,
+        ]
+    )
+
+    public init() {}
+
+    /// Parses the process's arguments, runs the chosen command, and exits with a clear message on error.
+    public static func runMain() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+struct ControllerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "controller", abstract: "Run the controller (REST API, IPAM, store).")
+
+    @Option(help: "Address and port to listen on.")
+    var listen = "127.0.0.1:7400"
+
+    @Option(help: "Store: sqlite:PATH.")
+    var store = "sqlite:/var/lib/trellis/trellis.db"
+
+    @Option(help: "Where the admin token is written on first start (mode 0600).")
+    var adminTokenFile = "/var/lib/trellis/admin.token"
+
+    func run() async throws {
+        let configuration = try ControllerConfiguration(listen: listen, store: store, adminTokenFile: adminTokenFile)
+        let controller = try Controller(configuration: configuration)
+        try await controller.run { port in
+            print("trellis controller listening on \(configuration.host):\(port), store \(configuration.store), admin token in \(configuration.adminTokenFile)")
+            fflush(nil)
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+import TrellisClient
+import TrellisModel
+import TrellisTestSupport
+
+/// Reads watch lines from a stream into an async sequence the test can pull from.
+actor LineCollector<T: Sendable> {
+    private var items: [T] = []
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func append(_ item: T) {
+        items.append(item)
+        waiters.forEach { $0.resume() }
+        waiters.removeAll()
+    }
+
+    /// Waits up to `seconds` for item number `index`.
+    func item(_ index: Int, within seconds: Double = 10) async throws -> T {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while items.count <= index {
+            guard ContinuousClock.now < deadline else { throw TrellisError(.unavailable, "no item \(index) within \(seconds)s") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        return items[index]
+    }
+
+    var count: Int { items.count }
+}
+
+@Suite struct DesiredStateTests {
+    @Test func desiredStateNamesLocalAndRemoteEndpoints() async throws {
+        try await withController { controller in
+            let client = controller.client()
+            let red = try await makeSubnet(client)
+            let blue = try await makeSubnet(client, zone: "db", subnet: "blue", cidr: "192.168.20.0/24")
+            let other = try await makeSubnet(client, enterprise: "globex", cidr: "192.168.10.0/24")
+            for (host, ip) in [("h1", "10.99.0.1"), ("h2", "10.99.0.2"), ("h3", "10.99.0.3")] {
+                let _: HostRecord = try await client.put("/api/v1/hosts/\(host)", HostRegistration(underlayIP: ip))
+            }
+            let _: PortProfile = try await client.post("/api/v1/profiles", ProfileCreate(enterprise: "acme", name: "p"))
+            let web1: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web1", host: "h1", profile: "acme/p"))
+            let web2: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web2", host: "h2"))
+            let db1: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: blue, name: "db1", host: "h2"))
+            let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: other, name: "x", host: "h3"))
+
+            let state: DesiredState = try await client.get("/api/v1/hosts/h1/desired")
+            #expect(state.underlayIP?.description == "10.99.0.1")
+            #expect(state.endpoints.map(\.path) == [web1.path])
+            #expect(state.profiles.map(\.path) == ["acme/p"])
+            #expect(state.domains.map(\.path) == ["acme/app1"])
+            #expect(state.domains[0].subnets.map(\.path).sorted() == [blue, red].sorted(), "every subnet of a served domain")
+            #expect(state.domains[0].subnets.allSatisfy { $0.remoteVTEPs.map(\.description) == ["10.99.0.2"] })
+            let remote = state.remoteEndpoints.sorted { $0.path < $1.path }
+            #expect(remote.map(\.path) == [db1.path, web2.path])
+            #expect(remote.allSatisfy { $0.vtep.description == "10.99.0.2" && $0.host == "h2" })
+            #expect(remote.first { $0.path == web2.path }?.mac == web2.mac)
+
+            let h3: DesiredState = try await client.get("/api/v1/hosts/h3/desired")
+            #expect(h3.domains.map(\.path) == ["globex/app1"] && h3.remoteEndpoints.isEmpty, "domains never leak into each other")
+            let idle: DesiredState = try await client.get("/api/v1/hosts/h9/desired")
+            #expect(idle.domains.isEmpty && idle.endpoints.isEmpty && idle.underlayIP == nil)
+        }
+    }
+
+    @Test func watchStreamsOnlyTheChangesOfServedDomains() async throws {
+        try await withController { controller in
+            let client = controller.client()
+            let red = try await makeSubnet(client)
+            let other = try await makeSubnet(client, enterprise: "globex", cidr: "10.5.0.0/24")
+            for (host, ip) in [("h1", "10.99.0.1"), ("h2", "10.99.0.2"), ("h3", "10.99.0.3")] {
+                let _: HostRecord = try await client.put("/api/v1/hosts/\(host)", HostRegistration(underlayIP: ip))
+            }
+            let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web1", host: "h1"))
+            let messages = LineCollector<WatchMessage>()
+            let watcher = Task {
+                try await client.stream("/api/v1/hosts/h1/desired?watch=1", as: WatchMessage.self) { message in
+                    await messages.append(message)
+                    return true
+                }
+            }
+            defer { watcher.cancel() }
+            let first = try await messages.item(0)
+            #expect(first.type == .snapshot && first.state?.endpoints.map(\.name) == ["web1"])
+
+            // A change in another enterprise's domain wakes nobody here; one in h1's domain does.
+            let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: other, name: "x", host: "h3"))
+            let web2: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web2", host: "h2"))
+            let second = try await messages.item(1)
+            #expect(second.type == .snapshot && second.revision > first.revision)
+            #expect(second.state?.remoteEndpoints.map(\.path) == [web2.path])
+
+            // Detach on h2: its entries vanish from h1's state.
+            try await client.delete("/api/v1/endpoints/\(web2.path)")
+            let third = try await messages.item(2)
+            #expect(third.state?.remoteEndpoints.isEmpty == true)
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(await messages.count == 3, "no message for changes that leave h1's state as it was")
+
+            // A watcher that already has the current revision gets a bookmark, not a snapshot.
+            let bookmarks = LineCollector<WatchMessage>()
+            let resumed = Task {
+                try await client.stream("/api/v1/hosts/h1/desired?watch=1&since=\(third.revision)", as: WatchMessage.self) { message in
+                    await bookmarks.append(message)
+                    return false
+                }
+            }
+            defer { resumed.cancel() }
+            let bookmark = try await bookmarks.item(0)
+            #expect(bookmark.type == .bookmark && bookmark.revision == third.revision && bookmark.state == nil)
+        }
+    }
+
+    @Test func eventsCanBeFollowed() async throws {
+        try await withController { controller in
+            let client = controller.client()
+            let events = LineCollector<Event>()
+            let follower = Task {
+                try await client.stream("/api/v1/events?follow=1", as: Event.self) { event in
+                    await events.append(event)
+                    return true
+                }
+            }
+            defer { follower.cancel() }
+            try await Task.sleep(for: .milliseconds(100))
+            try await makeSubnet(client)
+            // Without `since`, following starts with the recent past (here the admin user made at first start).
+            let kinds = try await (0..<5).asyncMap { try await events.item($0).kind }
+            #expect(kinds == [.user, .enterprise, .domain, .zone, .subnet])
+            let subnetEvent = try await events.item(4)
+            #expect(subnetEvent.action == .created && subnetEvent.actor == "admin" && subnetEvent.object?["cidr"]?.stringValue == "192.168.10.0/24")
+        }
+    }
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}

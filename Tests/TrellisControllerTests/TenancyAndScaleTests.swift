@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+import TrellisClient
+import TrellisModel
+import TrellisTestSupport
+
+@Suite struct TenancyTests {
+    /// Users of one enterprise neither see nor change anything of another: 404, as if it did not exist.
+    @Test func enterprisesAreIsolated() async throws {
+        try await withController { controller in
+            let admin = controller.client()
+            try await makeSubnet(admin, enterprise: "acme")
+            try await makeSubnet(admin, enterprise: "globex", cidr: "192.168.10.0/24")
+            let _: PortProfile = try await admin.post("/api/v1/profiles", ProfileCreate(enterprise: "globex", name: "gold"))
+            let alice: UserWithToken = try await admin.post("/api/v1/users", UserCreate(name: "alice", enterprise: "acme"))
+            let aliceClient = controller.client(token: alice.token)
+
+            let enterprises: ListBody<Enterprise> = try await aliceClient.get("/api/v1/enterprises")
+            #expect(enterprises.items.map(\.name) == ["acme"])
+            let subnets: ListBody<Subnet> = try await aliceClient.get("/api/v1/subnets")
+            #expect(subnets.items.map(\.path) == ["acme/app1/web/red"])
+            let foreign: ListBody<Subnet> = try await aliceClient.get("/api/v1/subnets?zone=globex/app1/web")
+            #expect(foreign.items.isEmpty)
+            let profiles: ListBody<PortProfile> = try await aliceClient.get("/api/v1/profiles")
+            #expect(profiles.items.isEmpty)
+
+            // Alice works in her own enterprise.
+            let mine: Endpoint = try await aliceClient.post("/api/v1/endpoints", EndpointCreate(subnet: "acme/app1/web/red", name: "web1"))
+            let theirs: Endpoint = try await admin.post("/api/v1/endpoints", EndpointCreate(subnet: "globex/app1/web/red", name: "db1"))
+            #expect(mine.ip == theirs.ip, "overlapping address spaces of different enterprises are independent")
+
+            for (method, path, body) in [
+                ("GET", "/api/v1/enterprises/globex", nil), ("GET", "/api/v1/subnets/globex/app1/web/red", nil),
+                ("GET", "/api/v1/endpoints/globex/app1/web/red/db1", nil), ("GET", "/api/v1/endpoints/\(theirs.id)", nil),
+                ("DELETE", "/api/v1/endpoints/globex/app1/web/red/db1", nil),
+                ("PATCH", "/api/v1/endpoints/globex/app1/web/red/db1", #"{"state": "down"}"#),
+                ("POST", "/api/v1/endpoints", #"{"subnet": "globex/app1/web/red", "name": "x"}"#),
+                ("POST", "/api/v1/domains", #"{"enterprise": "globex", "name": "x"}"#),
+                ("GET", "/api/v1/profiles/globex/gold", nil), ("DELETE", "/api/v1/zones/globex/app1/web", nil),
+                ("PATCH", "/api/v1/enterprises/globex", #"{"description": "mine now"}"#),
+                ("POST", "/api/v1/endpoints", #"{"subnet": "acme/app1/web/red", "name": "x", "profile": "globex/gold"}"#),
+            ] as [(String, String, String?)] {
+                let answer = try await rawRequest(aliceClient, method, path, body: body)
+                #expect(answer.status == 404, "\(method) \(path) answered \(answer.status)")
+            }
+            for (method, path, body) in [
+                ("POST", "/api/v1/enterprises", #"{"name": "mine"}"#), ("GET", "/api/v1/hosts", nil),
+                ("POST", "/api/v1/users", #"{"name": "eve", "admin": true}"#), ("GET", "/api/v1/hosts/h1/desired", nil),
+            ] as [(String, String, String?)] {
+                let answer = try await rawRequest(aliceClient, method, path, body: body)
+                #expect(answer.status == 403, "\(method) \(path) answered \(answer.status)")
+            }
+
+            let events: [String: [Event]] = try await aliceClient.get("/api/v1/events?since=0&limit=1000")
+            #expect(!events["items", default: []].isEmpty)
+            #expect(events["items", default: []].allSatisfy { $0.enterprise == "acme" })
+            let stillThere: Endpoint = try await admin.get("/api/v1/endpoints/globex/app1/web/red/db1")
+            #expect(stillThere.state == .pending)
+        }
+    }
+}
+
+@Suite struct ConcurrencyTests {
+    /// 2,000 creations in parallel into one /21 give 2,000 distinct addresses; once it is full, 409.
+    @Test func parallelAllocationNeverDuplicates() async throws {
+        try await withController { controller in
+            let client = controller.client()
+            let subnet = try await makeSubnet(client, cidr: "10.20.0.0/21")
+            let usage: [String: Int] = try await client.get("/api/v1/subnets/\(subnet)/usage")
+            let capacity = try #require(usage["capacity"])
+            #expect(capacity == 2045)
+            let made = try await withThrowingTaskGroup(of: Endpoint.self) { group in
+                var endpoints: [Endpoint] = []
+                for index in 0..<2000 {
+                    if index >= 64 { endpoints.append(try await group.next()!) }
+                    group.addTask { try await client.post("/api/v1/endpoints", EndpointCreate(subnet: subnet, name: "e\(index)")) }
+                }
+                for try await endpoint in group { endpoints.append(endpoint) }
+                return endpoints
+            }
+            #expect(made.count == 2000)
+            #expect(Set(made.map(\.ip)).count == 2000, "duplicate addresses")
+            #expect(Set(made.map(\.mac)).count == 2000, "duplicate MACs")
+            let network = try IPv4Network.parse("10.20.0.0/21")
+            #expect(made.allSatisfy { network.contains($0.ip) && $0.ip != network.firstHost && $0.ip != network.broadcast })
+
+            // Fill the rest in parallel too, then every further request is refused as full.
+            let results = await withTaskGroup(of: Int.self) { group in
+                for index in 2000..<(capacity + 20) {
+                    group.addTask {
+                        (try? await rawRequest(client, "POST", "/api/v1/endpoints", body: #"{"subnet":"\#(subnet)","name":"e\#(index)"}"#).status) ?? 0
+                    }
+                }
+                return await group.reduce(into: [Int: Int]()) { $0[$1, default: 0] += 1 }
+            }
+            #expect(results == [201: capacity - 2000, 409: 20])
+            let all: ListBody<Endpoint> = try await client.get("/api/v1/endpoints?subnet=\(subnet)")
+            #expect(all.items.count == capacity && Set(all.items.map(\.ip)).count == capacity)
+        }
+    }
+}
+
+@Suite struct RestartTests {
+    @Test func dataAndRevisionsSurviveARestart() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (token, revision, first) = try await withController(directory: directory) { controller in
+            let client = controller.client()
+            try await makeSubnet(client, cidr: "10.30.0.0/29")
+            let first: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: "acme/app1/web/red", name: "a"))
+            let list: ListBody<Endpoint> = try await client.get("/api/v1/endpoints")
+            return (controller.adminToken, list.revision, first)
+        }
+        try await withController(directory: directory) { controller in
+            #expect(controller.adminToken == token, "a valid admin token is kept across restarts")
+            let client = controller.client()
+            let list: ListBody<Endpoint> = try await client.get("/api/v1/endpoints")
+            #expect(list.revision == revision)
+            #expect(list.items == [first])
+            let second: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: "acme/app1/web/red", name: "b"))
+            #expect(second.ip != first.ip && second.mac != first.mac && second.id > first.id)
+            let after: ListBody<Endpoint> = try await client.get("/api/v1/endpoints")
+            #expect(after.revision == revision + 1)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import TrellisClient
+import TrellisController
+import TrellisModel
+
+/// A real controller for a test: HTTP on a free loopback port, a SQLite file in its own directory.
+public struct RunningController: Sendable {
+    public let url: String
+    public let adminToken: String
+    public let directory: URL
+
+    /// A client with the admin token, or with `token`.
+    public func client(token: String? = nil) -> ControllerClient {
+        ControllerClient(baseURL: url, token: token ?? adminToken)
+    }
+}
+
+/// A new empty directory under the system's temporary directory.
+public func makeTemporaryDirectory() throws -> URL {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("trellis-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return directory
+}
+
+/// Runs `body` against a controller whose store lives in `directory` (a new one by default), then
+/// stops the controller; the directory is removed afterwards unless the caller gave it.
+public func withController<T: Sendable>(directory: URL? = nil, _ body: (RunningController) async throws -> T) async throws -> T {
+    let ownsDirectory = directory == nil
+    let directory = try directory ?? makeTemporaryDirectory()
+    let configuration = try ControllerConfiguration(listen: "127.0.0.1:0", store: "sqlite:\(directory.path)/trellis.db",
+                                                    adminTokenFile: "\(directory.path)/admin.token")
+    let controller = try Controller(configuration: configuration)
+    var logger = Logger(label: "trellis.test")
+    logger.logLevel = .critical
+    let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+    defer { if ownsDirectory { try? FileManager.default.removeItem(at: directory) } }
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { [logger] in
+            try await controller.run(logger: logger) { port in continuation.yield(port) }
+        }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw TrellisError(.unavailable, "the controller did not start") }
+        let token = try String(contentsOfFile: configuration.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let running = RunningController(url: "http://127.0.0.1:\(port)", adminToken: token, directory: directory)
+        do {
+            let result = try await body(running)
+            group.cancelAll()
+            return result
+        } catch {
+            group.cancelAll()
+            throw error
+        }
+    }
+}
+
+/// Makes `acme/app1/web/red` (and its parents) with `cidr`, returning the subnet path.
+@discardableResult
+public func makeSubnet(_ client: ControllerClient, enterprise: String = "acme", domain: String = "app1", zone: String = "web",
+                       subnet: String = "red", cidr: String = "192.168.10.0/24", reserved: [String]? = nil) async throws -> String {
+    if (try? await client.get("/api/v1/enterprises/\(enterprise)", as: Enterprise.self)) == nil {
+        let _: Enterprise = try await client.post("/api/v1/enterprises", EnterpriseCreate(name: enterprise))
+    }
+    if (try? await client.get("/api/v1/domains/\(enterprise)/\(domain)", as: Domain.self)) == nil {
+        let _: Domain = try await client.post("/api/v1/domains", DomainCreate(enterprise: enterprise, name: domain))
+    }
+    if (try? await client.get("/api/v1/zones/\(enterprise)/\(domain)/\(zone)", as: Zone.self)) == nil {
+        let _: Zone = try await client.post("/api/v1/zones", ZoneCreate(domain: "\(enterprise)/\(domain)", name: zone))
+    }
+    let _: Subnet = try await client.post("/api/v1/subnets", SubnetCreate(zone: "\(enterprise)/\(domain)/\(zone)", name: subnet,
+                                                                           cidr: cidr, reserved: reserved))
+    return "\(enterprise)/\(domain)/\(zone)/\(subnet)"
+}
+
+/// Sends a raw request (any method, any body, any token) and returns the status and the error body.
+public func rawRequest(_ client: ControllerClient, _ method: String, _ path: String, body: String?,
+                       token: String? = nil) async throws -> (status: Int, error: ErrorBody?) {
+    let answer = try await client.exchange(method, path, body: body.map { Data($0.utf8) }, token: token)
+    return (answer.status, try? JSONCoding.decoder().decode(ErrorBody.self, from: answer.body))
+}
+
+/// What a run of the `trellis` binary printed and how it exited.
+public struct CommandResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+/// The `trellis` executable built beside the test bundle.
+public func trellisExecutable() -> String {
+    let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    return here.appendingPathComponent("trellis").path
+}
+
+/// Runs the real `trellis` binary with `arguments` and `environment` added to a clean one.
+public func runTrellis(_ arguments: [String], environment: [String: String]) async throws -> CommandResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: trellisExecutable())
+    process.arguments = arguments
+    process.environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"].merging(environment) { $1 }
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        process.terminationHandler = { _ in continuation.resume() }
+        do { try process.run() } catch { continuation.resume(throwing: error) }
+    }
+    let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    return CommandResult(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+}
