@@ -4,9 +4,11 @@ import TrellisStore
 
 /// Compiles each host's desired state and wakes the watchers a change concerns.
 ///
-/// A change touches one domain (or, for hosts and profiles, a few); the hub drops only that domain's
-/// cached view and signals only the hosts that serve it, so with a thousand agents watching, one new
-/// endpoint costs one store read and a recompile for the hosts of its domain.
+/// Each domain's view is read from the store once, then kept current from the changes themselves:
+/// an endpoint change patches the view in place (it carries the object), other changes to the
+/// domain drop it for a fresh read. Only the hosts that serve the changed domain are woken, so with
+/// a thousand agents watching, one new endpoint costs no store read and a recompile for the hosts
+/// of its domain only.
 actor DesiredStateHub {
     /// What a watcher is woken for.
     enum Signal: Sendable { case changed, keepalive }
@@ -16,7 +18,44 @@ actor DesiredStateHub {
         var domain: Domain
         var subnets: [Subnet]
         var policies: [NetworkPolicy]
-        var endpoints: [Endpoint]
+        /// Endpoints placed on a host, by host and path; unplaced ones concern no agent.
+        var placed: [String: [String: Endpoint]]
+        /// The store revision the view was read at; changes at or below it are already in it.
+        var loadedRevision: Int
+        /// The revision of the latest change applied per endpoint path, so that a change that
+        /// arrives late (commits may publish out of order) never overwrites a newer one.
+        var applied: [String: Int] = [:]
+        var hostOf: [String: String] = [:]
+
+        init(domain: Domain, subnets: [Subnet], policies: [NetworkPolicy], endpoints: [Endpoint], revision: Int) {
+            self.domain = domain
+            self.subnets = subnets
+            self.policies = policies
+            placed = [:]
+            loadedRevision = revision
+            for endpoint in endpoints { place(endpoint) }
+        }
+
+        private mutating func place(_ endpoint: Endpoint) {
+            guard let host = endpoint.host else { return }
+            placed[host, default: [:]][endpoint.path] = endpoint
+            hostOf[endpoint.path] = host
+        }
+
+        /// Applies one endpoint change; false when the view cannot follow it and must be read again.
+        mutating func apply(_ event: Event) -> Bool {
+            guard event.revision > max(loadedRevision, applied[event.path] ?? 0) else { return true }
+            guard applied.count < 100_000 else { return false }
+            applied[event.path] = event.revision
+            if let host = hostOf.removeValue(forKey: event.path) {
+                placed[host]?[event.path] = nil
+                if placed[host]?.isEmpty == true { placed[host] = nil }
+            }
+            guard event.action != .deleted else { return true }
+            guard let object = event.object, let endpoint = try? JSONCoding.decode(Endpoint.self, from: object) else { return false }
+            place(endpoint)
+            return true
+        }
     }
 
     private let store: any Store
@@ -52,7 +91,11 @@ actor DesiredStateHub {
                 wake.formUnion(watchers.keys)
             case .domain, .zone, .subnet, .endpoint, .policy:
                 let domain = Names.prefix(event.path, 2)
-                invalidate(domain)
+                if event.kind == .endpoint, views[domain] != nil, views[domain]!.apply(event) {
+                    // Patched in place.
+                } else {
+                    invalidate(domain)
+                }
                 if event.kind == .endpoint, let host = event.object?["host"]?.stringValue {
                     hostDomains[host]?.insert(domain)
                     wake.insert(host)
@@ -123,7 +166,7 @@ actor DesiredStateHub {
                 guard let domain = try tx.get(Domain.self, path) else { return nil }
                 return DomainView(domain: domain, subnets: try tx.list(Subnet.self, under: path),
                                   policies: try tx.list(NetworkPolicy.self, under: path),
-                                  endpoints: try tx.list(Endpoint.self, under: path))
+                                  endpoints: try tx.list(Endpoint.self, under: path), revision: try tx.currentRevision())
             }
         }
         loading[path] = (generation, task)
@@ -153,14 +196,14 @@ actor DesiredStateHub {
         var served: [DomainView] = []
         for path in (hostDomains[host] ?? []).sorted() {
             let generation = generations[path, default: 0]
-            if let view = try await view(path), view.endpoints.contains(where: { $0.host == host }) {
+            if let view = try await view(path), view.placed[host] != nil {
                 served.append(view)
             } else if generations[path, default: 0] == generation {
                 hostDomains[host]?.remove(path)
             }
         }
         let hosts = try await hosts()
-        let local = served.flatMap(\.endpoints).filter { $0.host == host }
+        let local = served.flatMap { $0.placed[host].map { Array($0.values) } ?? [] }
         let profilePaths = Set(local.compactMap(\.profile))
         let profiles = profilePaths.isEmpty ? [] : try await store.read { tx in
             try profilePaths.sorted().compactMap { try tx.get(PortProfile.self, $0) }
@@ -169,11 +212,13 @@ actor DesiredStateHub {
         var domains: [DesiredDomain] = []
         for view in served {
             var vteps: Set<IPv4Address> = []
-            for endpoint in view.endpoints {
-                guard let owner = endpoint.host, owner != host, let vtep = hosts[owner]?.underlayIP else { continue }
+            for (owner, endpoints) in view.placed where owner != host {
+                guard let vtep = hosts[owner]?.underlayIP else { continue }
                 vteps.insert(vtep)
-                remote.append(RemoteEndpoint(path: endpoint.path, subnet: endpoint.subnet, ip: endpoint.ip,
-                                             mac: endpoint.mac, host: owner, vtep: vtep))
+                for endpoint in endpoints.values {
+                    remote.append(RemoteEndpoint(path: endpoint.path, subnet: endpoint.subnet, ip: endpoint.ip,
+                                                 mac: endpoint.mac, host: owner, vtep: vtep))
+                }
             }
             let subnets = view.subnets.map {
                 DesiredSubnet(path: $0.path, cidr: $0.cidr, gateway: $0.gateway, gatewayMAC: $0.gatewayMAC, vni: $0.vni,
@@ -182,6 +227,6 @@ actor DesiredStateHub {
             domains.append(DesiredDomain(path: view.domain.path, id: view.domain.id, subnets: subnets, policies: view.policies))
         }
         return DesiredState(host: host, revision: revision, underlayIP: hosts[host]?.underlayIP, domains: domains,
-                            endpoints: local, remoteEndpoints: remote, profiles: profiles)
+                            endpoints: local, remoteEndpoints: remote, profiles: profiles).canonical
     }
 }

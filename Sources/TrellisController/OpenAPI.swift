@@ -11,7 +11,8 @@ enum OpenAPIDocument {
                 "responses": .object(responses(route)),
             ]
             var parameters: [JSONValue] = route.parameters.map { name in
-                .object(["name": .string(name), "in": "path", "required": true, "schema": schema(name: name)])
+                .object(["name": .string(name), "in": "path", "required": true, "schema": schema(name: name),
+                         "example": examples[name] ?? "x"])
             }
             parameters += route.query.map { query in
                 .object(["name": .string(query.name), "in": "query", "required": false, "description": .string(query.description),
@@ -63,6 +64,12 @@ enum OpenAPIDocument {
         }
         return answers
     }
+
+    /// Path parameter values of the objects a quick-start makes, so that tools reach real ones.
+    static let examples: [String: JSONValue] = [
+        "enterprise": "acme", "domain": "app1", "zone": "web", "subnet": "red", "endpoint": "web1", "host": "h1",
+        "id": .number(1), "profile": "limited", "policy": "web-to-db", "user": "alice",
+    ]
 
     static func schema(name: String) -> JSONValue {
         name == "id" ? .object(["type": "integer"]) : .object(["type": "string"])
@@ -185,7 +192,16 @@ enum OpenAPIDocument {
             "UserWithToken": object(["user", "token"], ["user": ref("User"), "token": string]),
             "Event": event, "EventList": object(["items"], ["items": array(ref("Event"))]),
             "DesiredState": desired,
-            "WatchMessage": object(["type", "revision"], ["type": enumeration(["snapshot", "bookmark"]), "revision": integer, "state": ref("DesiredState")]),
+            "DesiredStateDelta": object([], [
+                "underlayIP": string, "domains": array(.object(["type": "object"])), "removedDomains": array(string),
+                "endpoints": array(ref("Endpoint")), "removedEndpoints": array(string),
+                "remoteEndpoints": array(remote), "removedRemoteEndpoints": array(string),
+                "profiles": array(ref("Profile")), "removedProfiles": array(string),
+            ]),
+            "WatchMessage": object(["type", "revision"], [
+                "type": enumeration(["snapshot", "delta", "bookmark"]), "revision": integer,
+                "state": ref("DesiredState"), "delta": ref("DesiredStateDelta"),
+            ]),
         ]
     }
 }

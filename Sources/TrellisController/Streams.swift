@@ -4,8 +4,9 @@ import TrellisStore
 
 extension Registry {
     /// Streams `host`'s desired state: a snapshot (or, when the watcher is already at the current
-    /// revision, a bookmark), then a snapshot whenever the state changes, and a bookmark every
-    /// `keepalive` seconds so that both ends notice a dead connection.
+    /// revision, a bookmark), then a delta whenever the state changes, and a bookmark every
+    /// `keepalive` seconds so that both ends notice a dead connection. Deltas keep the cost of a
+    /// change proportional to what changed, not to the size of the host's state.
     func streamDesiredState(host: String, since: Int, keepalive: Duration = .seconds(15),
                             send: (any Encodable & Sendable) async throws -> Void) async throws {
         let (id, signals) = await hub.watch(host: host)
@@ -28,9 +29,10 @@ extension Registry {
                     switch signal {
                     case .changed:
                         let state = try await hub.state(for: host)
-                        guard !state.sameContent(as: last) else { continue }
+                        let delta = state.delta(from: last)
+                        guard !delta.isEmpty else { continue }
                         last = state
-                        try await send(WatchMessage(type: .snapshot, revision: state.revision, state: state))
+                        try await send(WatchMessage(type: .delta, revision: state.revision, delta: delta))
                     case .keepalive:
                         try await send(WatchMessage(type: .bookmark, revision: try await hub.revision()))
                     }

@@ -21,13 +21,6 @@ public struct DesiredState: Codable, Sendable, Equatable {
         self.endpoints = endpoints; self.remoteEndpoints = remoteEndpoints; self.profiles = profiles
     }
 
-    /// True when the two states ask for the same datapath, whatever revision they were read at.
-    public func sameContent(as other: DesiredState) -> Bool {
-        var a = self, b = other
-        a.revision = 0
-        b.revision = 0
-        return a == b
-    }
 }
 
 /// A routing domain as a host instantiates it: one router namespace with every subnet of the domain.
@@ -74,15 +67,125 @@ public struct RemoteEndpoint: Codable, Sendable, Equatable {
     }
 }
 
-/// One line of the desired-state watch stream (newline-delimited JSON).
-/// `snapshot` carries the host's whole desired state; `bookmark` says nothing changed for this host up to `revision`.
+/// What changed in a host's desired state: objects to add or replace, and keys of objects to drop.
+/// Objects are keyed by path; the host's own VTEP is replaced when `underlayIP` is set.
+public struct DesiredStateDelta: Codable, Sendable, Equatable {
+    public var underlayIP: IPv4Address?
+    public var domains: [DesiredDomain] = []
+    public var removedDomains: [String] = []
+    public var endpoints: [Endpoint] = []
+    public var removedEndpoints: [String] = []
+    public var remoteEndpoints: [RemoteEndpoint] = []
+    public var removedRemoteEndpoints: [String] = []
+    public var profiles: [PortProfile] = []
+    public var removedProfiles: [String] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { self == DesiredStateDelta() }
+
+    enum CodingKeys: String, CodingKey {
+        case underlayIP, domains, removedDomains, endpoints, removedEndpoints, remoteEndpoints, removedRemoteEndpoints,
+             profiles, removedProfiles
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        underlayIP = try c.decodeIfPresent(IPv4Address.self, forKey: .underlayIP)
+        domains = try c.decodeIfPresent([DesiredDomain].self, forKey: .domains) ?? []
+        removedDomains = try c.decodeIfPresent([String].self, forKey: .removedDomains) ?? []
+        endpoints = try c.decodeIfPresent([Endpoint].self, forKey: .endpoints) ?? []
+        removedEndpoints = try c.decodeIfPresent([String].self, forKey: .removedEndpoints) ?? []
+        remoteEndpoints = try c.decodeIfPresent([RemoteEndpoint].self, forKey: .remoteEndpoints) ?? []
+        removedRemoteEndpoints = try c.decodeIfPresent([String].self, forKey: .removedRemoteEndpoints) ?? []
+        profiles = try c.decodeIfPresent([PortProfile].self, forKey: .profiles) ?? []
+        removedProfiles = try c.decodeIfPresent([String].self, forKey: .removedProfiles) ?? []
+    }
+
+    /// Leaves empty lists out, so that a one-endpoint change is a one-endpoint line.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(underlayIP, forKey: .underlayIP)
+        func put<T: Encodable>(_ list: [T], _ key: CodingKeys) throws { if !list.isEmpty { try c.encode(list, forKey: key) } }
+        try put(domains, .domains)
+        try put(removedDomains, .removedDomains)
+        try put(endpoints, .endpoints)
+        try put(removedEndpoints, .removedEndpoints)
+        try put(remoteEndpoints, .remoteEndpoints)
+        try put(removedRemoteEndpoints, .removedRemoteEndpoints)
+        try put(profiles, .profiles)
+        try put(removedProfiles, .removedProfiles)
+    }
+}
+
+/// Objects of a desired state are identified by their path.
+protocol PathKeyed { var path: String { get } }
+extension DesiredDomain: PathKeyed {}
+extension Endpoint: PathKeyed {}
+extension RemoteEndpoint: PathKeyed {}
+extension PortProfile: PathKeyed {}
+
+/// The objects of `new` that are not in `old` as they are, and the paths of `old` that `new` lacks.
+func difference<T: PathKeyed & Equatable>(_ old: [T], _ new: [T]) -> (changed: [T], removed: [String]) {
+    let before = Dictionary(old.map { ($0.path, $0) }, uniquingKeysWith: { _, b in b })
+    let after = Set(new.map(\.path))
+    return (new.filter { before[$0.path] != $0 }, old.map(\.path).filter { !after.contains($0) })
+}
+
+/// `items` with `changed` put in and `removed` taken out, in path order.
+func merging<T: PathKeyed>(_ items: [T], _ changed: [T], _ removed: [String]) -> [T] {
+    var byPath = Dictionary(items.map { ($0.path, $0) }, uniquingKeysWith: { _, b in b })
+    for path in removed { byPath[path] = nil }
+    for item in changed { byPath[item.path] = item }
+    return byPath.values.sorted { $0.path < $1.path }
+}
+
+extension DesiredState {
+    /// What turns `old` into this state.
+    public func delta(from old: DesiredState) -> DesiredStateDelta {
+        var delta = DesiredStateDelta()
+        if underlayIP != old.underlayIP { delta.underlayIP = underlayIP }
+        (delta.domains, delta.removedDomains) = difference(old.domains, domains)
+        (delta.endpoints, delta.removedEndpoints) = difference(old.endpoints, endpoints)
+        (delta.remoteEndpoints, delta.removedRemoteEndpoints) = difference(old.remoteEndpoints, remoteEndpoints)
+        (delta.profiles, delta.removedProfiles) = difference(old.profiles, profiles)
+        return delta
+    }
+
+    /// This state with `delta` applied, at `revision`.
+    public func applying(_ delta: DesiredStateDelta, revision: Int) -> DesiredState {
+        var state = self
+        state.revision = revision
+        if let underlayIP = delta.underlayIP { state.underlayIP = underlayIP }
+        state.domains = merging(domains, delta.domains, delta.removedDomains)
+        state.endpoints = merging(endpoints, delta.endpoints, delta.removedEndpoints)
+        state.remoteEndpoints = merging(remoteEndpoints, delta.remoteEndpoints, delta.removedRemoteEndpoints)
+        state.profiles = merging(profiles, delta.profiles, delta.removedProfiles)
+        return state
+    }
+
+    /// The same state with every list in path order, as the controller compiles it.
+    public var canonical: DesiredState {
+        var state = self
+        state.domains.sort { $0.path < $1.path }
+        state.endpoints.sort { $0.path < $1.path }
+        state.remoteEndpoints.sort { $0.path < $1.path }
+        state.profiles.sort { $0.path < $1.path }
+        return state
+    }
+}
+
+/// One line of the desired-state watch stream (newline-delimited JSON): a `snapshot` with the
+/// host's whole desired state, then a `delta` for each change that concerns the host, and a
+/// `bookmark` now and then (and first, when the watcher already has the current revision).
 public struct WatchMessage: Codable, Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable { case snapshot, bookmark }
+    public enum Kind: String, Codable, Sendable { case snapshot, delta, bookmark }
     public var type: Kind
     public var revision: Int
     public var state: DesiredState?
+    public var delta: DesiredStateDelta?
 
-    public init(type: Kind, revision: Int, state: DesiredState? = nil) {
-        self.type = type; self.revision = revision; self.state = state
+    public init(type: Kind, revision: Int, state: DesiredState? = nil, delta: DesiredStateDelta? = nil) {
+        self.type = type; self.revision = revision; self.state = state; self.delta = delta
     }
 }

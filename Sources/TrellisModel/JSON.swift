@@ -59,6 +59,11 @@ public enum JSONCoding {
         try decoder().decode(JSONValue.self, from: encoder().encode(object))
     }
 
+    /// Converts a `JSONValue` back to a typed value.
+    public static func decode<T: Decodable>(_ type: T.Type, from value: JSONValue) throws -> T {
+        try decoder().decode(T.self, from: encoder().encode(value))
+    }
+
     /// Renders a decoding error as a message and the dotted path of the field it concerns.
     public static func describe(_ error: DecodingError) -> TrellisError {
         func path(_ keys: [any CodingKey]) -> String {

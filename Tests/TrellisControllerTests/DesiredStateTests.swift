@@ -87,13 +87,19 @@ actor LineCollector<T: Sendable> {
             let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: other, name: "x", host: "h3"))
             let web2: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web2", host: "h2"))
             let second = try await messages.item(1)
-            #expect(second.type == .snapshot && second.revision > first.revision)
-            #expect(second.state?.remoteEndpoints.map(\.path) == [web2.path])
+            #expect(second.type == .delta && second.revision > first.revision)
+            #expect(second.delta?.remoteEndpoints.map(\.path) == [web2.path] && second.delta?.endpoints.isEmpty == true)
+            #expect(second.delta?.domains.first?.subnets.first?.remoteVTEPs.map(\.description) == ["10.99.0.2"], "h2 now serves the domain")
 
             // Detach on h2: its entries vanish from h1's state.
             try await client.delete("/api/v1/endpoints/\(web2.path)")
             let third = try await messages.item(2)
-            #expect(third.state?.remoteEndpoints.isEmpty == true)
+            #expect(third.type == .delta && third.delta?.removedRemoteEndpoints == [web2.path])
+            // Snapshot plus deltas is exactly what a fresh read says.
+            let replayed = try #require(first.state).applying(try #require(second.delta), revision: second.revision)
+                .applying(try #require(third.delta), revision: third.revision)
+            let fresh: DesiredState = try await client.get("/api/v1/hosts/h1/desired")
+            #expect(replayed == fresh)
             try await Task.sleep(for: .milliseconds(200))
             #expect(await messages.count == 3, "no message for changes that leave h1's state as it was")
 
@@ -108,6 +114,54 @@ actor LineCollector<T: Sendable> {
             defer { resumed.cancel() }
             let bookmark = try await bookmarks.item(0)
             #expect(bookmark.type == .bookmark && bookmark.revision == third.revision && bookmark.state == nil)
+        }
+    }
+
+    /// Many concurrent placements, moves and deletions: snapshot plus deltas still equals a fresh read,
+    /// whatever order the commits were published in.
+    @Test func watchedStateStaysExactUnderConcurrentChanges() async throws {
+        try await withController { controller in
+            let client = controller.client()
+            let red = try await makeSubnet(client, cidr: "10.40.0.0/20")
+            for (host, ip) in [("h1", "10.99.0.1"), ("h2", "10.99.0.2"), ("h3", "10.99.0.3")] {
+                let _: HostRecord = try await client.put("/api/v1/hosts/\(host)", HostRegistration(underlayIP: ip))
+            }
+            let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "anchor", host: "h1"))
+            let messages = LineCollector<WatchMessage>()
+            let watcher = Task {
+                try await client.stream("/api/v1/hosts/h1/desired?watch=1", as: WatchMessage.self) { message in
+                    await messages.append(message)
+                    return true
+                }
+            }
+            defer { watcher.cancel() }
+            let first = try await messages.item(0)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<200 {
+                    group.addTask {
+                        let host = ["h1", "h2", "h3"][index % 3]
+                        let made: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "e\(index)", host: host))
+                        if index % 4 == 0 {
+                            let _: Endpoint = try await client.patch("/api/v1/endpoints/\(made.id)", EndpointUpdate(host: ["h2", "h3", "h1"][index % 3]))
+                        }
+                        if index % 5 == 0 { try await client.delete("/api/v1/endpoints/\(made.id)") }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let fresh: DesiredState = try await client.get("/api/v1/hosts/h1/desired")
+            var replayed = try #require(first.state)
+            var index = 1
+            let deadline = ContinuousClock.now + .seconds(20)
+            while replayed.endpoints != fresh.endpoints || replayed.remoteEndpoints != fresh.remoteEndpoints, ContinuousClock.now < deadline {
+                let message = try await messages.item(index)
+                if let delta = message.delta { replayed = replayed.applying(delta, revision: message.revision) }
+                index += 1
+            }
+            #expect(replayed.endpoints == fresh.endpoints)
+            #expect(replayed.remoteEndpoints == fresh.remoteEndpoints)
+            #expect(replayed.domains == fresh.domains)
+            #expect(fresh.endpoints.count + fresh.remoteEndpoints.count == 161, "anchor and the 160 endpoints not deleted")
         }
     }
 

@@ -47,19 +47,26 @@ import Testing
     }
 
     @Test func decodingErrorsNameTheField() {
-        struct Body: Decodable { var cidr: String; var nested: [Inner] }
-        struct Inner: Decodable { var port: Int }
-        func error(_ json: String) -> TrellisError? {
-            do {
-                _ = try JSONDecoder().decode(Body.self, from: Data(json.utf8))
-                return nil
-            } catch {
-                return (error as? DecodingError).map(JSONCoding.describe)
-            }
-        }
-        #expect(error(#"{"nested": []}"#)?.field == "cidr")
-        #expect(error(#"{"cidr": 5, "nested": []}"#)?.field == "cidr")
-        #expect(error(#"{"cidr": "x", "nested": [{"port": "a"}]}"#)?.field == "nested[0].port")
-        #expect(error(#"{"cidr": "#)?.message.contains("not valid JSON") == true)
+        #expect(decodingError(#"{"nested": []}"#)?.field == "cidr")
+        #expect(decodingError(#"{"cidr": 5, "nested": []}"#)?.field == "cidr")
+        #expect(decodingError(#"{"cidr": "x", "nested": [{"port": "a"}]}"#)?.field == "nested[0].port")
+        #expect(decodingError(#"{"cidr": "#)?.message.contains("not valid JSON") == true)
+    }
+}
+
+private struct Body: Decodable {
+    var cidr: String
+    var nested: [Inner]
+}
+
+private struct Inner: Decodable { var port: Int }
+
+/// The error a request body would be answered with.
+private func decodingError(_ json: String) -> TrellisError? {
+    do {
+        _ = try JSONDecoder().decode(Body.self, from: Data(json.utf8))
+        return nil
+    } catch {
+        return (error as? DecodingError).map(JSONCoding.describe)
     }
 }
