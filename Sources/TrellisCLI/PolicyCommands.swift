@@ -3,10 +3,83 @@ import Foundation
 import TrellisClient
 import TrellisModel
 
+/// An object whose rule list the CLI edits one line at a time: read it, change its rules, put it back.
+protocol RuleListResource: Presentable {
+    associatedtype Rule: CustomStringConvertible & Sendable
+    associatedtype Replacement: Encodable
+    static var ruleExample: String { get }
+    static func parseRule(_ line: String) throws -> Rule
+    var rules: [Rule] { get set }
+    /// The body of the `PUT` that replaces the object with its edited rules.
+    var replacement: Replacement { get }
+}
+
+extension PortProfile: RuleListResource {
+    static let ruleExample = "deny tcp port 22"
+    static func parseRule(_ line: String) throws -> ACLRule { try ACLRule.parse(line) }
+    var replacement: ProfileUpdate {
+        ProfileUpdate(rules: rules, egressRate: egressRate, ingressRate: ingressRate, flowStats: flowStats, description: description)
+    }
+}
+
+extension NetworkPolicy: RuleListResource {
+    static let ruleExample = "allow tcp from acme/app1/web/red to acme/app1/db/green port 5432"
+    static func parseRule(_ line: String) throws -> PolicyRule { try PolicyRule.parse(line) }
+    var replacement: PolicyUpdate { PolicyUpdate(rules: rules, description: description) }
+}
+
+/// `rule add` and `rule del` for any object with a rule list.
+struct RuleCommand<R: RuleListResource>: AsyncParsableCommand {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(commandName: "rule", abstract: "Add or delete a \(R.kind.rawValue)'s rules.",
+                             subcommands: [Add.self, Del.self])
+    }
+
+    /// Reads the object, changes its rules and writes it back; prints the rules it then has.
+    static func edit(_ connection: ConnectionOptions, _ path: String, _ change: (inout [R.Rule]) throws -> Void) async throws {
+        let client = connection.client()
+        var object: R = try await client.get(try apiPath(R.kind, path))
+        try change(&object.rules)
+        let made: R = try await client.put(try apiPath(R.kind, path), object.replacement)
+        for (index, rule) in made.rules.enumerated() { print("\(index)  \(rule)") }
+    }
+
+    struct Add: AsyncParsableCommand {
+        static var configuration: CommandConfiguration {
+            CommandConfiguration(abstract: "Append a rule, e.g. \"\(R.ruleExample)\".")
+        }
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: ArgumentHelp("The \(R.kind.rawValue).", valueName: R.kind.pathShape)) var path: String
+        @Argument(help: "The rule.") var rule: String
+
+        func run() async throws {
+            let parsed = try R.parseRule(rule)
+            try await RuleCommand.edit(connection, path) { $0.append(parsed) }
+        }
+    }
+
+    struct Del: AsyncParsableCommand {
+        static var configuration: CommandConfiguration {
+            CommandConfiguration(abstract: "Delete a rule by its index (see \(R.kind.rawValue) show).")
+        }
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: ArgumentHelp("The \(R.kind.rawValue).", valueName: R.kind.pathShape)) var path: String
+        @Argument(help: "The rule's index.") var index: Int
+
+        func run() async throws {
+            try await RuleCommand.edit(connection, path) { rules in
+                guard rules.indices.contains(index) else { throw TrellisError.invalid("the \(R.kind.rawValue) has no rule \(index)") }
+                rules.remove(at: index)
+            }
+        }
+    }
+}
+
 struct ProfileCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "profile", abstract: "Manage port profiles (ACL rules, rate limits, flow accounting).",
-        subcommands: [Create.self, ListCommand<PortProfile>.self, ShowCommand<PortProfile>.self, Rule.self, DeleteCommand<PortProfile>.self])
+        subcommands: [Create.self, ListCommand<PortProfile>.self, ShowCommand<PortProfile>.self, RuleCommand<PortProfile>.self,
+                      DeleteCommand<PortProfile>.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a profile: trellis profile create acme/limited --egress-rate 10mbit.")
@@ -30,53 +103,13 @@ struct ProfileCommand: AsyncParsableCommand {
             try output.show(made, fields: made.fields)
         }
     }
-
-    struct Rule: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add or delete a profile's ACL rules.", subcommands: [Add.self, Del.self])
-
-        struct Add: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Append a rule: trellis profile rule add acme/limited \"deny tcp port 22\".")
-            @OptionGroup var connection: ConnectionOptions
-            @Argument(help: ArgumentHelp("The profile.", valueName: "ENTERPRISE/PROFILE")) var path: String
-            @Argument(help: "The rule.") var rule: String
-
-            func run() async throws {
-                let parsed = try ACLRule.parse(rule)
-                try await editProfile(connection, path) { $0.append(parsed) }
-            }
-        }
-
-        struct Del: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Delete a rule by its index (see profile show).")
-            @OptionGroup var connection: ConnectionOptions
-            @Argument(help: ArgumentHelp("The profile.", valueName: "ENTERPRISE/PROFILE")) var path: String
-            @Argument(help: "The rule's index.") var index: Int
-
-            func run() async throws {
-                try await editProfile(connection, path) { rules in
-                    guard rules.indices.contains(index) else { throw TrellisError.invalid("the profile has no rule \(index)") }
-                    rules.remove(at: index)
-                }
-            }
-        }
-    }
-}
-
-/// Reads a profile, changes its rules and writes it back.
-func editProfile(_ connection: ConnectionOptions, _ path: String, _ edit: (inout [ACLRule]) throws -> Void) async throws {
-    let client = connection.client()
-    var profile: PortProfile = try await client.get(try apiPath(.profile, path))
-    try edit(&profile.rules)
-    let body = ProfileUpdate(rules: profile.rules, egressRate: profile.egressRate, ingressRate: profile.ingressRate,
-                             flowStats: profile.flowStats, description: profile.description)
-    let made: PortProfile = try await client.put(try apiPath(.profile, path), body)
-    for (index, rule) in made.rules.enumerated() { print("\(index)  \(rule)") }
 }
 
 struct PolicyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policy", abstract: "Manage network policies joining subnets and zones.",
-        subcommands: [Create.self, ListCommand<NetworkPolicy>.self, ShowCommand<NetworkPolicy>.self, Rule.self, DeleteCommand<NetworkPolicy>.self])
+        subcommands: [Create.self, ListCommand<NetworkPolicy>.self, ShowCommand<NetworkPolicy>.self, RuleCommand<NetworkPolicy>.self,
+                      DeleteCommand<NetworkPolicy>.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a policy: trellis policy create acme/app1/web-to-db.")
@@ -93,43 +126,4 @@ struct PolicyCommand: AsyncParsableCommand {
             try output.show(made, fields: made.fields)
         }
     }
-
-    struct Rule: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add or delete a policy's rules.", subcommands: [Add.self, Del.self])
-
-        struct Add: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Append a rule: trellis policy rule add E/D/P \"allow tcp from X to Y port 5432\".")
-            @OptionGroup var connection: ConnectionOptions
-            @Argument(help: ArgumentHelp("The policy.", valueName: "ENTERPRISE/DOMAIN/POLICY")) var path: String
-            @Argument(help: "The rule.") var rule: String
-
-            func run() async throws {
-                let parsed = try PolicyRule.parse(rule)
-                try await editPolicy(connection, path) { $0.append(parsed) }
-            }
-        }
-
-        struct Del: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Delete a rule by its index (see policy show).")
-            @OptionGroup var connection: ConnectionOptions
-            @Argument(help: ArgumentHelp("The policy.", valueName: "ENTERPRISE/DOMAIN/POLICY")) var path: String
-            @Argument(help: "The rule's index.") var index: Int
-
-            func run() async throws {
-                try await editPolicy(connection, path) { rules in
-                    guard rules.indices.contains(index) else { throw TrellisError.invalid("the policy has no rule \(index)") }
-                    rules.remove(at: index)
-                }
-            }
-        }
-    }
-}
-
-/// Reads a policy, changes its rules and writes it back.
-func editPolicy(_ connection: ConnectionOptions, _ path: String, _ edit: (inout [PolicyRule]) throws -> Void) async throws {
-    let client = connection.client()
-    var policy: NetworkPolicy = try await client.get(try apiPath(.policy, path))
-    try edit(&policy.rules)
-    let made: NetworkPolicy = try await client.put(try apiPath(.policy, path), PolicyUpdate(rules: policy.rules, description: policy.description))
-    for (index, rule) in made.rules.enumerated() { print("\(index)  \(rule)") }
 }

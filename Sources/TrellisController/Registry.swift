@@ -190,7 +190,6 @@ public struct Registry: Sendable {
         try await delete(Subnet.self, path, caller) { tx, subnet in
             try Self.requireEmpty(tx, path, of: .endpoint, what: .subnet)
             try tx.release("vni", String(subnet.vni))
-            try tx.releaseAddresses(of: path, owner: path)
             try tx.setCounter("ipam:" + path, 0)
         }
     }

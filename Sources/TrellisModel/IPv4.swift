@@ -1,5 +1,5 @@
 /// An IPv4 address as a 32-bit number; parses and prints dotted quads strictly.
-public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
+public struct IPv4Address: Hashable, Comparable, Sendable, TextCodable {
     public var value: UInt32
 
     public init(_ value: UInt32) { self.value = value }
@@ -19,9 +19,9 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
     }
 
     /// Parses `text`, or throws an error naming `field`.
-    public static func parse(_ text: String, field: String) throws -> IPv4Address {
+    public static func parse(_ text: String, field: String?) throws -> IPv4Address {
         guard let address = IPv4Address(text) else {
-            throw TrellisError.invalid("\(field): '\(text)' is not an IPv4 address (expected a.b.c.d)", field: field)
+            throw TrellisError.invalid(prefixed(field, "'\(text)' is not an IPv4 address (expected a.b.c.d)"), field: field)
         }
         return address
     }
@@ -32,23 +32,11 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
 
     public static func < (a: Self, b: Self) -> Bool { a.value < b.value }
 
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let address = IPv4Address(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "'\(text)' is not an IPv4 address"))
-        }
-        self = address
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
+    public static func parseText(_ text: String) throws -> IPv4Address { try parse(text, field: nil) }
 }
 
 /// An IPv4 network in CIDR notation whose host bits are all zero.
-public struct IPv4Network: Hashable, Sendable, CustomStringConvertible, Codable {
+public struct IPv4Network: Hashable, Sendable, TextCodable {
     public let network: IPv4Address
     public let prefixLength: Int
 
@@ -63,17 +51,17 @@ public struct IPv4Network: Hashable, Sendable, CustomStringConvertible, Codable 
 
     /// Parses `a.b.c.d/n` with a clear error: a bad address, a bad prefix, or host bits set
     /// (with the network the user probably meant).
-    public static func parse(_ text: String, field: String = "cidr") throws -> IPv4Network {
+    public static func parse(_ text: String, field: String? = "cidr") throws -> IPv4Network {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, let address = IPv4Address(parts[0]),
               parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let length = Int(parts[1]), (0...32).contains(length)
         else {
-            throw TrellisError.invalid("\(field): '\(text)' is not an IPv4 CIDR (expected a.b.c.d/n with n from 0 to 32)", field: field)
+            throw TrellisError.invalid(prefixed(field, "'\(text)' is not an IPv4 CIDR (expected a.b.c.d/n with n from 0 to 32)"), field: field)
         }
         let mask = mask(length)
         guard let network = IPv4Network(network: address, prefixLength: length) else {
             let meant = IPv4Address(address.value & mask)
-            throw TrellisError.invalid("\(field): '\(text)' has host bits set; did you mean \(meant)/\(length)?", field: field)
+            throw TrellisError.invalid(prefixed(field, "'\(text)' has host bits set; did you mean \(meant)/\(length)?"), field: field)
         }
         return network
     }
@@ -98,23 +86,11 @@ public struct IPv4Network: Hashable, Sendable, CustomStringConvertible, Codable 
 
     public var description: String { "\(network)/\(prefixLength)" }
 
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        do {
-            self = try IPv4Network.parse(text)
-        } catch let error as TrellisError {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.message))
-        }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
+    public static func parseText(_ text: String) throws -> IPv4Network { try parse(text, field: nil) }
 }
 
 /// An inclusive range of IPv4 addresses, written `a.b.c.d-e.f.g.h` or as a single address.
-public struct AddressRange: Hashable, Sendable, CustomStringConvertible, Codable {
+public struct AddressRange: Hashable, Sendable, TextCodable {
     public let first: IPv4Address
     public let last: IPv4Address
 
@@ -124,15 +100,15 @@ public struct AddressRange: Hashable, Sendable, CustomStringConvertible, Codable
         self.last = last
     }
 
-    public static func parse(_ text: String, field: String) throws -> AddressRange {
+    public static func parse(_ text: String, field: String?) throws -> AddressRange {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
         guard (1...2).contains(parts.count), let first = IPv4Address(parts[0]),
               let last = parts.count == 2 ? IPv4Address(parts[1]) : first
         else {
-            throw TrellisError.invalid("\(field): '\(text)' is not an address range (expected a.b.c.d-e.f.g.h)", field: field)
+            throw TrellisError.invalid(prefixed(field, "'\(text)' is not an address range (expected a.b.c.d-e.f.g.h)"), field: field)
         }
         guard let range = AddressRange(first: first, last: last) else {
-            throw TrellisError.invalid("\(field): range '\(text)' ends before it starts", field: field)
+            throw TrellisError.invalid(prefixed(field, "range '\(text)' ends before it starts"), field: field)
         }
         return range
     }
@@ -143,17 +119,10 @@ public struct AddressRange: Hashable, Sendable, CustomStringConvertible, Codable
 
     public var description: String { first == last ? "\(first)" : "\(first)-\(last)" }
 
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        do {
-            self = try AddressRange.parse(text, field: "reserved")
-        } catch let error as TrellisError {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.message))
-        }
-    }
+    public static func parseText(_ text: String) throws -> AddressRange { try parse(text, field: nil) }
+}
 
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
+/// `message` led by the field it concerns, when there is one.
+func prefixed(_ field: String?, _ message: String) -> String {
+    field.map { "\($0): \(message)" } ?? message
 }

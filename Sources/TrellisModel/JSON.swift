@@ -99,3 +99,30 @@ public enum JSONCoding {
         }
     }
 }
+
+/// A value that travels in JSON as its text form (`"10.0.0.1"`, `"10.0.0.0/24"`, `"02:7e:…"`).
+public protocol TextCodable: Codable, CustomStringConvertible {
+    /// Parses the text form, or throws an error that says what was wrong with it.
+    static func parseText(_ text: String) throws -> Self
+}
+
+extension TextCodable {
+    public init(from decoder: any Decoder) throws {
+        self = try Self.parseTextValue(from: decoder)
+    }
+
+    /// Decodes the text form, reporting a parse failure as a decoding error at the right path.
+    public static func parseTextValue(from decoder: any Decoder) throws -> Self {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        do {
+            return try parseText(text)
+        } catch let error as TrellisError {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.message))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}

@@ -1,5 +1,5 @@
 /// A 48-bit Ethernet MAC address.
-public struct MACAddress: Hashable, Sendable, CustomStringConvertible, Codable {
+public struct MACAddress: Hashable, Sendable, TextCodable {
     public let value: UInt64
 
     public init?(_ value: UInt64) {
@@ -49,18 +49,11 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible, Codable {
         }.joined(separator: ":")
     }
 
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
+    public static func parseText(_ text: String) throws -> MACAddress {
         guard let mac = MACAddress(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "'\(text)' is not a MAC address (expected aa:bb:cc:dd:ee:ff)"))
+            throw TrellisError.invalid("'\(text)' is not a MAC address (expected aa:bb:cc:dd:ee:ff)", field: "mac")
         }
-        self = mac
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
+        return mac
     }
 }
 

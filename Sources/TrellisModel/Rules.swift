@@ -12,7 +12,7 @@ public enum RuleProtocol: String, Codable, Sendable { case tcp, udp, icmp, any
 public enum RuleDirection: String, Codable, Sendable { case ingress, egress }
 
 /// An inclusive range of TCP/UDP ports; encodes as `"80"` or `"8000-8080"` and also decodes a number.
-public struct PortRange: Hashable, Sendable, Codable, CustomStringConvertible {
+public struct PortRange: Hashable, Sendable, TextCodable {
     public let first: Int
     public let last: Int
 
@@ -36,22 +36,19 @@ public struct PortRange: Hashable, Sendable, Codable, CustomStringConvertible {
 
     public var description: String { first == last ? "\(first)" : "\(first)-\(last)" }
 
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        do {
-            if let number = try? container.decode(Int.self) {
-                self = try PortRange(number)
-            } else {
-                self = try PortRange.parse(try container.decode(String.self))
-            }
-        } catch let error as TrellisError {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.message))
-        }
-    }
+    public static func parseText(_ text: String) throws -> PortRange { try parse(text) }
 
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
+    /// Also accepts a bare number, as people write ports.
+    public init(from decoder: any Decoder) throws {
+        if let number = try? decoder.singleValueContainer().decode(Int.self) {
+            do {
+                self = try PortRange(number)
+            } catch let error as TrellisError {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.message))
+            }
+        } else {
+            self = try Self.parseTextValue(from: decoder)
+        }
     }
 }
 

@@ -28,6 +28,18 @@ actor LineCollector<T: Sendable> {
     var count: Int { items.count }
 }
 
+/// Follows an NDJSON stream of `path` into a collector until the returned task is cancelled.
+func follow<T: Decodable & Sendable>(_ client: ControllerClient, _ path: String, as type: T.Type) -> (LineCollector<T>, Task<Void, any Error>) {
+    let collector = LineCollector<T>()
+    let task = Task {
+        try await client.stream(path, as: T.self) { item in
+            await collector.append(item)
+            return true
+        }
+    }
+    return (collector, task)
+}
+
 @Suite struct DesiredStateTests {
     @Test func desiredStateNamesLocalAndRemoteEndpoints() async throws {
         try await withController { controller in
@@ -72,13 +84,7 @@ actor LineCollector<T: Sendable> {
                 let _: HostRecord = try await client.put("/api/v1/hosts/\(host)", HostRegistration(underlayIP: ip))
             }
             let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web1", host: "h1"))
-            let messages = LineCollector<WatchMessage>()
-            let watcher = Task {
-                try await client.stream("/api/v1/hosts/h1/desired?watch=1", as: WatchMessage.self) { message in
-                    await messages.append(message)
-                    return true
-                }
-            }
+            let (messages, watcher) = follow(client, "/api/v1/hosts/h1/desired?watch=1", as: WatchMessage.self)
             defer { watcher.cancel() }
             let first = try await messages.item(0)
             #expect(first.type == .snapshot && first.state?.endpoints.map(\.name) == ["web1"])
@@ -104,13 +110,7 @@ actor LineCollector<T: Sendable> {
             #expect(await messages.count == 3, "no message for changes that leave h1's state as it was")
 
             // A watcher that already has the current revision gets a bookmark, not a snapshot.
-            let bookmarks = LineCollector<WatchMessage>()
-            let resumed = Task {
-                try await client.stream("/api/v1/hosts/h1/desired?watch=1&since=\(third.revision)", as: WatchMessage.self) { message in
-                    await bookmarks.append(message)
-                    return false
-                }
-            }
+            let (bookmarks, resumed) = follow(client, "/api/v1/hosts/h1/desired?watch=1&since=\(third.revision)", as: WatchMessage.self)
             defer { resumed.cancel() }
             let bookmark = try await bookmarks.item(0)
             #expect(bookmark.type == .bookmark && bookmark.revision == third.revision && bookmark.state == nil)
@@ -127,13 +127,7 @@ actor LineCollector<T: Sendable> {
                 let _: HostRecord = try await client.put("/api/v1/hosts/\(host)", HostRegistration(underlayIP: ip))
             }
             let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "anchor", host: "h1"))
-            let messages = LineCollector<WatchMessage>()
-            let watcher = Task {
-                try await client.stream("/api/v1/hosts/h1/desired?watch=1", as: WatchMessage.self) { message in
-                    await messages.append(message)
-                    return true
-                }
-            }
+            let (messages, watcher) = follow(client, "/api/v1/hosts/h1/desired?watch=1", as: WatchMessage.self)
             defer { watcher.cancel() }
             let first = try await messages.item(0)
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -168,13 +162,7 @@ actor LineCollector<T: Sendable> {
     @Test func eventsCanBeFollowed() async throws {
         try await withController { controller in
             let client = controller.client()
-            let events = LineCollector<Event>()
-            let follower = Task {
-                try await client.stream("/api/v1/events?follow=1", as: Event.self) { event in
-                    await events.append(event)
-                    return true
-                }
-            }
+            let (events, follower) = follow(client, "/api/v1/events?follow=1", as: Event.self)
             defer { follower.cancel() }
             try await Task.sleep(for: .milliseconds(100))
             try await makeSubnet(client)
