@@ -27,6 +27,7 @@ let package = Package(
     ],
     targets: [
         .target(name: "TrellisModel", swiftSettings: strict),
+        .target(name: "TrellisNetlinkWire", dependencies: ["TrellisModel"], swiftSettings: strict),
         .target(
             name: "TrellisStore",
             dependencies: ["TrellisModel", .product(name: "GRDB", package: "GRDB.swift")],
@@ -73,6 +74,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "TrellisModelTests", dependencies: ["TrellisModel"], swiftSettings: strict),
+        .testTarget(name: "TrellisNetlinkWireTests", dependencies: ["TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
         .target(
             name: "TrellisTestSupport",
             dependencies: [

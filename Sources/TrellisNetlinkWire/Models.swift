@@ -1,0 +1,89 @@
+import TrellisModel
+
+/// A link as the kernel reports it.
+public struct Link: Equatable, Sendable {
+    public var index: Int32
+    public var name: String
+    public var flags: UInt32
+    public var mtu: UInt32?
+    public var mac: MACAddress?
+    public var master: Int32?
+    /// `bridge`, `veth`, `vxlan`, … (IFLA_INFO_KIND); nil for physical links and loopback.
+    public var kind: String?
+    /// The VNI of a VXLAN link.
+    public var vni: UInt32?
+
+    public var isUp: Bool { flags & NL.IFF_UP != 0 }
+
+    public init(_ message: NetlinkMessage) throws {
+        let (header, attributes) = try message.decode(InterfaceInfo.self)
+        index = header.index
+        flags = header.flags
+        name = attributes[NL.IFLA_IFNAME]?.stringValue ?? ""
+        mtu = attributes[NL.IFLA_MTU]?.u32Value
+        mac = attributes[NL.IFLA_ADDRESS].flatMap { $0.payload.count == 6 ? MACAddress($0.payload.reduce(0) { $0 << 8 | UInt64($1) }) : nil }
+        master = attributes[NL.IFLA_MASTER]?.u32Value.map { Int32(bitPattern: $0) }
+        let info = attributes[NL.IFLA_LINKINFO]?.children ?? []
+        kind = info[NL.IFLA_INFO_KIND]?.stringValue
+        vni = kind == "vxlan" ? info[NL.IFLA_INFO_DATA]?.children[NL.IFLA_VXLAN_ID]?.u32Value : nil
+    }
+}
+
+/// An IPv4 address on a link.
+public struct InterfaceAddress: Equatable, Sendable {
+    public var index: Int32
+    public var address: IPv4Address
+    public var prefixLength: Int
+
+    public init?(_ message: NetlinkMessage) throws {
+        let (header, attributes) = try message.decode(AddressInfo.self)
+        guard header.family == NL.AF_INET, let attribute = attributes[NL.IFA_LOCAL] ?? attributes[NL.IFA_ADDRESS],
+              let address = ipv4(attribute.payload) else { return nil }
+        index = Int32(bitPattern: header.index)
+        self.address = address
+        prefixLength = Int(header.prefixLength)
+    }
+}
+
+/// An IPv4 route of the main table.
+public struct Route: Equatable, Sendable {
+    public var destination: IPv4Network?
+    public var gateway: IPv4Address?
+    public var index: Int32?
+
+    public init?(_ message: NetlinkMessage) throws {
+        let (header, attributes) = try message.decode(RouteInfo.self)
+        guard header.family == NL.AF_INET, header.table == NL.RT_TABLE_MAIN else { return nil }
+        destination = attributes[NL.RTA_DST].flatMap { ipv4($0.payload) }
+            .flatMap { IPv4Network(network: $0, prefixLength: Int(header.destinationLength)) }
+        gateway = attributes[NL.RTA_GATEWAY].flatMap { ipv4($0.payload) }
+        index = attributes[NL.RTA_OIF]?.u32Value.map { Int32(bitPattern: $0) }
+    }
+}
+
+/// A neighbour (ARP) entry, or with family AF_BRIDGE an FDB entry.
+public struct Neighbour: Equatable, Sendable {
+    public var family: UInt8
+    public var index: Int32
+    public var state: UInt16
+    public var flags: UInt8
+    /// The IP (neighbour) or the remote VTEP (FDB entry on a VXLAN device).
+    public var address: IPv4Address?
+    public var mac: MACAddress?
+
+    public init(_ message: NetlinkMessage) throws {
+        let (header, attributes) = try message.decode(NeighbourInfo.self)
+        family = header.family
+        index = header.index
+        state = header.state
+        flags = header.flags
+        address = attributes[NL.NDA_DST].flatMap { ipv4($0.payload) }
+        mac = attributes[NL.NDA_LLADDR].flatMap { $0.payload.count == 6 ? MACAddress($0.payload.reduce(0) { $0 << 8 | UInt64($1) }) : nil }
+    }
+
+    public var isPermanent: Bool { state & NL.NUD_PERMANENT != 0 }
+}
+
+func ipv4(_ bytes: [UInt8]) -> IPv4Address? {
+    bytes.count == 4 ? IPv4Address(bytes.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }) : nil
+}
