@@ -28,6 +28,8 @@ let package = Package(
     targets: [
         .target(name: "TrellisModel", swiftSettings: strict),
         .target(name: "TrellisNetlinkWire", dependencies: ["TrellisModel"], swiftSettings: strict),
+        .target(name: "CTrellisLinux"),
+        .target(name: "TrellisNetlink", dependencies: ["CTrellisLinux", "TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
         .target(
             name: "TrellisStore",
             dependencies: ["TrellisModel", .product(name: "GRDB", package: "GRDB.swift")],
@@ -75,6 +77,8 @@ let package = Package(
         ),
         .testTarget(name: "TrellisModelTests", dependencies: ["TrellisModel"], swiftSettings: strict),
         .testTarget(name: "TrellisNetlinkWireTests", dependencies: ["TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
+        .testTarget(name: "TrellisNetlinkTests", dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink"],
+                    swiftSettings: strict),
         .target(
             name: "TrellisTestSupport",
             dependencies: [

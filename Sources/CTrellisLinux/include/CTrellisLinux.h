@@ -1,0 +1,17 @@
+#ifndef C_TRELLIS_LINUX_H
+#define C_TRELLIS_LINUX_H
+
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+
+/// Enters the network namespace `fd` on the calling thread (setns with CLONE_NEWNET).
+int trellis_setns_net(int fd);
+/// Moves the calling thread into a new network namespace (unshare with CLONE_NEWNET).
+int trellis_unshare_net(void);
+/// Bind-mounts `source` on `target` (how a named network namespace is kept alive).
+int trellis_bind_mount(const char *source, const char *target);
+/// Lazily unmounts `target`.
+int trellis_detach_mount(const char *target);
+
+#endif

@@ -1,0 +1,100 @@
+import CTrellisLinux
+import Foundation
+import Glibc
+
+/// A network namespace held open by a file descriptor.
+///
+/// `setns` changes only the calling thread, so work inside a namespace runs on a fresh thread that
+/// enters it and then exits; sockets opened there stay in that namespace for good.
+public final class NetworkNamespace: @unchecked Sendable {
+    public let fd: Int32
+    public let path: String
+
+    /// Where named namespaces live, as `ip netns` keeps them.
+    public static let namedDirectory = "/run/netns"
+
+    public init(path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw NetlinkError(code: errno, operation: "open network namespace \(path)") }
+        self.fd = fd
+        self.path = path
+    }
+
+    deinit { close(fd) }
+
+    public convenience init(pid: Int32) throws { try self.init(path: "/proc/\(pid)/ns/net") }
+    public convenience init(named name: String) throws { try self.init(path: "\(Self.namedDirectory)/\(name)") }
+
+    /// The namespace of this process.
+    public static func current() throws -> NetworkNamespace { try NetworkNamespace(path: "/proc/self/ns/net") }
+
+    /// Runs `body` on a new thread that has entered this namespace.
+    public func run<T>(_ body: @escaping () throws -> T) throws -> T {
+        let fd = self.fd
+        return try onFreshThread {
+            guard trellis_setns_net(fd) == 0 else { throw NetlinkError(code: errno, operation: "setns(\(self.path))") }
+            return try body()
+        }
+    }
+
+    /// A rtnetlink socket that lives in this namespace.
+    public func routeSocket() throws -> NetlinkSocket { try run { try NetlinkSocket() } }
+
+    /// Makes a new named namespace (`ip netns add NAME`), or opens it if it exists.
+    public static func create(named name: String) throws -> NetworkNamespace {
+        let path = "\(namedDirectory)/\(name)"
+        if FileManager.default.fileExists(atPath: path), let existing = try? NetworkNamespace(path: path) { return existing }
+        try FileManager.default.createDirectory(atPath: namedDirectory, withIntermediateDirectories: true)
+        let created = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
+        guard created >= 0 else { throw NetlinkError(code: errno, operation: "create \(path)") }
+        close(created)
+        do {
+            try onFreshThread {
+                guard trellis_unshare_net() == 0 else { throw NetlinkError(code: errno, operation: "unshare(CLONE_NEWNET)") }
+                guard trellis_bind_mount("/proc/thread-self/ns/net", path) == 0 else {
+                    throw NetlinkError(code: errno, operation: "bind-mount the namespace on \(path)")
+                }
+            }
+        } catch {
+            unlink(path)
+            throw error
+        }
+        return try NetworkNamespace(path: path)
+    }
+
+    /// Removes a named namespace (`ip netns delete NAME`); its links go with it. Absent is not an error.
+    public static func delete(named name: String) throws {
+        let path = "\(namedDirectory)/\(name)"
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        if trellis_detach_mount(path) != 0 && errno != EINVAL {
+            throw NetlinkError(code: errno, operation: "unmount \(path)")
+        }
+        guard unlink(path) == 0 || errno == ENOENT else { throw NetlinkError(code: errno, operation: "remove \(path)") }
+    }
+
+    /// Names of the namespaces in /run/netns.
+    public static func names() -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: namedDirectory))?.sorted() ?? []
+    }
+}
+
+/// Runs `body` on a new OS thread and waits for it; the thread, with whatever namespace it entered, ends after.
+func onFreshThread<T>(_ body: @escaping () throws -> T) throws -> T {
+    // The caller waits for the thread, so handing it `body` is safe although the closure is not Sendable.
+    let box = ResultBox(work: body)
+    let done = DispatchSemaphore(value: 0)
+    let thread = Thread {
+        box.result = Result { try box.work() }
+        done.signal()
+    }
+    thread.start()
+    done.wait()
+    return try box.result!.get()
+}
+
+/// Carries a result from the thread that made it to the one waiting for it.
+private final class ResultBox<T>: @unchecked Sendable {
+    let work: () throws -> T
+    var result: Result<T, any Error>?
+    init(work: @escaping () throws -> T) { self.work = work }
+}

@@ -1,0 +1,109 @@
+import Glibc
+import TrellisModel
+import TrellisNetlinkWire
+
+/// rtnetlink operations in one network namespace: links, addresses, routes, neighbours and FDB
+/// entries, each one request over one socket (no `ip` process per operation).
+public struct RouteNetlink: Sendable {
+    public let socket: NetlinkSocket
+
+    /// Operations in `namespace`, or in this process's namespace.
+    public init(in namespace: NetworkNamespace? = nil) throws {
+        socket = try namespace?.routeSocket() ?? NetlinkSocket()
+    }
+
+    // MARK: Links
+
+    public func links() throws -> [Link] {
+        try socket.dump(RouteRequests.dumpLinks()).compactMap { $0.type == NL.RTM_NEWLINK ? try Link($0) : nil }
+    }
+
+    /// The link called `name`, or nil when there is none.
+    public func link(named name: String) throws -> Link? {
+        do {
+            return try socket.execute(RouteRequests.getLink(name: name), describing: name).first.map(Link.init)
+        } catch let error as NetlinkError where error.code == ENODEV {
+            return nil
+        }
+    }
+
+    /// The link called `name`, or an ENODEV error that names it.
+    public func requireLink(named name: String) throws -> Link {
+        guard let link = try link(named: name) else { throw NetlinkError(code: ENODEV, operation: "find link \(name)") }
+        return link
+    }
+
+    /// Creates a link as `spec` describes it, in one request.
+    public func createLink(_ spec: LinkSpec) throws {
+        try socket.execute(RouteRequests.newLink(spec), describing: spec.name)
+    }
+
+    public func setLink(index: Int32, up: Bool? = nil, master: Int32? = nil, mtu: UInt32? = nil, mac: MACAddress? = nil) throws {
+        try socket.execute(RouteRequests.setLink(index: index, up: up, master: master, mtu: mtu, mac: mac), describing: "index \(index)")
+    }
+
+    public func setBridgePort(index: Int32, learning: Bool, neighbourSuppress: Bool) throws {
+        try socket.execute(RouteRequests.setBridgePort(index: index, learning: learning, neighbourSuppress: neighbourSuppress),
+                           describing: "bridge port \(index)")
+    }
+
+    /// Deletes a link; one that is already gone is not an error.
+    public func deleteLink(index: Int32) throws {
+        do {
+            try socket.execute(RouteRequests.deleteLink(index: index), describing: "index \(index)")
+        } catch let error as NetlinkError where error.code == ENODEV {
+        }
+    }
+
+    // MARK: Addresses and routes
+
+    public func addresses() throws -> [InterfaceAddress] {
+        try socket.dump(RouteRequests.dumpAddresses()).compactMap { $0.type == NL.RTM_NEWADDR ? try InterfaceAddress($0) : nil }
+    }
+
+    public func addAddress(index: Int32, _ address: IPv4Address, prefixLength: Int) throws {
+        try socket.execute(RouteRequests.addAddress(index: index, address, prefixLength: prefixLength), describing: "\(address)/\(prefixLength)")
+    }
+
+    public func deleteAddress(index: Int32, _ address: IPv4Address, prefixLength: Int) throws {
+        try socket.execute(RouteRequests.deleteAddress(index: index, address, prefixLength: prefixLength), describing: "\(address)/\(prefixLength)")
+    }
+
+    public func routes() throws -> [Route] {
+        try socket.dump(RouteRequests.dumpRoutes()).compactMap { $0.type == NL.RTM_NEWROUTE ? try Route($0) : nil }
+    }
+
+    public func replaceRoute(to destination: IPv4Network?, via gateway: IPv4Address?, index: Int32? = nil) throws {
+        try socket.execute(RouteRequests.replaceRoute(destination: destination, gateway: gateway, index: index),
+                           describing: "\(destination?.description ?? "default") via \(gateway?.description ?? "-")")
+    }
+
+    // MARK: Neighbours and FDB
+
+    /// Neighbour entries (`AF_INET`) or bridge/VXLAN FDB entries (`AF_BRIDGE`).
+    public func neighbours(family: UInt8 = NL.AF_INET) throws -> [Neighbour] {
+        try socket.dump(RouteRequests.dumpNeighbours(family: family)).compactMap { $0.type == NL.RTM_NEWNEIGH ? try Neighbour($0) : nil }
+    }
+
+    public func replaceNeighbour(index: Int32, _ address: IPv4Address, mac: MACAddress) throws {
+        try socket.execute(RouteRequests.replaceNeighbour(index: index, address, mac: mac), describing: "\(address) lladdr \(mac)")
+    }
+
+    public func deleteNeighbour(index: Int32, _ address: IPv4Address) throws {
+        do {
+            try socket.execute(RouteRequests.deleteNeighbour(index: index, address), describing: "\(address)")
+        } catch let error as NetlinkError where error.code == ENOENT {
+        }
+    }
+
+    public func replaceFDB(index: Int32, mac: MACAddress, vtep: IPv4Address) throws {
+        try socket.execute(RouteRequests.replaceFDB(index: index, mac: mac, vtep: vtep), describing: "\(mac) dst \(vtep)")
+    }
+
+    public func deleteFDB(index: Int32, mac: MACAddress, vtep: IPv4Address) throws {
+        do {
+            try socket.execute(RouteRequests.deleteFDB(index: index, mac: mac, vtep: vtep), describing: "\(mac) dst \(vtep)")
+        } catch let error as NetlinkError where error.code == ENOENT {
+        }
+    }
+}
