@@ -31,6 +31,11 @@ let package = Package(
         .target(name: "CTrellisLinux"),
         .target(name: "TrellisNetlink", dependencies: ["CTrellisLinux", "TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
         .target(
+            name: "TrellisAgent",
+            dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "TrellisStore",
             dependencies: ["TrellisModel", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
@@ -77,7 +82,7 @@ let package = Package(
         ),
         .testTarget(name: "TrellisModelTests", dependencies: ["TrellisModel"], swiftSettings: strict),
         .testTarget(name: "TrellisNetlinkWireTests", dependencies: ["TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
-        .testTarget(name: "TrellisNetlinkTests", dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink"],
+        .testTarget(name: "TrellisNetlinkTests", dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisAgent"],
                     swiftSettings: strict),
         .target(
             name: "TrellisTestSupport",

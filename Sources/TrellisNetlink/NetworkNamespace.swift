@@ -40,6 +40,22 @@ public final class NetworkNamespace: @unchecked Sendable {
     /// A rtnetlink socket that lives in this namespace.
     public func routeSocket() throws -> NetlinkSocket { try run { try NetlinkSocket() } }
 
+    /// Writes a sysctl as seen from this namespace (`net.*` keys are per namespace); a key the kernel
+    /// lacks (a module not loaded) is skipped when `optional`.
+    public func setSysctl(_ key: String, _ value: String, optional: Bool = false) throws {
+        let path = "/proc/sys/" + key.replacingOccurrences(of: ".", with: "/")
+        try run {
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            if fd < 0 {
+                if optional && errno == ENOENT { return }
+                throw NetlinkError(code: errno, operation: "open \(path)")
+            }
+            defer { close(fd) }
+            let bytes = Array(value.utf8)
+            guard write(fd, bytes, bytes.count) == bytes.count else { throw NetlinkError(code: errno, operation: "write \(path)") }
+        }
+    }
+
     /// Makes a new named namespace (`ip netns add NAME`), or opens it if it exists.
     public static func create(named name: String) throws -> NetworkNamespace {
         let path = "\(namedDirectory)/\(name)"

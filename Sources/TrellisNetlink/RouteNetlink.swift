@@ -100,6 +100,17 @@ public struct RouteNetlink: Sendable {
         try socket.execute(RouteRequests.replaceFDB(index: index, mac: mac, vtep: vtep), describing: "\(mac) dst \(vtep)")
     }
 
+    public func replaceBridgeFDB(index: Int32, mac: MACAddress) throws {
+        try socket.execute(RouteRequests.replaceBridgeFDB(index: index, mac: mac), describing: "\(mac) master")
+    }
+
+    public func deleteBridgeFDB(index: Int32, mac: MACAddress) throws {
+        do {
+            try socket.execute(RouteRequests.deleteBridgeFDB(index: index, mac: mac), describing: "\(mac) master")
+        } catch let error as NetlinkError where error.code == ENOENT {
+        }
+    }
+
     public func deleteFDB(index: Int32, mac: MACAddress, vtep: IPv4Address) throws {
         do {
             try socket.execute(RouteRequests.deleteFDB(index: index, mac: mac, vtep: vtep), describing: "\(mac) dst \(vtep)")

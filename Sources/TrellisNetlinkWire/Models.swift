@@ -70,9 +70,12 @@ public struct Neighbour: Equatable, Sendable {
     /// The IP (neighbour) or the remote VTEP (FDB entry on a VXLAN device).
     public var address: IPv4Address?
     public var mac: MACAddress?
+    /// For FDB entries of a bridge port: the bridge (`bridge fdb … master`).
+    public var master: Int32?
 
     public init(_ message: NetlinkMessage) throws {
         let (header, attributes) = try message.decode(NeighbourInfo.self)
+        master = attributes[NL.NDA_MASTER]?.u32Value.map { Int32(bitPattern: $0) }
         family = header.family
         index = header.index
         state = header.state

@@ -156,6 +156,20 @@ public enum RouteRequests {
                        attributes: [.mac(NL.NDA_LLADDR, mac), .ipv4(NL.NDA_DST, vtep)])
     }
 
+    /// A static entry in the bridge's own FDB (`bridge fdb replace MAC dev PORT master static`): the bridge
+    /// knows which port leads to MAC, so it needs no flooding and can answer ARP for it (neigh_suppress).
+    public static func replaceBridgeFDB(index: Int32, mac: MACAddress) -> NetlinkMessage {
+        NetlinkMessage(type: NL.RTM_NEWNEIGH, flags: replace,
+                       header: NeighbourInfo(family: NL.AF_BRIDGE, index: index, state: NL.NUD_NOARP, flags: NL.NTF_MASTER),
+                       attributes: [.mac(NL.NDA_LLADDR, mac)])
+    }
+
+    public static func deleteBridgeFDB(index: Int32, mac: MACAddress) -> NetlinkMessage {
+        NetlinkMessage(type: NL.RTM_DELNEIGH, flags: change,
+                       header: NeighbourInfo(family: NL.AF_BRIDGE, index: index, flags: NL.NTF_MASTER),
+                       attributes: [.mac(NL.NDA_LLADDR, mac)])
+    }
+
     public static func deleteFDB(index: Int32, mac: MACAddress, vtep: IPv4Address) -> NetlinkMessage {
         NetlinkMessage(type: NL.RTM_DELNEIGH, flags: change,
                        header: NeighbourInfo(family: NL.AF_BRIDGE, index: index, flags: NL.NTF_SELF),

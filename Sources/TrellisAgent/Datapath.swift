@@ -1,0 +1,246 @@
+import Foundation
+import Glibc
+import TrellisModel
+import TrellisNetlink
+import TrellisNetlinkWire
+
+/// What a host's datapath is built with.
+public struct DatapathConfiguration: Sendable {
+    public var host: String
+    public var underlayIP: IPv4Address
+    /// MTU of overlay interfaces: the underlay's less the 50 bytes of VXLAN over IPv4.
+    public var overlayMTU: UInt32
+
+    public init(host: String, underlayIP: IPv4Address, overlayMTU: UInt32 = 1450) {
+        self.host = host
+        self.underlayIP = underlayIP
+        self.overlayMTU = overlayMTU
+    }
+}
+
+/// What one reconciliation changed, for logs and tests.
+public struct ReconcileReport: Sendable, Equatable {
+    public var created: [String] = []
+    public var removed: [String] = []
+    public var isEmpty: Bool { created.isEmpty && removed.isEmpty }
+}
+
+/// A domain's router namespace and a netlink handle inside it.
+struct Router {
+    let name: String
+    let namespace: NetworkNamespace
+    let netlink: RouteNetlink
+}
+
+/// The host's datapath: makes the kernel match a desired state, level-triggered and idempotent.
+///
+/// Per domain a router namespace; in it per subnet a bridge carrying the anycast gateway and a VXLAN
+/// device (created from the host namespace, so its UDP socket lives there) with static FDB and
+/// neighbour entries; per local endpoint a veth whose container end is born inside its namespace.
+/// What matches is left alone, so a restart changes nothing that works.
+public actor Datapath {
+    let configuration: DatapathConfiguration
+    let hostNetlink: RouteNetlink
+    private var routers: [Int: Router] = [:]
+    /// Endpoints being detached: not re-attached by a reconcile that still lists them.
+    private var detaching: Set<String> = []
+
+    /// A datapath for the host whose namespace is `hostNamespace` (this process's when nil).
+    public init(configuration: DatapathConfiguration, hostNamespace: NetworkNamespace? = nil) throws {
+        self.configuration = configuration
+        hostNetlink = try RouteNetlink(in: hostNamespace)
+    }
+
+    // MARK: Reconciliation
+
+    /// Brings the kernel to `desired`: creates what is missing, fixes what differs, removes what
+    /// Trellis made that `desired` no longer names.
+    @discardableResult
+    public func reconcile(_ desired: DesiredState) throws -> ReconcileReport {
+        var report = ReconcileReport()
+        var keptNamespaces: Set<String> = []
+        for domain in desired.domains {
+            let router = try ensureRouter(domain, &report)
+            keptNamespaces.insert(router.name)
+            var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            let addresses = try router.netlink.addresses()
+            let fdb = try router.netlink.neighbours(family: NL.AF_BRIDGE)
+            let neighbours = try router.netlink.neighbours()
+            var kept: Set<String> = []
+            var bridges: [String: Link] = [:]
+            for subnet in domain.subnets {
+                let (bridge, vxlan) = try ensureSubnet(subnet, router, &links, addresses, &report)
+                bridges[subnet.path] = bridge
+                kept.formUnion([bridge.name, vxlan.name])
+                let remotes = desired.remoteEndpoints.filter { $0.subnet == subnet.path }
+                try syncForwarding(subnet, remotes, router, bridge: bridge, vxlan: vxlan, fdb: fdb, neighbours: neighbours)
+            }
+            for endpoint in desired.endpoints where endpoint.domain == domain.path {
+                let name = KernelNames.port(endpointID: endpoint.id)
+                guard let bridge = bridges[endpoint.subnet], !detaching.contains(endpoint.path) else { continue }
+                if let link = links[name] {
+                    kept.insert(name)
+                    if link.master != bridge.index || !link.isUp {
+                        try router.netlink.setLink(index: link.index, up: true, master: bridge.index)
+                    }
+                } else if let path = endpoint.externalIds["netns"], let namespace = try? NetworkNamespace(path: path),
+                          let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }) {
+                    try plug(endpoint, subnet: subnet, router: router, bridge: bridge, into: namespace,
+                             interface: endpoint.externalIds["ifname"] ?? "eth0")
+                    kept.insert(name)
+                    report.created.append(name)
+                }
+            }
+            for link in links.values where KernelNames.isOwned(link.name) && !kept.contains(link.name) {
+                try router.netlink.deleteLink(index: link.index)
+                report.removed.append(link.name)
+            }
+        }
+        let prefix = KernelNames.routerPrefix(host: configuration.host)
+        for name in NetworkNamespace.names() where name.hasPrefix(prefix) && !keptNamespaces.contains(name) {
+            // Ports first: the namespace itself lives on while anything still holds it open.
+            let netlink = try RouteNetlink(in: try NetworkNamespace(named: name))
+            for link in try netlink.links() where KernelNames.isOwned(link.name) { try netlink.deleteLink(index: link.index) }
+            try NetworkNamespace.delete(named: name)
+            routers = routers.filter { $0.value.name != name }
+            report.removed.append(name)
+        }
+        detaching.formIntersection(desired.endpoints.map(\.path))
+        return report
+    }
+
+    private func ensureRouter(_ domain: DesiredDomain, _ report: inout ReconcileReport) throws -> Router {
+        if let router = routers[domain.id], FileManager.default.fileExists(atPath: router.namespace.path) { return router }
+        let name = KernelNames.routerNamespace(host: configuration.host, domainID: domain.id)
+        let existed = NetworkNamespace.names().contains(name)
+        let namespace = try NetworkNamespace.create(named: name)
+        let netlink = try RouteNetlink(in: namespace)
+        let loopback = try netlink.requireLink(named: "lo")
+        if !loopback.isUp { try netlink.setLink(index: loopback.index, up: true) }
+        try namespace.setSysctl("net.ipv4.ip_forward", "1")
+        // Once Docker has loaded br_netfilter, bridged traffic would pay for iptables; filtering here uses nftables.
+        for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"] {
+            try namespace.setSysctl("net.bridge.\(key)", "0", optional: true)
+        }
+        if !existed { report.created.append(name) }
+        let router = Router(name: name, namespace: namespace, netlink: netlink)
+        routers[domain.id] = router
+        return router
+    }
+
+    private func ensureSubnet(_ subnet: DesiredSubnet, _ router: Router, _ links: inout [String: Link],
+                              _ addresses: [InterfaceAddress], _ report: inout ReconcileReport) throws -> (Link, Link) {
+        let mtu = configuration.overlayMTU
+        let bridgeName = KernelNames.bridge(vni: subnet.vni), vxlanName = KernelNames.vxlan(vni: subnet.vni)
+        if links[bridgeName] == nil {
+            try router.netlink.createLink(LinkSpec(name: bridgeName, kind: .bridge, mtu: mtu, mac: subnet.gatewayMAC, up: true))
+            links[bridgeName] = try router.netlink.requireLink(named: bridgeName)
+            report.created.append(bridgeName)
+        }
+        let bridge = links[bridgeName]!
+        if bridge.mtu != mtu || bridge.mac != subnet.gatewayMAC || !bridge.isUp {
+            try router.netlink.setLink(index: bridge.index, up: true, mtu: mtu, mac: subnet.gatewayMAC)
+        }
+        let prefix = subnet.cidr.prefixLength
+        if !addresses.contains(where: { $0.index == bridge.index && $0.address == subnet.gateway && $0.prefixLength == prefix }) {
+            try router.netlink.addAddress(index: bridge.index, subnet.gateway, prefixLength: prefix)
+        }
+        if links[vxlanName] == nil {
+            // Made from the host namespace so that its UDP socket is the host's, then placed in the router at birth.
+            try hostNetlink.createLink(LinkSpec(
+                name: vxlanName, kind: .vxlan(vni: UInt32(subnet.vni), port: 4789, local: configuration.underlayIP, underlayIndex: nil),
+                mtu: mtu, namespace: router.namespace.fd))
+            links[vxlanName] = try router.netlink.requireLink(named: vxlanName)
+            report.created.append(vxlanName)
+        }
+        let vxlan = links[vxlanName]!
+        if vxlan.master != bridge.index || !vxlan.isUp || vxlan.mtu != mtu {
+            try router.netlink.setLink(index: vxlan.index, up: true, master: bridge.index, mtu: mtu)
+            try router.netlink.setBridgePort(index: vxlan.index, learning: false, neighbourSuppress: true)
+        }
+        return (bridge, vxlan)
+    }
+
+    /// Static forwarding for one subnet: VXLAN FDB entries (remote MAC → VTEP, and an all-zero flood
+    /// entry per remote VTEP), the bridge's own entries for those MACs on the VXLAN port, and
+    /// permanent neighbour entries so that ARP is answered on this host.
+    private func syncForwarding(_ subnet: DesiredSubnet, _ remotes: [RemoteEndpoint], _ router: Router, bridge: Link, vxlan: Link,
+                                fdb: [Neighbour], neighbours: [Neighbour]) throws {
+        struct Tunnel: Hashable { var mac: MACAddress; var vtep: IPv4Address }
+        let zero = MACAddress(0)!
+        let wantedTunnels = Set(remotes.map { Tunnel(mac: $0.mac, vtep: $0.vtep) } + subnet.remoteVTEPs.map { Tunnel(mac: zero, vtep: $0) })
+        let tunnels = fdb.filter { $0.index == vxlan.index && $0.flags & NL.NTF_SELF != 0 }
+            .compactMap { entry in entry.mac.flatMap { mac in entry.address.map { Tunnel(mac: mac, vtep: $0) } } }
+        for tunnel in wantedTunnels.subtracting(tunnels) { try router.netlink.replaceFDB(index: vxlan.index, mac: tunnel.mac, vtep: tunnel.vtep) }
+        for tunnel in Set(tunnels).subtracting(wantedTunnels) { try router.netlink.deleteFDB(index: vxlan.index, mac: tunnel.mac, vtep: tunnel.vtep) }
+
+        let wantedPorts = Set(remotes.map(\.mac))
+        let ports = Set(fdb.filter { $0.index == vxlan.index && $0.master == bridge.index && $0.address == nil && !$0.isPermanent }
+            .compactMap(\.mac))
+        for mac in wantedPorts.subtracting(ports) { try router.netlink.replaceBridgeFDB(index: vxlan.index, mac: mac) }
+        for mac in ports.subtracting(wantedPorts) { try router.netlink.deleteBridgeFDB(index: vxlan.index, mac: mac) }
+
+        let wantedNeighbours = Dictionary(remotes.map { ($0.ip, $0.mac) }, uniquingKeysWith: { a, _ in a })
+        let present = neighbours.filter { $0.index == bridge.index && $0.isPermanent }
+        for neighbour in present {
+            guard let address = neighbour.address else { continue }
+            if wantedNeighbours[address] == nil { try router.netlink.deleteNeighbour(index: bridge.index, address) }
+        }
+        for (address, mac) in wantedNeighbours where !present.contains(where: { $0.address == address && $0.mac == mac }) {
+            try router.netlink.replaceNeighbour(index: bridge.index, address, mac: mac)
+        }
+    }
+
+    // MARK: Attach and detach
+
+    /// Plugs an endpoint into `namespace` as `interface`: a veth whose container end is created inside
+    /// the namespace with the endpoint's MAC (and, unless the subnet serves DHCP, its address and a
+    /// default route via the anycast gateway), and whose host end joins the subnet's bridge.
+    /// Idempotent; on failure nothing it made is left behind.
+    public func attach(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, namespace: NetworkNamespace,
+                       interface: String) throws -> String {
+        var report = ReconcileReport()
+        let router = try ensureRouter(domain, &report)
+        var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let (bridge, _) = try ensureSubnet(subnet, router, &links, try router.netlink.addresses(), &report)
+        let name = KernelNames.port(endpointID: endpoint.id)
+        detaching.remove(endpoint.path)
+        if links[name] == nil {
+            try plug(endpoint, subnet: subnet, router: router, bridge: bridge, into: namespace, interface: interface)
+        }
+        return name
+    }
+
+    private func plug(_ endpoint: Endpoint, subnet: DesiredSubnet, router: Router, bridge: Link, into namespace: NetworkNamespace,
+                      interface: String) throws {
+        let name = KernelNames.port(endpointID: endpoint.id)
+        try router.netlink.createLink(LinkSpec(name: name, kind: .veth(peerName: interface, peerMAC: endpoint.mac, peerNamespace: namespace.fd),
+                                               mtu: configuration.overlayMTU, master: bridge.index, up: true))
+        do {
+            let inside = try RouteNetlink(in: namespace)
+            let loopback = try inside.requireLink(named: "lo")
+            if !loopback.isUp { try inside.setLink(index: loopback.index, up: true) }
+            let link = try inside.requireLink(named: interface)
+            try inside.setLink(index: link.index, up: true)
+            if !subnet.dhcp {
+                try inside.addAddress(index: link.index, endpoint.ip, prefixLength: subnet.cidr.prefixLength)
+                try inside.replaceRoute(to: nil, via: subnet.gateway, index: link.index)
+            }
+        } catch {
+            if let link = try? router.netlink.link(named: name) { try? router.netlink.deleteLink(index: link.index) }
+            throw error
+        }
+    }
+
+    /// Removes an endpoint's port (its container end goes with it); the caller releases the address after.
+    public func detach(_ endpoint: Endpoint, domainID: Int) throws {
+        detaching.insert(endpoint.path)
+        let name = KernelNames.routerNamespace(host: configuration.host, domainID: domainID)
+        guard NetworkNamespace.names().contains(name) else { return }
+        let router = try routers[domainID] ?? Router(name: name, namespace: try NetworkNamespace(named: name),
+                                                      netlink: try RouteNetlink(in: try NetworkNamespace(named: name)))
+        if let link = try router.netlink.link(named: KernelNames.port(endpointID: endpoint.id)) {
+            try router.netlink.deleteLink(index: link.index)
+        }
+    }
+}

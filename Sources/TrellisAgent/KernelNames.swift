@@ -1,0 +1,16 @@
+import TrellisModel
+
+/// Names of the kernel objects Trellis owns. Interface names have at most 15 bytes (IFNAMSIZ),
+/// so they come from short numbers (VNI, endpoint id), never from user-chosen names.
+public enum KernelNames {
+    /// The router namespace of a domain on a host; the host name keeps lab hosts on one machine apart.
+    public static func routerNamespace(host: String, domainID: Int) -> String { "\(routerPrefix(host: host))\(domainID)" }
+    public static func routerPrefix(host: String) -> String { "trellis-\(host)-d" }
+    public static func bridge(vni: Int) -> String { "trb\(vni)" }
+    public static func vxlan(vni: Int) -> String { "trx\(vni)" }
+    /// The host end of an endpoint's veth (or its tap), in the router namespace.
+    public static func port(endpointID: Int) -> String { "trv" + String(endpointID, radix: 36) }
+
+    /// True for the links of a router namespace that Trellis made and may remove.
+    static func isOwned(_ name: String) -> Bool { name.hasPrefix("trb") || name.hasPrefix("trx") || name.hasPrefix("trv") }
+}

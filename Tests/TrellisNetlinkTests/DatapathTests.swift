@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+import TrellisAgent
+import TrellisModel
+import TrellisNetlink
+import TrellisNetlinkWire
+
+/// The datapath alone against the real kernel: two hosts on an underlay, desired states written by hand.
+@Suite(.enabled(if: isRoot, "needs root for network namespaces"), .serialized)
+struct DatapathTests {
+    let tag = "t\(UInt32.random(in: 0..<0xfffff))"
+    let domainID = Int.random(in: 100_000..<900_000)
+    let vnis = (Int.random(in: 5000..<100_000), Int.random(in: 100_000..<200_000))
+
+    func subnet(_ path: String, _ cidr: String, vni: Int, vteps: [String]) throws -> DesiredSubnet {
+        let network = try IPv4Network.parse(cidr)
+        return DesiredSubnet(path: path, cidr: network, gateway: network.firstHost, gatewayMAC: .gateway(vni: vni), vni: vni,
+                             dhcp: false, remoteVTEPs: vteps.map { IPv4Address($0)! })
+    }
+
+    func endpoint(_ id: Int, _ subnet: String, host: String, ip: String, netns: String?) -> Endpoint {
+        Endpoint(id: id, path: "\(subnet)/e\(id)", name: "e\(id)", subnet: subnet, domain: "acme/app1", enterprise: "acme",
+                 kind: .container, host: host, ip: IPv4Address(ip)!, mac: .endpoint(sequence: UInt32(id)), state: .pending,
+                 externalIds: netns.map { ["netns": $0] } ?? [:], revision: 1, createdAt: Date(timeIntervalSince1970: 0))
+    }
+
+    func remote(_ endpoint: Endpoint, vtep: String) -> RemoteEndpoint {
+        RemoteEndpoint(path: endpoint.path, subnet: endpoint.subnet, ip: endpoint.ip, mac: endpoint.mac, host: endpoint.host!,
+                       vtep: IPv4Address(vtep)!)
+    }
+
+    @Test func overlayBetweenTwoHostsWithRoutingBetweenSubnets() async throws {
+        let namespaces = Namespaces()
+        let h1 = try namespaces.make("h1"), h2 = try namespaces.make("h2")
+        let c1 = try namespaces.make("c1"), c2 = try namespaces.make("c2"), c3 = try namespaces.make("c3")
+        let hosts = ["\(tag)h1", "\(tag)h2"]
+        defer {
+            for name in NetworkNamespace.names() where hosts.contains(where: { name.hasPrefix(KernelNames.routerPrefix(host: $0)) }) {
+                try? NetworkNamespace.delete(named: name)
+            }
+        }
+        let underlay = try RouteNetlink(in: h1)
+        try underlay.createLink(LinkSpec(name: "u0", kind: .veth(peerName: "u0", peerMAC: nil, peerNamespace: h2.fd), up: true))
+        for (namespace, address) in [(h1, "10.88.0.1"), (h2, "10.88.0.2")] {
+            let netlink = try RouteNetlink(in: namespace)
+            let link = try netlink.requireLink(named: "u0")
+            try netlink.setLink(index: link.index, up: true)
+            try netlink.addAddress(index: link.index, IPv4Address(address)!, prefixLength: 24)
+        }
+
+        let red = "acme/app1/web/red", blue = "acme/app1/db/blue"
+        let e1 = endpoint(1, red, host: hosts[0], ip: "192.168.70.2", netns: c1.path)
+        let e2 = endpoint(2, red, host: hosts[1], ip: "192.168.70.3", netns: c2.path)
+        let e3 = endpoint(3, blue, host: hosts[1], ip: "192.168.71.2", netns: c3.path)
+        func state(_ host: Int) throws -> DesiredState {
+            let other = host == 0 ? "10.88.0.2" : "10.88.0.1"
+            let subnets = [try subnet(red, "192.168.70.0/24", vni: vnis.0, vteps: [other]), try subnet(blue, "192.168.71.0/24", vni: vnis.1, vteps: [other])]
+            let me: String? = hosts[host]
+            let local = [e1, e2, e3].filter { $0.host == me }
+            let remotes = [e1, e2, e3].filter { $0.host != me }.map { remote($0, vtep: other) }
+            return DesiredState(host: hosts[host], revision: 1, underlayIP: IPv4Address(host == 0 ? "10.88.0.1" : "10.88.0.2"),
+                                domains: [DesiredDomain(path: "acme/app1", id: domainID, subnets: subnets, policies: [])],
+                                endpoints: local, remoteEndpoints: remotes, profiles: [])
+        }
+        let datapaths = [
+            try Datapath(configuration: DatapathConfiguration(host: hosts[0], underlayIP: IPv4Address("10.88.0.1")!), hostNamespace: h1),
+            try Datapath(configuration: DatapathConfiguration(host: hosts[1], underlayIP: IPv4Address("10.88.0.2")!), hostNamespace: h2),
+        ]
+        let first = try await datapaths[0].reconcile(try state(0))
+        #expect(first.created.contains(KernelNames.routerNamespace(host: hosts[0], domainID: domainID)))
+        #expect(first.created.contains(KernelNames.port(endpointID: 1)))
+        _ = try await datapaths[1].reconcile(try state(1))
+
+        // Inside the container: its MAC, its address, a default route via the anycast gateway, MTU 1450.
+        let inside = try RouteNetlink(in: c1)
+        let eth0 = try inside.requireLink(named: "eth0")
+        #expect(eth0.mac == e1.mac && eth0.mtu == 1450 && eth0.isUp)
+        #expect(try inside.addresses().contains { $0.address == e1.ip && $0.prefixLength == 24 })
+        #expect(try inside.routes().contains { $0.destination == nil && $0.gateway?.description == "192.168.70.1" })
+
+        // Same subnet across hosts, and routed between subnets across hosts.
+        #expect(try udpExchange(from: c1, to: c2, address: e2.ip, port: 7001, text: "red to red") == "red to red")
+        #expect(try udpExchange(from: c1, to: c3, address: e3.ip, port: 7002, text: "red to blue") == "red to blue")
+        #expect(try udpExchange(from: c3, to: c1, address: e1.ip, port: 7003, text: "blue to red") == "blue to red")
+
+        // ARP for remote endpoints is answered on the host: static neighbour entries on the gateway bridge.
+        let router = try RouteNetlink(in: try NetworkNamespace(named: KernelNames.routerNamespace(host: hosts[0], domainID: domainID)))
+        let bridge = try router.requireLink(named: KernelNames.bridge(vni: vnis.0))
+        #expect(try router.neighbours().contains { $0.index == bridge.index && $0.address == e2.ip && $0.mac == e2.mac && $0.isPermanent })
+
+        // Level-triggered: a second pass changes nothing.
+        let again = try await datapaths[0].reconcile(try state(0))
+        #expect(again.isEmpty, "\(again)")
+
+        // e2 leaves: its FDB and neighbour entries go from h1; a drifted link is repaired.
+        var without = try state(0)
+        without.remoteEndpoints.removeAll { $0.path == e2.path }
+        _ = try await datapaths[0].reconcile(without)
+        let vxlan = try router.requireLink(named: KernelNames.vxlan(vni: vnis.0))
+        let fdb = try router.neighbours(family: NL.AF_BRIDGE).filter { $0.index == vxlan.index }
+        #expect(!fdb.contains { $0.mac == e2.mac }, "\(fdb.filter { $0.mac == e2.mac })")
+        #expect(try !router.neighbours().contains { $0.address == e2.ip })
+
+        // Nothing desired: every router namespace and port of this host goes.
+        let emptied = try await datapaths[0].reconcile(DesiredState(host: hosts[0], revision: 2, underlayIP: nil, domains: [],
+                                                                     endpoints: [], remoteEndpoints: [], profiles: []))
+        #expect(emptied.removed == [KernelNames.routerNamespace(host: hosts[0], domainID: domainID)])
+        #expect(try RouteNetlink(in: c1).link(named: "eth0") == nil, "the container end went with its port")
+    }
+}
