@@ -5,7 +5,7 @@ import TrellisModel
 
 /// Where the controller is and who we are to it.
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "Controller URL (env TRELLIS_CONTROLLER; default http://127.0.0.1:7400).")
+    @Option(help: "Controller URL or unix:PATH (env TRELLIS_CONTROLLER; default http://127.0.0.1:7400).")
     var controller: String?
 
     @Option(help: "API token (env TRELLIS_TOKEN; default: the local admin token file when readable).")
@@ -18,7 +18,7 @@ struct ConnectionOptions: ParsableArguments {
         let url = controller ?? environment["TRELLIS_CONTROLLER"] ?? "http://127.0.0.1:7400"
         let token = token ?? environment["TRELLIS_TOKEN"] ?? FileManager.default.contents(atPath: Self.defaultTokenFile)
             .flatMap { String(data: $0, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines) }
-        return ControllerClient(baseURL: url, token: token)
+        return ControllerClient(baseURL: ControllerClient.baseURL(url), token: token)
     }
 }
 

@@ -35,8 +35,8 @@ public struct TrellisCommand: AsyncParsableCommand {
 struct ControllerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "controller", abstract: "Run the controller (REST API, IPAM, store).")
 
-    @Option(help: "Address and port to listen on.")
-    var listen = "127.0.0.1:7400"
+    @Option(help: "HOST:PORT or unix:PATH to listen on (repeatable).")
+    var listen: [String] = ["127.0.0.1:7400"]
 
     @Option(help: "Store: sqlite:PATH.")
     var store = "sqlite:/var/lib/trellis/trellis.db"
@@ -48,7 +48,8 @@ struct ControllerCommand: AsyncParsableCommand {
         let configuration = try ControllerConfiguration(listen: listen, store: store, adminTokenFile: adminTokenFile)
         let controller = try Controller(configuration: configuration)
         try await controller.run { port in
-            print("trellis controller listening on \(configuration.host):\(port), store \(configuration.store), admin token in \(configuration.adminTokenFile)")
+            let addresses = configuration.listen.map(\.description).joined(separator: ", ")
+            print("trellis controller listening on \(addresses), store \(configuration.store), admin token in \(configuration.adminTokenFile)")
             fflush(nil)
         }
     }

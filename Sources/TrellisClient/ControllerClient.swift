@@ -27,6 +27,16 @@ public struct ControllerClient: Sendable {
         self.http = http
     }
 
+    /// The base URL of an HTTP server on a unix socket, as AsyncHTTPClient spells it.
+    public static func baseURL(socket path: String) -> String {
+        "http+unix://" + (path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? path)
+    }
+
+    /// A base URL from what a user types: an `http://` URL, or `unix:PATH`.
+    public static func baseURL(_ text: String) -> String {
+        text.hasPrefix("unix:") ? baseURL(socket: String(text.dropFirst(5))) : text
+    }
+
     /// A query string from the pairs whose value is present.
     public static func query(_ pairs: [(String, String?)]) -> String {
         let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~/"))

@@ -6,23 +6,56 @@ import ServiceLifecycle
 import TrellisModel
 import TrellisStore
 
+/// Where the controller listens: a TCP address, or a unix socket (reachable from every network
+/// namespace of the machine, which is how lab hosts reach it without any address in the root namespace).
+public enum ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    case tcp(host: String, port: Int)
+    case unix(path: String)
+
+    /// Parses `HOST:PORT` or `unix:PATH`.
+    public init(_ text: String) throws {
+        if text.hasPrefix("unix:"), text.count > 5 {
+            self = .unix(path: String(text.dropFirst(5)))
+            return
+        }
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw TrellisError.invalid("--listen: '\(text)' is not HOST:PORT or unix:PATH", field: "listen")
+        }
+        self = .tcp(host: String(text[..<colon]), port: port)
+    }
+
+    public var description: String {
+        switch self {
+        case .tcp(let host, let port): "\(host):\(port)"
+        case .unix(let path): "unix:\(path)"
+        }
+    }
+
+    var bindAddress: BindAddress {
+        switch self {
+        case .tcp(let host, let port): .hostname(host, port: port)
+        case .unix(let path): .unixDomainSocket(path: path)
+        }
+    }
+}
+
 /// How a controller is run.
 public struct ControllerConfiguration: Sendable {
-    public var host: String
-    public var port: Int
+    public var listen: [ListenAddress]
     /// `sqlite:PATH`.
     public var store: String
     public var adminTokenFile: String
 
-    public init(listen: String = "127.0.0.1:7400", store: String = "sqlite:/var/lib/trellis/trellis.db",
+    public init(listen: [String] = ["127.0.0.1:7400"], store: String = "sqlite:/var/lib/trellis/trellis.db",
                 adminTokenFile: String = "/var/lib/trellis/admin.token") throws {
-        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
-            throw TrellisError.invalid("--listen: '\(listen)' is not HOST:PORT", field: "listen")
-        }
-        host = String(listen[..<colon])
-        self.port = port
+        guard !listen.isEmpty else { throw TrellisError.invalid("--listen: give at least one address", field: "listen") }
+        self.listen = try listen.map(ListenAddress.init)
         self.store = store
         self.adminTokenFile = adminTokenFile
+    }
+
+    public init(listen: String, store: String, adminTokenFile: String) throws {
+        try self.init(listen: [listen], store: store, adminTokenFile: adminTokenFile)
     }
 
     /// Opens the store the `store` setting names.
@@ -60,16 +93,23 @@ public struct Controller: Sendable {
         return router
     }
 
-    /// Runs until cancelled or signalled; `onListening` gets the bound port (useful with port 0).
+    /// Runs until cancelled or signalled; `onListening` gets the port of the first TCP address once it
+    /// is bound (useful with port 0), or 0 when there is none.
     public func run(logger: Logger = Logger(label: "trellis.controller"), onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         try await registry.ensureAdminToken(at: configuration.adminTokenFile)
-        let app = Application(
-            router: router(),
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "trellis"),
-            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
-            logger: logger
-        )
-        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let router = router()
+        let reporter = configuration.listen.firstIndex { if case .tcp = $0 { true } else { false } } ?? 0
+        let applications = configuration.listen.enumerated().map { index, address in
+            Application(
+                router: router,
+                configuration: .init(address: address.bindAddress, serverName: "trellis"),
+                onServerRunning: { channel in
+                    if index == reporter { await onListening(channel.localAddress?.port ?? 0) }
+                },
+                logger: logger
+            )
+        }
+        let group = ServiceGroup(services: applications, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
 }

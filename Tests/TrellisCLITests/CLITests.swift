@@ -99,7 +99,8 @@ import TrellisTestSupport
         let process = Process()
         process.executableURL = URL(fileURLWithPath: trellisExecutable())
         let port = 20000 + Int.random(in: 0..<20000)
-        process.arguments = ["controller", "--listen", "127.0.0.1:\(port)", "--store", "sqlite:\(directory.path)/state/t.db",
+        let socket = "\(directory.path)/controller.sock"
+        process.arguments = ["controller", "--listen", "127.0.0.1:\(port)", "--listen", "unix:\(socket)", "--store", "sqlite:\(directory.path)/state/t.db",
                              "--admin-token-file", "\(directory.path)/secret/admin.token"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -117,6 +118,10 @@ import TrellisTestSupport
         let token = try String(contentsOfFile: tokenPath, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let list = try await runTrellis(["enterprise", "list"], environment: ["TRELLIS_CONTROLLER": "http://127.0.0.1:\(port)", "TRELLIS_TOKEN": token])
         #expect(list.status == 0 && list.stdout.hasPrefix("NAME"))
+        let overSocket = try await runTrellis(["enterprise", "create", "viasocket"], environment: ["TRELLIS_CONTROLLER": "unix:\(socket)", "TRELLIS_TOKEN": token])
+        #expect(overSocket.status == 0, "\(overSocket.stderr)")
+        let seen = try await runTrellis(["enterprise", "list"], environment: ["TRELLIS_CONTROLLER": "http://127.0.0.1:\(port)", "TRELLIS_TOKEN": token])
+        #expect(seen.stdout.contains("viasocket"), "one controller behind both addresses")
         process.terminate()
         process.waitUntilExit()
         #expect(process.terminationReason == .exit, "SIGTERM shuts the controller down cleanly")
