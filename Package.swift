@@ -32,7 +32,12 @@ let package = Package(
         .target(name: "TrellisNetlink", dependencies: ["CTrellisLinux", "TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
         .target(
             name: "TrellisAgent",
-            dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient"],
+            dependencies: [
+                "TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
         .target(
@@ -64,7 +69,7 @@ let package = Package(
         .target(
             name: "TrellisCLI",
             dependencies: [
-                "TrellisModel", "TrellisClient", "TrellisController", "TrellisStore",
+                "TrellisModel", "TrellisClient", "TrellisController", "TrellisStore", "TrellisAgent", "TrellisNetlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -96,6 +101,11 @@ let package = Package(
         .testTarget(
             name: "TrellisControllerTests",
             dependencies: ["TrellisModel", "TrellisStore", "TrellisController", "TrellisClient", "TrellisTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TrellisLabTests",
+            dependencies: ["TrellisModel", "TrellisClient", "TrellisNetlink", "TrellisNetlinkWire", "TrellisTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

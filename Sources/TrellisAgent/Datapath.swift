@@ -26,7 +26,7 @@ public struct ReconcileReport: Sendable, Equatable {
 }
 
 /// A domain's router namespace and a netlink handle inside it.
-struct Router {
+struct RouterNamespace {
     let name: String
     let namespace: NetworkNamespace
     let netlink: RouteNetlink
@@ -41,7 +41,7 @@ struct Router {
 public actor Datapath {
     let configuration: DatapathConfiguration
     let hostNetlink: RouteNetlink
-    private var routers: [Int: Router] = [:]
+    private var routers: [Int: RouterNamespace] = [:]
     /// Endpoints being detached: not re-attached by a reconcile that still lists them.
     private var detaching: Set<String> = []
 
@@ -109,7 +109,7 @@ public actor Datapath {
         return report
     }
 
-    private func ensureRouter(_ domain: DesiredDomain, _ report: inout ReconcileReport) throws -> Router {
+    private func ensureRouter(_ domain: DesiredDomain, _ report: inout ReconcileReport) throws -> RouterNamespace {
         if let router = routers[domain.id], FileManager.default.fileExists(atPath: router.namespace.path) { return router }
         let name = KernelNames.routerNamespace(host: configuration.host, domainID: domain.id)
         let existed = NetworkNamespace.names().contains(name)
@@ -123,12 +123,12 @@ public actor Datapath {
             try namespace.setSysctl("net.bridge.\(key)", "0", optional: true)
         }
         if !existed { report.created.append(name) }
-        let router = Router(name: name, namespace: namespace, netlink: netlink)
+        let router = RouterNamespace(name: name, namespace: namespace, netlink: netlink)
         routers[domain.id] = router
         return router
     }
 
-    private func ensureSubnet(_ subnet: DesiredSubnet, _ router: Router, _ links: inout [String: Link],
+    private func ensureSubnet(_ subnet: DesiredSubnet, _ router: RouterNamespace, _ links: inout [String: Link],
                               _ addresses: [InterfaceAddress], _ report: inout ReconcileReport) throws -> (Link, Link) {
         let mtu = configuration.overlayMTU
         let bridgeName = KernelNames.bridge(vni: subnet.vni), vxlanName = KernelNames.vxlan(vni: subnet.vni)
@@ -164,7 +164,7 @@ public actor Datapath {
     /// Static forwarding for one subnet: VXLAN FDB entries (remote MAC → VTEP, and an all-zero flood
     /// entry per remote VTEP), the bridge's own entries for those MACs on the VXLAN port, and
     /// permanent neighbour entries so that ARP is answered on this host.
-    private func syncForwarding(_ subnet: DesiredSubnet, _ remotes: [RemoteEndpoint], _ router: Router, bridge: Link, vxlan: Link,
+    private func syncForwarding(_ subnet: DesiredSubnet, _ remotes: [RemoteEndpoint], _ router: RouterNamespace, bridge: Link, vxlan: Link,
                                 fdb: [Neighbour], neighbours: [Neighbour]) throws {
         struct Tunnel: Hashable { var mac: MACAddress; var vtep: IPv4Address }
         let zero = MACAddress(0)!
@@ -211,7 +211,7 @@ public actor Datapath {
         return name
     }
 
-    private func plug(_ endpoint: Endpoint, subnet: DesiredSubnet, router: Router, bridge: Link, into namespace: NetworkNamespace,
+    private func plug(_ endpoint: Endpoint, subnet: DesiredSubnet, router: RouterNamespace, bridge: Link, into namespace: NetworkNamespace,
                       interface: String) throws {
         let name = KernelNames.port(endpointID: endpoint.id)
         try router.netlink.createLink(LinkSpec(name: name, kind: .veth(peerName: interface, peerMAC: endpoint.mac, peerNamespace: namespace.fd),
@@ -237,7 +237,7 @@ public actor Datapath {
         detaching.insert(endpoint.path)
         let name = KernelNames.routerNamespace(host: configuration.host, domainID: domainID)
         guard NetworkNamespace.names().contains(name) else { return }
-        let router = try routers[domainID] ?? Router(name: name, namespace: try NetworkNamespace(named: name),
+        let router = try routers[domainID] ?? RouterNamespace(name: name, namespace: try NetworkNamespace(named: name),
                                                       netlink: try RouteNetlink(in: try NetworkNamespace(named: name)))
         if let link = try router.netlink.link(named: KernelNames.port(endpointID: endpoint.id)) {
             try router.netlink.deleteLink(index: link.index)

@@ -1,4 +1,5 @@
 import Foundation
+import ServiceLifecycle
 import TrellisModel
 import TrellisStore
 
@@ -25,7 +26,9 @@ extension Registry {
                 } else {
                     try await send(WatchMessage(type: .snapshot, revision: last.revision, state: last))
                 }
-                for await signal in signals {
+                // Ends on graceful shutdown: an open watch would otherwise keep a stopping controller
+                // alive, with its agents still listening to it instead of to its successor.
+                for await signal in signals.cancelOnGracefulShutdown() {
                     switch signal {
                     case .changed:
                         let state = try await hub.state(for: host)
@@ -65,7 +68,7 @@ extension Registry {
         }
         do {
             try await drain()
-            for await _ in signals { try await drain() }
+            for await _ in signals.cancelOnGracefulShutdown() { try await drain() }
         } catch {
             await hub.unfollow(id: id)
             throw error

@@ -169,3 +169,44 @@ public struct ListBody<Item: Codable & Sendable>: Codable, Sendable {
     public var revision: Int
     public init(items: [Item], revision: Int) { self.items = items; self.revision = revision }
 }
+
+/// A request to a host's agent to plug a running process's namespace (or a VM's tap) into a subnet.
+public struct AttachRequest: Codable, Sendable {
+    public var subnet: String
+    public var name: String?
+    public var ip: String?
+    /// The interface name inside the namespace (default `eth0`).
+    public var ifname: String?
+    public var profile: String?
+    /// A process whose network namespace is attached…
+    public var pid: Int32?
+    /// …or a network namespace path.
+    public var netns: String?
+
+    public init(subnet: String, name: String? = nil, ip: String? = nil, ifname: String? = nil, profile: String? = nil,
+                pid: Int32? = nil, netns: String? = nil) {
+        self.subnet = subnet; self.name = name; self.ip = ip; self.ifname = ifname; self.profile = profile
+        self.pid = pid; self.netns = netns
+    }
+}
+
+/// A request to a host's agent to unplug an endpoint and release its address.
+public struct DetachRequest: Codable, Sendable {
+    public var endpoint: String
+    public init(endpoint: String) { self.endpoint = endpoint }
+}
+
+/// What an agent reports about itself.
+public struct AgentStatus: Codable, Sendable, Equatable {
+    public var host: String
+    public var underlayIP: IPv4Address
+    public var connected: Bool
+    public var desiredRevision: Int?
+    public var appliedRevision: Int?
+    public var lastError: String?
+
+    public init(host: String, underlayIP: IPv4Address, connected: Bool, desiredRevision: Int?, appliedRevision: Int?, lastError: String?) {
+        self.host = host; self.underlayIP = underlayIP; self.connected = connected
+        self.desiredRevision = desiredRevision; self.appliedRevision = appliedRevision; self.lastError = lastError
+    }
+}

@@ -1,0 +1,203 @@
+import Foundation
+import Logging
+import TrellisClient
+import TrellisModel
+import TrellisNetlink
+
+/// How an agent is run.
+public struct AgentConfiguration: Sendable {
+    /// The controller's base URL (`http://…` or `http+unix://…`).
+    public var controller: String
+    public var token: String?
+    public var host: String
+    public var underlayIP: IPv4Address
+    /// The local API's unix socket.
+    public var socketPath: String
+    public var overlayMTU: UInt32
+    public var heartbeatInterval: Duration = .seconds(5)
+    public var resyncInterval: Duration = .seconds(30)
+
+    public init(controller: String, token: String?, host: String, underlayIP: IPv4Address, socketPath: String, overlayMTU: UInt32) {
+        self.controller = controller
+        self.token = token
+        self.host = host
+        self.underlayIP = underlayIP
+        self.socketPath = socketPath
+        self.overlayMTU = overlayMTU
+    }
+}
+
+/// What the agent knows: the desired state it follows and what it has applied.
+actor AgentState {
+    private(set) var desired: DesiredState?
+    private(set) var applied: Int?
+    private(set) var connected = false
+    private(set) var lastError: String?
+
+    func follow(_ state: DesiredState) { desired = state }
+    func markApplied(_ revision: Int) { applied = revision; lastError = nil }
+    func markConnected(_ value: Bool, error: String? = nil) {
+        connected = value
+        if let error { lastError = error }
+    }
+    func record(error: String) { lastError = error }
+}
+
+/// The per-host agent: registers the host, follows its desired state from the controller and keeps
+/// the kernel matching it. When the controller is away the datapath stays as it is, and the agent
+/// reconnects with backoff and resyncs.
+public final class Agent: Sendable {
+    public let configuration: AgentConfiguration
+    let client: ControllerClient
+    let datapath: Datapath
+    let state = AgentState()
+    let logger: Logger
+
+    public init(configuration: AgentConfiguration, logger: Logger = Logger(label: "trellis.agent")) throws {
+        self.configuration = configuration
+        client = ControllerClient(baseURL: configuration.controller, token: configuration.token)
+        datapath = try Datapath(configuration: DatapathConfiguration(host: configuration.host, underlayIP: configuration.underlayIP,
+                                                                     overlayMTU: configuration.overlayMTU))
+        self.logger = logger
+    }
+
+    /// Runs until the local API stops (SIGTERM, SIGINT) or fails.
+    public func run() async throws {
+        let directory = (configuration.socketPath as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let (signals, trigger) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.serveLocalAPI() }
+            group.addTask { await self.follow(trigger) }
+            group.addTask { await self.reconcile(signals) }
+            group.addTask { await self.beat() }
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: self.configuration.resyncInterval)
+                    trigger.yield()
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Registers the host and follows its desired state, reconnecting with backoff.
+    func follow(_ trigger: AsyncStream<Void>.Continuation) async {
+        var backoff = Duration.milliseconds(200)
+        while !Task.isCancelled {
+            do {
+                let _: HostRecord = try await client.put("/api/v1/hosts/\(configuration.host)",
+                                                         HostRegistration(underlayIP: configuration.underlayIP.description))
+                var desired = await state.desired
+                let since = desired?.revision ?? -1
+                try await client.stream("/api/v1/hosts/\(configuration.host)/desired?watch=1&since=\(since)", as: WatchMessage.self) { message in
+                    backoff = .milliseconds(200)
+                    await self.state.markConnected(true)
+                    switch message.type {
+                    case .snapshot: desired = message.state
+                    case .delta: if let delta = message.delta { desired = desired?.applying(delta, revision: message.revision) }
+                    case .bookmark: return true
+                    }
+                    if let desired {
+                        await self.state.follow(desired)
+                        trigger.yield()
+                    }
+                    return true
+                }
+                await state.markConnected(false, error: "the controller closed the watch")
+            } catch {
+                logger.warning("controller unreachable, keeping the datapath as it is: \(error)")
+                await state.markConnected(false, error: "\(error)")
+            }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
+    }
+
+    /// Reconciles whenever the desired state changed (coalesced) and on every resync tick.
+    func reconcile(_ signals: AsyncStream<Void>) async {
+        for await _ in signals {
+            guard let desired = await state.desired else { continue }
+            do {
+                let report = try await datapath.reconcile(desired)
+                await state.markApplied(desired.revision)
+                if !report.isEmpty {
+                    logger.info("reconciled revision \(desired.revision): created \(report.created), removed \(report.removed)")
+                }
+            } catch {
+                logger.error("reconcile of revision \(desired.revision) failed: \(error)")
+                await state.record(error: "\(error)")
+            }
+        }
+    }
+
+    /// Tells the controller the host is alive and which revision it has applied.
+    func beat() async {
+        while !Task.isCancelled {
+            let applied = await state.applied
+            let _: HostRecord? = try? await client.post("/api/v1/hosts/\(configuration.host)/heartbeat", HostHeartbeat(appliedRevision: applied))
+            try? await Task.sleep(for: configuration.heartbeatInterval)
+        }
+    }
+
+    func status() async -> AgentStatus {
+        AgentStatus(host: configuration.host, underlayIP: configuration.underlayIP, connected: await state.connected,
+                    desiredRevision: await state.desired?.revision, appliedRevision: await state.applied, lastError: await state.lastError)
+    }
+
+    // MARK: Attach and detach
+
+    /// Creates the endpoint at the controller, plugs it in, and records the port; on any failure the
+    /// port is removed and the endpoint deleted (releasing its address) before the error is reported.
+    public func attach(_ request: AttachRequest) async throws -> Endpoint {
+        let interface = request.ifname ?? "eth0"
+        guard (1...15).contains(interface.utf8.count), !interface.contains("/"), !interface.contains(" ") else {
+            throw TrellisError.invalid("ifname: '\(interface)' is not an interface name (1 to 15 bytes)", field: "ifname")
+        }
+        guard (request.pid == nil) != (request.netns == nil) else {
+            throw TrellisError.invalid("give either pid or netns", field: "pid")
+        }
+        let path = request.pid.map { "/proc/\($0)/ns/net" } ?? request.netns!
+        let namespace: NetworkNamespace
+        do {
+            namespace = try NetworkNamespace(path: path)
+        } catch {
+            throw TrellisError.invalid("\(request.pid != nil ? "pid" : "netns"): cannot open the network namespace \(path): \(error)",
+                                       field: request.pid != nil ? "pid" : "netns")
+        }
+        let name = request.name ?? "ep-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        let body = EndpointCreate(subnet: request.subnet, name: name, kind: .container, owner: request.pid.map { "pid:\($0)" } ?? path,
+                                  host: configuration.host, ip: request.ip, profile: request.profile,
+                                  externalIds: ["netns": path, "ifname": interface])
+        let endpoint: Endpoint = try await client.post("/api/v1/endpoints", body)
+        do {
+            let subnet: Subnet = try await client.get("/api/v1/subnets/\(endpoint.subnet)")
+            let domain: Domain = try await client.get("/api/v1/domains/\(endpoint.domain)")
+            let desiredSubnet = DesiredSubnet(path: subnet.path, cidr: subnet.cidr, gateway: subnet.gateway, gatewayMAC: subnet.gatewayMAC,
+                                              vni: subnet.vni, dhcp: subnet.dhcp, remoteVTEPs: [])
+            let port = try await datapath.attach(endpoint, domain: DesiredDomain(path: domain.path, id: domain.id, subnets: [desiredSubnet], policies: []),
+                                                 subnet: desiredSubnet, namespace: namespace, interface: interface)
+            return try await client.patch("/api/v1/endpoints/\(endpoint.id)", EndpointUpdate(
+                state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description]))
+        } catch {
+            logger.error("attach of \(endpoint.path) failed, undoing it: \(error)")
+            if let domain: Domain = try? await client.get("/api/v1/domains/\(endpoint.domain)") {
+                try? await datapath.detach(endpoint, domainID: domain.id)
+            }
+            try? await client.delete("/api/v1/endpoints/\(endpoint.id)")
+            throw error
+        }
+    }
+
+    /// Removes the endpoint's port, then deletes it at the controller, releasing its address.
+    public func detach(_ request: DetachRequest) async throws {
+        let endpoint: Endpoint = try await client.get("/api/v1/endpoints/\(request.endpoint)")
+        guard endpoint.host == configuration.host else {
+            throw TrellisError.conflict("\(endpoint.path) is on host \(endpoint.host ?? "none"), not \(configuration.host)")
+        }
+        let domain: Domain = try await client.get("/api/v1/domains/\(endpoint.domain)")
+        try await datapath.detach(endpoint, domainID: domain.id)
+        try await client.delete("/api/v1/endpoints/\(endpoint.id)")
+    }
+}

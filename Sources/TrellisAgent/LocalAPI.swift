@@ -1,0 +1,60 @@
+import Foundation
+import Hummingbird
+import ServiceLifecycle
+import TrellisModel
+import TrellisNetlink
+
+extension Agent {
+    /// The agent's API on its unix socket, for the CLI and the Docker and CNI adapters.
+    /// Errors are answered as the controller answers them: `{"error", "field"}` with a 4xx.
+    func serveLocalAPI() async throws {
+        let router = Router()
+        router.middlewares.add(LocalErrorMiddleware())
+        router.post("/v1/attach") { request, context -> Response in
+            let body = try await decode(AttachRequest.self, request, context)
+            return try encode(try await self.attach(body), status: .created)
+        }
+        router.post("/v1/detach") { request, context -> Response in
+            try await self.detach(try await decode(DetachRequest.self, request, context))
+            return Response(status: .noContent)
+        }
+        router.get("/v1/status") { _, _ -> Response in try encode(await self.status()) }
+        let app = Application(router: router, configuration: .init(address: .unixDomainSocket(path: configuration.socketPath),
+                                                                    serverName: "trellis-agent"), logger: logger)
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+}
+
+private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: BasicRequestContext) async throws -> T {
+    let buffer = try await request.body.collect(upTo: 1 << 20)
+    do {
+        return try JSONCoding.decoder().decode(T.self, from: Data(buffer.readableBytesView))
+    } catch let error as DecodingError {
+        throw JSONCoding.describe(error)
+    }
+}
+
+private func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+    Response(status: status, headers: [.contentType: "application/json"],
+             body: .init(byteBuffer: ByteBuffer(bytes: try JSONCoding.encoder().encode(value))))
+}
+
+private struct LocalErrorMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            let failure: TrellisError = switch error {
+            case let error as TrellisError: error
+            case let error as NetlinkError: TrellisError(.conflict, "kernel: \(error)")
+            case let error as HTTPError: TrellisError(TrellisError.Code(httpStatus: error.status.code), error.body ?? error.status.reasonPhrase)
+            default: TrellisError(.internalError, "\(error)")
+            }
+            let body = try JSONCoding.encoder().encode(ErrorBody(error: failure.message, field: failure.field))
+            return Response(status: .init(code: failure.code.httpStatus), headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TrellisAgent
+import TrellisClient
+import TrellisModel
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "agent", abstract: "Run the host agent: program this host's kernel from the controller.")
+
+    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "This host's name.") var host: String
+    @Option(help: "This host's underlay address (its VXLAN tunnel endpoint).") var underlayIP: String
+    @Option(help: "The local API's unix socket.") var socket = "/run/trellis/agent.sock"
+    @Option(help: "MTU of overlay interfaces (the underlay's less 50).") var mtu: UInt32 = 1450
+
+    func run() async throws {
+        try Names.validate(host, field: "host")
+        let underlay = try IPv4Address.parse(underlayIP, field: "underlay-ip")
+        let client = connection.client()
+        let agent = try Agent(configuration: AgentConfiguration(controller: client.baseURL, token: client.token, host: host,
+                                                                underlayIP: underlay, socketPath: socket, overlayMTU: mtu))
+        print("trellis agent for host \(host) (underlay \(underlay)) serving \(socket)")
+        fflush(nil)
+        try await agent.run()
+    }
+}
+
+/// Where the local agent's API is.
+struct AgentOptions: ParsableArguments {
+    @Option(help: "The agent's unix socket (env TRELLIS_AGENT_SOCKET; default /run/trellis/agent.sock).")
+    var agent: String?
+
+    func client() -> ControllerClient {
+        let path = agent ?? ProcessInfo.processInfo.environment["TRELLIS_AGENT_SOCKET"] ?? "/run/trellis/agent.sock"
+        return ControllerClient(baseURL: ControllerClient.baseURL(socket: path), token: nil)
+    }
+}
+
+struct AttachCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "attach",
+                                                    abstract: "Plug a running process's network namespace into a subnet (through this host's agent).")
+    @OptionGroup var agent: AgentOptions
+    @OptionGroup var output: OutputOptions
+    @Option(help: "The subnet ENTERPRISE/DOMAIN/ZONE/SUBNET.") var subnet: String
+    @Option(help: "A process whose network namespace is attached.") var pid: Int32?
+    @Option(help: "A network namespace path, e.g. /run/netns/NAME.") var netns: String?
+    @Option(help: "The endpoint's name.") var name: String?
+    @Option(help: "A static address.") var ip: String?
+    @Option(help: "The interface name inside the namespace.") var ifname = "eth0"
+    @Option(help: "Port profile ENTERPRISE/PROFILE.") var profile: String?
+
+    func validate() throws {
+        guard (pid == nil) != (netns == nil) else { throw ValidationError("give either --pid N or --netns PATH") }
+    }
+
+    func run() async throws {
+        try Names.split(subnet, kind: .subnet, field: "subnet")
+        let request = AttachRequest(subnet: subnet, name: name, ip: ip, ifname: ifname, profile: profile, pid: pid,
+                                    netns: netns.map { $0.hasPrefix("/") ? $0 : "/run/netns/\($0)" })
+        let endpoint: Endpoint = try await agent.client().post("/v1/attach", request)
+        try output.show(endpoint, fields: endpoint.fields)
+    }
+}
+
+struct DetachCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "detach", abstract: "Unplug an endpoint and release its address.")
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: ArgumentHelp("The endpoint's path or id.", valueName: "ENTERPRISE/DOMAIN/ZONE/SUBNET/ENDPOINT")) var endpoint: String
+
+    func run() async throws {
+        _ = try await agent.client().send(.POST, "/v1/detach", body: try JSONCoding.encoder().encode(DetachRequest(endpoint: endpoint)))
+        print("detached \(endpoint)")
+    }
+}

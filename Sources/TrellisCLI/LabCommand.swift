@@ -1,0 +1,204 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import TrellisAgent
+import TrellisClient
+import TrellisModel
+import TrellisNetlink
+import TrellisNetlinkWire
+
+/// Several simulated hosts on one machine: a controller, a switch namespace, and per host a network
+/// namespace on the switch with its own underlay address and agent. Nothing is added to the root
+/// namespace's addresses or routes; the controller and agents are reached through unix sockets.
+struct LabCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "lab", abstract: "A lab of simulated hosts on this machine.",
+                                                    subcommands: [Up.self, Down.self, Exec.self, Status.self])
+
+    struct Options: ParsableArguments {
+        @Option(help: "Where the lab keeps its sockets, logs and pids.") var dir = "/run/trellis/lab"
+        var lab: Lab { Lab(directory: dir) }
+    }
+
+    struct Up: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Start a controller and N hosts (h1…hN), each with its agent.")
+        @OptionGroup var options: Options
+        @Option(help: "How many hosts.") var hosts = 2
+        @Option(help: "The controller's SQLite file (default: inside the lab directory, removed by lab down).") var store: String?
+
+        func validate() throws {
+            guard (1...250).contains(hosts) else { throw ValidationError("--hosts must be from 1 to 250") }
+        }
+
+        func run() async throws {
+            let lab = options.lab
+            try await lab.up(hosts: hosts, store: store)
+            try await lab.printStatus()
+        }
+    }
+
+    struct Down: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop the lab and remove all of it.")
+        @OptionGroup var options: Options
+
+        func run() async throws { try options.lab.down() }
+    }
+
+    struct Exec: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a command in a host, with TRELLIS_AGENT_SOCKET, TRELLIS_CONTROLLER and TRELLIS_TOKEN set for it.")
+        @OptionGroup var options: Options
+        @Argument(help: "The host (h1…hN).") var host: String
+        @Argument(parsing: .captureForPassthrough, help: "The command (after --).") var command: [String] = []
+
+        func run() throws {
+            let command = command.first == "--" ? Array(command.dropFirst()) : command
+            guard !command.isEmpty else { throw ValidationError("give a command after --") }
+            try options.lab.exec(host: host, command: command)
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the lab's hosts, their underlay addresses and agents.")
+        @OptionGroup var options: Options
+
+        func run() async throws { try await options.lab.printStatus() }
+    }
+}
+
+/// The lab's files and processes.
+struct Lab {
+    let directory: String
+    static let switchNamespace = "trellis-lab-sw"
+    static func hostNamespace(_ host: String) -> String { "trellis-lab-\(host)" }
+    static func underlay(_ index: Int) -> IPv4Address { IPv4Address(0x0AFF_0000 | UInt32(index)) }  // 10.255.0.i, only inside the lab
+
+    var controllerSocket: String { "\(directory)/controller.sock" }
+    var tokenFile: String { "\(directory)/admin.token" }
+    func agentSocket(_ host: String) -> String { "\(directory)/\(host).sock" }
+    func pidFile(_ name: String) -> String { "\(directory)/\(name).pid" }
+    var hostsFile: String { "\(directory)/hosts" }
+
+    var hosts: [String] {
+        ((try? String(contentsOfFile: hostsFile, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    var token: String? {
+        (try? String(contentsOfFile: tokenFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func controllerClient() -> ControllerClient {
+        ControllerClient(baseURL: ControllerClient.baseURL(socket: controllerSocket), token: token)
+    }
+
+    static var executable: String { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0] }
+
+    /// Starts `arguments` (in a process group of its own, as Foundation makes it) with its output in
+    /// `log`, and records its pid. `nsenter --net` enters the namespace and execs, keeping the pid.
+    func spawn(_ name: String, _ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        FileManager.default.createFile(atPath: "\(directory)/\(name).log", contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: "\(directory)/\(name).log"))
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        try String(process.processIdentifier).write(toFile: pidFile(name), atomically: true, encoding: .utf8)
+    }
+
+    func pid(_ name: String) -> Int32? {
+        (try? String(contentsOfFile: pidFile(name), encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    func alive(_ name: String) -> Bool { pid(name).map { kill($0, 0) == 0 } ?? false }
+
+    /// Waits until `check` passes, or fails with what the process's log says.
+    func await(_ what: String, log: String, _ check: () async -> Bool) async throws {
+        for _ in 0..<150 {
+            if await check() { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let tail = ((try? String(contentsOfFile: "\(directory)/\(log).log", encoding: .utf8)) ?? "").split(separator: "\n").suffix(5).joined(separator: "\n")
+        throw TrellisError(.unavailable, "\(what) did not come up; \(directory)/\(log).log ends with:\n\(tail)")
+    }
+
+    func up(hosts count: Int, store: String?) async throws {
+        guard !alive("controller") else { throw TrellisError.conflict("a lab is already up in \(directory); run trellis lab down first") }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let hosts = (1...count).map { "h\($0)" }
+        try hosts.joined(separator: "\n").write(toFile: hostsFile, atomically: true, encoding: .utf8)
+        try spawn("controller", [Self.executable, "controller", "--listen", "unix:\(controllerSocket)",
+                                 "--store", "sqlite:\(store ?? "\(directory)/trellis.db")", "--admin-token-file", tokenFile])
+        try await self.await("the controller", log: "controller") {
+            (try? await controllerClient().exchange("GET", "/healthz", body: nil).status) == 200 && token != nil
+        }
+        let switchNamespace = try NetworkNamespace.create(named: Self.switchNamespace)
+        let fabric = try RouteNetlink(in: switchNamespace)
+        if try fabric.link(named: "sw0") == nil { try fabric.createLink(LinkSpec(name: "sw0", kind: .bridge, up: true)) }
+        let bridge = try fabric.requireLink(named: "sw0")
+        for (offset, host) in hosts.enumerated() {
+            let namespace = try NetworkNamespace.create(named: Self.hostNamespace(host))
+            if try fabric.link(named: host) == nil {
+                try fabric.createLink(LinkSpec(name: host, kind: .veth(peerName: "eth0", peerMAC: nil, peerNamespace: namespace.fd),
+                                               master: bridge.index, up: true))
+            }
+            let inside = try RouteNetlink(in: namespace)
+            for name in ["lo", "eth0"] { try inside.setLink(index: try inside.requireLink(named: name).index, up: true) }
+            try inside.addAddress(index: try inside.requireLink(named: "eth0").index, Self.underlay(offset + 1), prefixLength: 24)
+            try spawn(host, ["/usr/bin/nsenter", "--net=\(namespace.path)", Self.executable, "agent",
+                             "--controller", "unix:\(controllerSocket)", "--token", token ?? "", "--host", host,
+                             "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(host)])
+        }
+        for host in hosts {
+            try await self.await("the agent of \(host)", log: host) {
+                let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: agentSocket(host)), token: nil)
+                let status: AgentStatus? = try? await client.get("/v1/status")
+                return status?.connected == true
+            }
+        }
+    }
+
+    func down() throws {
+        for name in hosts + ["controller"] {
+            guard let pid = pid(name), kill(pid, 0) == 0 else { continue }
+            kill(pid, SIGTERM)
+            for _ in 0..<50 where kill(pid, 0) == 0 { usleep(100_000) }
+            if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        }
+        for host in hosts {
+            for name in NetworkNamespace.names() where name.hasPrefix(KernelNames.routerPrefix(host: host)) {
+                try NetworkNamespace.delete(named: name)
+            }
+            try NetworkNamespace.delete(named: Self.hostNamespace(host))
+        }
+        try NetworkNamespace.delete(named: Self.switchNamespace)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Replaces this process with `command` running in the host's namespace.
+    func exec(host: String, command: [String]) throws {
+        guard hosts.contains(host) else { throw TrellisError.notFound("no lab host '\(host)' (hosts: \(hosts.joined(separator: ", ")))") }
+        setenv("TRELLIS_AGENT_SOCKET", agentSocket(host), 1)
+        setenv("TRELLIS_CONTROLLER", "unix:\(controllerSocket)", 1)
+        setenv("TRELLIS_TOKEN", token ?? "", 1)
+        setenv("TRELLIS_LAB_HOST", host, 1)
+        let arguments = ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.hostNamespace(host))"] + command
+        var argv = arguments.map { strdup($0) } + [nil]
+        execv(arguments[0], &argv)
+        throw TrellisError(.unavailable, "cannot run \(command[0]): \(String(cString: strerror(errno)))")
+    }
+
+    func printStatus() async throws {
+        guard !hosts.isEmpty else { throw TrellisError.notFound("no lab in \(directory); start one with trellis lab up") }
+        print("controller  \(alive("controller") ? "running" : "stopped")  unix:\(controllerSocket)")
+        var rows = [["HOST", "UNDERLAY", "AGENT", "CONNECTED", "APPLIED-REVISION"]]
+        for (offset, host) in hosts.enumerated() {
+            let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: agentSocket(host)), token: nil)
+            let status: AgentStatus? = alive(host) ? try? await client.get("/v1/status") : nil
+            rows.append([host, Self.underlay(offset + 1).description, alive(host) ? "running (pid \(pid(host)!))" : "stopped",
+                         status.map { $0.connected ? "yes" : "no" } ?? "-", text(status?.appliedRevision)])
+        }
+        printTable(rows)
+    }
+}

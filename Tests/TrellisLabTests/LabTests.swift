@@ -1,0 +1,196 @@
+import Foundation
+import Glibc
+import Testing
+import TrellisClient
+import TrellisModel
+import TrellisNetlink
+import TrellisNetlinkWire
+import TrellisTestSupport
+
+/// A lab brought up with the real binary; it and the test's container namespaces are removed at the end.
+final class RunningLab: @unchecked Sendable {
+    let directory: URL
+    private(set) var containers: [String] = []
+
+    init(hosts: Int) async throws {
+        directory = try makeTemporaryDirectory()
+        let up = try await runTrellis(["lab", "up", "--hosts", String(hosts), "--dir", directory.path], environment: [:])
+        guard up.status == 0 else { throw TrellisError(.unavailable, "lab up failed: \(up.stderr)\(up.stdout)") }
+    }
+
+    var token: String { (try? String(contentsOf: directory.appendingPathComponent("admin.token"), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "" }
+    func pid(_ name: String) -> Int32 { Int32((try? String(contentsOf: directory.appendingPathComponent("\(name).pid"), encoding: .utf8)) ?? "") ?? 0 }
+
+    /// `trellis lab exec HOST -- trellis ARGS…`
+    @discardableResult
+    func trellis(on host: String, _ arguments: String...) async throws -> CommandResult {
+        let result = try await runTrellis(["lab", "exec", "--dir", directory.path, host, "--", trellisExecutable()] + arguments, environment: [:])
+        #expect(result.status == 0, "trellis \(arguments.joined(separator: " ")) on \(host): \(result.stderr)")
+        return result
+    }
+
+    func container(_ name: String) throws -> NetworkNamespace {
+        let full = "trlab-\(name)-\(UInt16.random(in: 0...UInt16.max))"
+        containers.append(full)
+        return try NetworkNamespace.create(named: full)
+    }
+
+    /// Starts a process of the lab again the way `lab up` did: the controller in the root namespace, an agent in its host's.
+    func restart(_ name: String) throws {
+        let lab = directory.path
+        var arguments: [String]
+        if name == "controller" {
+            arguments = [trellisExecutable(), "controller", "--listen", "unix:\(lab)/controller.sock", "--store", "sqlite:\(lab)/trellis.db",
+                         "--admin-token-file", "\(lab)/admin.token"]
+        } else {
+            let index = Int(name.dropFirst())!
+            arguments = ["/usr/bin/nsenter", "--net=/run/netns/trellis-lab-\(name)", trellisExecutable(), "agent", "--controller",
+                         "unix:\(lab)/controller.sock", "--token", token, "--host", name, "--underlay-ip", "10.255.0.\(index)",
+                         "--socket", "\(lab)/\(name).sock"]
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        let log = try FileHandle(forWritingTo: directory.appendingPathComponent("\(name).log"))
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        try String(process.processIdentifier).write(to: directory.appendingPathComponent("\(name).pid"), atomically: true, encoding: .utf8)
+    }
+
+    /// Stops a process with SIGTERM and checks that it ends by itself within 5 s.
+    func stop(_ name: String) {
+        let pid = pid(name)
+        kill(pid, SIGTERM)
+        for _ in 0..<50 where kill(pid, 0) == 0 { usleep(100_000) }
+        #expect(kill(pid, 0) != 0, "\(name) did not stop on SIGTERM")
+        kill(pid, SIGKILL)
+    }
+
+    deinit {
+        let down = Process()
+        down.executableURL = URL(fileURLWithPath: trellisExecutable())
+        down.arguments = ["lab", "down", "--dir", directory.path]
+        try? down.run()
+        down.waitUntilExit()
+        for name in containers { try? NetworkNamespace.delete(named: name) }
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+/// Runs a program and returns its exit status and output.
+func shell(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: arguments[0])
+    process.arguments = Array(arguments.dropFirst())
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+func ping(from namespace: NetworkNamespace, _ address: String, count: Int = 2, extra: [String] = []) throws -> (status: Int32, output: String) {
+    try shell(["/usr/bin/nsenter", "--net=\(namespace.path)", "/usr/bin/ping", "-c", String(count), "-W", "1"] + extra + [address])
+}
+
+@Suite(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/bin/ping"), "needs root and ping"), .serialized)
+struct LabTests {
+    @Test func twoHostsOneSubnetSurviveAgentAndControllerRestarts() async throws {
+        let lab = try await RunningLab(hosts: 2)
+        let status = try await runTrellis(["lab", "status", "--dir", lab.directory.path], environment: [:])
+        #expect(status.stdout.contains("h1") && status.stdout.contains("10.255.0.2") && status.stdout.contains("yes"))
+        #expect(!(try shell(["/usr/sbin/ip", "-o", "addr"]).output.contains("10.255.0.")), "no lab address in the root namespace")
+
+        try await lab.trellis(on: "h1", "enterprise", "create", "acme")
+        try await lab.trellis(on: "h1", "domain", "create", "acme/app1")
+        try await lab.trellis(on: "h1", "zone", "create", "acme/app1/web")
+        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/red", "--cidr", "192.168.10.0/24")
+        let c1 = try lab.container("c1"), c2 = try lab.container("c2")
+        try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c1.path, "--name", "web1")
+        let attached = try await lab.trellis(on: "h2", "attach", "--subnet", "acme/app1/web/red", "--netns", c2.path, "--name", "web2", "-o", "json")
+        let web2 = try JSONCoding.decoder().decode(Endpoint.self, from: Data(attached.stdout.utf8))
+        #expect(web2.host == "h2" && web2.state == .up && web2.externalIds["iface-id"] == web2.interface)
+
+        // Across hosts, at full size with DF set (MTU 1450 in the overlay), and the local anycast gateway.
+        #expect(try ping(from: c1, web2.ip.description).status == 0)
+        #expect(try ping(from: c1, web2.ip.description, count: 1, extra: ["-M", "do", "-s", "1422"]).status == 0)
+        #expect(try ping(from: c1, web2.ip.description, count: 1, extra: ["-M", "do", "-s", "1423"]).status != 0)
+        #expect(try ping(from: c1, "192.168.10.1", count: 1).status == 0)
+        let listed = try await lab.trellis(on: "h1", "endpoint", "list")
+        #expect(listed.stdout.contains("trv") && listed.stdout.contains(" up "))
+
+        // The agent of h1 is killed and started again while 100 pings a second flow: none is lost.
+        let flow = Task { try ping(from: c1, web2.ip.description, count: 300, extra: ["-i", "0.01"]) }
+        try await Task.sleep(for: .milliseconds(500))
+        lab.stop("h1")
+        try lab.restart("h1")
+        let during = try await flow.value
+        #expect(during.output.contains("300 received"), "\(during.output.split(separator: "\n").suffix(2))")
+
+        // The controller goes away: forwarding goes on; when it is back, a new endpoint converges.
+        lab.stop("controller")
+        #expect(try ping(from: c1, web2.ip.description).status == 0)
+        try lab.restart("controller")
+        try await Task.sleep(for: .milliseconds(500))
+        let c3 = try lab.container("c3")
+        var converged = false
+        for _ in 0..<50 where !converged {
+            let result = try await runTrellis(["lab", "exec", "--dir", lab.directory.path, "h2", "--", trellisExecutable(), "attach",
+                                               "--subnet", "acme/app1/web/red", "--netns", c3.path, "--name", "web3"], environment: [:])
+            converged = result.status == 0
+            if !converged { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(converged)
+        var reached = false
+        for _ in 0..<20 where !reached {
+            reached = try ping(from: c1, "192.168.10.4", count: 1).status == 0
+        }
+        #expect(reached, "a new endpoint on h2 is reachable from h1 after the controller returned")
+
+        // Detach: the port is gone on h2, its FDB and neighbour entries on h1, and its address is free.
+        try await lab.trellis(on: "h2", "detach", "acme/app1/web/red/web2")
+        #expect(try RouteNetlink(in: c2).link(named: "eth0") == nil)
+        var clean = false
+        var left = ""
+        for _ in 0..<50 where !clean {
+            let fdb = try shell(["/usr/sbin/bridge", "-n", "trellis-h1-d1", "fdb", "show"]).output
+            let neighbours = try shell(["/usr/sbin/ip", "-n", "trellis-h1-d1", "neigh", "show", "nud", "permanent"]).output
+            clean = !fdb.contains(web2.mac.description) && !neighbours.contains(web2.ip.description)
+            left = fdb.split(separator: "\n").filter { $0.contains(web2.mac.description) }.joined(separator: "; ") + " | " + neighbours
+            if !clean { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let log = (try? String(contentsOf: lab.directory.appendingPathComponent("h1.log"), encoding: .utf8)) ?? ""
+        #expect(clean, "h1 still forwards to the detached endpoint: \(left)\n\(log.split(separator: "\n").suffix(6).joined(separator: "\n"))")
+        let usage = try await lab.trellis(on: "h1", "subnet", "show", "acme/app1/web/red")
+        #expect(usage.stdout.contains("2 used of 253"))
+        try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c2.path, "--name", "again", "--ip", web2.ip.description)
+    }
+
+    @Test func aFailedAttachLeavesNothingBehind() async throws {
+        let lab = try await RunningLab(hosts: 1)
+        try await lab.trellis(on: "h1", "enterprise", "create", "acme")
+        try await lab.trellis(on: "h1", "domain", "create", "acme/app1")
+        try await lab.trellis(on: "h1", "zone", "create", "acme/app1/web")
+        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/red", "--cidr", "192.168.10.0/24")
+        let c1 = try lab.container("c1")
+        // The interface name is taken inside the namespace: the kernel refuses, and the attach is undone.
+        let inside = try RouteNetlink(in: c1)
+        try inside.createLink(LinkSpec(name: "eth0", kind: .bridge))
+        let failed = try await runTrellis(["lab", "exec", "--dir", lab.directory.path, "h1", "--", trellisExecutable(), "attach",
+                                           "--subnet", "acme/app1/web/red", "--netns", c1.path, "--name", "web1"], environment: [:])
+        #expect(failed.status != 0 && failed.stderr.contains("File exists"), "\(failed.stderr)")
+        let endpoints = try await lab.trellis(on: "h1", "endpoint", "list", "-o", "json")
+        #expect(endpoints.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[\n\n]" || !endpoints.stdout.contains("web1"))
+        let usage = try await lab.trellis(on: "h1", "subnet", "show", "acme/app1/web/red")
+        #expect(usage.stdout.contains("0 used of 253"), "the address was released")
+        let ports = try shell(["/usr/sbin/ip", "-n", "trellis-h1-d1", "-o", "link", "show"]).output
+        #expect(!ports.contains("trv"), "no half-made port")
+        let missing = try await runTrellis(["lab", "exec", "--dir", lab.directory.path, "h1", "--", trellisExecutable(), "attach",
+                                            "--subnet", "acme/app1/web/red", "--netns", "/run/netns/does-not-exist"], environment: [:])
+        #expect(missing.status != 0 && missing.stderr.contains("cannot open the network namespace"))
+    }
+}
