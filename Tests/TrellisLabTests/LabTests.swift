@@ -170,6 +170,45 @@ struct LabTests {
         try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c2.path, "--name", "again", "--ip", web2.ip.description)
     }
 
+    @Test func subnetsOfADomainRouteAndDomainsNeverMeet() async throws {
+        let lab = try await RunningLab(hosts: 2)
+        for arguments in [["enterprise", "create", "acme"], ["enterprise", "create", "globex"], ["domain", "create", "acme/app1"],
+                          ["domain", "create", "globex/app1"], ["zone", "create", "acme/app1/web"], ["zone", "create", "acme/app1/db"],
+                          ["zone", "create", "globex/app1/web"],
+                          ["subnet", "create", "acme/app1/web/red", "--cidr", "192.168.10.0/24"],
+                          ["subnet", "create", "acme/app1/db/blue", "--cidr", "192.168.20.0/24"],
+                          ["subnet", "create", "globex/app1/web/red", "--cidr", "192.168.10.0/24"]] {
+            _ = try await runTrellis(["lab", "exec", "--dir", lab.directory.path, "h1", "--", trellisExecutable()] + arguments, environment: [:])
+        }
+        let red1 = try lab.container("red1"), blue2 = try lab.container("blue2")
+        let other1 = try lab.container("other1"), other2 = try lab.container("other2")
+        try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", red1.path, "--ip", "192.168.10.5")
+        try await lab.trellis(on: "h2", "attach", "--subnet", "acme/app1/db/blue", "--netns", blue2.path, "--ip", "192.168.20.5")
+        try await lab.trellis(on: "h1", "attach", "--subnet", "globex/app1/web/red", "--netns", other1.path, "--ip", "192.168.10.6")
+        try await lab.trellis(on: "h2", "attach", "--subnet", "globex/app1/web/red", "--netns", other2.path, "--ip", "192.168.10.7")
+
+        // Routed between the subnets of one domain, across hosts, both ways.
+        #expect(try ping(from: red1, "192.168.20.5").status == 0)
+        #expect(try ping(from: blue2, "192.168.10.5").status == 0)
+        // The other enterprise's pair, in the same CIDR, talks across hosts…
+        #expect(try ping(from: other1, "192.168.10.7").status == 0)
+        // …and never meets acme's: not by ping, not by TCP.
+        #expect(try ping(from: red1, "192.168.10.7", count: 1).status != 0)
+        #expect(try ping(from: other2, "192.168.10.5", count: 1).status != 0)
+        #expect(try ping(from: other2, "192.168.20.5", count: 1).status != 0)
+        let listener = Process()
+        listener.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        listener.arguments = ["--net=\(blue2.path)", "/usr/bin/nc", "-l", "-p", "5432"]
+        listener.standardOutput = FileHandle.nullDevice
+        try listener.run()
+        defer { listener.terminate(); listener.waitUntilExit() }
+        try await Task.sleep(for: .milliseconds(200))
+        let foreign = try shell(["/usr/bin/nsenter", "--net=\(other1.path)", "/usr/bin/nc", "-z", "-w", "1", "192.168.20.5", "5432"])
+        #expect(foreign.status != 0, "TCP across domains")
+        let own = try shell(["/usr/bin/nsenter", "--net=\(red1.path)", "/usr/bin/nc", "-z", "-w", "2", "192.168.20.5", "5432"])
+        #expect(own.status == 0, "TCP between subnets of one domain: \(own.output)")
+    }
+
     @Test func aFailedAttachLeavesNothingBehind() async throws {
         let lab = try await RunningLab(hosts: 1)
         try await lab.trellis(on: "h1", "enterprise", "create", "acme")
