@@ -188,6 +188,9 @@ public actor Datapath {
         }
         for (address, mac) in wantedNeighbours where !present.contains(where: { $0.address == address && $0.mac == mac }) {
             try router.netlink.replaceNeighbour(index: bridge.index, address, mac: mac)
+            // Announce the newcomer on this host's segment: a local container already asking for it (its
+            // ARP retried only every second) learns it now. Suppression keeps the frame off the VXLAN.
+            try router.namespace.sendFrame(ARPFrame.gratuitous(mac: mac, ip: address), linkIndex: bridge.index)
         }
     }
 
@@ -225,6 +228,8 @@ public actor Datapath {
             if !subnet.dhcp {
                 try inside.addAddress(index: link.index, endpoint.ip, prefixLength: subnet.cidr.prefixLength)
                 try inside.replaceRoute(to: nil, via: subnet.gateway, index: link.index)
+                // Neighbours that were already asking for this address learn it now, not at their next ARP retry.
+                try namespace.sendFrame(ARPFrame.gratuitous(mac: endpoint.mac, ip: endpoint.ip), linkIndex: link.index)
             }
         } catch {
             if let link = try? router.netlink.link(named: name) { try? router.netlink.deleteLink(index: link.index) }

@@ -123,3 +123,15 @@ import TrellisModel
         #expect(route.destination?.description == "10.0.0.0/8" && route.index == 3 && route.gateway == nil)
     }
 }
+
+@Suite struct ARPFrameTests {
+    @Test func gratuitousRequest() {
+        let frame = ARPFrame.gratuitous(mac: MACAddress("02:7e:00:00:00:01")!, ip: IPv4Address("192.168.10.2")!)
+        #expect(frame == [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x7e, 0, 0, 0, 1, 0x08, 0x06,   // to all, from the endpoint, ethertype ARP
+            0, 1, 0x08, 0, 6, 4, 0, 1,                                               // Ethernet, IPv4, lengths 6 and 4, request
+            0x02, 0x7e, 0, 0, 0, 1, 192, 168, 10, 2,                                 // sender MAC and IP
+            0, 0, 0, 0, 0, 0, 192, 168, 10, 2,                                       // target: the sender's own IP
+        ])
+    }
+}

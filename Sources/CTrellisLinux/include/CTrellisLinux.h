@@ -4,6 +4,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
+#include <linux/if_packet.h>
 
 /// Enters the network namespace `fd` on the calling thread (setns with CLONE_NEWNET).
 int trellis_setns_net(int fd);

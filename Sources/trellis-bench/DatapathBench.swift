@@ -1,0 +1,208 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import TrellisAgent
+import TrellisClient
+import TrellisModel
+import TrellisNetlink
+import TrellisNetlinkWire
+
+/// Runs a program and returns its output (for iperf3, ping and iproute2).
+@discardableResult
+func sh(_ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: arguments[0])
+    process.arguments = Array(arguments.dropFirst())
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// iperf3 TCP throughput in Gbit/s from namespace `client` to `address` served in namespace `server`.
+func iperf(server: String, client: String, address: String, seconds: Int) throws -> Double {
+    let daemon = Process()
+    daemon.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+    daemon.arguments = ["--net=/run/netns/\(server)", "/usr/bin/iperf3", "-s", "-1"]
+    daemon.standardOutput = FileHandle.nullDevice
+    daemon.standardError = FileHandle.nullDevice
+    try daemon.run()
+    defer { daemon.terminate(); daemon.waitUntilExit() }
+    usleep(300_000)
+    let output = try sh(["/usr/bin/nsenter", "--net=/run/netns/\(client)", "/usr/bin/iperf3", "-c", address, "-t", String(seconds), "-J"])
+    guard let data = output.data(using: .utf8), let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+          let end = json["end"] as? [String: Any], let received = end["sum_received"] as? [String: Any],
+          let bits = received["bits_per_second"] as? Double else {
+        throw TrellisError(.unavailable, "iperf3 gave no result: \(output.prefix(300))")
+    }
+    return bits / 1e9
+}
+
+struct DatapathBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "datapath", abstract: "Overlay throughput against baselines, attach latency, and convergence on a lab (root).")
+    @Option(help: "Seconds per iperf3 run.") var seconds = 5
+    @Option(help: "Attaches to time.") var attaches = 100
+    @Option(help: "Lab hosts for the convergence run.") var hosts = 20
+    @Option(help: "Endpoint creations timed for convergence.") var creations = 50
+
+    func run() async throws {
+        let tag = "tb\(UInt16.random(in: 0...UInt16.max))"
+        defer { for name in NetworkNamespace.names() where name.hasPrefix(tag) || name.hasPrefix("trellis-\(tag)") { try? NetworkNamespace.delete(named: name) } }
+        try await throughput(tag)
+        try await labMeasurements(tag)
+    }
+
+    func namespace(_ name: String) throws -> NetworkNamespace {
+        let namespace = try NetworkNamespace.create(named: name)
+        let netlink = try RouteNetlink(in: namespace)
+        try netlink.setLink(index: try netlink.requireLink(named: "lo").index, up: true)
+        return namespace
+    }
+
+    // MARK: Throughput
+
+    func throughput(_ tag: String) async throws {
+        // Direct veth pair.
+        for side in ["va", "vb"] { _ = try namespace("\(tag)-\(side)") }
+        try sh(["/usr/sbin/ip", "-n", "\(tag)-va", "link", "add", "v0", "type", "veth", "peer", "name", "v0", "netns", "\(tag)-vb"])
+        for (ns, ip) in [("\(tag)-va", "10.201.0.1/24"), ("\(tag)-vb", "10.201.0.2/24")] {
+            try sh(["/usr/sbin/ip", "-n", ns, "addr", "add", ip, "dev", "v0"])
+            try sh(["/usr/sbin/ip", "-n", ns, "link", "set", "v0", "up"])
+        }
+        let veth = try iperf(server: "\(tag)-vb", client: "\(tag)-va", address: "10.201.0.2", seconds: seconds)
+
+        // Hand-built VXLAN between two host namespaces, made with iproute2 as in the manual ways.
+        for name in ["hh1", "hh2", "hc1", "hc2"] { _ = try namespace("\(tag)-\(name)") }
+        try sh(["/usr/sbin/ip", "-n", "\(tag)-hh1", "link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", "\(tag)-hh2"])
+        for index in 1...2 {
+            let host = "\(tag)-hh\(index)", container = "\(tag)-hc\(index)", other = 3 - index
+            for command in [
+                ["addr", "add", "10.202.0.\(index)/24", "dev", "u0"], ["link", "set", "u0", "up"],
+                ["link", "add", "br0", "type", "bridge"], ["link", "set", "br0", "up"],
+                ["link", "add", "vx0", "type", "vxlan", "id", "42", "dstport", "4789", "local", "10.202.0.\(index)", "nolearning"],
+                ["link", "set", "vx0", "master", "br0", "mtu", "1450", "up"],
+                ["link", "add", "p0", "type", "veth", "peer", "name", "eth0", "netns", container],
+                ["link", "set", "p0", "master", "br0", "mtu", "1450", "up"],
+            ] { try sh(["/usr/sbin/ip", "-n", host] + command) }
+            try sh(["/usr/sbin/bridge", "-n", host, "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", "10.202.0.\(other)"])
+            for command in [["addr", "add", "192.168.202.\(index)/24", "dev", "eth0"], ["link", "set", "eth0", "mtu", "1450", "up"]] {
+                try sh(["/usr/sbin/ip", "-n", container] + command)
+            }
+            try NetworkNamespace(named: host).setSysctl("net.bridge.bridge-nf-call-iptables", "0", optional: true)
+        }
+        let handBuilt = try iperf(server: "\(tag)-hc2", client: "\(tag)-hc1", address: "192.168.202.2", seconds: seconds)
+
+        // Trellis: the agent's datapath on two hosts, from desired states.
+        let h1 = try namespace("\(tag)-th1"), h2 = try namespace("\(tag)-th2")
+        let c1 = try namespace("\(tag)-tc1"), c2 = try namespace("\(tag)-tc2")
+        try sh(["/usr/sbin/ip", "-n", "\(tag)-th1", "link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", "\(tag)-th2"])
+        for (index, host) in [h1, h2].enumerated() {
+            let netlink = try RouteNetlink(in: host)
+            let link = try netlink.requireLink(named: "u0")
+            try netlink.setLink(index: link.index, up: true)
+            try netlink.addAddress(index: link.index, IPv4Address(0x0ACB_0001 + UInt32(index)), prefixLength: 24)
+        }
+        let network = try IPv4Network.parse("192.168.203.0/24")
+        let subnet = DesiredSubnet(path: "b/d/z/s", cidr: network, gateway: network.firstHost, gatewayMAC: .gateway(vni: 7777), vni: 7777,
+                                   dhcp: false, remoteVTEPs: [])
+        let endpoints = [c1, c2].enumerated().map { index, container in
+            Endpoint(id: index + 1, path: "b/d/z/s/e\(index)", name: "e\(index)", subnet: "b/d/z/s", domain: "b/d", enterprise: "b",
+                     kind: .container, host: "\(tag)h\(index)", ip: IPv4Address(network.network.value + 2 + UInt32(index)),
+                     mac: .endpoint(sequence: UInt32(index + 1)), state: .pending, externalIds: ["netns": container.path], revision: 1,
+                     createdAt: Date())
+        }
+        for index in 0...1 {
+            var own = subnet
+            own.remoteVTEPs = [IPv4Address(0x0ACB_0001 + UInt32(1 - index))]
+            let other = endpoints[1 - index]
+            let state = DesiredState(host: "\(tag)h\(index)", revision: 1, underlayIP: IPv4Address(0x0ACB_0001 + UInt32(index)),
+                                     domains: [DesiredDomain(path: "b/d", id: 1, subnets: [own], policies: [])], endpoints: [endpoints[index]],
+                                     remoteEndpoints: [RemoteEndpoint(path: other.path, subnet: other.subnet, ip: other.ip, mac: other.mac,
+                                                                      host: other.host!, vtep: IPv4Address(0x0ACB_0001 + UInt32(1 - index)))],
+                                     profiles: [])
+            let datapath = try Datapath(configuration: DatapathConfiguration(host: "\(tag)h\(index)", underlayIP: IPv4Address(0x0ACB_0001 + UInt32(index))),
+                                        hostNamespace: index == 0 ? h1 : h2)
+            try await datapath.reconcile(state)
+        }
+        let trellis = try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds)
+        print("datapath benchmark (iperf3 TCP, one stream, \(seconds) s each, same run)")
+        print(String(format: "  direct veth pair:                      %6.2f Gbit/s", veth))
+        print(String(format: "  hand-built VXLAN between two hosts:    %6.2f Gbit/s", handBuilt))
+        print(String(format: "  Trellis across two hosts:              %6.2f Gbit/s = %.2f × hand-built VXLAN (target ≥ 0.95), %.2f × veth",
+                     trellis, trellis / handBuilt, trellis / veth))
+    }
+
+    // MARK: Lab: attach latency and convergence
+
+    func labMeasurements(_ tag: String) async throws {
+        let trellis = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("trellis").path
+        let directory = "/tmp/\(tag)-lab"
+        _ = try sh([trellis, "lab", "down", "--dir", directory])
+        let up = try sh([trellis, "lab", "up", "--hosts", String(hosts), "--dir", directory])
+        guard up.contains("h\(hosts)") else { throw TrellisError(.unavailable, "lab up failed: \(up)") }
+        defer { _ = try? sh([trellis, "lab", "down", "--dir", directory]) }
+        let token = try String(contentsOfFile: "\(directory)/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let controller = ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/controller.sock"), token: token)
+        let agent = ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/h1.sock"), token: nil)
+        let _: Enterprise = try await controller.post("/api/v1/enterprises", EnterpriseCreate(name: "bench"))
+        let _: Domain = try await controller.post("/api/v1/domains", DomainCreate(enterprise: "bench", name: "d"))
+        let _: Zone = try await controller.post("/api/v1/zones", ZoneCreate(domain: "bench/d", name: "z"))
+        let _: Subnet = try await controller.post("/api/v1/subnets", SubnetCreate(zone: "bench/d/z", name: "s", cidr: "10.50.0.0/16"))
+        // A peer on h2 that pings each new endpoint until it answers.
+        let peer = try namespace("\(tag)-peer")
+        let _: Endpoint = try await ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/h2.sock"), token: nil)
+            .post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "peer", ip: "10.50.255.1", netns: peer.path))
+
+        var attach = Samples()
+        for index in 0..<attaches {
+            let container = try namespace("\(tag)-a\(index)")
+            let address = "10.50.1.\(index + 1)"
+            let pinger = Process()
+            pinger.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            pinger.arguments = ["--net=\(peer.path)", "/usr/bin/ping", "-D", "-n", "-i", "0.002", "-w", "3", "-c", "1", address]
+            let pipe = Pipe()
+            pinger.standardOutput = pipe
+            try pinger.run()
+            usleep(20_000)
+            let start = Date().timeIntervalSince1970
+            let _: Endpoint = try await agent.post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "a\(index)", ip: address, netns: container.path))
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            pinger.waitUntilExit()
+            guard let line = output.split(separator: "\n").first(where: { $0.contains("bytes from") }),
+                  let stamp = Double(line.dropFirst().prefix { $0 != "]" }) else { continue }
+            attach.add((stamp - start) * 1000)
+            try NetworkNamespace.delete(named: "\(tag)-a\(index)")
+        }
+        print(String(format: "  attach → first ping reply from a peer on another host: %@ (target p50 ≤ 10 ms, p99 ≤ 50 ms; %d of %d answered)",
+                     attach.summary, attach.values.count, attaches))
+
+        // Convergence: every host serves the domain; time from creation until every other host has the FDB entry.
+        for host in 2...hosts {
+            let _: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(subnet: "bench/d/z/s", name: "anchor\(host)", host: "h\(host)"))
+        }
+        var routers: [RouteNetlink] = []
+        for host in 2...hosts {
+            let name = "trellis-h\(host)-d1"
+            for _ in 0..<200 where !NetworkNamespace.names().contains(name) { try await Task.sleep(for: .milliseconds(50)) }
+            routers.append(try RouteNetlink(in: try NetworkNamespace(named: name)))
+        }
+        var convergence = Samples()
+        for index in 0..<creations {
+            let start = ContinuousClock.now
+            let made: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(subnet: "bench/d/z/s", name: "c\(index)", host: "h1"))
+            var pending = Set(routers.indices)
+            while !pending.isEmpty {
+                for index in pending where (try? routers[index].neighbours(family: NL.AF_BRIDGE).contains { $0.mac == made.mac && $0.address != nil }) == true {
+                    pending.remove(index)
+                }
+                guard ContinuousClock.now - start < .seconds(10) else { throw TrellisError(.unavailable, "no convergence in 10 s") }
+            }
+            convergence.add((ContinuousClock.now - start).milliseconds)
+        }
+        print(String(format: "  endpoint creation → FDB entry on all %d other hosts: %@ (target p99 ≤ 100 ms)", hosts - 1, convergence.summary))
+    }
+}
