@@ -87,7 +87,8 @@ let package = Package(
         ),
         .testTarget(name: "TrellisModelTests", dependencies: ["TrellisModel"], swiftSettings: strict),
         .testTarget(name: "TrellisNetlinkWireTests", dependencies: ["TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
-        .testTarget(name: "TrellisNetlinkTests", dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisAgent"],
+        .testTarget(name: "TrellisNetlinkTests",
+                    dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisAgent", "TrellisTestSupport"],
                     swiftSettings: strict),
         .target(
             name: "TrellisTestSupport",

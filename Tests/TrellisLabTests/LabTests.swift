@@ -79,22 +79,8 @@ final class RunningLab: @unchecked Sendable {
     }
 }
 
-/// Runs a program and returns its exit status and output.
-func shell(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: arguments[0])
-    process.arguments = Array(arguments.dropFirst())
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-}
-
 func ping(from namespace: NetworkNamespace, _ address: String, count: Int = 2, extra: [String] = []) throws -> (status: Int32, output: String) {
-    try shell(["/usr/bin/nsenter", "--net=\(namespace.path)", "/usr/bin/ping", "-c", String(count), "-W", "1"] + extra + [address])
+    try runProgram(["/usr/bin/nsenter", "--net=\(namespace.path)", "/usr/bin/ping", "-c", String(count), "-W", "1"] + extra + [address])
 }
 
 @Suite(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/bin/ping"), "needs root and ping"), .serialized)
@@ -103,7 +89,7 @@ struct LabTests {
         let lab = try await RunningLab(hosts: 2)
         let status = try await runTrellis(["lab", "status", "--dir", lab.directory.path], environment: [:])
         #expect(status.stdout.contains("h1") && status.stdout.contains("10.255.0.2") && status.stdout.contains("yes"))
-        #expect(!(try shell(["/usr/sbin/ip", "-o", "addr"]).output.contains("10.255.0.")), "no lab address in the root namespace")
+        #expect(!(try runProgram(["/usr/sbin/ip", "-o", "addr"]).output.contains("10.255.0.")), "no lab address in the root namespace")
 
         try await lab.trellis(on: "h1", "enterprise", "create", "acme")
         try await lab.trellis(on: "h1", "domain", "create", "acme/app1")
@@ -157,8 +143,8 @@ struct LabTests {
         var clean = false
         var left = ""
         for _ in 0..<50 where !clean {
-            let fdb = try shell(["/usr/sbin/bridge", "-n", "trellis-h1-d1", "fdb", "show"]).output
-            let neighbours = try shell(["/usr/sbin/ip", "-n", "trellis-h1-d1", "neigh", "show", "nud", "permanent"]).output
+            let fdb = try runProgram(["/usr/sbin/bridge", "-n", "trellis-h1-d1", "fdb", "show"]).output
+            let neighbours = try runProgram(["/usr/sbin/ip", "-n", "trellis-h1-d1", "neigh", "show", "nud", "permanent"]).output
             clean = !fdb.contains(web2.mac.description) && !neighbours.contains(web2.ip.description)
             left = fdb.split(separator: "\n").filter { $0.contains(web2.mac.description) }.joined(separator: "; ") + " | " + neighbours
             if !clean { try await Task.sleep(for: .milliseconds(100)) }
@@ -203,9 +189,9 @@ struct LabTests {
         try listener.run()
         defer { listener.terminate(); listener.waitUntilExit() }
         try await Task.sleep(for: .milliseconds(200))
-        let foreign = try shell(["/usr/bin/nsenter", "--net=\(other1.path)", "/usr/bin/nc", "-z", "-w", "1", "192.168.20.5", "5432"])
+        let foreign = try runProgram(["/usr/bin/nsenter", "--net=\(other1.path)", "/usr/bin/nc", "-z", "-w", "1", "192.168.20.5", "5432"])
         #expect(foreign.status != 0, "TCP across domains")
-        let own = try shell(["/usr/bin/nsenter", "--net=\(red1.path)", "/usr/bin/nc", "-z", "-w", "2", "192.168.20.5", "5432"])
+        let own = try runProgram(["/usr/bin/nsenter", "--net=\(red1.path)", "/usr/bin/nc", "-z", "-w", "2", "192.168.20.5", "5432"])
         #expect(own.status == 0, "TCP between subnets of one domain: \(own.output)")
     }
 
@@ -226,7 +212,7 @@ struct LabTests {
         #expect(endpoints.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[\n\n]" || !endpoints.stdout.contains("web1"))
         let usage = try await lab.trellis(on: "h1", "subnet", "show", "acme/app1/web/red")
         #expect(usage.stdout.contains("0 used of 253"), "the address was released")
-        let ports = try shell(["/usr/sbin/ip", "-n", "trellis-h1-d1", "-o", "link", "show"]).output
+        let ports = try runProgram(["/usr/sbin/ip", "-n", "trellis-h1-d1", "-o", "link", "show"]).output
         #expect(!ports.contains("trv"), "no half-made port")
         let missing = try await runTrellis(["lab", "exec", "--dir", lab.directory.path, "h1", "--", trellisExecutable(), "attach",
                                             "--subnet", "acme/app1/web/red", "--netns", "/run/netns/does-not-exist"], environment: [:])

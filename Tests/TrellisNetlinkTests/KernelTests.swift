@@ -4,6 +4,7 @@ import Testing
 import TrellisModel
 import TrellisNetlink
 import TrellisNetlinkWire
+import TrellisTestSupport
 
 let isRoot = getuid() == 0
 
@@ -99,7 +100,7 @@ struct KernelTests {
         let peer = try RouteNetlink(in: container).requireLink(named: "eth0")
         #expect(peer.mac?.description == "02:7e:00:00:00:01" && peer.mtu == 1450 && peer.kind == "veth")
         // Independent check with iproute2.
-        let shown = try run("/usr/sbin/ip", ["-n", namespaces.names[1], "-o", "link", "show", "eth0"])
+        let shown = try runProgram(["/usr/sbin/ip", "-n", namespaces.names[1], "-o", "link", "show", "eth0"]).output
         #expect(shown.contains("02:7e:00:00:00:01") && shown.contains("mtu 1450"))
     }
 
@@ -138,7 +139,7 @@ struct KernelTests {
         let fdb = try hosts[0].neighbours(family: NL.AF_BRIDGE).filter { $0.index == vxlan.index && $0.address != nil }
         #expect(Set(fdb.compactMap(\.mac?.description)) == ["02:7e:00:00:50:03", "00:00:00:00:00:00"])
         #expect(fdb.allSatisfy { $0.address == underlay[1] })
-        let details = try run("/usr/sbin/ip", ["-n", namespaces.names[0], "-d", "link", "show", "vx100"])
+        let details = try runProgram(["/usr/sbin/ip", "-n", namespaces.names[0], "-d", "link", "show", "vx100"]).output
         #expect(details.contains("vxlan id 100") && details.contains("nolearning") && details.contains("dstport 4789"))
 
         #expect(try udpExchange(from: c1, to: c2, address: overlay[1], port: 7777, text: "across the overlay") == "across the overlay")
@@ -155,24 +156,11 @@ struct KernelTests {
         let name = "trt\(UInt32.random(in: 0..<0xffff_ff))-solo"
         defer { try? NetworkNamespace.delete(named: name) }
         _ = try NetworkNamespace.create(named: name)
-        #expect(try run("/usr/sbin/ip", ["netns", "list"]).contains(name))
+        #expect(try runProgram(["/usr/sbin/ip", "netns", "list"]).output.contains(name))
         try NetworkNamespace.delete(named: name)
         try NetworkNamespace.delete(named: name)
-        let listed = try run("/usr/sbin/ip", ["netns", "list"])
+        let listed = try runProgram(["/usr/sbin/ip", "netns", "list"]).output
         #expect(!listed.contains(name))
     }
 }
 
-/// Runs a program to check the kernel's state independently of our own netlink code.
-func run(_ program: String, _ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: program)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: output, as: UTF8.self)
-}

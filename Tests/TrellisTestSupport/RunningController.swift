@@ -110,3 +110,18 @@ public func runTrellis(_ arguments: [String], environment: [String: String]) asy
     let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     return CommandResult(status: process.terminationStatus, stdout: stdout, stderr: stderr)
 }
+
+/// Runs a program (iproute2, ping, nc, …) and returns its exit status and its output, stdout and stderr together.
+@discardableResult
+public func runProgram(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: arguments[0])
+    process.arguments = Array(arguments.dropFirst())
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
