@@ -33,7 +33,7 @@ let package = Package(
         .target(
             name: "TrellisAgent",
             dependencies: [
-                "TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient",
+                "CTrellisLinux", "TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -51,6 +51,7 @@ public final class Agent: Sendable {
     let client: ControllerClient
     let datapath: Datapath
     let state = AgentState()
+    let dhcp: DHCPService
     let logger: Logger
 
     public init(configuration: AgentConfiguration, logger: Logger = Logger(label: "trellis.agent")) throws {
@@ -58,6 +59,7 @@ public final class Agent: Sendable {
         client = ControllerClient(baseURL: configuration.controller, token: configuration.token)
         datapath = try Datapath(configuration: DatapathConfiguration(host: configuration.host, underlayIP: configuration.underlayIP,
                                                                      overlayMTU: configuration.overlayMTU))
+        dhcp = DHCPService(host: configuration.host, mtu: configuration.overlayMTU)
         self.logger = logger
     }
 
@@ -121,6 +123,7 @@ public final class Agent: Sendable {
             guard let desired = await state.desired else { continue }
             do {
                 let report = try await datapath.reconcile(desired)
+                dhcp.update(desired)
                 await state.markApplied(desired.revision)
                 if !report.isEmpty {
                     logger.info("reconciled revision \(desired.revision): created \(report.created), removed \(report.removed)")

@@ -195,6 +195,31 @@ struct LabTests {
         #expect(own.status == 0, "TCP between subnets of one domain: \(own.output)")
     }
 
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/bin/busybox"), "needs busybox for udhcpc"))
+    func containersGetTheControllersAddressesByDHCP() async throws {
+        let lab = try await RunningLab(hosts: 2)
+        try await lab.trellis(on: "h1", "enterprise", "create", "acme")
+        try await lab.trellis(on: "h1", "domain", "create", "acme/app1")
+        try await lab.trellis(on: "h1", "zone", "create", "acme/app1/web")
+        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/dyn", "--cidr", "192.168.40.0/24", "--dhcp")
+        let script = lab.directory.appendingPathComponent("udhcpc.sh")
+        try "#!/bin/sh\necho \"$1 ip=$ip mask=$mask router=$router mtu=$mtu\"\n".write(to: script, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
+        for (host, name) in [("h1", "d1"), ("h2", "d2")] {
+            let container = try lab.container(name)
+            let made = try await lab.trellis(on: host, "attach", "--subnet", "acme/app1/web/dyn", "--netns", container.path, "--name", name, "-o", "json")
+            let endpoint = try JSONCoding.decoder().decode(Endpoint.self, from: Data(made.stdout.utf8))
+            let addresses = try RouteNetlink(in: container).addresses().filter { $0.prefixLength == 24 }
+            #expect(addresses.isEmpty, "on a DHCP subnet attach leaves the address to DHCP")
+            var lease = ""
+            for _ in 0..<3 where !lease.contains("bound") {
+                lease = try runProgram(["/usr/bin/nsenter", "--net=\(container.path)", "/bin/busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f",
+                                        "-t", "3", "-T", "1", "-s", script.path]).output
+            }
+            #expect(lease.contains("bound ip=\(endpoint.ip) mask=24 router=192.168.40.1 mtu=1450"), "\(host): \(lease)")
+        }
+    }
+
     @Test func aFailedAttachLeavesNothingBehind() async throws {
         let lab = try await RunningLab(hosts: 1)
         try await lab.trellis(on: "h1", "enterprise", "create", "acme")

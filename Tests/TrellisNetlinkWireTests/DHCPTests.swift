@@ -1,0 +1,70 @@
+import Testing
+import TrellisModel
+@testable import TrellisNetlinkWire
+
+@Suite struct DHCPTests {
+    let mac = MACAddress("02:7e:00:00:00:07")!
+    var lease: DHCPLease {
+        DHCPLease(address: IPv4Address("192.168.30.7")!, network: try! IPv4Network.parse("192.168.30.0/24"),
+                  gateway: IPv4Address("192.168.30.1")!, dnsServer: IPv4Address("192.168.30.1"), mtu: 1450, leaseSeconds: 86400)
+    }
+
+    /// A client's message as busybox udhcpc sends it (op, htype, hlen, xid, flags, chaddr, cookie, options).
+    func request(_ kind: UInt8, requested: [UInt8]? = nil, server: [UInt8]? = nil) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 236)
+        bytes[0] = 1; bytes[1] = 1; bytes[2] = 6
+        bytes[4...7] = [0xde, 0xad, 0xbe, 0xef]
+        bytes[10] = 0x80
+        bytes[28...33] = [0x02, 0x7e, 0, 0, 0, 7]
+        var options: [UInt8] = [99, 130, 83, 99, 53, 1, kind, 0]
+        if let requested { options += [50, 4] + requested }
+        if let server { options += [54, 4] + server }
+        return bytes + options + [55, 3, 1, 3, 6, 255]
+    }
+
+    @Test func parsesClientMessages() throws {
+        let discover = try #require(DHCPMessage(request(1)))
+        #expect(discover.kind == .discover && !discover.reply && discover.transactionID == 0xdeadbeef && discover.broadcastFlag)
+        #expect(discover.clientMAC == mac)
+        let chosen = try #require(DHCPMessage(request(3, requested: [192, 168, 30, 7], server: [192, 168, 30, 1])))
+        #expect(chosen.kind == .request && chosen.requestedAddress?.description == "192.168.30.7" && chosen.serverIdentifier?.description == "192.168.30.1")
+        #expect(DHCPMessage([UInt8](repeating: 0, count: 300)) == nil, "no magic cookie")
+        #expect(DHCPMessage(Array(request(1).prefix(200))) == nil, "truncated")
+        var overrun = request(1)
+        overrun.removeLast(6)
+        overrun += [50, 200, 1, 2]
+        #expect(DHCPMessage(overrun) == nil, "an option longer than the message")
+    }
+
+    @Test func offersAcksAndRefusesOnlyTheControllersAddress() throws {
+        let discover = try #require(DHCPMessage(request(1)))
+        #expect(DHCPServerLogic.answer(discover, lease: lease)?.kind == .offer)
+        #expect(DHCPServerLogic.answer(discover, lease: nil) == nil, "not a port of this host: no answer")
+        let right = try #require(DHCPMessage(request(3, requested: [192, 168, 30, 7], server: [192, 168, 30, 1])))
+        #expect(DHCPServerLogic.answer(right, lease: lease)?.kind == .ack)
+        let wrong = try #require(DHCPMessage(request(3, requested: [192, 168, 30, 99])))
+        #expect(DHCPServerLogic.answer(wrong, lease: lease)?.kind == .nak)
+        let elsewhere = try #require(DHCPMessage(request(3, requested: [192, 168, 30, 7], server: [10, 0, 0, 1])))
+        #expect(DHCPServerLogic.answer(elsewhere, lease: lease) == nil)
+    }
+
+    @Test func replyCarriesAddressGatewayMaskMTUAndDNS() throws {
+        let discover = try #require(DHCPMessage(request(1)))
+        let payload = DHCPServerLogic.replyPayload(to: discover, kind: .offer, lease: lease)
+        let reply = try #require(DHCPMessage(payload))
+        #expect(reply.reply && reply.kind == .offer && reply.transactionID == 0xdeadbeef && reply.clientMAC == mac)
+        #expect(reply.yourAddress.description == "192.168.30.7" && reply.serverIdentifier?.description == "192.168.30.1")
+        let options = payload[240...]
+        #expect(options.starts(with: [53, 1, 2, 54, 4, 192, 168, 30, 1, 51, 4, 0, 1, 0x51, 0x80, 1, 4, 255, 255, 255, 0, 3, 4, 192, 168, 30, 1,
+                                      26, 2, 0x05, 0xaa, 6, 4, 192, 168, 30, 1, 255]))
+    }
+
+    @Test func framesHaveAValidIPChecksum() {
+        let frame = UDPFrame.make(sourceMAC: .gateway(vni: 4096), destinationMAC: mac, source: IPv4Address("192.168.30.1")!,
+                                  destination: IPv4Address("255.255.255.255")!, sourcePort: 67, destinationPort: 68, payload: [1, 2, 3])
+        #expect(frame.count == 14 + 20 + 8 + 3)
+        #expect(Array(frame[0..<6]) == mac.bytes && Array(frame[12..<14]) == [0x08, 0x00])
+        #expect(UDPFrame.internetChecksum(Array(frame[14..<34])) == 0, "a header with its checksum sums to zero")
+        #expect(Array(frame[34..<38]) == [0, 67, 0, 68])
+    }
+}
