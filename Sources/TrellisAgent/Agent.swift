@@ -154,6 +154,7 @@ public final class Agent: Sendable {
     /// Creates the endpoint at the controller, plugs it in, and records the port; on any failure the
     /// port is removed and the endpoint deleted (releasing its address) before the error is reported.
     public func attach(_ request: AttachRequest) async throws -> Endpoint {
+        if request.vm == true { return try await attachVM(request) }
         let interface = request.ifname ?? "eth0"
         guard (1...15).contains(interface.utf8.count), !interface.contains("/"), !interface.contains(" ") else {
             throw TrellisError.invalid("ifname: '\(interface)' is not an interface name (1 to 15 bytes)", field: "ifname")
@@ -174,19 +175,50 @@ public final class Agent: Sendable {
                                   host: configuration.host, ip: request.ip, profile: request.profile,
                                   externalIds: ["netns": path, "ifname": interface])
         let endpoint: Endpoint = try await client.post("/api/v1/endpoints", body)
+        return try await plugOrUndo(endpoint) { domain, subnet in
+            let port = try await self.datapath.attach(endpoint, domain: domain, subnet: subnet, namespace: namespace, interface: interface)
+            return EndpointUpdate(state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description])
+        }
+    }
+
+    /// A VM's port: the endpoint, then a persistent tap on its subnet's bridge in the router namespace.
+    func attachVM(_ request: AttachRequest) async throws -> Endpoint {
+        guard request.pid == nil, request.netns == nil else { throw TrellisError.invalid("a VM is attached by its tap, not by pid or netns", field: "vm") }
+        if let tap = request.tap, !(1...15).contains(tap.utf8.count) || tap.contains("/") || tap.contains(" ") {
+            throw TrellisError.invalid("tap: '\(tap)' is not an interface name (1 to 15 bytes)", field: "tap")
+        }
+        let name = request.name ?? "vm-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        let created: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(
+            subnet: request.subnet, name: name, kind: .vm, owner: name, host: configuration.host, ip: request.ip, profile: request.profile,
+            externalIds: ["vm-name": name]))
+        let tap = request.tap ?? KernelNames.tap(endpointID: created.id)
+        return try await plugOrUndo(created) { domain, subnet in
+            let _: Endpoint = try await self.client.patch("/api/v1/endpoints/\(created.id)", EndpointUpdate(externalIds: ["tap": tap]))
+            var endpoint = created
+            endpoint.externalIds["tap"] = tap
+            let router = try await self.datapath.attachTap(endpoint, domain: domain, subnet: subnet, name: tap)
+            return EndpointUpdate(state: .up, interface: tap, externalIds: ["iface-id": tap, "attached-mac": endpoint.mac.description,
+                                                                            "router-netns": router])
+        }
+    }
+
+    /// Plugs a new endpoint in with `plug` and records the result; on failure removes its port and
+    /// deletes the endpoint (releasing its address) before reporting the error.
+    private func plugOrUndo(_ endpoint: Endpoint,
+                            _ plug: @Sendable (DesiredDomain, DesiredSubnet) async throws -> EndpointUpdate) async throws -> Endpoint {
         do {
             let subnet: Subnet = try await client.get("/api/v1/subnets/\(endpoint.subnet)")
             let domain: Domain = try await client.get("/api/v1/domains/\(endpoint.domain)")
             let desiredSubnet = DesiredSubnet(path: subnet.path, cidr: subnet.cidr, gateway: subnet.gateway, gatewayMAC: subnet.gatewayMAC,
                                               vni: subnet.vni, dhcp: subnet.dhcp, remoteVTEPs: [])
-            let port = try await datapath.attach(endpoint, domain: DesiredDomain(path: domain.path, id: domain.id, subnets: [desiredSubnet], policies: []),
-                                                 subnet: desiredSubnet, namespace: namespace, interface: interface)
-            return try await client.patch("/api/v1/endpoints/\(endpoint.id)", EndpointUpdate(
-                state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description]))
+            let update = try await plug(DesiredDomain(path: domain.path, id: domain.id, subnets: [desiredSubnet], policies: []), desiredSubnet)
+            return try await client.patch("/api/v1/endpoints/\(endpoint.id)", update)
         } catch {
             logger.error("attach of \(endpoint.path) failed, undoing it: \(error)")
             if let domain: Domain = try? await client.get("/api/v1/domains/\(endpoint.domain)") {
-                try? await datapath.detach(endpoint, domainID: domain.id)
+                var placed = endpoint
+                placed.externalIds["tap"] = endpoint.kind == .vm ? KernelNames.tap(endpointID: endpoint.id) : nil
+                try? await datapath.detach(placed, domainID: domain.id)
             }
             try? await client.delete("/api/v1/endpoints/\(endpoint.id)")
             throw error

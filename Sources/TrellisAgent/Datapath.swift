@@ -76,8 +76,18 @@ public actor Datapath {
                 try syncForwarding(subnet, remotes, router, bridge: bridge, vxlan: vxlan, fdb: fdb, neighbours: neighbours)
             }
             for endpoint in desired.endpoints where endpoint.domain == domain.path {
-                let name = KernelNames.port(endpointID: endpoint.id)
+                let name = endpoint.externalIds["tap"] ?? KernelNames.port(endpointID: endpoint.id)
                 guard let bridge = bridges[endpoint.subnet], !detaching.contains(endpoint.path) else { continue }
+                if endpoint.kind == .vm {
+                    if links[name] == nil, endpoint.externalIds["tap"] != nil {
+                        try plugTap(name, router: router, bridge: bridge)
+                        report.created.append(name)
+                    } else if let link = links[name], link.master != bridge.index || !link.isUp {
+                        try router.netlink.setLink(index: link.index, up: true, master: bridge.index)
+                    }
+                    kept.insert(name)
+                    continue
+                }
                 if let link = links[name] {
                     kept.insert(name)
                     if link.master != bridge.index || !link.isUp {
@@ -91,7 +101,7 @@ public actor Datapath {
                     report.created.append(name)
                 }
             }
-            for link in links.values where KernelNames.isOwned(link.name) && !kept.contains(link.name) {
+            for link in links.values where KernelNames.isOwned(link) && !kept.contains(link.name) {
                 try router.netlink.deleteLink(index: link.index)
                 report.removed.append(link.name)
             }
@@ -100,7 +110,7 @@ public actor Datapath {
         for name in NetworkNamespace.names() where name.hasPrefix(prefix) && !keptNamespaces.contains(name) {
             // Ports first: the namespace itself lives on while anything still holds it open.
             let netlink = try RouteNetlink(in: try NetworkNamespace(named: name))
-            for link in try netlink.links() where KernelNames.isOwned(link.name) { try netlink.deleteLink(index: link.index) }
+            for link in try netlink.links() where KernelNames.isOwned(link) { try netlink.deleteLink(index: link.index) }
             try NetworkNamespace.delete(named: name)
             routers = routers.filter { $0.value.name != name }
             report.removed.append(name)
@@ -237,6 +247,29 @@ public actor Datapath {
         }
     }
 
+    /// Gives a VM endpoint a persistent tap `name` on its subnet's bridge, in the router namespace, where
+    /// the VM's monitor opens it (`qemu -netdev tap,ifname=NAME,script=no` run in that namespace).
+    public func attachTap(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, name: String) throws -> String {
+        var report = ReconcileReport()
+        let router = try ensureRouter(domain, &report)
+        var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let (bridge, _) = try ensureSubnet(subnet, router, &links, try router.netlink.addresses(), &report)
+        detaching.remove(endpoint.path)
+        if links[name] == nil { try plugTap(name, router: router, bridge: bridge) }
+        return router.name
+    }
+
+    private func plugTap(_ name: String, router: RouterNamespace, bridge: Link) throws {
+        try router.namespace.createTap(named: name)
+        do {
+            let tap = try router.netlink.requireLink(named: name)
+            try router.netlink.setLink(index: tap.index, up: true, master: bridge.index, mtu: configuration.overlayMTU)
+        } catch {
+            if let tap = try? router.netlink.link(named: name) { try? router.netlink.deleteLink(index: tap.index) }
+            throw error
+        }
+    }
+
     /// Removes an endpoint's port (its container end goes with it); the caller releases the address after.
     public func detach(_ endpoint: Endpoint, domainID: Int) throws {
         detaching.insert(endpoint.path)
@@ -244,7 +277,7 @@ public actor Datapath {
         guard NetworkNamespace.names().contains(name) else { return }
         let router = try routers[domainID] ?? RouterNamespace(name: name, namespace: try NetworkNamespace(named: name),
                                                       netlink: try RouteNetlink(in: try NetworkNamespace(named: name)))
-        if let link = try router.netlink.link(named: KernelNames.port(endpointID: endpoint.id)) {
+        if let link = try router.netlink.link(named: endpoint.externalIds["tap"] ?? KernelNames.port(endpointID: endpoint.id)) {
             try router.netlink.deleteLink(index: link.index)
         }
     }

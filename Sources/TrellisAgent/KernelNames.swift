@@ -1,4 +1,5 @@
 import TrellisModel
+import TrellisNetlinkWire
 
 /// Names of the kernel objects Trellis owns. Interface names have at most 15 bytes (IFNAMSIZ),
 /// so they come from short numbers (VNI, endpoint id), never from user-chosen names.
@@ -11,6 +12,12 @@ public enum KernelNames {
     /// The host end of an endpoint's veth (or its tap), in the router namespace.
     public static func port(endpointID: Int) -> String { "trv" + String(endpointID, radix: 36) }
 
-    /// True for the links of a router namespace that Trellis made and may remove.
-    static func isOwned(_ name: String) -> Bool { name.hasPrefix("trb") || name.hasPrefix("trx") || name.hasPrefix("trv") }
+    /// The default tap of a VM endpoint.
+    public static func tap(endpointID: Int) -> String { "trt" + String(endpointID, radix: 36) }
+
+    /// True for the links of a router namespace that Trellis made and may remove: its bridges, VXLAN
+    /// devices and ports, and any tap (taps there are VM ports, whatever their name).
+    static func isOwned(_ link: Link) -> Bool {
+        link.name.hasPrefix("trb") || link.name.hasPrefix("trx") || link.name.hasPrefix("trv") || link.kind == "tun"
+    }
 }

@@ -49,15 +49,22 @@ struct AttachCommand: AsyncParsableCommand {
     @Option(help: "A static address.") var ip: String?
     @Option(help: "The interface name inside the namespace.") var ifname = "eth0"
     @Option(help: "Port profile ENTERPRISE/PROFILE.") var profile: String?
+    @Flag(help: "Attach a VM: make a tap on the subnet's bridge (run the VM in the router namespace it names).") var vm = false
+    @Option(help: "The VM's tap name (default trt<id>).") var tap: String?
 
     func validate() throws {
-        guard (pid == nil) != (netns == nil) else { throw ValidationError("give either --pid N or --netns PATH") }
+        if vm {
+            guard pid == nil, netns == nil else { throw ValidationError("a VM is attached with --vm [--tap NAME], not --pid or --netns") }
+        } else {
+            guard (pid == nil) != (netns == nil) else { throw ValidationError("give either --pid N or --netns PATH (or --vm)") }
+            guard tap == nil else { throw ValidationError("--tap goes with --vm") }
+        }
     }
 
     func run() async throws {
         try Names.split(subnet, kind: .subnet, field: "subnet")
-        let request = AttachRequest(subnet: subnet, name: name, ip: ip, ifname: ifname, profile: profile, pid: pid,
-                                    netns: netns.map { $0.hasPrefix("/") ? $0 : "/run/netns/\($0)" })
+        let request = AttachRequest(subnet: subnet, name: name, ip: ip, ifname: vm ? nil : ifname, profile: profile, pid: pid,
+                                    netns: netns.map { $0.hasPrefix("/") ? $0 : "/run/netns/\($0)" }, vm: vm ? true : nil, tap: tap)
         let endpoint: Endpoint = try await agent.client().post("/v1/attach", request)
         try output.show(endpoint, fields: endpoint.fields)
     }

@@ -180,13 +180,16 @@ public struct AttachRequest: Codable, Sendable {
     public var profile: String?
     /// A process whose network namespace is attached…
     public var pid: Int32?
-    /// …or a network namespace path.
+    /// …or a network namespace path…
     public var netns: String?
+    /// …or, for a VM, a tap device (named `tap`, or `trt<id>`) on the subnet's bridge.
+    public var vm: Bool?
+    public var tap: String?
 
     public init(subnet: String, name: String? = nil, ip: String? = nil, ifname: String? = nil, profile: String? = nil,
-                pid: Int32? = nil, netns: String? = nil) {
+                pid: Int32? = nil, netns: String? = nil, vm: Bool? = nil, tap: String? = nil) {
         self.subnet = subnet; self.name = name; self.ip = ip; self.ifname = ifname; self.profile = profile
-        self.pid = pid; self.netns = netns
+        self.pid = pid; self.netns = netns; self.vm = vm; self.tap = tap
     }
 }
 

@@ -114,3 +114,23 @@ private final class ResultBox<T>: @unchecked Sendable {
     var result: Result<T, any Error>?
     init(work: @escaping () throws -> T) { self.work = work }
 }
+
+extension NetworkNamespace {
+    /// Creates a persistent tap device in this namespace (for `qemu -netdev tap,ifname=NAME,script=no`).
+    public func createTap(named name: String) throws {
+        try run {
+            let fd = trellis_open_tap(name, 1)
+            guard fd >= 0 else { throw NetlinkError(code: errno, operation: "create tap \(name)") }
+            close(fd)
+        }
+    }
+
+    /// Opens an existing tap device of this namespace, as a VM monitor would; the caller closes the fd.
+    public func openTap(named name: String) throws -> Int32 {
+        try run {
+            let fd = trellis_open_tap(name, 0)
+            guard fd >= 0 else { throw NetlinkError(code: errno, operation: "open tap \(name)") }
+            return fd
+        }
+    }
+}

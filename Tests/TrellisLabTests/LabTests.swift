@@ -220,6 +220,55 @@ struct LabTests {
         }
     }
 
+    @Test func aVMTapAndAContainerShareASubnet() async throws {
+        let lab = try await RunningLab(hosts: 1)
+        try await lab.trellis(on: "h1", "enterprise", "create", "acme")
+        try await lab.trellis(on: "h1", "domain", "create", "acme/app1")
+        try await lab.trellis(on: "h1", "zone", "create", "acme/app1/web")
+        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/red", "--cidr", "192.168.10.0/24")
+        let c1 = try lab.container("c1")
+        let made = try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c1.path, "--name", "web1", "-o", "json")
+        let container = try JSONCoding.decoder().decode(Endpoint.self, from: Data(made.stdout.utf8))
+        let vmMade = try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--vm", "--name", "vm1", "--tap", "tap-vm1", "-o", "json")
+        let vm = try JSONCoding.decoder().decode(Endpoint.self, from: Data(vmMade.stdout.utf8))
+        #expect(vm.kind == .vm && vm.interface == "tap-vm1" && vm.state == .up && vm.externalIds["tap"] == "tap-vm1")
+        let router = try NetworkNamespace(named: try #require(vm.externalIds["router-netns"]))
+
+        // The test plays the VM: it opens the tap as QEMU would and speaks ARP on it.
+        let fd = try router.openTap(named: "tap-vm1")
+        defer { close(fd) }
+        func frames(until match: ([UInt8]) -> Bool) -> Bool {
+            var buffer = [UInt8](repeating: 0, count: 2048)
+            for _ in 0..<40 {
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, 100) > 0 else { continue }
+                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if count > 0, match(Array(buffer[0..<count])) { return true }
+            }
+            return false
+        }
+        let ask = ARPFrame.request(mac: vm.mac, ip: vm.ip, target: container.ip)
+        _ = ask.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        #expect(frames { ARPFrame.parse($0).map { $0.operation == 2 && $0.senderIP == container.ip && $0.senderMAC == container.mac } ?? false },
+                "the container answers the VM")
+        let pinger = Process()
+        pinger.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        pinger.arguments = ["--net=\(c1.path)", "/usr/bin/ping", "-c", "3", "-W", "1", vm.ip.description]
+        pinger.standardOutput = FileHandle.nullDevice
+        try pinger.run()
+        defer { pinger.waitUntilExit() }
+        // The container learnt the VM's MAC from its request, so it may send IPv4 at once rather than ask.
+        let vmIP = [UInt8(vm.ip.value >> 24), UInt8(vm.ip.value >> 16 & 0xff), UInt8(vm.ip.value >> 8 & 0xff), UInt8(vm.ip.value & 0xff)]
+        #expect(frames { frame in
+            guard frame.count >= 34, Array(frame[6..<12]) == container.mac.bytes else { return false }
+            let asks = ARPFrame.parse(frame).map { $0.operation == 1 && $0.targetIP == vm.ip } ?? false
+            return asks || (frame[12] == 0x08 && frame[13] == 0x00 && Array(frame[30..<34]) == vmIP)
+        }, "the container's traffic for the VM arrives on the tap")
+
+        try await lab.trellis(on: "h1", "detach", vm.path)
+        #expect(try RouteNetlink(in: router).link(named: "tap-vm1") == nil, "detach removes the tap")
+    }
+
     @Test func aFailedAttachLeavesNothingBehind() async throws {
         let lab = try await RunningLab(hosts: 1)
         try await lab.trellis(on: "h1", "enterprise", "create", "acme")

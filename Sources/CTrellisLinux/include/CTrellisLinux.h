@@ -15,4 +15,9 @@ int trellis_bind_mount(const char *source, const char *target);
 /// Lazily unmounts `target`.
 int trellis_detach_mount(const char *target);
 
+
+
+/// Creates (or attaches to) the tap device `name` on the calling thread's namespace: returns its fd,
+/// or -1 with errno set. With `persist`, the device outlives the fd.
+int trellis_open_tap(const char *name, int persist);
 #endif
