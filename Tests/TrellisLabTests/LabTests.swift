@@ -106,6 +106,25 @@ struct LabTests {
         #expect(try ping(from: c1, web2.ip.description, count: 1, extra: ["-M", "do", "-s", "1422"]).status == 0)
         #expect(try ping(from: c1, web2.ip.description, count: 1, extra: ["-M", "do", "-s", "1423"]).status != 0)
         #expect(try ping(from: c1, "192.168.10.1", count: 1).status == 0)
+        // TCP across hosts: a message sent with nc arrives.
+        let listener = Process()
+        listener.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        listener.arguments = ["--net=\(c2.path)", "/usr/bin/nc", "-l", "-p", "8080"]
+        let received = Pipe()
+        listener.standardOutput = received
+        try listener.run()
+        try await Task.sleep(for: .milliseconds(200))
+        let sender = Process()
+        sender.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        sender.arguments = ["--net=\(c1.path)", "/usr/bin/nc", "-N", "-w", "2", web2.ip.description, "8080"]
+        let input = Pipe()
+        sender.standardInput = input
+        try sender.run()
+        input.fileHandleForWriting.write(Data("hello over tcp\n".utf8))
+        try input.fileHandleForWriting.close()
+        sender.waitUntilExit()
+        listener.waitUntilExit()
+        #expect(String(decoding: received.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) == "hello over tcp\n")
         let listed = try await lab.trellis(on: "h1", "endpoint", "list")
         #expect(listed.stdout.contains("trv") && listed.stdout.contains(" up "))
 
