@@ -78,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "trellis-bench",
             dependencies: [
-                "TrellisModel", "TrellisClient", "TrellisController", "TrellisAgent", "TrellisNetlink", "TrellisNetlinkWire",
+                "CTrellisLinux", "TrellisModel", "TrellisClient", "TrellisController", "TrellisAgent", "TrellisNetlink", "TrellisNetlinkWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
