@@ -207,11 +207,8 @@ public final class Agent: Sendable {
     private func plugOrUndo(_ endpoint: Endpoint,
                             _ plug: @Sendable (DesiredDomain, DesiredSubnet) async throws -> EndpointUpdate) async throws -> Endpoint {
         do {
-            let subnet: Subnet = try await client.get("/api/v1/subnets/\(endpoint.subnet)")
-            let domain: Domain = try await client.get("/api/v1/domains/\(endpoint.domain)")
-            let desiredSubnet = DesiredSubnet(path: subnet.path, cidr: subnet.cidr, gateway: subnet.gateway, gatewayMAC: subnet.gatewayMAC,
-                                              vni: subnet.vni, dhcp: subnet.dhcp, remoteVTEPs: [])
-            let update = try await plug(DesiredDomain(path: domain.path, id: domain.id, subnets: [desiredSubnet], policies: []), desiredSubnet)
+            let (domain, subnet) = try await placement(of: endpoint)
+            let update = try await plug(domain, subnet)
             return try await client.patch("/api/v1/endpoints/\(endpoint.id)", update)
         } catch {
             logger.error("attach of \(endpoint.path) failed, undoing it: \(error)")
@@ -223,6 +220,21 @@ public final class Agent: Sendable {
             try? await client.delete("/api/v1/endpoints/\(endpoint.id)")
             throw error
         }
+    }
+
+    /// The domain and subnet an endpoint is plugged into: from the desired state when this host already
+    /// serves them (no round trip on the attach path), else from the controller.
+    private func placement(of endpoint: Endpoint) async throws -> (DesiredDomain, DesiredSubnet) {
+        if let domain = await state.desired?.domains.first(where: { $0.path == endpoint.domain }),
+           let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }) {
+            return (domain, subnet)
+        }
+        async let subnetRecord: Subnet = client.get("/api/v1/subnets/\(endpoint.subnet)")
+        async let domainRecord: Domain = client.get("/api/v1/domains/\(endpoint.domain)")
+        let (subnet, domain) = try await (subnetRecord, domainRecord)
+        let desired = DesiredSubnet(path: subnet.path, cidr: subnet.cidr, gateway: subnet.gateway, gatewayMAC: subnet.gatewayMAC,
+                                    vni: subnet.vni, dhcp: subnet.dhcp, remoteVTEPs: [])
+        return (DesiredDomain(path: domain.path, id: domain.id, subnets: [desired], policies: []), desired)
     }
 
     /// Removes the endpoint's port, then deletes it at the controller, releasing its address.

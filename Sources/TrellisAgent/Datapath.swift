@@ -25,11 +25,12 @@ public struct ReconcileReport: Sendable, Equatable {
     public var isEmpty: Bool { created.isEmpty && removed.isEmpty }
 }
 
-/// A domain's router namespace and a netlink handle inside it.
+/// A domain's router namespace with a netlink handle and a packet socket inside it.
 struct RouterNamespace {
     let name: String
     let namespace: NetworkNamespace
     let netlink: RouteNetlink
+    let packets: PacketSocket
 }
 
 /// The host's datapath: makes the kernel match a desired state, level-triggered and idempotent.
@@ -133,7 +134,7 @@ public actor Datapath {
             try namespace.setSysctl("net.bridge.\(key)", "0", optional: true)
         }
         if !existed { report.created.append(name) }
-        let router = RouterNamespace(name: name, namespace: namespace, netlink: netlink)
+        let router = RouterNamespace(name: name, namespace: namespace, netlink: netlink, packets: try PacketSocket(in: namespace))
         routers[domain.id] = router
         return router
     }
@@ -200,7 +201,7 @@ public actor Datapath {
             try router.netlink.replaceNeighbour(index: bridge.index, address, mac: mac)
             // Announce the newcomer on this host's segment: a local container already asking for it (its
             // ARP retried only every second) learns it now. Suppression keeps the frame off the VXLAN.
-            try router.namespace.sendFrame(ARPFrame.gratuitous(mac: mac, ip: address), linkIndex: bridge.index)
+            try router.packets.send(ARPFrame.gratuitous(mac: mac, ip: address), linkIndex: bridge.index)
         }
     }
 
@@ -275,10 +276,10 @@ public actor Datapath {
         detaching.insert(endpoint.path)
         let name = KernelNames.routerNamespace(host: configuration.host, domainID: domainID)
         guard NetworkNamespace.names().contains(name) else { return }
-        let router = try routers[domainID] ?? RouterNamespace(name: name, namespace: try NetworkNamespace(named: name),
-                                                      netlink: try RouteNetlink(in: try NetworkNamespace(named: name)))
-        if let link = try router.netlink.link(named: endpoint.externalIds["tap"] ?? KernelNames.port(endpointID: endpoint.id)) {
-            try router.netlink.deleteLink(index: link.index)
+        let namespace = try NetworkNamespace(named: name)
+        let netlink = try routers[domainID]?.netlink ?? RouteNetlink(in: namespace)
+        if let link = try netlink.link(named: endpoint.externalIds["tap"] ?? KernelNames.port(endpointID: endpoint.id)) {
+            try netlink.deleteLink(index: link.index)
         }
     }
 }

@@ -4,27 +4,43 @@ import Glibc
 import TrellisModel
 import TrellisNetlinkWire
 
-extension NetworkNamespace {
-    /// Sends a raw Ethernet frame out of the link `index` of this namespace (AF_PACKET).
-    public func sendFrame(_ frame: [UInt8], linkIndex index: Int32) throws {
-        try run {
-            let protocolARP = UInt16(0x0806).bigEndian
-            let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), Int32(protocolARP))
+/// A raw packet socket (AF_PACKET) that sends Ethernet frames out of links of the namespace it was
+/// opened in, from any thread.
+public final class PacketSocket: @unchecked Sendable {
+    private let fd: Int32
+
+    /// Opens the socket in `namespace` (this process's when nil).
+    public init(in namespace: NetworkNamespace? = nil) throws {
+        let open: () throws -> Int32 = {
+            let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw NetlinkError(code: errno, operation: "socket(AF_PACKET)") }
-            defer { close(fd) }
-            var address = sockaddr_ll()
-            address.sll_family = UInt16(AF_PACKET)
-            address.sll_protocol = protocolARP
-            address.sll_ifindex = index
-            address.sll_halen = 6
-            let sent = frame.withUnsafeBytes { bytes in
-                withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        sendto(fd, bytes.baseAddress, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_ll>.size))
-                    }
+            return fd
+        }
+        fd = try namespace?.run(open) ?? open()
+    }
+
+    deinit { close(fd) }
+
+    /// Sends `frame` out of link `index`.
+    public func send(_ frame: [UInt8], linkIndex index: Int32) throws {
+        var address = sockaddr_ll()
+        address.sll_family = UInt16(AF_PACKET)
+        address.sll_ifindex = index
+        address.sll_halen = 6
+        let sent = frame.withUnsafeBytes { bytes in
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, bytes.baseAddress, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_ll>.size))
                 }
             }
-            guard sent == frame.count else { throw NetlinkError(code: errno, operation: "send a frame on link \(index)") }
         }
+        guard sent == frame.count else { throw NetlinkError(code: errno, operation: "send a frame on link \(index)") }
+    }
+}
+
+extension NetworkNamespace {
+    /// Sends one raw Ethernet frame out of the link `index` of this namespace.
+    public func sendFrame(_ frame: [UInt8], linkIndex index: Int32) throws {
+        try PacketSocket(in: self).send(frame, linkIndex: index)
     }
 }
