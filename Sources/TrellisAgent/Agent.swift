@@ -188,16 +188,15 @@ public final class Agent: Sendable {
             throw TrellisError.invalid("tap: '\(tap)' is not an interface name (1 to 15 bytes)", field: "tap")
         }
         let name = request.name ?? "vm-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        // Named before the endpoint exists, so that every desired state listing the endpoint names its
+        // tap too, and no reconcile takes a fresh tap for a stray one.
+        let tap = request.tap ?? KernelNames.tap(token: UInt32.random(in: 0...UInt32.max))
         let created: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(
             subnet: request.subnet, name: name, kind: .vm, owner: name, host: configuration.host, ip: request.ip, profile: request.profile,
-            externalIds: ["vm-name": name]))
-        let tap = request.tap ?? KernelNames.tap(endpointID: created.id)
+            externalIds: ["vm-name": name, "tap": tap]))
         return try await plugOrUndo(created) { domain, subnet in
-            let _: Endpoint = try await self.client.patch("/api/v1/endpoints/\(created.id)", EndpointUpdate(externalIds: ["tap": tap]))
-            var endpoint = created
-            endpoint.externalIds["tap"] = tap
-            let router = try await self.datapath.attachTap(endpoint, domain: domain, subnet: subnet, name: tap)
-            return EndpointUpdate(state: .up, interface: tap, externalIds: ["iface-id": tap, "attached-mac": endpoint.mac.description,
+            let router = try await self.datapath.attachTap(created, domain: domain, subnet: subnet, name: tap)
+            return EndpointUpdate(state: .up, interface: tap, externalIds: ["iface-id": tap, "attached-mac": created.mac.description,
                                                                             "router-netns": router])
         }
     }
@@ -213,9 +212,7 @@ public final class Agent: Sendable {
         } catch {
             logger.error("attach of \(endpoint.path) failed, undoing it: \(error)")
             if let domain: Domain = try? await client.get("/api/v1/domains/\(endpoint.domain)") {
-                var placed = endpoint
-                placed.externalIds["tap"] = endpoint.kind == .vm ? KernelNames.tap(endpointID: endpoint.id) : nil
-                try? await datapath.detach(placed, domainID: domain.id)
+                try? await datapath.detach(endpoint, domainID: domain.id)
             }
             try? await client.delete("/api/v1/endpoints/\(endpoint.id)")
             throw error

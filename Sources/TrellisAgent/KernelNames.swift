@@ -12,8 +12,8 @@ public enum KernelNames {
     /// The host end of an endpoint's veth (or its tap), in the router namespace.
     public static func port(endpointID: Int) -> String { "trv" + String(endpointID, radix: 36) }
 
-    /// The default tap of a VM endpoint.
-    public static func tap(endpointID: Int) -> String { "trt" + String(endpointID, radix: 36) }
+    /// A default tap name for a VM endpoint, from a random token (chosen before the endpoint has an id).
+    public static func tap(token: UInt32) -> String { "trt" + String(token, radix: 36) }
 
     /// True for the links of a router namespace that Trellis made and may remove: its bridges, VXLAN
     /// devices and ports, and any tap (taps there are VM ports, whatever their name).

@@ -50,7 +50,7 @@ struct AttachCommand: AsyncParsableCommand {
     @Option(help: "The interface name inside the namespace.") var ifname = "eth0"
     @Option(help: "Port profile ENTERPRISE/PROFILE.") var profile: String?
     @Flag(help: "Attach a VM: make a tap on the subnet's bridge (run the VM in the router namespace it names).") var vm = false
-    @Option(help: "The VM's tap name (default trt<id>).") var tap: String?
+    @Option(help: "The VM's tap name (default trt and a random token).") var tap: String?
 
     func validate() throws {
         if vm {

@@ -182,7 +182,7 @@ public struct AttachRequest: Codable, Sendable {
     public var pid: Int32?
     /// …or a network namespace path…
     public var netns: String?
-    /// …or, for a VM, a tap device (named `tap`, or `trt<id>`) on the subnet's bridge.
+    /// …or, for a VM, a tap device (named `tap`, or `trt` and a random token) on the subnet's bridge.
     public var vm: Bool?
     public var tap: String?
 
