@@ -29,6 +29,19 @@ final class RunningLab: @unchecked Sendable {
         return result
     }
 
+    /// Makes a subnet and its enterprise, domain and zone, through host h1.
+    func makeSubnet(_ path: String, cidr: String, dhcp: Bool = false) async throws {
+        let parts = path.split(separator: "/").map(String.init)
+        try await trellis(on: "h1", "enterprise", "create", parts[0])
+        try await trellis(on: "h1", "domain", "create", parts[0...1].joined(separator: "/"))
+        try await trellis(on: "h1", "zone", "create", parts[0...2].joined(separator: "/"))
+        if dhcp {
+            try await trellis(on: "h1", "subnet", "create", path, "--cidr", cidr, "--dhcp")
+        } else {
+            try await trellis(on: "h1", "subnet", "create", path, "--cidr", cidr)
+        }
+    }
+
     func container(_ name: String) throws -> NetworkNamespace {
         let full = "trlab-\(name)-\(UInt16.random(in: 0...UInt16.max))"
         containers.append(full)
@@ -91,10 +104,7 @@ struct LabTests {
         #expect(status.stdout.contains("h1") && status.stdout.contains("10.255.0.2") && status.stdout.contains("yes"))
         #expect(!(try runProgram(["/usr/sbin/ip", "-o", "addr"]).output.contains("10.255.0.")), "no lab address in the root namespace")
 
-        try await lab.trellis(on: "h1", "enterprise", "create", "acme")
-        try await lab.trellis(on: "h1", "domain", "create", "acme/app1")
-        try await lab.trellis(on: "h1", "zone", "create", "acme/app1/web")
-        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/red", "--cidr", "192.168.10.0/24")
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
         let c1 = try lab.container("c1"), c2 = try lab.container("c2")
         try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c1.path, "--name", "web1")
         let attached = try await lab.trellis(on: "h2", "attach", "--subnet", "acme/app1/web/red", "--netns", c2.path, "--name", "web2", "-o", "json")
@@ -217,10 +227,7 @@ struct LabTests {
     @Test(.enabled(if: FileManager.default.fileExists(atPath: "/bin/busybox"), "needs busybox for udhcpc"))
     func containersGetTheControllersAddressesByDHCP() async throws {
         let lab = try await RunningLab(hosts: 2)
-        try await lab.trellis(on: "h1", "enterprise", "create", "acme")
-        try await lab.trellis(on: "h1", "domain", "create", "acme/app1")
-        try await lab.trellis(on: "h1", "zone", "create", "acme/app1/web")
-        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/dyn", "--cidr", "192.168.40.0/24", "--dhcp")
+        try await lab.makeSubnet("acme/app1/web/dyn", cidr: "192.168.40.0/24", dhcp: true)
         let script = lab.directory.appendingPathComponent("udhcpc.sh")
         try "#!/bin/sh\necho \"$1 ip=$ip mask=$mask router=$router mtu=$mtu\"\n".write(to: script, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
@@ -241,10 +248,7 @@ struct LabTests {
 
     @Test func aVMTapAndAContainerShareASubnet() async throws {
         let lab = try await RunningLab(hosts: 1)
-        try await lab.trellis(on: "h1", "enterprise", "create", "acme")
-        try await lab.trellis(on: "h1", "domain", "create", "acme/app1")
-        try await lab.trellis(on: "h1", "zone", "create", "acme/app1/web")
-        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/red", "--cidr", "192.168.10.0/24")
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
         let c1 = try lab.container("c1")
         let made = try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c1.path, "--name", "web1", "-o", "json")
         let container = try JSONCoding.decoder().decode(Endpoint.self, from: Data(made.stdout.utf8))
@@ -256,19 +260,21 @@ struct LabTests {
         // The test plays the VM: it opens the tap as QEMU would and speaks ARP on it.
         let fd = try router.openTap(named: "tap-vm1")
         defer { close(fd) }
-        func frames(until match: ([UInt8]) -> Bool) -> Bool {
+        /// Reads frames until one matches, writing `send` (if any) every 250 ms meanwhile, as a VM retries ARP:
+        /// the kernel may take up to a second to see the tap's carrier come up once it is opened.
+        func frames(sending send: [UInt8]? = nil, until match: ([UInt8]) -> Bool) -> Bool {
             var buffer = [UInt8](repeating: 0, count: 2048)
-            for _ in 0..<40 {
+            for attempt in 0..<40 {
+                if let send, attempt % 5 == 0 { _ = send.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
                 var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                guard poll(&poller, 1, 100) > 0 else { continue }
+                guard poll(&poller, 1, 50) > 0 else { continue }
                 let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
                 if count > 0, match(Array(buffer[0..<count])) { return true }
             }
             return false
         }
         let ask = ARPFrame.request(mac: vm.mac, ip: vm.ip, target: container.ip)
-        _ = ask.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        #expect(frames { ARPFrame.parse($0).map { $0.operation == 2 && $0.senderIP == container.ip && $0.senderMAC == container.mac } ?? false },
+        #expect(frames(sending: ask) { ARPFrame.parse($0).map { $0.operation == 2 && $0.senderIP == container.ip && $0.senderMAC == container.mac } ?? false },
                 "the container answers the VM")
         let pinger = Process()
         pinger.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
@@ -290,10 +296,7 @@ struct LabTests {
 
     @Test func aFailedAttachLeavesNothingBehind() async throws {
         let lab = try await RunningLab(hosts: 1)
-        try await lab.trellis(on: "h1", "enterprise", "create", "acme")
-        try await lab.trellis(on: "h1", "domain", "create", "acme/app1")
-        try await lab.trellis(on: "h1", "zone", "create", "acme/app1/web")
-        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/red", "--cidr", "192.168.10.0/24")
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
         let c1 = try lab.container("c1")
         // The interface name is taken inside the namespace: the kernel refuses, and the attach is undone.
         let inside = try RouteNetlink(in: c1)
