@@ -152,8 +152,6 @@ actor DesiredStateHub {
         watchers[host]?[id]?.yield(.keepalive)
     }
 
-    var watcherCount: Int { watchers.values.reduce(0) { $0 + $1.count } }
-
     // MARK: Compilation
 
     private func view(_ path: String) async throws -> DomainView? {

@@ -128,7 +128,7 @@ extension Request {
         }
     }
 
-    /// A query parameter, validated as a name or path when `kind` is given.
+    /// A query parameter; an empty value counts as absent.
     func query(_ name: String) -> String? {
         uri.queryParameters.get(name).flatMap { $0.isEmpty ? nil : $0 }
     }
@@ -144,12 +144,5 @@ extension Request {
     func queryFlag(_ name: String) -> Bool {
         guard let value = query(name) else { return false }
         return ["1", "true", "yes"].contains(value.lowercased())
-    }
-}
-
-extension TrellisRequestContext {
-    /// The path parameters named, joined with `/` into an object path.
-    func path(_ names: String...) throws -> String {
-        try names.map { try parameters.require($0) }.joined(separator: "/")
     }
 }

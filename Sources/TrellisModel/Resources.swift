@@ -13,11 +13,6 @@ public protocol Resource: Codable, Sendable, Equatable {
 
 extension Resource {
     public var boundHost: String? { nil }
-    /// The domain path (`enterprise/domain`) an object belongs to, when it is inside one.
-    public var domainPath: String? {
-        Self.kind.depth >= 2 && Self.kind != .profile && Self.kind != .host && Self.kind != .user
-            ? Names.prefix(path, 2) : nil
-    }
 }
 
 /// A tenant.

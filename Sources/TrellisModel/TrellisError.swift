@@ -58,11 +58,6 @@ public struct TrellisError: Error, Sendable, Equatable, Codable, CustomStringCon
     }
     public static func forbidden(_ message: String) -> TrellisError { TrellisError(.forbidden, message) }
 
-    /// This error with its message prefixed by the field it concerns, for errors raised
-    /// by value parsers that do not know where the value came from.
-    public func at(field: String) -> TrellisError {
-        TrellisError(code, "\(field): \(message)", field: field)
-    }
 }
 
 /// The JSON body of every error answer.
