@@ -12,7 +12,7 @@ import TrellisNetlinkWire
 /// namespace's addresses or routes; the controller and agents are reached through unix sockets.
 struct LabCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "lab", abstract: "A lab of simulated hosts on this machine.",
-                                                    subcommands: [Up.self, Down.self, Exec.self, Status.self])
+                                                    subcommands: [Up.self, Down.self, Start.self, Exec.self, Status.self])
 
     struct Options: ParsableArguments {
         @Option(help: "Where the lab keeps its sockets, logs and pids.") var dir = "/run/trellis/lab"
@@ -41,6 +41,18 @@ struct LabCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
 
         func run() async throws { try options.lab.down() }
+    }
+
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Start the controller or a host's agent again, as lab up did (after it was stopped).")
+        @OptionGroup var options: Options
+        @Argument(help: "controller, or a host (h1…hN).") var name: String
+
+        func run() throws {
+            let lab = options.lab
+            guard !lab.alive(name) else { throw TrellisError.conflict("\(name) is already running (pid \(lab.pid(name)!))") }
+            try lab.start(name)
+        }
     }
 
     struct Exec: AsyncParsableCommand {
@@ -77,6 +89,7 @@ struct Lab {
     func agentSocket(_ host: String) -> String { "\(directory)/\(host).sock" }
     func pidFile(_ name: String) -> String { "\(directory)/\(name).pid" }
     var hostsFile: String { "\(directory)/hosts" }
+    var storeFile: String { "\(directory)/store" }
 
     var hosts: [String] {
         ((try? String(contentsOfFile: hostsFile, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
@@ -98,8 +111,10 @@ struct Lab {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: arguments[0])
         process.arguments = Array(arguments.dropFirst())
-        FileManager.default.createFile(atPath: "\(directory)/\(name).log", contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: "\(directory)/\(name).log"))
+        let path = "\(directory)/\(name).log"
+        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        log.seekToEndOfFile()
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
@@ -128,8 +143,8 @@ struct Lab {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let hosts = (1...count).map { "h\($0)" }
         try hosts.joined(separator: "\n").write(toFile: hostsFile, atomically: true, encoding: .utf8)
-        try spawn("controller", [Self.executable, "controller", "--listen", "unix:\(controllerSocket)",
-                                 "--store", "sqlite:\(store ?? "\(directory)/trellis.db")", "--admin-token-file", tokenFile])
+        try (store ?? "\(directory)/trellis.db").write(toFile: storeFile, atomically: true, encoding: .utf8)
+        try start("controller")
         try await self.await("the controller", log: "controller") {
             (try? await controllerClient().exchange("GET", "/healthz", body: nil).status) == 200 && token != nil
         }
@@ -146,9 +161,7 @@ struct Lab {
             let inside = try RouteNetlink(in: namespace)
             for name in ["lo", "eth0"] { try inside.setLink(index: try inside.requireLink(named: name).index, up: true) }
             try inside.addAddress(index: try inside.requireLink(named: "eth0").index, Self.underlay(offset + 1), prefixLength: 24)
-            try spawn(host, ["/usr/bin/nsenter", "--net=\(namespace.path)", Self.executable, "agent",
-                             "--controller", "unix:\(controllerSocket)", "--token", token ?? "", "--host", host,
-                             "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(host)])
+            try start(host)
         }
         for host in hosts {
             try await self.await("the agent of \(host)", log: host) {
@@ -157,6 +170,22 @@ struct Lab {
                 return status?.connected == true
             }
         }
+    }
+
+    /// Starts the controller, or the agent of a host inside the host's namespace.
+    func start(_ name: String) throws {
+        if name == "controller" {
+            let store = (try? String(contentsOfFile: storeFile, encoding: .utf8)) ?? "\(directory)/trellis.db"
+            try spawn(name, [Self.executable, "controller", "--listen", "unix:\(controllerSocket)", "--store", "sqlite:\(store)",
+                             "--admin-token-file", tokenFile])
+            return
+        }
+        guard let offset = hosts.firstIndex(of: name) else {
+            throw TrellisError.notFound("no lab host '\(name)' (hosts: \(hosts.joined(separator: ", ")))")
+        }
+        try spawn(name, ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.hostNamespace(name))", Self.executable, "agent",
+                         "--controller", "unix:\(controllerSocket)", "--token", token ?? "", "--host", name,
+                         "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(name)])
     }
 
     func down() throws {

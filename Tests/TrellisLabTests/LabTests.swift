@@ -48,28 +48,10 @@ final class RunningLab: @unchecked Sendable {
         return try NetworkNamespace.create(named: full)
     }
 
-    /// Starts a process of the lab again the way `lab up` did: the controller in the root namespace, an agent in its host's.
-    func restart(_ name: String) throws {
-        let lab = directory.path
-        var arguments: [String]
-        if name == "controller" {
-            arguments = [trellisExecutable(), "controller", "--listen", "unix:\(lab)/controller.sock", "--store", "sqlite:\(lab)/trellis.db",
-                         "--admin-token-file", "\(lab)/admin.token"]
-        } else {
-            let index = Int(name.dropFirst())!
-            arguments = ["/usr/bin/nsenter", "--net=/run/netns/trellis-lab-\(name)", trellisExecutable(), "agent", "--controller",
-                         "unix:\(lab)/controller.sock", "--token", token, "--host", name, "--underlay-ip", "10.255.0.\(index)",
-                         "--socket", "\(lab)/\(name).sock"]
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: arguments[0])
-        process.arguments = Array(arguments.dropFirst())
-        let log = try FileHandle(forWritingTo: directory.appendingPathComponent("\(name).log"))
-        log.seekToEndOfFile()
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        try String(process.processIdentifier).write(to: directory.appendingPathComponent("\(name).pid"), atomically: true, encoding: .utf8)
+    /// Starts a stopped process of the lab again with `trellis lab start`.
+    func restart(_ name: String) async throws {
+        let result = try await runTrellis(["lab", "start", "--dir", directory.path, name], environment: [:])
+        #expect(result.status == 0, "lab start \(name): \(result.stderr)")
     }
 
     /// Stops a process with SIGTERM and checks that it ends by itself within 5 s.
@@ -142,14 +124,14 @@ struct LabTests {
         let flow = Task { try ping(from: c1, web2.ip.description, count: 300, extra: ["-i", "0.01"]) }
         try await Task.sleep(for: .milliseconds(500))
         lab.stop("h1")
-        try lab.restart("h1")
+        try await lab.restart("h1")
         let during = try await flow.value
         #expect(during.output.contains("300 received"), "\(during.output.split(separator: "\n").suffix(2))")
 
         // The controller goes away: forwarding goes on; when it is back, a new endpoint converges.
         lab.stop("controller")
         #expect(try ping(from: c1, web2.ip.description).status == 0)
-        try lab.restart("controller")
+        try await lab.restart("controller")
         try await Task.sleep(for: .milliseconds(500))
         let c3 = try lab.container("c3")
         var converged = false
