@@ -239,8 +239,10 @@ public actor Datapath {
             if !subnet.dhcp {
                 try inside.addAddress(index: link.index, endpoint.ip, prefixLength: subnet.cidr.prefixLength)
                 try inside.replaceRoute(to: nil, via: subnet.gateway, index: link.index)
-                // Neighbours that were already asking for this address learn it now, not at their next ARP retry.
-                try namespace.sendFrame(ARPFrame.gratuitous(mac: endpoint.mac, ip: endpoint.ip), linkIndex: link.index)
+                // Neighbours on this host that were already asking for this address learn it now, not at their
+                // next ARP retry. Sent on the bridge through the router's long-lived packet socket: a packet
+                // socket opened in the container would cost an RCU grace period (~10 ms) when it closes.
+                try router.packets.send(ARPFrame.gratuitous(mac: endpoint.mac, ip: endpoint.ip), linkIndex: bridge.index)
             }
         } catch {
             if let link = try? router.netlink.link(named: name) { try? router.netlink.deleteLink(index: link.index) }

@@ -37,10 +37,3 @@ public final class PacketSocket: @unchecked Sendable {
         guard sent == frame.count else { throw NetlinkError(code: errno, operation: "send a frame on link \(index)") }
     }
 }
-
-extension NetworkNamespace {
-    /// Sends one raw Ethernet frame out of the link `index` of this namespace.
-    public func sendFrame(_ frame: [UInt8], linkIndex index: Int32) throws {
-        try PacketSocket(in: self).send(frame, linkIndex: index)
-    }
-}
