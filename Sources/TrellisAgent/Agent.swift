@@ -123,6 +123,7 @@ public final class Agent: Sendable {
             guard let desired = await state.desired else { continue }
             do {
                 let report = try await datapath.reconcile(desired)
+                try datapath.firewall.sync()
                 dhcp.update(desired)
                 await state.markApplied(desired.revision)
                 if !report.isEmpty {

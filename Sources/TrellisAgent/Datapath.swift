@@ -45,6 +45,8 @@ public actor Datapath {
     private var routers: [Int: RouterNamespace] = [:]
     /// Endpoints being detached: not re-attached by a reconcile that still lists them.
     private var detaching: Set<String> = []
+    /// Loads the nftables rulesets that reconciles plan; `sync()` it after a reconcile.
+    public nonisolated let firewall = FirewallLoader()
 
     /// A datapath for the host whose namespace is `hostNamespace` (this process's when nil).
     public init(configuration: DatapathConfiguration, hostNamespace: NetworkNamespace? = nil) throws {
@@ -102,6 +104,13 @@ public actor Datapath {
                     report.created.append(name)
                 }
             }
+            let local = desired.endpoints.filter { $0.domain == domain.path }
+            let profiles = Dictionary(desired.profiles.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
+            let ruleset = FirewallRuleset(domain: domain, endpoints: local, profiles: profiles)
+            firewall.plan(ruleset, namespacePath: router.namespace.path)
+            for bridge in bridges.values where bridge.bridgeCallsIPHooks != ruleset.filtersBridgedTraffic {
+                try router.netlink.setBridge(index: bridge.index, callIPHooks: ruleset.filtersBridgedTraffic)
+            }
             for link in links.values where KernelNames.isOwned(link) && !kept.contains(link.name) {
                 try router.netlink.deleteLink(index: link.index)
                 report.removed.append(link.name)
@@ -113,6 +122,7 @@ public actor Datapath {
             let netlink = try RouteNetlink(in: try NetworkNamespace(named: name))
             for link in try netlink.links() where KernelNames.isOwned(link) { try netlink.deleteLink(index: link.index) }
             try NetworkNamespace.delete(named: name)
+            firewall.forget(namespacePath: "\(NetworkNamespace.namedDirectory)/\(name)")
             routers = routers.filter { $0.value.name != name }
             report.removed.append(name)
         }

@@ -42,6 +42,10 @@ public struct RouteNetlink: Sendable {
         try socket.execute(RouteRequests.setLink(index: index, up: up, master: master, mtu: mtu, mac: mac), describing: "index \(index)")
     }
 
+    public func setBridge(index: Int32, callIPHooks: Bool) throws {
+        try socket.execute(RouteRequests.setBridge(index: index, callIPHooks: callIPHooks), describing: "bridge \(index)")
+    }
+
     public func setBridgePort(index: Int32, learning: Bool, neighbourSuppress: Bool) throws {
         try socket.execute(RouteRequests.setBridgePort(index: index, learning: learning, neighbourSuppress: neighbourSuppress),
                            describing: "bridge port \(index)")

@@ -54,6 +54,8 @@ public enum NL {
     public static let IFLA_NET_NS_FD: UInt16 = 28
     public static let IFLA_LINK_NETNSID: UInt16 = 37
     public static let IFLA_INFO_KIND: UInt16 = 1
+    /// In a bridge's IFLA_INFO_DATA: hand bridged IPv4 frames to the IP netfilter hooks (br_netfilter).
+    public static let IFLA_BR_NF_CALL_IPTABLES: UInt16 = 36
     public static let IFLA_INFO_DATA: UInt16 = 2
     public static let IFLA_INFO_SLAVE_KIND: UInt16 = 4
     public static let IFLA_INFO_SLAVE_DATA: UInt16 = 5

@@ -12,6 +12,8 @@ public struct Link: Equatable, Sendable {
     public var kind: String?
     /// The VNI of a VXLAN link.
     public var vni: UInt32?
+    /// For a bridge: whether bridged IPv4 frames pass the IP netfilter hooks.
+    public var bridgeCallsIPHooks: Bool?
 
     public var isUp: Bool { flags & NL.IFF_UP != 0 }
 
@@ -26,6 +28,7 @@ public struct Link: Equatable, Sendable {
         let info = attributes[NL.IFLA_LINKINFO]?.children ?? []
         kind = info[NL.IFLA_INFO_KIND]?.stringValue
         vni = kind == "vxlan" ? info[NL.IFLA_INFO_DATA]?.children[NL.IFLA_VXLAN_ID]?.u32Value : nil
+        bridgeCallsIPHooks = kind == "bridge" ? info[NL.IFLA_INFO_DATA]?.children[NL.IFLA_BR_NF_CALL_IPTABLES]?.payload.first.map { $0 != 0 } : nil
     }
 }
 

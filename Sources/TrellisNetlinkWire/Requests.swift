@@ -85,6 +85,15 @@ public enum RouteRequests {
         return NetlinkMessage(type: NL.RTM_NEWLINK, flags: change, header: header, attributes: attributes)
     }
 
+    /// Sets whether a bridge hands its bridged IPv4 frames to the IP netfilter hooks (conntrack, nftables
+    /// `inet` chains); per bridge, unlike the namespace-wide `bridge-nf-call-iptables` sysctl.
+    public static func setBridge(index: Int32, callIPHooks: Bool) -> NetlinkMessage {
+        let info = Attribute.nested(NL.IFLA_LINKINFO, [
+            .string(NL.IFLA_INFO_KIND, "bridge"), .nested(NL.IFLA_INFO_DATA, [.u8(NL.IFLA_BR_NF_CALL_IPTABLES, callIPHooks ? 1 : 0)]),
+        ])
+        return NetlinkMessage(type: NL.RTM_NEWLINK, flags: change, header: InterfaceInfo(index: index), attributes: [info])
+    }
+
     /// Sets bridge-port options of a bridge's port (learning, ARP/ND suppression).
     public static func setBridgePort(index: Int32, learning: Bool, neighbourSuppress: Bool) -> NetlinkMessage {
         let protinfo = Attribute.nested(NL.IFLA_PROTINFO | NL.NLA_F_NESTED, [

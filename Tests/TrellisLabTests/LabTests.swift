@@ -167,7 +167,7 @@ struct LabTests {
         try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c2.path, "--name", "again", "--ip", web2.ip.description)
     }
 
-    @Test func subnetsOfADomainRouteAndDomainsNeverMeet() async throws {
+    @Test func subnetsRouteAsPoliciesAllowAndDomainsNeverMeet() async throws {
         let lab = try await RunningLab(hosts: 2)
         for arguments in [["enterprise", "create", "acme"], ["enterprise", "create", "globex"], ["domain", "create", "acme/app1"],
                           ["domain", "create", "globex/app1"], ["zone", "create", "acme/app1/web"], ["zone", "create", "acme/app1/db"],
@@ -184,7 +184,11 @@ struct LabTests {
         try await lab.trellis(on: "h1", "attach", "--subnet", "globex/app1/web/red", "--netns", other1.path, "--ip", "192.168.10.6")
         try await lab.trellis(on: "h2", "attach", "--subnet", "globex/app1/web/red", "--netns", other2.path, "--ip", "192.168.10.7")
 
-        // Routed between the subnets of one domain, across hosts, both ways.
+        // Subnets are isolated until a policy joins them; then routed across hosts, both ways.
+        #expect(try ping(from: red1, "192.168.20.5", count: 1).status != 0, "isolated by default")
+        try await lab.trellis(on: "h1", "policy", "create", "acme/app1/web-db")
+        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/web-db", "allow any from acme/app1/web/red to acme/app1/db/blue")
+        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/web-db", "allow icmp from acme/app1/db/blue to acme/app1/web/red")
         #expect(try ping(from: red1, "192.168.20.5").status == 0)
         #expect(try ping(from: blue2, "192.168.10.5").status == 0)
         // The other enterprise's pair, in the same CIDR, talks across hosts…

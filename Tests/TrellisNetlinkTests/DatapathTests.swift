@@ -52,24 +52,35 @@ struct DatapathTests {
         let e1 = endpoint(1, red, host: hosts[0], ip: "192.168.70.2", netns: c1.path)
         let e2 = endpoint(2, red, host: hosts[1], ip: "192.168.70.3", netns: c2.path)
         let e3 = endpoint(3, blue, host: hosts[1], ip: "192.168.71.2", netns: c3.path)
-        func state(_ host: Int) throws -> DesiredState {
+        // Red and blue talk only as this policy says: UDP from red to blue, and back as replies.
+        let policy = NetworkPolicy(path: "acme/app1/red-blue", name: "red-blue", domain: "acme/app1",
+                                   rules: [try PolicyRule.parse("allow udp from \(red) to \(blue)")], revision: 1, createdAt: Date())
+        func state(_ host: Int, policies: [NetworkPolicy] = [policy]) throws -> DesiredState {
             let other = host == 0 ? "10.88.0.2" : "10.88.0.1"
             let subnets = [try subnet(red, "192.168.70.0/24", vni: vnis.0, vteps: [other]), try subnet(blue, "192.168.71.0/24", vni: vnis.1, vteps: [other])]
             let me: String? = hosts[host]
             let local = [e1, e2, e3].filter { $0.host == me }
             let remotes = [e1, e2, e3].filter { $0.host != me }.map { remote($0, vtep: other) }
             return DesiredState(host: hosts[host], revision: 1, underlayIP: IPv4Address(host == 0 ? "10.88.0.1" : "10.88.0.2"),
-                                domains: [DesiredDomain(path: "acme/app1", id: domainID, subnets: subnets, policies: [])],
+                                domains: [DesiredDomain(path: "acme/app1", id: domainID, subnets: subnets, policies: policies)],
                                 endpoints: local, remoteEndpoints: remotes, profiles: [])
         }
         let datapaths = [
             try Datapath(configuration: DatapathConfiguration(host: hosts[0], underlayIP: IPv4Address("10.88.0.1")!), hostNamespace: h1),
             try Datapath(configuration: DatapathConfiguration(host: hosts[1], underlayIP: IPv4Address("10.88.0.2")!), hostNamespace: h2),
         ]
-        let first = try await datapaths[0].reconcile(try state(0))
+        let first = try await datapaths[0].reconcile(try state(0, policies: []))
         #expect(first.created.contains(KernelNames.routerNamespace(host: hosts[0], domainID: domainID)))
         #expect(first.created.contains(KernelNames.port(endpointID: 1)))
-        _ = try await datapaths[1].reconcile(try state(1))
+        _ = try await datapaths[1].reconcile(try state(1, policies: []))
+        for datapath in datapaths { try datapath.firewall.sync() }
+        // Without a policy the subnets do not meet, while red still reaches red.
+        #expect(try udpExchange(from: c1, to: c2, address: e2.ip, port: 7000, text: "red to red") == "red to red")
+        #expect(try udpExchange(from: c1, to: c3, address: e3.ip, port: 7000, text: "red to blue") == nil)
+        for (index, datapath) in datapaths.enumerated() {
+            _ = try await datapath.reconcile(try state(index))
+            try datapath.firewall.sync()
+        }
 
         // Inside the container: its MAC, its address, a default route via the anycast gateway, MTU 1450.
         let inside = try RouteNetlink(in: c1)
@@ -81,7 +92,7 @@ struct DatapathTests {
         // Same subnet across hosts, and routed between subnets across hosts.
         #expect(try udpExchange(from: c1, to: c2, address: e2.ip, port: 7001, text: "red to red") == "red to red")
         #expect(try udpExchange(from: c1, to: c3, address: e3.ip, port: 7002, text: "red to blue") == "red to blue")
-        #expect(try udpExchange(from: c3, to: c1, address: e1.ip, port: 7003, text: "blue to red") == "blue to red")
+        #expect(try udpExchange(from: c3, to: c1, address: e1.ip, port: 7003, text: "blue to red") == nil, "blue may only answer red")
 
         // ARP for remote endpoints is answered on the host: static neighbour entries on the gateway bridge.
         let router = try RouteNetlink(in: try NetworkNamespace(named: KernelNames.routerNamespace(host: hosts[0], domainID: domainID)))

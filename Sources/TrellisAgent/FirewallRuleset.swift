@@ -1,0 +1,336 @@
+import Foundation
+import TrellisModel
+import TrellisNetlink
+
+/// An inclusive range of one field of an nftables concatenation (an address, a protocol, a port).
+struct FieldRange: Hashable, Sendable {
+    var low: UInt32
+    var high: UInt32
+
+    static func exactly(_ value: UInt32) -> FieldRange { FieldRange(low: value, high: value) }
+    static let anyProtocol = FieldRange(low: 0, high: 255)
+    static let anyPort = FieldRange(low: 0, high: 65535)
+
+    init(low: UInt32, high: UInt32) { self.low = low; self.high = high }
+    init(_ network: IPv4Network) { self.init(low: network.network.value, high: network.broadcast.value) }
+
+    func intersects(_ other: FieldRange) -> Bool { low <= other.high && other.low <= high }
+
+    var number: String { low == high ? "\(low)" : "\(low)-\(high)" }
+
+    /// As an address field: a CIDR when the range is one, else `first-last`.
+    var address: String {
+        let size = UInt64(high) - UInt64(low) + 1
+        if size & (size - 1) == 0, UInt64(low) % size == 0 {
+            let prefix = 32 - size.trailingZeroBitCount
+            return "\(IPv4Address(low))/\(prefix)"
+        }
+        return "\(IPv4Address(low))-\(IPv4Address(high))"
+    }
+}
+
+/// One element of a concatenated interval set: a tuple of field ranges.
+struct SetElement: Hashable, Sendable {
+    var fields: [FieldRange]
+    /// How each field is written: addresses as CIDRs, the rest as numbers.
+    var addressFields: Int
+
+    func overlaps(_ other: SetElement) -> Bool {
+        zip(fields, other.fields).allSatisfy { $0.intersects($1) }
+    }
+
+    var text: String {
+        fields.enumerated().map { $0.offset < addressFields ? $0.element.address : $0.element.number }.joined(separator: " . ")
+    }
+}
+
+/// Ordered first-match rules compiled into as few set lookups as the rules allow: consecutive rules with
+/// the same verdict share one concatenated interval set (order among them does not matter), and a new
+/// set starts only where the verdict changes or an element would overlap one already in the set (the
+/// kernel refuses overlapping elements). The cost per packet grows with the verdict changes, not with
+/// the number of rules.
+struct RuleRuns: Sendable {
+    struct Run: Sendable {
+        var verdict: RuleAction
+        var elements: [SetElement] = []
+        /// Indices of elements by their last field when it is one value (a port), and of the rest:
+        /// an element that names one port can only overlap those with that port or a range.
+        var byValue: [UInt32: [Int]] = [:]
+        var ranged: [Int] = []
+
+        func overlapping(_ element: SetElement) -> SetElement? {
+            let last = element.fields[element.fields.count - 1]
+            let candidates = last.low == last.high ? (byValue[last.low] ?? []) + ranged : Array(elements.indices)
+            return candidates.lazy.map { elements[$0] }.first { $0.overlaps(element) }
+        }
+
+        mutating func append(_ element: SetElement) {
+            let last = element.fields[element.fields.count - 1]
+            if last.low == last.high { byValue[last.low, default: []].append(elements.count) } else { ranged.append(elements.count) }
+            elements.append(element)
+        }
+    }
+
+    private(set) var runs: [Run] = []
+
+    mutating func add(_ elements: [SetElement], _ verdict: RuleAction) {
+        for element in elements {
+            if let last = runs.last, last.verdict == verdict {
+                switch last.overlapping(element) {
+                case element?: continue
+                case nil:
+                    runs[runs.count - 1].append(element)
+                    continue
+                default: break
+                }
+            }
+            var run = Run(verdict: verdict)
+            run.append(element)
+            runs.append(run)
+        }
+    }
+
+    /// One nftables rule per run: `KEY { elements } VERDICT`.
+    func rules(key: String, allow: String, deny: String) -> [String] {
+        runs.map { run in
+            "\(key) { \(run.elements.map(\.text).joined(separator: ", ")) } \(run.verdict == .allow ? allow : deny)"
+        }
+    }
+}
+
+/// A floating IP as the datapath of its endpoint's host instantiates it.
+public struct FloatingIPTranslation: Hashable, Sendable {
+    public var floating: IPv4Address
+    public var endpoint: IPv4Address
+
+    public init(floating: IPv4Address, endpoint: IPv4Address) {
+        self.floating = floating
+        self.endpoint = endpoint
+    }
+}
+
+/// The nftables rulesets of one domain's router namespace, compiled from the domain's network policies,
+/// the profiles of this host's ports in it, and its floating IPs. Pure: text in, text out.
+///
+/// `inet trellis` filters forwarded IPv4 (routed between subnets, and bridged where the subnet's bridge
+/// hands frames to the IP hooks): established flows pass on a fast path while their conntrack mark
+/// carries the ruleset's generation; a new flow (or one from before a reload, in its original
+/// direction) goes through the source port's egress ACL, the destination port's ingress ACL, then is
+/// accepted inside one subnet, for a floating IP, or by the network policies, first match wins, and
+/// dropped otherwise. `bridge trellis` keeps each port to its own MAC and address and keeps DHCP off
+/// the VXLAN devices.
+public struct FirewallRuleset: Sendable {
+    /// The `inet trellis` table, less its counters (their values are carried over at load time).
+    private var inetTables: [String]
+    /// The `bridge trellis` table.
+    public var bridge: String
+    /// Whether forwarded traffic in this domain needs the IP hooks for bridged frames too (policies,
+    /// profiles with rules or flow statistics, floating IPs); without them bridging stays untouched.
+    public var filtersBridgedTraffic: Bool
+    /// Identifies the ruleset: its conntrack mark, and how a reload is skipped when nothing changed.
+    public var generation: UInt32
+    /// Names of the per-endpoint counters, by endpoint id.
+    public var counters: [Int: (tx: String, rx: String)]
+
+    /// The `inet trellis` table with its counters starting from `counterValues` (by name).
+    public func inet(counterValues: [String: NFTables.Counter] = [:]) -> String {
+        let names = counters.keys.sorted().flatMap { [counters[$0]!.tx, counters[$0]!.rx] }
+        let lines = names.map { name in
+            let value = counterValues[name]
+            return "  counter \(name) { packets \(value?.packets ?? 0) bytes \(value?.bytes ?? 0) }"
+        }
+        return ([inetTables[0], inetTables[1]] + lines + inetTables.dropFirst(2)).joined(separator: "\n") + "\n"
+    }
+
+    /// Both tables, replacing whatever Trellis loaded before, as one `nft -f` transaction.
+    public func script(counterValues: [String: NFTables.Counter] = [:]) -> String {
+        ["table inet trellis {}", "delete table inet trellis", "table bridge trellis {}", "delete table bridge trellis"]
+            .joined(separator: "\n") + "\n" + inet(counterValues: counterValues) + bridge
+    }
+
+    /// Removes both tables (a domain without local ports), as one transaction.
+    public static let removal = ["table inet trellis {}", "delete table inet trellis", "table bridge trellis {}", "delete table bridge trellis"]
+        .joined(separator: "\n") + "\n"
+
+    /// The interface in the router namespace that leads to the host namespace (floating IPs).
+    public static let uplink = "trup"
+
+    public init(domain: DesiredDomain, endpoints: [Endpoint], profiles: [String: PortProfile], floatingIPs: [FloatingIPTranslation] = []) {
+        let local = endpoints.sorted { $0.id < $1.id }
+        var body: [String] = []
+        var chains: [String] = []
+        var counters: [Int: (tx: String, rx: String)] = [:]
+
+        // Counters for ports whose profile asks for flow statistics.
+        var txMap: [String] = [], rxMap: [String] = []
+        for endpoint in local where endpoint.profile.flatMap({ profiles[$0] })?.flowStats == true {
+            let names = (tx: "ep\(endpoint.id)_tx", rx: "ep\(endpoint.id)_rx")
+            counters[endpoint.id] = names
+            txMap.append("\(endpoint.ip) : \"\(names.tx)\"")
+            rxMap.append("\(endpoint.ip) : \"\(names.rx)\"")
+        }
+        if !txMap.isEmpty {
+            body.append("counter name ip saddr map { \(txMap.joined(separator: ", ")) }")
+            body.append("counter name ip daddr map { \(rxMap.joined(separator: ", ")) }")
+        }
+        body.append("meta nfproto != ipv4 accept")
+        body.append("ct state invalid drop")
+        let fast = body.count
+
+        // Port ACLs: one egress and one ingress chain per profile with rules, entered by the port's address.
+        var egress: [String] = [], ingress: [String] = []
+        let used = Set(local.compactMap(\.profile)).sorted()
+        for (index, path) in used.enumerated() {
+            guard let profile = profiles[path], !profile.rules.isEmpty else { continue }
+            for direction in [RuleDirection.egress, .ingress] {
+                var runs = RuleRuns()
+                for rule in profile.rules where rule.direction == direction {
+                    let remote = rule.remote.flatMap { try? IPv4Network.parse($0, field: nil) } ?? IPv4Network(network: IPv4Address(0), prefixLength: 0)!
+                    runs.add(Self.elements([[FieldRange(remote)]], rule.protocol, rule.ports, addressFields: 1), rule.action)
+                }
+                guard !runs.runs.isEmpty else { continue }
+                let name = "profile\(index)_\(direction.rawValue)"
+                let key = direction == .egress ? "ip daddr . meta l4proto . th dport" : "ip saddr . meta l4proto . th dport"
+                chains.append(Self.chain(name, comment: "\(path) \(direction.rawValue)", runs.rules(key: key, allow: "return", deny: "drop")))
+                let jumps = local.filter { $0.profile == path }.map { "\($0.ip) : jump \(name)" }
+                if direction == .egress { egress += jumps } else { ingress += jumps }
+            }
+        }
+        if !egress.isEmpty { body.append("ip saddr vmap { \(egress.joined(separator: ", ")) }") }
+        if !ingress.isEmpty { body.append("ip daddr vmap { \(ingress.joined(separator: ", ")) }") }
+
+        // Inside one subnet traffic flows; between subnets only as the policies say.
+        let subnets = domain.subnets.sorted { $0.path < $1.path }
+        if !subnets.isEmpty {
+            body.append("ip saddr . ip daddr { \(subnets.map { "\($0.cidr) . \($0.cidr)" }.joined(separator: ", ")) } ct mark set GEN accept")
+        }
+        if !floatingIPs.isEmpty {
+            body.append("iifname \"\(Self.uplink)\" ct status dnat ct mark set GEN accept")
+            body.append("oifname \"\(Self.uplink)\" ip saddr { \(floatingIPs.map(\.endpoint.description).joined(separator: ", ")) } ct mark set GEN accept")
+        }
+        var policyRuns = RuleRuns()
+        for policy in domain.policies.sorted(by: { $0.path < $1.path }) {
+            for rule in policy.rules {
+                let from = Self.networks(rule.from, in: subnets), to = Self.networks(rule.to, in: subnets)
+                let pairs = from.flatMap { source in to.map { [FieldRange(source), FieldRange($0)] } }
+                policyRuns.add(Self.elements(pairs, rule.protocol, rule.ports, addressFields: 2), rule.action)
+            }
+        }
+        body += policyRuns.rules(key: "ip saddr . ip daddr . meta l4proto . th dport", allow: "ct mark set GEN accept", deny: "drop")
+
+        var nat: [String] = []
+        if !floatingIPs.isEmpty {
+            let translations = floatingIPs.sorted { $0.floating < $1.floating }
+            nat.append(Self.chain("prerouting", hook: "type nat hook prerouting priority dstnat; policy accept;", [
+                "iifname \"\(Self.uplink)\" dnat ip to ip daddr map { \(translations.map { "\($0.floating) : \($0.endpoint)" }.joined(separator: ", ")) }"]))
+            nat.append(Self.chain("postrouting", hook: "type nat hook postrouting priority srcnat; policy accept;", [
+                "oifname \"\(Self.uplink)\" snat ip to ip saddr map { \(translations.map { "\($0.endpoint) : \($0.floating)" }.joined(separator: ", ")) }"]))
+        }
+
+        // Each port keeps to its MAC and address (0.0.0.0 allowed for a DHCP client); DHCP stays on this host.
+        let ports = local.map { (name: $0.externalIds["tap"] ?? KernelNames.port(endpointID: $0.id), endpoint: $0) }
+        var guardRules: [String] = []
+        if !ports.isEmpty {
+            let names = ports.map { "\"\($0.name)\"" }.joined(separator: ", ")
+            guardRules.append("iifname { \(names) } iifname . ether saddr != { \(ports.map { "\"\($0.name)\" . \($0.endpoint.mac)" }.joined(separator: ", ")) } drop")
+            let addresses = ports.map { "\"\($0.name)\" . \($0.endpoint.ip)" }.joined(separator: ", ")
+            guardRules.append("iifname { \(names) } ether type ip ip saddr != 0.0.0.0 iifname . ip saddr != { \(addresses) } drop")
+            guardRules.append("iifname { \(names) } ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != { \(addresses) } drop")
+        }
+        bridge = ([
+            "table bridge trellis {",
+            Self.chain("prerouting", hook: "type filter hook prerouting priority -200; policy accept;", guardRules),
+            Self.chain("forward", hook: "type filter hook forward priority filter; policy accept;",
+                       ["oifname \"trx*\" udp dport { 67, 68 } drop"]),
+            "}",
+        ]).joined(separator: "\n") + "\n"
+
+        // The generation is a digest of everything but itself and the counters' values.
+        let skeleton = (body + chains + nat + [bridge] + counters.keys.sorted().map(String.init)).joined(separator: "\n")
+        let generation = max(1, Self.fnv1a(skeleton))
+        self.generation = generation
+        body.insert("ct state established,related ct mark \(generation) accept", at: fast)
+        body.insert("ct direction reply ct state established,related accept", at: fast + 1)
+        let forward = Self.chain("forward", hook: "type filter hook forward priority filter; policy drop;",
+                                 body.map { $0.replacingOccurrences(of: "GEN", with: "\(generation)") })
+        inetTables = ["table inet trellis {", "  comment \"generation \(generation)\""] + [forward] + chains + nat + ["}"]
+
+        filtersBridgedTraffic = !domain.policies.isEmpty || !floatingIPs.isEmpty || !counters.isEmpty || !egress.isEmpty || !ingress.isEmpty
+        self.counters = counters
+    }
+
+    /// The elements of one rule: each address tuple with the protocol and each port range.
+    static func elements(_ addresses: [[FieldRange]], _ proto: RuleProtocol, _ ports: [PortRange], addressFields: Int) -> [SetElement] {
+        let protocolRange: FieldRange = switch proto {
+        case .tcp: .exactly(6)
+        case .udp: .exactly(17)
+        case .icmp: .exactly(1)
+        case .any: .anyProtocol
+        }
+        let portRanges = ports.isEmpty ? [FieldRange.anyPort] : ports.map { FieldRange(low: UInt32($0.first), high: UInt32($0.last)) }
+        return addresses.flatMap { tuple in portRanges.map { SetElement(fields: tuple + [protocolRange, $0], addressFields: addressFields) } }
+    }
+
+    /// The networks a policy rule's `from` or `to` names: any, a CIDR, a zone's subnets, or a subnet.
+    static func networks(_ reference: String, in subnets: [DesiredSubnet]) -> [IPv4Network] {
+        if reference == "any" { return [IPv4Network(network: IPv4Address(0), prefixLength: 0)!] }
+        if let network = try? IPv4Network.parse(reference, field: nil) { return [network] }
+        return subnets.filter { $0.path == reference || $0.path.hasPrefix(reference + "/") }.map(\.cidr)
+    }
+
+    static func chain(_ name: String, hook: String? = nil, comment: String? = nil, _ rules: [String]) -> String {
+        var lines = ["  chain \(name) {"]
+        if let hook { lines.append("    \(hook)") }
+        if let comment { lines.append("    comment \"\(comment)\"") }
+        lines += rules.map { "    " + $0 }
+        lines.append("  }")
+        return lines.joined(separator: "\n")
+    }
+
+    static func fnv1a(_ text: String) -> UInt32 {
+        var hash: UInt32 = 2_166_136_261
+        for byte in text.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        return hash
+    }
+}
+
+/// Keeps each router namespace's nftables tables at the ruleset its reconcile planned. Planning is
+/// cheap and happens inside the datapath's reconcile; loading runs `nft` and happens outside it, so a
+/// reload never holds up an attach. A table already at the planned generation (after an agent
+/// restart, say) is left alone; a reload carries the counters' values over.
+public final class FirewallLoader: @unchecked Sendable {
+    private let lock = NSLock()
+    private let loading = NSLock()
+    private var plans: [String: FirewallRuleset] = [:]
+    private var loaded: [String: UInt32] = [:]
+
+    public init() {}
+
+    /// Records the ruleset wanted in the namespace at `namespacePath`.
+    func plan(_ ruleset: FirewallRuleset, namespacePath: String) {
+        lock.withLock { plans[namespacePath] = ruleset }
+    }
+
+    /// Forgets a namespace that is gone.
+    func forget(namespacePath: String) {
+        lock.withLock { plans[namespacePath] = nil; loaded[namespacePath] = nil }
+    }
+
+    /// The ruleset planned for a namespace.
+    public func ruleset(namespacePath: String) -> FirewallRuleset? { lock.withLock { plans[namespacePath] } }
+
+    /// Loads every planned ruleset that is not in force yet.
+    public func sync() throws {
+        try loading.withLock {
+            let pending = lock.withLock { plans.filter { loaded[$0.key] != $0.value.generation } }
+            for (path, ruleset) in pending.sorted(by: { $0.key < $1.key }) {
+                guard FileManager.default.fileExists(atPath: path) else { continue }
+                let current = try NFTables.table("inet", "trellis", namespacePath: path)
+                if current?.comment != "generation \(ruleset.generation)" {
+                    try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:]), namespacePath: path)
+                }
+                lock.withLock { if plans[path]?.generation == ruleset.generation { loaded[path] = ruleset.generation } }
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import Glibc
+import Testing
+import TrellisClient
+import TrellisModel
+import TrellisNetlink
+import TrellisTestSupport
+
+extension RunningLab {
+    /// Waits until every agent has applied the desired state it was last sent.
+    func settle(hosts: Int) async throws {
+        try await Task.sleep(for: .milliseconds(300))
+        for host in 1...hosts {
+            let agent = ControllerClient(baseURL: ControllerClient.baseURL(socket: directory.appendingPathComponent("h\(host).sock").path), token: nil)
+            for _ in 0..<100 {
+                let status: AgentStatus = try await agent.get("/v1/status")
+                if status.appliedRevision != nil, status.appliedRevision == status.desiredRevision { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    /// Attaches a new container namespace on `host` with a static address.
+    func member(_ name: String, on host: String, subnet: String, ip: String, profile: String? = nil) async throws -> Member {
+        let namespace = try container(name)
+        var arguments = ["attach", "--subnet", subnet, "--netns", namespace.path, "--name", name, "--ip", ip]
+        if let profile { arguments += ["--profile", profile] }
+        let result = try await runTrellis(["lab", "exec", "--dir", directory.path, host, "--", trellisExecutable()] + arguments, environment: [:])
+        #expect(result.status == 0, "attach \(name): \(result.stderr)")
+        return Member(name: name, namespace: namespace, ip: ip, subnet: subnet)
+    }
+}
+
+/// Policy tests share LabTests' suite: one lab runs at a time on a machine.
+extension LabTests {
+    /// Three subnets in two domains on three hosts: every pair and protocol is tried, before and after a
+    /// policy change, and exactly the pairs the policy allows (plus every pair inside one subnet) pass.
+    @Test func trafficMatrixFollowsThePolicy() async throws {
+        let lab = try await RunningLab(hosts: 3)
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "10.1.1.0/24")
+        try await lab.trellis(on: "h1", "zone", "create", "acme/app1/db")
+        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/db/blue", "--cidr", "10.1.2.0/24")
+        try await lab.makeSubnet("globex/shop/web/green", cidr: "10.1.1.0/24")
+        try await lab.trellis(on: "h1", "policy", "create", "acme/app1/web-db")
+        for rule in ["allow tcp from acme/app1/web/red to acme/app1/db/blue port 5432",
+                     "allow icmp from acme/app1/web to acme/app1/db",
+                     "deny udp from acme/app1/web/red to acme/app1/db/blue port 5353",
+                     "allow udp from acme/app1/web/red to 10.1.2.0/24 port 5000-6000"] {
+            try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/web-db", rule)
+        }
+        let members = [
+            try await lab.member("r1", on: "h1", subnet: "acme/app1/web/red", ip: "10.1.1.11"),
+            try await lab.member("r3", on: "h3", subnet: "acme/app1/web/red", ip: "10.1.1.13"),
+            try await lab.member("b2", on: "h2", subnet: "acme/app1/db/blue", ip: "10.1.2.12"),
+            try await lab.member("b3", on: "h3", subnet: "acme/app1/db/blue", ip: "10.1.2.13"),
+            try await lab.member("g1", on: "h1", subnet: "globex/shop/web/green", ip: "10.1.1.21"),
+            try await lab.member("g2", on: "h2", subnet: "globex/shop/web/green", ip: "10.1.1.22"),
+        ]
+        let byName = Dictionary(uniqueKeysWithValues: members.map { ($0.name, $0) })
+        let probes: [Probe] = [.icmp, .tcp(5432), .tcp(8080), .udp(5353)]
+
+        /// What the policy says, written out by hand for each version of it.
+        func expected(_ allowed: Set<String>) -> Set<Path> {
+            Set(allPaths(members, probes: probes).filter { path in
+                let a = byName[path.from]!, b = byName[path.to]!
+                guard a.domain == b.domain else { return false }
+                return a.subnet == b.subnet || allowed.contains("\(a.subnet.split(separator: "/").last!)>\(b.subnet.split(separator: "/").last!) \(path.probe)")
+            })
+        }
+        try await lab.settle(hosts: 3)
+        let before = try reachable(members, probes: probes)
+        let wantedBefore = expected(["red>blue tcp/5432", "red>blue icmp"])
+        #expect(before.subtracting(wantedBefore).sorted() == [], "passed but should not")
+        #expect(wantedBefore.subtracting(before).sorted() == [], "should pass but did not")
+
+        // The deny goes (so the later allow covers udp/5353) and blue may open port 8080 on red.
+        try await lab.trellis(on: "h1", "policy", "rule", "del", "acme/app1/web-db", "2")
+        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/web-db", "allow tcp from acme/app1/db/blue to acme/app1/web/red port 8080")
+        try await lab.settle(hosts: 3)
+        let after = try reachable(members, probes: probes)
+        let wantedAfter = expected(["red>blue tcp/5432", "red>blue icmp", "red>blue udp/5353", "blue>red tcp/8080"])
+        #expect(after.subtracting(wantedAfter).sorted() == [], "passed but should not")
+        #expect(wantedAfter.subtracting(after).sorted() == [], "should pass but did not")
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import Glibc
+import Testing
+import TrellisAgent
+import TrellisModel
+import TrellisNetlink
+
+struct FirewallRulesetTests {
+    let red = "acme/app1/web/red", blue = "acme/app1/db/blue", green = "acme/app1/db/green"
+
+    func subnet(_ path: String, _ cidr: String, vni: Int) throws -> DesiredSubnet {
+        let network = try IPv4Network.parse(cidr)
+        return DesiredSubnet(path: path, cidr: network, gateway: network.firstHost, gatewayMAC: MACAddress(UInt64(vni))!, vni: vni, dhcp: false, remoteVTEPs: [])
+    }
+
+    func domain(_ rules: [String]) throws -> DesiredDomain {
+        let policy = NetworkPolicy(path: "acme/app1/p", name: "p", domain: "acme/app1", rules: try rules.map(PolicyRule.parse), revision: 1, createdAt: Date())
+        return DesiredDomain(path: "acme/app1", id: 1, subnets: [try subnet(red, "10.1.1.0/24", vni: 4096), try subnet(blue, "10.1.2.0/24", vni: 4097),
+                                                                  try subnet(green, "10.1.3.0/24", vni: 4098)],
+                             policies: rules.isEmpty ? [] : [policy])
+    }
+
+    func endpoint(_ id: Int, ip: String, profile: String? = nil) -> Endpoint {
+        Endpoint(id: id, path: "\(red)/e\(id)", name: "e\(id)", subnet: red, domain: "acme/app1", kind: .container, host: "h1",
+                 ip: IPv4Address(ip)!, mac: MACAddress.endpoint(sequence: UInt32(id)), profile: profile, state: .up, externalIds: [:],
+                 revision: 1, createdAt: Date())
+    }
+
+    func policyLines(_ ruleset: FirewallRuleset) -> [String] {
+        ruleset.inet().split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { $0.hasPrefix("ip saddr . ip daddr . meta l4proto") }
+    }
+
+    @Test func consecutiveRulesWithOneVerdictShareOneSet() throws {
+        let ruleset = FirewallRuleset(domain: try domain([
+            "allow tcp from acme/app1/web/red to acme/app1/db/blue port 5432",
+            "allow icmp from acme/app1/web to acme/app1/db",
+            "deny udp from acme/app1/web/red to acme/app1/db/blue port 53",
+            "allow udp from acme/app1/web/red to 10.1.2.0/24 port 1-1000,8000-8080",
+        ]), endpoints: [], profiles: [:])
+        let lines = policyLines(ruleset)
+        #expect(lines.count == 3, "\(lines)")
+        // A zone stands for its subnets: db is blue and green.
+        #expect(lines[0].contains("10.1.1.0/24 . 10.1.2.0/24 . 6 . 5432"), "\(lines[0])")
+        #expect(lines[0].contains("10.1.1.0/24 . 10.1.3.0/24 . 1 . 0-65535"), "\(lines[0])")
+        #expect(lines[0].hasSuffix("accept") && lines[1].hasSuffix("drop") && lines[2].hasSuffix("accept"))
+        #expect(lines[2].contains("10.1.1.0/24 . 10.1.2.0/24 . 17 . 1-1000") && lines[2].contains("17 . 8000-8080"))
+    }
+
+    @Test func overlappingRulesOfOneVerdictSplitIntoTwoSets() throws {
+        let lines = policyLines(FirewallRuleset(domain: try domain([
+            "allow tcp from any to acme/app1/db/blue port 5432",
+            "allow any from acme/app1/web/red to acme/app1/db/blue",
+            "allow any from acme/app1/web/red to acme/app1/db/blue",
+        ]), endpoints: [], profiles: [:]))
+        #expect(lines.count == 2, "the kernel refuses overlapping elements in one set: \(lines)")
+        #expect(lines[0].contains("0.0.0.0/0 . 10.1.2.0/24 . 6 . 5432") && lines[1].contains("10.1.1.0/24 . 10.1.2.0/24 . 0-255 . 0-65535"))
+    }
+
+    @Test func tenThousandRulesCostOneLookup() throws {
+        let rules = (1...10_000).map { "allow tcp from 172.16.\($0 / 250).\($0 % 250)/32 to acme/app1/db/blue port \($0)" }
+        let lines = policyLines(FirewallRuleset(domain: try domain(rules), endpoints: [], profiles: [:]))
+        #expect(lines.count == 1)
+        #expect(lines[0].components(separatedBy: ", ").count == 10_000)
+    }
+
+    @Test func generationFollowsTheRulesNotTheCounters() throws {
+        let profile = PortProfile(path: "acme/counted", name: "counted", rules: [try ACLRule.parse("deny tcp port 22")], flowStats: true,
+                                  revision: 1, createdAt: Date())
+        let a = FirewallRuleset(domain: try domain([]), endpoints: [endpoint(5, ip: "10.1.1.5", profile: profile.path)], profiles: [profile.path: profile])
+        let b = FirewallRuleset(domain: try domain([]), endpoints: [endpoint(5, ip: "10.1.1.5", profile: profile.path)], profiles: [profile.path: profile])
+        let c = FirewallRuleset(domain: try domain(["allow icmp from any to any"]), endpoints: [endpoint(5, ip: "10.1.1.5", profile: profile.path)],
+                                profiles: [profile.path: profile])
+        #expect(a.generation == b.generation && a.generation != c.generation)
+        #expect(a.filtersBridgedTraffic, "a port with ACL rules and counters needs the bridge's frames")
+        #expect(!FirewallRuleset(domain: try domain([]), endpoints: [endpoint(5, ip: "10.1.1.5")], profiles: [:]).filtersBridgedTraffic)
+        let text = a.inet(counterValues: ["ep5_tx": .init(packets: 7, bytes: 700)])
+        #expect(text.contains("counter ep5_tx { packets 7 bytes 700 }") && text.contains("counter ep5_rx { packets 0 bytes 0 }"))
+        #expect(text.contains("ip daddr vmap { 10.1.1.5 : jump profile0_ingress }"))
+    }
+
+    /// Everything the compiler writes is accepted by the kernel's nftables, in one transaction.
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/sbin/nft"), "needs root and nftables"))
+    func compiledRulesetsLoadIntoTheKernel() throws {
+        let name = "trfw\(UInt16.random(in: 0...UInt16.max))"
+        let namespace = try NetworkNamespace.create(named: name)
+        defer { try? NetworkNamespace.delete(named: name) }
+        let profile = PortProfile(path: "acme/limited", name: "limited", rules: try ["deny tcp port 22", "allow tcp from 10.0.0.0/8 port 80",
+                                                                                       "deny udp to 10.1.2.0/24 port 53"].map(ACLRule.parse),
+                                  flowStats: true, revision: 1, createdAt: Date())
+        let ruleset = FirewallRuleset(domain: try domain(["allow tcp from acme/app1/web/red to acme/app1/db/blue port 5432",
+                                                          "deny any from acme/app1/web to 10.1.2.7/32"]),
+                                      endpoints: [endpoint(5, ip: "10.1.1.5", profile: profile.path), endpoint(6, ip: "10.1.1.6")],
+                                      profiles: [profile.path: profile],
+                                      floatingIPs: [FloatingIPTranslation(floating: IPv4Address("10.255.0.200")!, endpoint: IPv4Address("10.1.1.5")!)])
+        try NFTables.load(ruleset.script(), namespacePath: namespace.path)
+        let state = try #require(try NFTables.table("inet", "trellis", namespacePath: namespace.path))
+        #expect(state.comment == "generation \(ruleset.generation)")
+        #expect(Set(state.counters.keys) == ["ep5_tx", "ep5_rx"])
+        // Loading again replaces it in one go, and removal leaves nothing.
+        try NFTables.load(ruleset.script(counterValues: ["ep5_tx": .init(packets: 3, bytes: 300)]), namespacePath: namespace.path)
+        #expect(try NFTables.table("inet", "trellis", namespacePath: namespace.path)?.counters["ep5_tx"]?.bytes == 300)
+        try NFTables.load(FirewallRuleset.removal, namespacePath: namespace.path)
+        #expect(try NFTables.table("inet", "trellis", namespacePath: namespace.path) == nil)
+        #expect(throws: NFTablesError.self) { try NFTables.load("table inet trellis { chain c { nonsense } }", namespacePath: namespace.path) }
+    }
+}
