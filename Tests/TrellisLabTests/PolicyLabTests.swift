@@ -83,3 +83,31 @@ extension LabTests {
         #expect(wantedAfter.subtracting(after).sorted() == [], "should pass but did not")
     }
 }
+
+extension LabTests {
+    /// One profile on ports of two hosts: its ACL holds on both; a change reaches both while traffic
+    /// flows; an established flow the change still allows survives the reload, one it forbids stops.
+    @Test func profileChangesReachEveryPortAndKeepAllowedFlows() async throws {
+        let lab = try await RunningLab(hosts: 3)
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "10.2.1.0/24")
+        try await lab.trellis(on: "h1", "profile", "create", "acme/guarded", "--rule", "deny tcp port 22")
+        let p1 = try await lab.member("p1", on: "h1", subnet: "acme/app1/web/red", ip: "10.2.1.11", profile: "acme/guarded")
+        let p2 = try await lab.member("p2", on: "h2", subnet: "acme/app1/web/red", ip: "10.2.1.12", profile: "acme/guarded")
+        let client = try await lab.member("c3", on: "h3", subnet: "acme/app1/web/red", ip: "10.2.1.13")
+        try await lab.settle(hosts: 3)
+        let probes: [Probe] = [.tcp(22), .tcp(8080), .tcp(9000)]
+        func paths(_ result: Set<Path>) -> Set<String> { Set(result.filter { $0.from == "c3" }.map(\.description)) }
+
+        #expect(paths(try reachable([client, p1, p2], probes: probes)) ==
+                ["c3 → p1 tcp/8080", "c3 → p1 tcp/9000", "c3 → p2 tcp/8080", "c3 → p2 tcp/9000"])
+        let kept = try TCPFlow(from: client, to: p1, port: 8080)
+        let doomed = try TCPFlow(from: client, to: p2, port: 9000)
+        #expect(kept.carries("before") && doomed.carries("before"))
+
+        try await lab.trellis(on: "h1", "profile", "rule", "add", "acme/guarded", "deny tcp port 9000")
+        try await lab.settle(hosts: 3)
+        #expect(kept.carries("after the reload"), "an established flow the profile still allows survives")
+        #expect(!doomed.carries("after the reload"), "an established flow the profile now forbids stops")
+        #expect(paths(try reachable([client, p1, p2], probes: probes)) == ["c3 → p1 tcp/8080", "c3 → p2 tcp/8080"])
+    }
+}

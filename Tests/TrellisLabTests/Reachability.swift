@@ -160,3 +160,39 @@ func reachable(_ members: [Member], probes: [Probe]) throws -> Set<Path> {
 func allPaths(_ members: [Member], probes: [Probe]) -> [Path] {
     members.flatMap { a in members.filter { $0.name != a.name }.flatMap { b in probes.map { Path(from: a.name, to: b.name, probe: $0) } } }
 }
+
+/// One TCP connection between two members, kept open to see whether it survives changes.
+final class TCPFlow {
+    private let client: Int32
+    private let server: Int32
+
+    init(from a: Member, to b: Member, port: UInt16) throws {
+        let listener = try b.namespace.run { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) }
+        defer { close(listener) }
+        var one: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard withSocketAddress(b.ip, port, { bind(listener, $0, $1) }) == 0, listen(listener, 1) == 0 else {
+            throw TrellisError(.unavailable, "listen on \(b.ip):\(port): errno \(errno)")
+        }
+        let client = try a.namespace.run { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) }
+        guard withSocketAddress(b.ip, port, { connect(client, $0, $1) }) == 0 else {
+            close(client)
+            throw TrellisError(.unavailable, "connect to \(b.ip):\(port): errno \(errno)")
+        }
+        self.client = client
+        server = accept(listener, nil, nil)
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(server, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(client); close(server) }
+
+    /// Sends `text` from the client; whether the server receives it within 2 s (TCP retransmits meanwhile).
+    func carries(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        guard bytes.withUnsafeBytes({ send(client, $0.baseAddress, $0.count, 0) }) == bytes.count else { return false }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = buffer.withUnsafeMutableBytes { recv(server, $0.baseAddress, $0.count, 0) }
+        return count > 0 && String(decoding: buffer[0..<count], as: UTF8.self) == text
+    }
+}
