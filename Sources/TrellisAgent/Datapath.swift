@@ -108,6 +108,13 @@ public actor Datapath {
             let profiles = Dictionary(desired.profiles.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
             let ruleset = FirewallRuleset(domain: domain, endpoints: local, profiles: profiles)
             firewall.plan(ruleset, namespacePath: router.namespace.path)
+            for shaping in ruleset.shaping where shaping.egress != nil {
+                kept.insert(shaping.shaper)
+                if links[shaping.shaper] == nil {
+                    try router.netlink.createLink(LinkSpec(name: shaping.shaper, kind: .ifb, up: true))
+                    report.created.append(shaping.shaper)
+                }
+            }
             for bridge in bridges.values where bridge.bridgeCallsIPHooks != ruleset.filtersBridgedTraffic {
                 try router.netlink.setBridge(index: bridge.index, callIPHooks: ruleset.filtersBridgedTraffic)
             }

@@ -98,6 +98,41 @@ struct RuleRuns: Sendable {
     }
 }
 
+/// Rate limits of one port: `ingress` (towards the endpoint) shapes the port's own egress; `egress` (from
+/// the endpoint) is redirected from the port's ingress to an ifb and shaped there.
+public struct PortShaping: Hashable, Sendable {
+    public var port: String
+    public var shaper: String
+    public var egress: RateLimit?
+    public var ingress: RateLimit?
+
+    /// `tc` batch lines that bring the port from `current` to these limits.
+    func commands(current: TrafficControl.Qdiscs) -> [String] {
+        var lines: [String] = []
+        if let ingress {
+            lines.append("qdisc replace dev \(port) root tbf \(Self.tbf(ingress))")
+        } else if current.root[port] == "tbf" {
+            lines.append("qdisc del dev \(port) root")
+        }
+        if let egress {
+            lines.append("qdisc replace dev \(shaper) root tbf \(Self.tbf(egress))")
+            if !current.ingress.contains(port) {
+                lines.append("qdisc add dev \(port) handle ffff: ingress")
+                lines.append("filter add dev \(port) parent ffff: protocol all prio 1 u32 match u32 0 0 action mirred egress redirect dev \(shaper)")
+            }
+        } else if current.ingress.contains(port) {
+            lines.append("qdisc del dev \(port) ingress")
+        }
+        return lines
+    }
+
+    /// TBF parameters: the rate, a burst of 10 ms at that rate (at least 16 kB) unless given, 50 ms of queue.
+    static func tbf(_ limit: RateLimit) -> String {
+        let burst = limit.burstBytes ?? max(16_000, limit.bitsPerSecond / 8 / 100)
+        return "rate \(limit.bitsPerSecond)bit burst \(burst) latency 50ms"
+    }
+}
+
 /// A floating IP as the datapath of its endpoint's host instantiates it.
 public struct FloatingIPTranslation: Hashable, Sendable {
     public var floating: IPv4Address
@@ -129,6 +164,10 @@ public struct FirewallRuleset: Sendable {
     public var filtersBridgedTraffic: Bool
     /// Identifies the ruleset: its conntrack mark, and how a reload is skipped when nothing changed.
     public var generation: UInt32
+    /// This host's ports in the domain (veth host ends and taps).
+    public var ports: [String]
+    /// Rate limits of this host's ports in the domain.
+    public var shaping: [PortShaping]
     /// Names of the per-endpoint counters, by endpoint id.
     public var counters: [Int: (tx: String, rx: String)]
 
@@ -229,6 +268,12 @@ public struct FirewallRuleset: Sendable {
 
         // Each port keeps to its MAC and address (0.0.0.0 allowed for a DHCP client); DHCP stays on this host.
         let ports = local.map { (name: $0.externalIds["tap"] ?? KernelNames.port(endpointID: $0.id), endpoint: $0) }
+        self.ports = ports.map(\.name)
+        shaping = ports.compactMap { port in
+            guard let profile = port.endpoint.profile.flatMap({ profiles[$0] }), profile.egressRate != nil || profile.ingressRate != nil else { return nil }
+            return PortShaping(port: port.name, shaper: KernelNames.shaper(endpointID: port.endpoint.id), egress: profile.egressRate,
+                               ingress: profile.ingressRate)
+        }
         var guardRules: [String] = []
         if !ports.isEmpty {
             let names = ports.map { "\"\($0.name)\"" }.joined(separator: ", ")
@@ -246,7 +291,8 @@ public struct FirewallRuleset: Sendable {
         ]).joined(separator: "\n") + "\n"
 
         // The generation is a digest of everything but itself and the counters' values.
-        let skeleton = (body + chains + nat + [bridge] + counters.keys.sorted().map(String.init)).joined(separator: "\n")
+        let skeleton = (body + chains + nat + [bridge] + counters.keys.sorted().map(String.init)
+            + shaping.map { "\($0.port) \($0.egress.map(PortShaping.tbf) ?? "-") \($0.ingress.map(PortShaping.tbf) ?? "-")" }).joined(separator: "\n")
         let generation = max(1, Self.fnv1a(skeleton))
         self.generation = generation
         body.insert("ct state established,related ct mark \(generation) accept", at: fast)
@@ -303,6 +349,8 @@ public final class FirewallLoader: @unchecked Sendable {
     private let loading = NSLock()
     private var plans: [String: FirewallRuleset] = [:]
     private var loaded: [String: UInt32] = [:]
+    /// Ports whose rate limits are in force, by namespace.
+    private var shaped: [String: Set<String>] = [:]
 
     public init() {}
 
@@ -313,23 +361,36 @@ public final class FirewallLoader: @unchecked Sendable {
 
     /// Forgets a namespace that is gone.
     func forget(namespacePath: String) {
-        lock.withLock { plans[namespacePath] = nil; loaded[namespacePath] = nil }
+        lock.withLock { plans[namespacePath] = nil; loaded[namespacePath] = nil; shaped[namespacePath] = nil }
     }
 
     /// The ruleset planned for a namespace.
     public func ruleset(namespacePath: String) -> FirewallRuleset? { lock.withLock { plans[namespacePath] } }
 
-    /// Loads every planned ruleset that is not in force yet.
+    /// Loads every planned ruleset that is not in force yet, and the rate limits of its ports (a port
+    /// that does not exist yet gets them at a later sync).
     public func sync() throws {
         try loading.withLock {
-            let pending = lock.withLock { plans.filter { loaded[$0.key] != $0.value.generation } }
+            let pending = lock.withLock {
+                plans.filter { loaded[$0.key] != $0.value.generation || !Set($0.value.shaping.map(\.port)).isSubset(of: shaped[$0.key] ?? []) }
+            }
             for (path, ruleset) in pending.sorted(by: { $0.key < $1.key }) {
                 guard FileManager.default.fileExists(atPath: path) else { continue }
                 let current = try NFTables.table("inet", "trellis", namespacePath: path)
                 if current?.comment != "generation \(ruleset.generation)" {
                     try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:]), namespacePath: path)
                 }
-                lock.withLock { if plans[path]?.generation == ruleset.generation { loaded[path] = ruleset.generation } }
+                let qdiscs = try TrafficControl.qdiscs(namespacePath: path)
+                let limits = Dictionary(ruleset.shaping.map { ($0.port, $0) }, uniquingKeysWith: { a, _ in a })
+                let present = ruleset.ports.filter { qdiscs.devices.contains($0) }
+                let commands = present.flatMap { port in
+                    (limits[port] ?? PortShaping(port: port, shaper: "", egress: nil, ingress: nil)).commands(current: qdiscs)
+                }
+                try TrafficControl.batch(commands, namespacePath: path)
+                lock.withLock {
+                    shaped[path] = Set(present)
+                    if plans[path]?.generation == ruleset.generation { loaded[path] = ruleset.generation }
+                }
             }
         }
     }

@@ -12,12 +12,16 @@ public enum KernelNames {
     /// The host end of an endpoint's veth (or its tap), in the router namespace.
     public static func port(endpointID: Int) -> String { "trv" + String(endpointID, radix: 36) }
 
+    /// The ifb that shapes what an endpoint sends (its port's ingress is redirected there).
+    public static func shaper(endpointID: Int) -> String { "tri" + String(endpointID, radix: 36) }
+
     /// A default tap name for a VM endpoint, from a random token (chosen before the endpoint has an id).
     public static func tap(token: UInt32) -> String { "trt" + String(token, radix: 36) }
 
     /// True for the links of a router namespace that Trellis made and may remove: its bridges, VXLAN
     /// devices and ports, and any tap (taps there are VM ports, whatever their name).
     static func isOwned(_ link: Link) -> Bool {
-        link.name.hasPrefix("trb") || link.name.hasPrefix("trx") || link.name.hasPrefix("trv") || link.kind == "tun"
+        link.name.hasPrefix("trb") || link.name.hasPrefix("trx") || link.name.hasPrefix("trv") || link.name.hasPrefix("tri")
+            || link.kind == "tun"
     }
 }

@@ -23,34 +23,7 @@ public enum NFTables {
     /// Runs `nft ARGUMENTS` in the namespace at `namespacePath` with `input` on its standard input.
     @discardableResult
     static func run(_ arguments: [String], input: String? = nil, namespacePath: String) throws -> Data {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-        process.arguments = ["--net=\(namespacePath)", program] + arguments
-        let output = Pipe(), errors = Pipe(), feed = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        process.standardInput = input == nil ? FileHandle.nullDevice : feed
-        do {
-            try process.run()
-        } catch {
-            throw NetlinkError(code: ENOENT, operation: "run nft (is the nftables package installed?): \(error)")
-        }
-        if let input {
-            feed.fileHandleForWriting.write(Data(input.utf8))
-            try? feed.fileHandleForWriting.close()
-        }
-        // Read both pipes before waiting, so that a large output cannot block the child.
-        nonisolated(unsafe) var message = Data()
-        let reader = DispatchGroup()
-        DispatchQueue.global().async(group: reader) { message = errors.fileHandleForReading.readDataToEndOfFile() }
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        reader.wait()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw NFTablesError(message: String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines),
-                                arguments: arguments)
-        }
-        return data
+        try runProgram(program, arguments, input: input, namespacePath: namespacePath)
     }
 
     /// Loads `ruleset` (nft syntax) in one transaction.
@@ -64,7 +37,7 @@ public enum NFTables {
         let text: String
         do {
             text = String(decoding: try run(["list", "table", family, name], namespacePath: namespacePath), as: UTF8.self)
-        } catch let error as NFTablesError where error.message.contains("No such file or directory") {
+        } catch let error as KernelToolError where error.message.contains("No such file or directory") {
             return nil
         }
         return parseTable(text)
@@ -92,9 +65,9 @@ public enum NFTables {
     }
 }
 
-/// `nft` refused a command; the message is nft's own, which names the offending line.
-public struct NFTablesError: Error, CustomStringConvertible {
+/// `nft` or `tc` refused a command; the message is the program's own, which names the offending line.
+public struct KernelToolError: Error, CustomStringConvertible {
     public var message: String
     public var arguments: [String]
-    public var description: String { "nft \(arguments.joined(separator: " ")): \(message)" }
+    public var description: String { "\(arguments.joined(separator: " ")): \(message)" }
 }

@@ -8,6 +8,8 @@ public enum LinkKind: Equatable, Sendable {
     /// A VXLAN device without learning; its UDP socket lives in the namespace the request is sent from.
     case vxlan(vni: UInt32, port: UInt16, local: IPv4Address?, underlayIndex: Int32?)
     case dummy
+    /// An intermediate functional block: traffic redirected to it can be shaped on its way out.
+    case ifb
 }
 
 /// Everything a new link may be given at creation, so it never has to be moved or patched afterwards.
@@ -52,6 +54,8 @@ public enum RouteRequests {
             info = [.string(NL.IFLA_INFO_KIND, "bridge")]
         case .dummy:
             info = [.string(NL.IFLA_INFO_KIND, "dummy")]
+        case .ifb:
+            info = [.string(NL.IFLA_INFO_KIND, "ifb")]
         case .veth(let peerName, let peerMAC, let peerNamespace):
             var peer = ByteWriter()
             InterfaceInfo().encode(into: &peer)

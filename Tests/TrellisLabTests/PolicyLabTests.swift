@@ -111,3 +111,44 @@ extension LabTests {
         #expect(paths(try reachable([client, p1, p2], probes: probes)) == ["c3 → p1 tcp/8080", "c3 → p2 tcp/8080"])
     }
 }
+
+/// iperf3 TCP throughput in bit/s from `client` to `server` (with `reverse`, from server to client).
+func iperf(from client: Member, to server: Member, seconds: Int = 4, reverse: Bool = false) throws -> (bitsPerSecond: Double, bytes: Double) {
+    let daemon = Process()
+    daemon.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+    daemon.arguments = ["--net=\(server.namespace.path)", "/usr/bin/iperf3", "-s", "-1", "-B", server.ip]
+    daemon.standardOutput = FileHandle.nullDevice
+    daemon.standardError = FileHandle.nullDevice
+    try daemon.run()
+    defer { daemon.terminate(); daemon.waitUntilExit() }
+    usleep(300_000)
+    let run = try runProgram(["/usr/bin/nsenter", "--net=\(client.namespace.path)", "/usr/bin/iperf3", "-c", server.ip, "-t", String(seconds), "-J"]
+                             + (reverse ? ["-R"] : []))
+    guard let json = try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any], let end = json["end"] as? [String: Any],
+          let received = end["sum_received"] as? [String: Any], let bits = received["bits_per_second"] as? Double,
+          let bytes = received["bytes"] as? Double else {
+        throw TrellisError(.unavailable, "iperf3 gave no result: \(run.output.prefix(300))")
+    }
+    return (bits, bytes)
+}
+
+extension LabTests {
+    /// A profile's rate limits hold in both directions, within 15 %.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"))
+    func rateLimitsHoldBothWays() async throws {
+        let lab = try await RunningLab(hosts: 2)
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "10.3.1.0/24")
+        try await lab.trellis(on: "h1", "profile", "create", "acme/limited", "--egress-rate", "10mbit", "--ingress-rate", "20mbit")
+        let limited = try await lab.member("limited", on: "h1", subnet: "acme/app1/web/red", ip: "10.3.1.11", profile: "acme/limited")
+        let peer = try await lab.member("peer", on: "h2", subnet: "acme/app1/web/red", ip: "10.3.1.12")
+        try await lab.settle(hosts: 2)
+        let sent = try iperf(from: limited, to: peer).bitsPerSecond
+        let received = try iperf(from: limited, to: peer, reverse: true).bitsPerSecond
+        #expect(abs(sent / 10e6 - 1) <= 0.15, "egress \(sent / 1e6) Mbit/s against 10")
+        #expect(abs(received / 20e6 - 1) <= 0.15, "ingress \(received / 1e6) Mbit/s against 20")
+        // Without the limits the same path is far faster.
+        try await lab.trellis(on: "h1", "endpoint", "set", "acme/app1/web/red/limited", "--profile", "")
+        try await lab.settle(hosts: 2)
+        #expect(try iperf(from: limited, to: peer, seconds: 2).bitsPerSecond > 100e6)
+    }
+}
