@@ -16,6 +16,8 @@ public struct AgentConfiguration: Sendable {
     public var overlayMTU: UInt32
     public var heartbeatInterval: Duration = .seconds(5)
     public var resyncInterval: Duration = .seconds(30)
+    /// How often endpoint counters and flows are reported to the controller.
+    public var statsInterval: Duration = .seconds(5)
 
     public init(controller: String, token: String?, host: String, underlayIP: IPv4Address, socketPath: String, overlayMTU: UInt32) {
         self.controller = controller
@@ -25,6 +27,14 @@ public struct AgentConfiguration: Sendable {
         self.socketPath = socketPath
         self.overlayMTU = overlayMTU
     }
+}
+
+/// Counts of what the agent did, for its `/metrics`.
+actor AgentCounters {
+    enum Kind: Hashable { case reconciles, reconcileErrors, reports, reportErrors }
+    private var counts: [Kind: Int] = [:]
+    func count(_ kind: Kind) { counts[kind, default: 0] += 1 }
+    subscript(_ kind: Kind) -> Int { counts[kind] ?? 0 }
 }
 
 /// What the agent knows: the desired state it follows and what it has applied.
@@ -51,6 +61,7 @@ public final class Agent: Sendable {
     let client: ControllerClient
     let datapath: Datapath
     let state = AgentState()
+    let counters = AgentCounters()
     let dhcp: DHCPService
     let logger: Logger
 
@@ -73,6 +84,7 @@ public final class Agent: Sendable {
             group.addTask { await self.follow(trigger) }
             group.addTask { await self.reconcile(signals) }
             group.addTask { await self.beat() }
+            group.addTask { await self.report() }
             group.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: self.configuration.resyncInterval)
@@ -126,11 +138,13 @@ public final class Agent: Sendable {
                 try datapath.firewall.sync()
                 dhcp.update(desired)
                 await state.markApplied(desired.revision)
+                await counters.count(.reconciles)
                 if !report.isEmpty {
                     logger.info("reconciled revision \(desired.revision): created \(report.created), removed \(report.removed)")
                 }
             } catch {
                 logger.error("reconcile of revision \(desired.revision) failed: \(error)")
+                await counters.count(.reconcileErrors)
                 await state.record(error: "\(error)")
             }
         }

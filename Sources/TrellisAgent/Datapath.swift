@@ -42,7 +42,7 @@ struct RouterNamespace {
 public actor Datapath {
     let configuration: DatapathConfiguration
     let hostNetlink: RouteNetlink
-    private var routers: [Int: RouterNamespace] = [:]
+    var routers: [Int: RouterNamespace] = [:]
     /// Endpoints being detached: not re-attached by a reconcile that still lists them.
     private var detaching: Set<String> = []
     /// Loads the nftables rulesets that reconciles plan; `sync()` it after a reconcile.
@@ -146,6 +146,8 @@ public actor Datapath {
         let loopback = try netlink.requireLink(named: "lo")
         if !loopback.isUp { try netlink.setLink(index: loopback.index, up: true) }
         try namespace.setSysctl("net.ipv4.ip_forward", "1")
+        // Per-flow byte counts for the flows API.
+        try namespace.setSysctl("net.netfilter.nf_conntrack_acct", "1", optional: true)
         // Once Docker has loaded br_netfilter, bridged traffic would pay for iptables; filtering here uses nftables.
         for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"] {
             try namespace.setSysctl("net.bridge.\(key)", "0", optional: true)

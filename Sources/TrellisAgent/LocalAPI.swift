@@ -19,6 +19,10 @@ extension Agent {
             return Response(status: .noContent)
         }
         router.get("/v1/status") { _, _ -> Response in try encode(await self.status()) }
+        router.get("/metrics") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: .init(byteBuffer: ByteBuffer(string: await self.metrics())))
+        }
         let app = Application(router: router, configuration: .init(address: .unixDomainSocket(path: configuration.socketPath),
                                                                     serverName: "trellis-agent"), logger: logger)
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])

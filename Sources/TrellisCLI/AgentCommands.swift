@@ -13,13 +13,17 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "This host's underlay address (its VXLAN tunnel endpoint).") var underlayIP: String
     @Option(help: "The local API's unix socket.") var socket = "/run/trellis/agent.sock"
     @Option(help: "MTU of overlay interfaces (the underlay's less 50).") var mtu: UInt32 = 1450
+    @Option(help: "Seconds between traffic reports (endpoint counters and flows) to the controller.") var statsInterval: Double = 5
 
     func run() async throws {
         try Names.validate(host, field: "host")
         let underlay = try IPv4Address.parse(underlayIP, field: "underlay-ip")
         let client = connection.client()
-        let agent = try Agent(configuration: AgentConfiguration(controller: client.baseURL, token: client.token, host: host,
-                                                                underlayIP: underlay, socketPath: socket, overlayMTU: mtu))
+        guard statsInterval >= 0.1 else { throw TrellisError.invalid("stats-interval: at least 0.1 seconds", field: "stats-interval") }
+        var configuration = AgentConfiguration(controller: client.baseURL, token: client.token, host: host, underlayIP: underlay,
+                                               socketPath: socket, overlayMTU: mtu)
+        configuration.statsInterval = .milliseconds(Int(statsInterval * 1000))
+        let agent = try Agent(configuration: configuration)
         print("trellis agent for host \(host) (underlay \(underlay)) serving \(socket)")
         fflush(nil)
         try await agent.run()

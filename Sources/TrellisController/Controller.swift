@@ -90,6 +90,11 @@ public struct Controller: Sendable {
         router.get("/api/v1/openapi.json") { _, _ in
             Response(status: .ok, headers: JSONResponse.headers, body: .init(byteBuffer: ByteBuffer(bytes: document)))
         }
+        let registry = self.registry
+        router.get("/metrics") { _, ctx in
+            let text = try await registry.metrics(try ctx.requireCaller())
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
         return router
     }
 

@@ -148,6 +148,11 @@ enum OpenAPIDocument {
             ])),
             "endpoints": array(ref("Endpoint")), "remoteEndpoints": array(remote), "profiles": array(ref("Profile")),
         ])
+        let counters = object(["packets", "bytes"], ["packets": integer, "bytes": integer])
+        let flow = object(["domain", "host", "protocol", "source", "destination", "original", "reply"], [
+            "domain": string, "host": string, "protocol": string, "source": string, "sourcePort": integer, "destination": string,
+            "destinationPort": integer, "state": string, "original": counters, "reply": counters, "translatedDestination": string,
+        ])
         return [
             "Error": object(["error"], ["error": string, "field": string]),
             "Health": object(["status", "revision"], ["status": string, "revision": string]),
@@ -192,6 +197,14 @@ enum OpenAPIDocument {
             "UserWithToken": object(["user", "token"], ["user": ref("User"), "token": string]),
             "Event": event, "EventList": object(["items"], ["items": array(ref("Event"))]),
             "DesiredState": desired,
+            "EndpointStats": object(["endpoint", "id", "host", "sent", "received", "source", "collectedAt"], [
+                "endpoint": string, "id": integer, "host": string, "sent": counters, "received": counters, "source": string, "collectedAt": string,
+            ]),
+            "Flow": flow,
+            "FlowList": object(["items"], ["items": array(ref("Flow"))]),
+            "HostStatsReport": object(["collectedAt", "endpoints", "flows"], [
+                "collectedAt": string, "endpoints": array(ref("EndpointStats")), "flows": array(ref("Flow")),
+            ]),
             "DesiredStateDelta": object([], [
                 "underlayIP": string, "domains": array(.object(["type": "object"])), "removedDomains": array(string),
                 "endpoints": array(ref("Endpoint")), "removedEndpoints": array(string),

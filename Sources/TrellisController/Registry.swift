@@ -7,6 +7,7 @@ import TrellisStore
 public struct Registry: Sendable {
     public let store: any Store
     let hub: DesiredStateHub
+    let telemetry = TelemetryBoard()
     /// How long a host may stay silent before it is reported down.
     public let heartbeatTimeout: TimeInterval
 

@@ -195,6 +195,15 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
         }
     }
 
+    add(.get, "/api/v1/endpoints/{id}/stats", "An endpoint's traffic counters, as its host last reported them", response: "EndpointStats") { _, ctx in
+        try JSONResponse.make(try await registry.endpointStats(try ctx.parameters.require("enterprise"), try ctx.requireCaller()), .ok)
+    }
+    add(.get, "/api/v1/flows", "Current flows in which a subnet's addresses take part",
+        query: [.init(name: "subnet", type: "string", description: "the subnet (ENTERPRISE/DOMAIN/ZONE/SUBNET); required")],
+        response: "FlowList") { req, ctx in
+        try JSONResponse.make(try await registry.flows(subnet: req.query("subnet"), try ctx.requireCaller()), .ok)
+    }
+
     // Hosts
     add(.get, "/api/v1/hosts", "List hosts with their status (admin)", response: "HostList") { _, ctx in
         try JSONResponse.make(try await registry.hosts(try ctx.requireCaller()), .ok)
@@ -214,6 +223,12 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
         body: "HostHeartbeat", response: "Host") { req, ctx in
         try JSONResponse.make(try await registry.heartbeat(try ctx.objectPath(.host), try await req.decodeJSON(HostHeartbeat.self, context: ctx),
                                               try ctx.requireCaller()), .ok)
+    }
+    add(.post, itemPath(.host) + "/stats", "Report a host's endpoint counters and flows (admin)", body: "HostStatsReport", status: 204,
+        response: nil) { req, ctx in
+        try await registry.recordStats(host: try ctx.objectPath(.host), try await req.decodeJSON(HostStatsReport.self, context: ctx),
+                                       try ctx.requireCaller())
+        return JSONResponse.noContent
     }
     add(.get, itemPath(.host) + "/desired", "A host's desired state; with watch=1, a stream of WatchMessage lines (admin)",
         query: [.init(name: "watch", type: "boolean", description: "stream newline-delimited WatchMessage objects"),

@@ -25,9 +25,9 @@ public final class NetlinkSocket: @unchecked Sendable {
     private let lock = NSLock()
     private var buffer = [UInt8](repeating: 0, count: 1 << 20)
 
-    /// Opens a NETLINK_ROUTE socket in the calling thread's network namespace.
-    public init() throws {
-        fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), NETLINK_ROUTE)
+    /// Opens a netlink socket of `family` (NETLINK_ROUTE unless told) in the calling thread's network namespace.
+    public init(family: Int32 = NETLINK_ROUTE) throws {
+        fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), family)
         guard fd >= 0 else { throw NetlinkError(code: errno, operation: "socket(AF_NETLINK)") }
         var address = sockaddr_nl()
         address.nl_family = sa_family_t(AF_NETLINK)
@@ -80,7 +80,7 @@ public final class NetlinkSocket: @unchecked Sendable {
     static func name(_ type: UInt16) -> String {
         [16: "RTM_NEWLINK", 17: "RTM_DELLINK", 18: "RTM_GETLINK", 19: "RTM_SETLINK", 20: "RTM_NEWADDR", 21: "RTM_DELADDR",
          22: "RTM_GETADDR", 24: "RTM_NEWROUTE", 25: "RTM_DELROUTE", 26: "RTM_GETROUTE", 28: "RTM_NEWNEIGH",
-         29: "RTM_DELNEIGH", 30: "RTM_GETNEIGH"][type] ?? "netlink \(type)"
+         29: "RTM_DELNEIGH", 30: "RTM_GETNEIGH", 0x101: "IPCTNL_MSG_CT_GET"][type] ?? "netlink \(type)"
     }
 
     /// Sends a request that the kernel acknowledges, and returns any reply messages before the ack.

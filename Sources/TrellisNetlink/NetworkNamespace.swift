@@ -1,6 +1,7 @@
 import CTrellisLinux
 import Foundation
 import Glibc
+import TrellisNetlinkWire
 
 /// A network namespace held open by a file descriptor.
 ///
@@ -39,6 +40,12 @@ public final class NetworkNamespace: @unchecked Sendable {
 
     /// A rtnetlink socket that lives in this namespace.
     public func routeSocket() throws -> NetlinkSocket { try run { try NetlinkSocket() } }
+
+    /// The conntrack entries of this namespace (IPv4), over ctnetlink.
+    public func conntrackEntries() throws -> [ConntrackEntry] {
+        let socket = try run { try NetlinkSocket(family: Conntrack.NETLINK_NETFILTER) }
+        return try socket.dump(Conntrack.dumpIPv4(), describing: "conntrack").compactMap { try? ConntrackEntry($0) }
+    }
 
     /// Writes a sysctl as seen from this namespace (`net.*` keys are per namespace); a key the kernel
     /// lacks (a module not loaded) is skipped when `optional`.

@@ -43,6 +43,7 @@ public enum NL {
     // Link attributes (IFLA_*)
     public static let IFLA_ADDRESS: UInt16 = 1
     public static let IFLA_BROADCAST: UInt16 = 2
+    public static let IFLA_STATS64: UInt16 = 23
     public static let IFLA_IFNAME: UInt16 = 3
     public static let IFLA_MTU: UInt16 = 4
     public static let IFLA_LINK: UInt16 = 5

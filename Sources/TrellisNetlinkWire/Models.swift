@@ -14,6 +14,8 @@ public struct Link: Equatable, Sendable {
     public var vni: UInt32?
     /// For a bridge: whether bridged IPv4 frames pass the IP netfilter hooks.
     public var bridgeCallsIPHooks: Bool?
+    /// Packets and bytes received and sent by the link (IFLA_STATS64).
+    public var statistics: LinkStatistics?
 
     public var isUp: Bool { flags & NL.IFF_UP != 0 }
 
@@ -28,6 +30,7 @@ public struct Link: Equatable, Sendable {
         let info = attributes[NL.IFLA_LINKINFO]?.children ?? []
         kind = info[NL.IFLA_INFO_KIND]?.stringValue
         vni = kind == "vxlan" ? info[NL.IFLA_INFO_DATA]?.children[NL.IFLA_VXLAN_ID]?.u32Value : nil
+        statistics = attributes[NL.IFLA_STATS64].flatMap(LinkStatistics.init)
         bridgeCallsIPHooks = kind == "bridge" ? info[NL.IFLA_INFO_DATA]?.children[NL.IFLA_BR_NF_CALL_IPTABLES]?.payload.first.map { $0 != 0 } : nil
     }
 }
@@ -92,4 +95,26 @@ public struct Neighbour: Equatable, Sendable {
 
 func ipv4(_ bytes: [UInt8]) -> IPv4Address? {
     bytes.count == 4 ? IPv4Address(bytes.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }) : nil
+}
+
+/// The first counters of struct rtnl_link_stats64.
+public struct LinkStatistics: Equatable, Sendable {
+    public var receivedPackets: UInt64
+    public var sentPackets: UInt64
+    public var receivedBytes: UInt64
+    public var sentBytes: UInt64
+
+    init?(_ attribute: Attribute) {
+        guard attribute.payload.count >= 32 else { return nil }
+        var reader = ByteReader(attribute.payload[...])
+        func next() -> UInt64 {
+            let low = UInt64((try? reader.u32()) ?? 0)
+            let high = UInt64((try? reader.u32()) ?? 0)
+            return high << 32 | low
+        }
+        receivedPackets = next()
+        sentPackets = next()
+        receivedBytes = next()
+        sentBytes = next()
+    }
 }

@@ -152,3 +152,52 @@ extension LabTests {
         #expect(try iperf(from: limited, to: peer, seconds: 2).bitsPerSecond > 100e6)
     }
 }
+
+extension LabTests {
+    /// Counters of a port with flow statistics agree with what iperf3 moved, and a live TCP connection
+    /// is listed among the subnet's flows; both through the controller's API and the CLI.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"))
+    func flowStatisticsCountWhatIperfMoved() async throws {
+        let lab = try await RunningLab(hosts: 2)
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "10.4.1.0/24")
+        try await lab.trellis(on: "h1", "profile", "create", "acme/counted", "--flow-stats")
+        let counted = try await lab.member("counted", on: "h1", subnet: "acme/app1/web/red", ip: "10.4.1.11", profile: "acme/counted")
+        let peer = try await lab.member("peer", on: "h2", subnet: "acme/app1/web/red", ip: "10.4.1.12")
+        try await lab.settle(hosts: 2)
+        let controller = ControllerClient(baseURL: ControllerClient.baseURL(socket: lab.directory.appendingPathComponent("controller.sock").path),
+                                          token: lab.token)
+        let endpoint: Endpoint = try await controller.get("/api/v1/endpoints/acme/app1/web/red/counted")
+        /// The counters of the first report collected after `time`.
+        func stats(after time: Date) async throws -> EndpointStats {
+            for _ in 0..<50 {
+                if let stats: EndpointStats = try? await controller.get("/api/v1/endpoints/\(endpoint.id)/stats"), stats.collectedAt > time {
+                    return stats
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            throw TrellisError(.unavailable, "no traffic report after \(time)")
+        }
+        let before = try await stats(after: Date())
+        #expect(before.source == "nftables")
+        let moved = try iperf(from: counted, to: peer, seconds: 3).bytes
+        let after = try await stats(after: Date())
+        let counted_ = Double(after.sent.bytes - before.sent.bytes)
+        // The counters see IP packets (headers included: 52 of every 1450 bytes); iperf3 counts payload.
+        #expect(abs(counted_ / moved - 1) <= 0.05, "counted \(counted_) bytes sent, iperf3 moved \(moved)")
+        print("flow statistics: counted \(Int(counted_)) bytes sent, iperf3 moved \(Int(moved)) (ratio \(counted_ / moved))")
+
+        let flow = try TCPFlow(from: peer, to: counted, port: 7777)
+        #expect(flow.carries("hello"))
+        try await Task.sleep(for: .milliseconds(1500))
+        let flows = try await lab.trellis(on: "h1", "flows", "--subnet", "acme/app1/web/red")
+        #expect(flows.stdout.split(separator: "\n").contains { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777") && $0.contains("ESTABLISHED") },
+                "\(flows.stdout)")
+        let shown = try await lab.trellis(on: "h1", "stats", "acme/app1/web/red/counted")
+        #expect(shown.stdout.contains("counted-by") && shown.stdout.contains("nftables"))
+        let metrics = try await controller.exchange("GET", "/metrics", body: nil)
+        #expect(metrics.status == 200 && String(decoding: metrics.body, as: UTF8.self).contains("trellis_endpoint_bytes_total{endpoint=\"acme/app1/web/red/counted\""))
+        let agent = ControllerClient(baseURL: ControllerClient.baseURL(socket: lab.directory.appendingPathComponent("h1.sock").path), token: nil)
+        let agentMetrics = String(decoding: try await agent.exchange("GET", "/metrics", body: nil).body, as: UTF8.self)
+        #expect(agentMetrics.contains("trellis_agent_reports_total{host=\"h1\"}"))
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import TrellisClient
+import TrellisModel
+import TrellisNetlink
+import TrellisNetlinkWire
+
+extension Datapath {
+    /// The router namespaces this datapath made, by domain id, for readers outside the actor.
+    func routerNamespaces() -> [Int: (namespace: NetworkNamespace, netlink: RouteNetlink)] {
+        routers.mapValues { ($0.namespace, $0.netlink) }
+    }
+}
+
+extension Agent {
+    /// Reads this host's endpoint counters and flows and sends them to the controller, every `statsInterval`.
+    func report() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.statsInterval)
+            guard let desired = await state.desired else { continue }
+            do {
+                let report = try await collect(desired)
+                _ = try await client.send(.POST, "/api/v1/hosts/\(configuration.host)/stats", body: try JSONCoding.encoder().encode(report))
+                await counters.count(.reports)
+            } catch {
+                await counters.count(.reportErrors)
+                logger.debug("traffic report failed: \(error)")
+            }
+        }
+    }
+
+    /// Endpoint counters (nftables counters where the profile asks for flow statistics, else the port's
+    /// own counters) and the conntrack entries of every router namespace.
+    func collect(_ desired: DesiredState) async throws -> HostStatsReport {
+        let routers = await datapath.routerNamespaces()
+        let now = Date()
+        var endpoints: [EndpointStats] = []
+        var flows: [Flow] = []
+        for domain in desired.domains {
+            guard let router = routers[domain.id] else { continue }
+            let statistics = Dictionary(try router.netlink.links().map { ($0.name, $0.statistics) }, uniquingKeysWith: { a, _ in a })
+            let ruleset = datapath.firewall.ruleset(namespacePath: router.namespace.path)
+            let counters = ruleset?.counters.isEmpty == false
+                ? (try NFTables.table("inet", "trellis", namespacePath: router.namespace.path)?.counters ?? [:]) : [:]
+            for endpoint in desired.endpoints where endpoint.domain == domain.path {
+                let port = endpoint.externalIds["tap"] ?? KernelNames.port(endpointID: endpoint.id)
+                if let names = ruleset?.counters[endpoint.id], let sent = counters[names.tx], let received = counters[names.rx] {
+                    endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: configuration.host,
+                                                   sent: TrafficCounters(packets: sent.packets, bytes: sent.bytes),
+                                                   received: TrafficCounters(packets: received.packets, bytes: received.bytes),
+                                                   source: "nftables", collectedAt: now))
+                } else if let link = statistics[port] ?? nil {
+                    // The port's receive side is what the endpoint sent.
+                    endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: configuration.host,
+                                                   sent: TrafficCounters(packets: link.receivedPackets, bytes: link.receivedBytes),
+                                                   received: TrafficCounters(packets: link.sentPackets, bytes: link.sentBytes),
+                                                   source: "interface", collectedAt: now))
+                }
+            }
+            for entry in try router.namespace.conntrackEntries() {
+                let name = switch entry.original.protocol { case 6: "tcp"; case 17: "udp"; case 1: "icmp"; default: "\(entry.original.protocol)" }
+                flows.append(Flow(domain: domain.path, host: configuration.host, protocol: name, source: entry.original.source,
+                                  sourcePort: entry.original.sourcePort.map(Int.init), destination: entry.original.destination,
+                                  destinationPort: entry.original.destinationPort.map(Int.init), state: entry.tcpState,
+                                  original: TrafficCounters(packets: entry.originalPackets, bytes: entry.originalBytes),
+                                  reply: TrafficCounters(packets: entry.replyPackets, bytes: entry.replyBytes),
+                                  translatedDestination: entry.reply.source == entry.original.destination ? nil : entry.reply.source))
+            }
+        }
+        return HostStatsReport(collectedAt: now, endpoints: endpoints, flows: flows)
+    }
+
+    /// Prometheus text exposition of the agent's state.
+    func metrics() async -> String {
+        let status = await status()
+        let desired = await state.desired
+        let host = "host=\"\(configuration.host)\""
+        return [
+            "# TYPE trellis_agent_connected gauge", "trellis_agent_connected{\(host)} \(status.connected ? 1 : 0)",
+            "# TYPE trellis_agent_desired_revision gauge", "trellis_agent_desired_revision{\(host)} \(status.desiredRevision ?? 0)",
+            "# TYPE trellis_agent_applied_revision gauge", "trellis_agent_applied_revision{\(host)} \(status.appliedRevision ?? 0)",
+            "# TYPE trellis_agent_endpoints gauge", "trellis_agent_endpoints{\(host)} \(desired?.endpoints.count ?? 0)",
+            "# TYPE trellis_agent_domains gauge", "trellis_agent_domains{\(host)} \(desired?.domains.count ?? 0)",
+            "# TYPE trellis_agent_reconciles_total counter", "trellis_agent_reconciles_total{\(host)} \(await counters[.reconciles])",
+            "# TYPE trellis_agent_reconcile_errors_total counter", "trellis_agent_reconcile_errors_total{\(host)} \(await counters[.reconcileErrors])",
+            "# TYPE trellis_agent_reports_total counter", "trellis_agent_reports_total{\(host)} \(await counters[.reports])",
+            "# TYPE trellis_agent_report_errors_total counter", "trellis_agent_report_errors_total{\(host)} \(await counters[.reportErrors])",
+        ].joined(separator: "\n") + "\n"
+    }
+}
