@@ -42,6 +42,7 @@ struct RouterNamespace {
 public actor Datapath {
     let configuration: DatapathConfiguration
     let hostNetlink: RouteNetlink
+    let hostNamespace: NetworkNamespace?
     var routers: [Int: RouterNamespace] = [:]
     /// Endpoints being detached: not re-attached by a reconcile that still lists them.
     private var detaching: Set<String> = []
@@ -52,6 +53,7 @@ public actor Datapath {
     public init(configuration: DatapathConfiguration, hostNamespace: NetworkNamespace? = nil) throws {
         self.configuration = configuration
         hostNetlink = try RouteNetlink(in: hostNamespace)
+        self.hostNamespace = hostNamespace
     }
 
     // MARK: Reconciliation
@@ -62,6 +64,7 @@ public actor Datapath {
     public func reconcile(_ desired: DesiredState) throws -> ReconcileReport {
         var report = ReconcileReport()
         var keptNamespaces: Set<String> = []
+        var uplinks: [Int: [FloatingIPTranslation]] = [:]
         for domain in desired.domains {
             let router = try ensureRouter(domain, &report)
             keptNamespaces.insert(router.name)
@@ -106,7 +109,10 @@ public actor Datapath {
             }
             let local = desired.endpoints.filter { $0.domain == domain.path }
             let profiles = Dictionary(desired.profiles.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
-            let ruleset = FirewallRuleset(domain: domain, endpoints: local, profiles: profiles)
+            let floating = local.compactMap { endpoint in endpoint.floatingIP.map { FloatingIPTranslation(floating: $0, endpoint: endpoint.ip) } }
+            try syncUplink(domain, router, floating, &report)
+            uplinks[domain.id] = floating.isEmpty ? nil : floating
+            let ruleset = FirewallRuleset(domain: domain, endpoints: local, profiles: profiles, floatingIPs: floating)
             firewall.plan(ruleset, namespacePath: router.namespace.path)
             for shaping in ruleset.shaping where shaping.egress != nil {
                 kept.insert(shaping.shaper)
@@ -133,6 +139,7 @@ public actor Datapath {
             routers = routers.filter { $0.value.name != name }
             report.removed.append(name)
         }
+        try syncHostSide(uplinks, &report)
         detaching.formIntersection(desired.endpoints.map(\.path))
         return report
     }

@@ -37,7 +37,7 @@ struct ListCommand<R: Presentable>: AsyncParsableCommand {
 
     func run() async throws {
         let filter: String? = switch R.kind {
-        case .domain, .profile: "enterprise"
+        case .domain, .profile, .fippool: "enterprise"
         case .zone, .policy: "domain"
         case .subnet: under.map { $0.split(separator: "/").count == 2 ? "domain" : "zone" }
         case .endpoint: "subnet"

@@ -104,7 +104,7 @@ actor DesiredStateHub {
             case .profile:
                 let enterprise = Names.prefix(event.path, 1) + "/"
                 wake.formUnion(hostDomains.filter { $0.value.contains { $0.hasPrefix(enterprise) } }.keys)
-            case .enterprise, .user:
+            case .enterprise, .user, .fippool:
                 break
             }
         }

@@ -68,7 +68,7 @@ enum OpenAPIDocument {
     /// Path parameter values of the objects a quick-start makes, so that tools reach real ones.
     static let examples: [String: JSONValue] = [
         "enterprise": "acme", "domain": "app1", "zone": "web", "subnet": "red", "endpoint": "web1", "host": "h1",
-        "id": .number(1), "profile": "limited", "policy": "web-to-db", "user": "alice",
+        "id": .number(1), "profile": "limited", "policy": "web-to-db", "user": "alice", "pool": "public", "address": "203.0.113.5",
     ]
 
     static func schema(name: String) -> JSONValue {
@@ -119,6 +119,7 @@ enum OpenAPIDocument {
                                   "kind": enumeration(["container", "vm"]), "owner": string, "host": string, "ip": string, "mac": string,
                                   "profile": string, "state": enumeration(["pending", "up", "down", "error"]), "interface": string,
                                   "externalIds": .object(["type": "object", "additionalProperties": string]),
+                                  "floatingIP": string, "floatingPool": string,
                               ]) { a, _ in a })
         let host = object(["name", "underlayIP", "status", "revision"], [
             "name": string, "underlayIP": string, "lastHeartbeat": time, "status": enumeration(["up", "down"]),
@@ -149,6 +150,9 @@ enum OpenAPIDocument {
             "endpoints": array(ref("Endpoint")), "remoteEndpoints": array(remote), "profiles": array(ref("Profile")),
         ])
         let counters = object(["packets", "bytes"], ["packets": integer, "bytes": integer])
+        let binding = object(["address", "pool", "endpoint", "endpointIP"], [
+            "address": string, "pool": string, "endpoint": string, "endpointIP": string, "host": string,
+        ])
         let flow = object(["domain", "host", "protocol", "source", "destination", "original", "reply"], [
             "domain": string, "host": string, "protocol": string, "source": string, "sourcePort": integer, "destination": string,
             "destinationPort": integer, "state": string, "original": counters, "reply": counters, "translatedDestination": string,
@@ -201,6 +205,16 @@ enum OpenAPIDocument {
                 "endpoint": string, "id": integer, "host": string, "sent": counters, "received": counters, "source": string, "collectedAt": string,
             ]),
             "Flow": flow,
+            "FloatingIPPool": object(["path", "name", "cidr", "revision", "createdAt"], [
+                "path": string, "name": string, "enterprise": string, "cidr": string, "description": string, "revision": integer,
+                "createdAt": string,
+            ]),
+            "FloatingIPPoolList": list("FloatingIPPool"),
+            "FloatingIPPoolCreate": object(["enterprise", "name", "cidr"], ["enterprise": string, "name": string, "cidr": string, "description": string]),
+            "FloatingIPBind": object(["endpoint"], ["endpoint": string, "address": string]),
+            "FloatingIPMove": object(["endpoint"], ["endpoint": string]),
+            "FloatingIPBinding": binding,
+            "FloatingIPList": object(["items"], ["items": array(binding)]),
             "FlowList": object(["items"], ["items": array(ref("Flow"))]),
             "HostStatsReport": object(["collectedAt", "endpoints", "flows"], [
                 "collectedAt": string, "endpoints": array(ref("EndpointStats")), "flows": array(ref("Flow")),

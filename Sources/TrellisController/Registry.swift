@@ -295,6 +295,7 @@ public struct Registry: Sendable {
     /// Deletes an endpoint and releases its address, MAC and id in the same transaction.
     public func deleteEndpoint(_ path: String, _ caller: Caller) async throws {
         try await delete(Endpoint.self, path, caller) { tx, endpoint in
+            if let floating = endpoint.floatingIP { try tx.release(Self.floatingClaims, floating.description) }
             try tx.releaseAddresses(of: endpoint.subnet, owner: path)
             try tx.releaseAll("mac", ownedBy: path)
             try tx.release("endpoint-id", String(endpoint.id))

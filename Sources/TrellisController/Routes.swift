@@ -45,6 +45,7 @@ func pathParameters(_ kind: ResourceKind) -> [String] {
     case .subnet: ["enterprise", "domain", "zone", "subnet"]
     case .endpoint: ["enterprise", "domain", "zone", "subnet", "endpoint"]
     case .profile: ["enterprise", "profile"]
+    case .fippool: ["enterprise", "pool"]
     case .policy: ["enterprise", "domain", "policy"]
     case .host: ["host"]
     case .user: ["user"]
@@ -202,6 +203,40 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
         query: [.init(name: "subnet", type: "string", description: "the subnet (ENTERPRISE/DOMAIN/ZONE/SUBNET); required")],
         response: "FlowList") { req, ctx in
         try JSONResponse.make(try await registry.flows(subnet: req.query("subnet"), try ctx.requireCaller()), .ok)
+    }
+
+    // Floating IPs
+    add(.get, "/api/v1/fip-pools", "List floating IP pools", query: [.init(name: "enterprise", type: "string", description: "only this enterprise's")],
+        response: "FloatingIPPoolList") { req, ctx in
+        try JSONResponse.make(try await registry.list(FloatingIPPool.self, under: req.query("enterprise"), try ctx.requireCaller()), .ok)
+    }
+    add(.post, "/api/v1/fip-pools", "Create a floating IP pool (no two pools overlap)", body: "FloatingIPPoolCreate", status: 201,
+        response: "FloatingIPPool") { req, ctx in
+        try JSONResponse.make(try await registry.createFloatingIPPool(try await req.decodeJSON(FloatingIPPoolCreate.self, context: ctx),
+                                                                      try ctx.requireCaller()), created)
+    }
+    add(.get, itemPath(.fippool), "Get a floating IP pool", response: "FloatingIPPool") { _, ctx in
+        try JSONResponse.make(try await registry.get(FloatingIPPool.self, try ctx.objectPath(.fippool), try ctx.requireCaller()), .ok)
+    }
+    add(.delete, itemPath(.fippool), "Delete a floating IP pool with no bound address", status: 204, response: nil) { _, ctx in
+        try await registry.deleteFloatingIPPool(try ctx.objectPath(.fippool), try ctx.requireCaller())
+        return JSONResponse.noContent
+    }
+    add(.post, itemPath(.fippool) + "/bind", "Bind an address of the pool to an endpoint", body: "FloatingIPBind", status: 201,
+        response: "FloatingIPBinding") { req, ctx in
+        try JSONResponse.make(try await registry.bindFloatingIP(pool: try ctx.objectPath(.fippool),
+                                                                try await req.decodeJSON(FloatingIPBind.self, context: ctx), try ctx.requireCaller()), created)
+    }
+    add(.get, "/api/v1/fips", "List bound floating IPs", response: "FloatingIPList") { _, ctx in
+        try JSONResponse.make(try await registry.floatingIPs(try ctx.requireCaller()), .ok)
+    }
+    add(.put, "/api/v1/fips/{address}", "Move a bound floating IP to another endpoint", body: "FloatingIPMove", response: "FloatingIPBinding") { req, ctx in
+        try JSONResponse.make(try await registry.moveFloatingIP(try ctx.parameters.require("address"),
+                                                                try await req.decodeJSON(FloatingIPMove.self, context: ctx), try ctx.requireCaller()), .ok)
+    }
+    add(.delete, "/api/v1/fips/{address}", "Unbind a floating IP", status: 204, response: nil) { _, ctx in
+        try await registry.unbindFloatingIP(try ctx.parameters.require("address"), try ctx.requireCaller())
+        return JSONResponse.noContent
     }
 
     // Hosts

@@ -213,3 +213,31 @@ public struct AgentStatus: Codable, Sendable, Equatable {
         self.desiredRevision = desiredRevision; self.appliedRevision = appliedRevision; self.lastError = lastError
     }
 }
+
+public struct FloatingIPPoolCreate: Codable, Sendable {
+    public var enterprise: String
+    public var name: String
+    public var cidr: String
+    public var description: String?
+    public init(enterprise: String, name: String, cidr: String, description: String? = nil) {
+        self.enterprise = enterprise; self.name = name; self.cidr = cidr; self.description = description
+    }
+}
+
+/// Binds a floating IP of a pool to an endpoint: `address` if given and free, else the next free one.
+public struct FloatingIPBind: Codable, Sendable {
+    public var endpoint: String
+    public var address: IPv4Address?
+    public init(endpoint: String, address: IPv4Address? = nil) { self.endpoint = endpoint; self.address = address }
+}
+
+/// Moves a bound floating IP to another endpoint.
+public struct FloatingIPMove: Codable, Sendable {
+    public var endpoint: String
+    public init(endpoint: String) { self.endpoint = endpoint }
+}
+
+public struct FloatingIPList: Codable, Sendable {
+    public var items: [FloatingIPBinding]
+    public init(items: [FloatingIPBinding]) { self.items = items }
+}

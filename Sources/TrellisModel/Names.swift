@@ -41,13 +41,13 @@ public enum Names {
 
 /// The kinds of object Trellis stores.
 public enum ResourceKind: String, Codable, Sendable, CaseIterable {
-    case enterprise, domain, zone, subnet, endpoint, host, profile, policy, user
+    case enterprise, domain, zone, subnet, endpoint, host, profile, policy, user, fippool
 
     /// How many path segments name an object of this kind.
     public var depth: Int {
         switch self {
         case .enterprise, .host, .user: 1
-        case .domain, .profile: 2
+        case .domain, .profile, .fippool: 2
         case .zone, .policy: 3
         case .subnet: 4
         case .endpoint: 5
@@ -62,6 +62,7 @@ public enum ResourceKind: String, Codable, Sendable, CaseIterable {
         case .user: "USER"
         case .domain: "ENTERPRISE/DOMAIN"
         case .profile: "ENTERPRISE/PROFILE"
+        case .fippool: "ENTERPRISE/POOL"
         case .zone: "ENTERPRISE/DOMAIN/ZONE"
         case .policy: "ENTERPRISE/DOMAIN/POLICY"
         case .subnet: "ENTERPRISE/DOMAIN/ZONE/SUBNET"
@@ -79,6 +80,7 @@ public enum ResourceKind: String, Codable, Sendable, CaseIterable {
         case .endpoint: "endpoints"
         case .host: "hosts"
         case .profile: "profiles"
+        case .fippool: "fip-pools"
         case .policy: "policies"
         case .user: "users"
         }

@@ -147,6 +147,9 @@ public struct Endpoint: Resource {
     public var interface: String?
     /// Free-form ids as the Nexus 1000v records them: `iface-id`, `attached-mac`, `vm-uuid`, `vm-name`.
     public var externalIds: [String: String]
+    /// The floating IP bound to the endpoint, and the pool it came from.
+    public var floatingIP: IPv4Address?
+    public var floatingPool: String?
     public var revision: Int
     public var createdAt: Date
     public var boundHost: String? { host }
@@ -310,3 +313,39 @@ public protocol DescribedResource: Resource {
 extension Enterprise: DescribedResource {}
 extension Domain: DescribedResource {}
 extension Zone: DescribedResource {}
+
+/// A pool of external addresses an enterprise binds to its endpoints as floating IPs. Pools never
+/// overlap, so an address is bound at most once system-wide.
+public struct FloatingIPPool: Resource {
+    public static let kind = ResourceKind.fippool
+    public var path: String
+    public var name: String
+    public var enterprise: String?
+    public var cidr: IPv4Network
+    public var description: String?
+    public var revision: Int
+    public var createdAt: Date
+
+    public init(path: String, name: String, enterprise: String?, cidr: IPv4Network, description: String? = nil, revision: Int, createdAt: Date) {
+        self.path = path; self.name = name; self.enterprise = enterprise; self.cidr = cidr; self.description = description
+        self.revision = revision; self.createdAt = createdAt
+    }
+}
+
+/// A floating IP and the endpoint it reaches.
+public struct FloatingIPBinding: Codable, Sendable, Equatable {
+    public var address: IPv4Address
+    public var pool: String
+    public var endpoint: String
+    public var endpointIP: IPv4Address
+    public var host: String?
+
+    public init(address: IPv4Address, pool: String, endpoint: String, endpointIP: IPv4Address, host: String?) {
+        self.address = address; self.pool = pool; self.endpoint = endpoint; self.endpointIP = endpointIP; self.host = host
+    }
+
+    public init?(_ endpoint: Endpoint) {
+        guard let address = endpoint.floatingIP, let pool = endpoint.floatingPool else { return nil }
+        self.init(address: address, pool: pool, endpoint: endpoint.path, endpointIP: endpoint.ip, host: endpoint.host)
+    }
+}

@@ -82,6 +82,10 @@ public struct RouteNetlink: Sendable {
                            describing: "\(destination?.description ?? "default") via \(gateway?.description ?? "-")")
     }
 
+    public func deleteRoute(to destination: IPv4Network, index: Int32? = nil) throws {
+        try socket.execute(RouteRequests.deleteRoute(destination: destination, index: index), describing: "route \(destination)")
+    }
+
     // MARK: Neighbours and FDB
 
     /// Neighbour entries (`AF_INET`) or bridge/VXLAN FDB entries (`AF_BRIDGE`).
@@ -98,6 +102,19 @@ public struct RouteNetlink: Sendable {
             try socket.execute(RouteRequests.deleteNeighbour(index: index, address), describing: "\(address)")
         } catch let error as NetlinkError where error.code == ENOENT {
         }
+    }
+
+    /// Proxy ARP entries of the namespace.
+    public func proxyNeighbours() throws -> [Neighbour] {
+        try socket.dump(RouteRequests.dumpProxyNeighbours(), describing: "proxy").map(Neighbour.init)
+    }
+
+    public func replaceProxyNeighbour(index: Int32, _ address: IPv4Address) throws {
+        try socket.execute(RouteRequests.replaceProxyNeighbour(index: index, address), describing: "proxy \(address)")
+    }
+
+    public func deleteProxyNeighbour(index: Int32, _ address: IPv4Address) throws {
+        try socket.execute(RouteRequests.deleteProxyNeighbour(index: index, address), describing: "proxy \(address)")
     }
 
     public func replaceFDB(index: Int32, mac: MACAddress, vtep: IPv4Address) throws {

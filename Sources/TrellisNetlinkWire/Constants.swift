@@ -86,6 +86,7 @@ public enum NL {
     public static let RTPROT_STATIC: UInt8 = 4
     public static let RT_SCOPE_UNIVERSE: UInt8 = 0
     public static let RT_SCOPE_LINK: UInt8 = 253
+    public static let RT_SCOPE_NOWHERE: UInt8 = 255
     public static let RTN_UNICAST: UInt8 = 1
 
     // Neighbour attributes and values
@@ -96,4 +97,6 @@ public enum NL {
     public static let NUD_PERMANENT: UInt16 = 0x80
     public static let NTF_SELF: UInt8 = 0x02
     public static let NTF_MASTER: UInt8 = 0x04
+    /// A proxy ARP entry: the host answers ARP for the address on that link.
+    public static let NTF_PROXY: UInt8 = 0x08
 }

@@ -146,6 +146,13 @@ public enum RouteRequests {
         return NetlinkMessage(type: NL.RTM_NEWROUTE, flags: replace, header: header, attributes: attributes)
     }
 
+    public static func deleteRoute(destination: IPv4Network, index: Int32?) -> NetlinkMessage {
+        var attributes: [Attribute] = [.ipv4(NL.RTA_DST, destination.network)]
+        if let index { attributes.append(.u32(NL.RTA_OIF, UInt32(bitPattern: index))) }
+        return NetlinkMessage(type: NL.RTM_DELROUTE, flags: change,
+                              header: RouteInfo(destinationLength: UInt8(destination.prefixLength), scope: NL.RT_SCOPE_NOWHERE), attributes: attributes)
+    }
+
     public static func dumpRoutes() -> NetlinkMessage {
         NetlinkMessage(type: NL.RTM_GETROUTE, flags: dump, header: RouteInfo(protocolID: 0, type: 0))
     }
@@ -191,6 +198,22 @@ public enum RouteRequests {
 
     public static func dumpNeighbours(family: UInt8) -> NetlinkMessage {
         NetlinkMessage(type: NL.RTM_GETNEIGH, flags: dump, header: NeighbourInfo(family: family))
+    }
+
+    /// A proxy ARP entry (`ip neigh replace proxy ADDRESS dev LINK`): the host answers ARP for `address` on `index`.
+    public static func replaceProxyNeighbour(index: Int32, _ address: IPv4Address) -> NetlinkMessage {
+        NetlinkMessage(type: NL.RTM_NEWNEIGH, flags: replace, header: NeighbourInfo(index: index, flags: NL.NTF_PROXY),
+                       attributes: [.ipv4(NL.NDA_DST, address)])
+    }
+
+    public static func deleteProxyNeighbour(index: Int32, _ address: IPv4Address) -> NetlinkMessage {
+        NetlinkMessage(type: NL.RTM_DELNEIGH, flags: change, header: NeighbourInfo(index: index, flags: NL.NTF_PROXY),
+                       attributes: [.ipv4(NL.NDA_DST, address)])
+    }
+
+    /// Every proxy ARP entry of the namespace.
+    public static func dumpProxyNeighbours() -> NetlinkMessage {
+        NetlinkMessage(type: NL.RTM_GETNEIGH, flags: dump, header: NeighbourInfo(flags: NL.NTF_PROXY))
     }
 }
 

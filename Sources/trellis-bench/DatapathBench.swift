@@ -31,7 +31,7 @@ func iperf(server: String, client: String, address: String, seconds: Int) throws
     daemon.standardOutput = FileHandle.nullDevice
     daemon.standardError = FileHandle.nullDevice
     try daemon.run()
-    defer { daemon.terminate(); daemon.waitUntilExit() }
+    defer { kill(daemon.processIdentifier, SIGKILL); daemon.waitUntilExit() }
     usleep(300_000)
     let output = try sh(["/usr/bin/nsenter", "--net=/run/netns/\(client)", "/usr/bin/iperf3", "-c", address, "-t", String(seconds), "-J"])
     guard let data = output.data(using: .utf8), let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],

@@ -202,7 +202,7 @@ struct LabTests {
         listener.arguments = ["--net=\(blue2.path)", "/usr/bin/nc", "-l", "-p", "5432"]
         listener.standardOutput = FileHandle.nullDevice
         try listener.run()
-        defer { listener.terminate(); listener.waitUntilExit() }
+        defer { kill(listener.processIdentifier, SIGKILL); listener.waitUntilExit() }
         try await Task.sleep(for: .milliseconds(200))
         let foreign = try runProgram(["/usr/bin/nsenter", "--net=\(other1.path)", "/usr/bin/nc", "-z", "-w", "1", "192.168.20.5", "5432"])
         #expect(foreign.status != 0, "TCP across domains")
