@@ -144,6 +144,7 @@ struct DatapathBench: AsyncParsableCommand {
             let datapath = try Datapath(configuration: DatapathConfiguration(host: "\(tag)h\(index)", underlayIP: IPv4Address(0x0ACB_0001 + UInt32(index))),
                                         hostNamespace: index == 0 ? h1 : h2)
             try await datapath.reconcile(state)
+            try datapath.firewall.sync()
         }
         let trellis = try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds)
         print("datapath benchmark (iperf3 TCP, one stream, \(seconds) s each, same run)")

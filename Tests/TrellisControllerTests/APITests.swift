@@ -61,6 +61,30 @@ import TrellisTestSupport
             let replaced: NetworkPolicy = try await client.put("/api/v1/policies/acme/app1/web-in", PolicyUpdate(rules: [], description: "none"))
             #expect(replaced.rules.isEmpty && replaced.revision > policy.revision)
 
+            // Floating IPs: bound once, moved, unbound; a bound pool cannot go; deleting the endpoint frees its address.
+            let pool: FloatingIPPool = try await client.post("/api/v1/fip-pools", FloatingIPPoolCreate(enterprise: "acme", name: "public",
+                                                                                                      cidr: "203.0.113.0/30"))
+            #expect(pool.path == "acme/public")
+            let bound: FloatingIPBinding = try await client.post("/api/v1/fip-pools/acme/public/bind", FloatingIPBind(endpoint: web1.path))
+            #expect(bound.address.description == "203.0.113.1" && bound.endpointIP == web1.ip && bound.host == "h1")
+            let twice = try await rawRequest(client, "POST", "/api/v1/fip-pools/acme/public/bind",
+                                             body: #"{"endpoint": "\#(web2.path)", "address": "203.0.113.1"}"#)
+            #expect(twice.status == 409 && twice.error?.field == "address")
+            let moved: FloatingIPBinding = try await client.put("/api/v1/fips/203.0.113.1", FloatingIPMove(endpoint: String(web2.id)))
+            #expect(moved.endpoint == web2.path)
+            let second: FloatingIPBinding = try await client.post("/api/v1/fip-pools/acme/public/bind", FloatingIPBind(endpoint: web1.path))
+            #expect(second.address.description == "203.0.113.2")
+            let exhausted = try await rawRequest(client, "POST", "/api/v1/fip-pools/acme/public/bind", body: #"{"endpoint": "\#(web1.path)"}"#)
+            #expect(exhausted.status == 409)
+            let listed: FloatingIPList = try await client.get("/api/v1/fips")
+            #expect(listed.items.map(\.address.description) == ["203.0.113.1", "203.0.113.2"])
+            let poolInUse = try await rawRequest(client, "DELETE", "/api/v1/fip-pools/acme/public", body: nil)
+            #expect(poolInUse.status == 409)
+            try await client.delete("/api/v1/fips/203.0.113.2")
+            let rebound: FloatingIPBinding = try await client.post("/api/v1/fip-pools/acme/public/bind",
+                                                                   FloatingIPBind(endpoint: web1.path, address: IPv4Address("203.0.113.2")))
+            #expect(rebound.address.description == "203.0.113.2")
+
             let alice: UserWithToken = try await client.post("/api/v1/users", UserCreate(name: "alice", enterprise: "acme"))
             let me: User = try await client.get("/api/v1/users/alice")
             #expect(me.enterprise == "acme" && !me.admin && alice.token.hasPrefix("trl_"))
@@ -76,6 +100,9 @@ import TrellisTestSupport
             #expect(inUse.status == 409)
             try await client.delete("/api/v1/endpoints/\(web1.path)")
             try await client.delete("/api/v1/endpoints/\(web2.id)")
+            let freed: FloatingIPList = try await client.get("/api/v1/fips")
+            #expect(freed.items.isEmpty, "deleting an endpoint unbinds its floating IP")
+            try await client.delete("/api/v1/fip-pools/acme/public")
             try await client.delete("/api/v1/profiles/acme/limited")
             try await client.delete("/api/v1/policies/acme/app1/web-in")
             try await client.delete("/api/v1/subnets/\(subnet)")

@@ -66,6 +66,24 @@ import TrellisTestSupport
         Case(method: "GET", path: "/api/v1/events?limit=0", body: nil, status: 400, field: "limit"),
         Case(method: "GET", path: "/api/v1/events?since=x", body: nil, status: 400, field: "since"),
         Case(method: "GET", path: "/api/v1/hosts/h1/desired?since=-5", body: nil, status: 400, field: "since"),
+        // Floating IPs, statistics and flows.
+        Case(method: "POST", path: "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "p2", "cidr": "203.0.113.8/29"}"#, status: 409, field: "cidr"),
+        Case(method: "POST", path: "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "p2", "cidr": "nonsense"}"#, status: 400, field: "cidr"),
+        Case(method: "POST", path: "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "p2", "cidr": "10.0.0.0/8"}"#, status: 400, field: "cidr"),
+        Case(method: "POST", path: "/api/v1/fip-pools", body: #"{"enterprise": "nobody", "name": "p2", "cidr": "198.51.100.0/28"}"#, status: 404, field: "enterprise"),
+        Case(method: "POST", path: "/api/v1/fip-pools/acme/public/bind", body: #"{"endpoint": "acme/app1/web/red/nope"}"#, status: 404, field: "endpoint"),
+        Case(method: "POST", path: "/api/v1/fip-pools/acme/public/bind", body: #"{"endpoint": "acme/app1/web/red/web1", "address": "203.0.113.99"}"#, status: 400, field: "address"),
+        Case(method: "POST", path: "/api/v1/fip-pools/acme/public/bind", body: #"{"endpoint": 5}"#, status: 400, field: "endpoint"),
+        Case(method: "POST", path: "/api/v1/fip-pools/acme/nope/bind", body: #"{"endpoint": "acme/app1/web/red/web1"}"#, status: 404),
+        Case(method: "DELETE", path: "/api/v1/fips/203.0.113.3", body: nil, status: 404, field: "address"),
+        Case(method: "DELETE", path: "/api/v1/fips/not-an-address", body: nil, status: 400, field: "address"),
+        Case(method: "PUT", path: "/api/v1/fips/203.0.113.3", body: #"{"endpoint": "acme/app1/web/red/web1"}"#, status: 404, field: "address"),
+        Case(method: "GET", path: "/api/v1/flows", body: nil, status: 400, field: "subnet"),
+        Case(method: "GET", path: "/api/v1/flows?subnet=acme/app1/web/nope", body: nil, status: 404),
+        Case(method: "GET", path: "/api/v1/endpoints/424242/stats", body: nil, status: 404),
+        Case(method: "GET", path: "/api/v1/endpoints/acme/stats", body: nil, status: 404),
+        Case(method: "POST", path: "/api/v1/hosts/ghost/stats", body: #"{"collectedAt": "2026-01-01T00:00:00Z", "endpoints": [], "flows": []}"#, status: 404),
+        Case(method: "POST", path: "/api/v1/hosts/h1/stats", body: #"{"collectedAt": "yesterday", "endpoints": [], "flows": []}"#, status: 400, field: "collectedAt"),
         // Deletes of what others depend on.
         Case(method: "DELETE", path: "/api/v1/enterprises/acme", body: nil, status: 409),
         Case(method: "DELETE", path: "/api/v1/zones/acme/app1/web", body: nil, status: 409),
@@ -78,6 +96,7 @@ import TrellisTestSupport
             try await makeSubnet(client)
             let _: HostRecord = try await client.put("/api/v1/hosts/h1", HostRegistration(underlayIP: "10.99.0.1"))
             let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: "acme/app1/web/red", name: "web1", host: "h1"))
+            let _: FloatingIPPool = try await client.post("/api/v1/fip-pools", FloatingIPPoolCreate(enterprise: "acme", name: "public", cidr: "203.0.113.0/28"))
             let before: [String: [Event]] = try await client.get("/api/v1/events?since=0&limit=1000")
             for badCase in Self.cases {
                 let answer = try await rawRequest(client, badCase.method, badCase.path, body: badCase.body)

@@ -1,0 +1,145 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import TrellisAgent
+import TrellisClient
+import TrellisModel
+import TrellisNetlink
+
+/// Policy costs on a lab: overlay throughput with 10,000 ACL rules in force against none, and the time
+/// one profile change takes to be enforced for 1,000 endpoints on 10 hosts.
+struct PolicyBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy", abstract: "Throughput under 10,000 ACL rules, and profile-change propagation on a lab (root).")
+    @Option(help: "Seconds per iperf3 run.") var seconds = 5
+    @Option(help: "ACL rules in the large profile.") var rules = 10_000
+    @Option(help: "Lab hosts for the propagation run.") var hosts = 10
+    @Option(help: "Endpoints using the profile in the propagation run.") var endpoints = 1_000
+    @Option(help: "Profile changes timed.") var changes = 10
+
+    /// A lab of `count` hosts through the `trellis` binary next to this one; removed by `down`.
+    struct Lab {
+        let trellis: String
+        let directory: String
+        let controller: ControllerClient
+
+        init(hosts count: Int, tag: String) throws {
+            trellis = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("trellis").path
+            directory = "/tmp/\(tag)-lab"
+            _ = try sh([trellis, "lab", "down", "--dir", directory])
+            let up = try sh([trellis, "lab", "up", "--hosts", String(count), "--dir", directory])
+            guard up.contains("h\(count)") else { throw TrellisError(.unavailable, "lab up failed: \(up)") }
+            let token = try String(contentsOfFile: "\(directory)/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            controller = ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/controller.sock"), token: token)
+        }
+
+        func agent(_ host: Int) -> ControllerClient {
+            ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/h\(host).sock"), token: nil)
+        }
+
+        func down() { _ = try? sh([trellis, "lab", "down", "--dir", directory]) }
+
+        func subnet(_ cidr: String) async throws {
+            let _: Enterprise = try await controller.post("/api/v1/enterprises", EnterpriseCreate(name: "bench"))
+            let _: Domain = try await controller.post("/api/v1/domains", DomainCreate(enterprise: "bench", name: "d"))
+            let _: Zone = try await controller.post("/api/v1/zones", ZoneCreate(domain: "bench/d", name: "z"))
+            let _: Subnet = try await controller.post("/api/v1/subnets", SubnetCreate(zone: "bench/d/z", name: "s", cidr: cidr))
+        }
+
+        /// Waits until every agent has applied at least `revision`; the time it took.
+        func applied(_ revision: Int, hosts: Int, since start: ContinuousClock.Instant) async throws -> Duration {
+            var pending = Set(1...hosts)
+            while !pending.isEmpty {
+                for host in pending {
+                    let status: AgentStatus = try await agent(host).get("/v1/status")
+                    if (status.appliedRevision ?? 0) >= revision { pending.remove(host) }
+                }
+                guard ContinuousClock.now - start < .seconds(60) else { throw TrellisError(.unavailable, "hosts \(pending) did not apply \(revision)") }
+                if !pending.isEmpty { try await Task.sleep(for: .milliseconds(2)) }
+            }
+            return ContinuousClock.now - start
+        }
+
+        func revision() async throws -> Int {
+            let health: [String: String] = try await controller.get("/healthz")
+            return Int(health["revision"] ?? "") ?? 0
+        }
+    }
+
+    func run() async throws {
+        let tag = "tp\(UInt16.random(in: 0...UInt16.max))"
+        defer { for name in NetworkNamespace.names() where name.hasPrefix(tag) { try? NetworkNamespace.delete(named: name) } }
+        try await throughput(tag)
+        try await propagation(tag)
+    }
+
+    func container(_ name: String) throws -> NetworkNamespace {
+        let namespace = try NetworkNamespace.create(named: name)
+        let netlink = try RouteNetlink(in: namespace)
+        try netlink.setLink(index: try netlink.requireLink(named: "lo").index, up: true)
+        return namespace
+    }
+
+    func throughput(_ tag: String) async throws {
+        let lab = try Lab(hosts: 2, tag: tag)
+        defer { lab.down() }
+        try await lab.subnet("10.60.0.0/16")
+        let client = try container("\(tag)-a"), server = try container("\(tag)-b")
+        let _: Endpoint = try await lab.agent(1).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "a", ip: "10.60.0.10", netns: client.path))
+        let _: Endpoint = try await lab.agent(2).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "b", ip: "10.60.0.20", netns: server.path))
+        func measure(profile: String?) async throws -> Double {
+            let start = ContinuousClock.now
+            let _: Endpoint = try await lab.controller.patch("/api/v1/endpoints/bench/d/z/s/b", EndpointUpdate(profile: profile ?? ""))
+            _ = try await lab.applied(try await lab.revision(), hosts: 2, since: start)
+            return try iperf(server: "\(tag)-b", client: "\(tag)-a", address: "10.60.0.20", seconds: seconds)
+        }
+        // Rules that traffic from a does not match, so every one of them is in force and none decides.
+        let many = (0..<rules).map { ACLRule(action: .deny, direction: .ingress, protocol: .tcp, remote: "172.16.\($0 / 250).\($0 % 250)/32",
+                                             ports: [try! PortRange(1 + $0 % 60_000)]) }
+        let _: PortProfile = try await lab.controller.post("/api/v1/profiles", ProfileCreate(enterprise: "bench", name: "one",
+                                                                                             rules: [try ACLRule.parse("deny tcp port 22")]))
+        let _: PortProfile = try await lab.controller.post("/api/v1/profiles", ProfileCreate(enterprise: "bench", name: "many", rules: many))
+        let none = try await measure(profile: nil)
+        let one = try await measure(profile: "bench/one")
+        let all = try await measure(profile: "bench/many")
+        let again = try await measure(profile: nil)
+        print("policy benchmark (iperf3 TCP, one stream, \(seconds) s each, same run, two lab hosts)")
+        print(String(format: "  no ACL rule (plain overlay):             %6.2f Gbit/s (again at the end: %.2f)", none, again))
+        print(String(format: "  a profile with 1 ACL rule:               %6.2f Gbit/s = %.2f × none", one, one / none))
+        print(String(format: "  a profile with %d ACL rules:         %6.2f Gbit/s = %.2f × none (target ≥ 0.9), %.2f × one rule",
+                     rules, all, all / none, all / one))
+    }
+
+    func propagation(_ tag: String) async throws {
+        let lab = try Lab(hosts: hosts, tag: tag)
+        defer { lab.down() }
+        try await lab.subnet("10.61.0.0/16")
+        let _: PortProfile = try await lab.controller.post("/api/v1/profiles", ProfileCreate(enterprise: "bench", name: "shared",
+                                                                                             rules: [try ACLRule.parse("deny tcp port 22")]))
+        // The endpoints use the profile from many hosts; they need no running container to be enforced for.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<endpoints {
+                group.addTask {
+                    let _: Endpoint = try await lab.controller.post("/api/v1/endpoints", EndpointCreate(
+                        subnet: "bench/d/z/s", name: "e\(index)", host: "h\(index % hosts + 1)", profile: "bench/shared"))
+                }
+                if index >= 16 { try await group.next() }
+            }
+            try await group.waitForAll()
+        }
+        _ = try await lab.applied(try await lab.revision(), hosts: hosts, since: .now)
+        var samples = Samples()
+        for change in 0..<changes {
+            let start = ContinuousClock.now
+            let changed: PortProfile = try await lab.controller.put("/api/v1/profiles/bench/shared", ProfileUpdate(
+                rules: [try ACLRule.parse("deny tcp port 22"), try ACLRule.parse("deny tcp port \(1000 + change)")], egressRate: nil, ingressRate: nil,
+                flowStats: false, description: nil))
+            let took = try await lab.applied(changed.revision, hosts: hosts, since: start)
+            samples.add(Double(took.components.attoseconds) / 1e15 + Double(took.components.seconds) * 1000)
+        }
+        let router = try NetworkNamespace(named: "trellis-h\(hosts)-d1")
+        let table = try NFTables.table("inet", "trellis", namespacePath: router.path)
+        print("profile change → enforced on all \(endpoints) endpoints of \(hosts) hosts (every agent has loaded the new ruleset): \(samples.summary)"
+              + " (target ≤ 1000 ms); last ruleset on h\(hosts): \(table?.comment ?? "none")")
+    }
+}
