@@ -46,6 +46,8 @@ public actor Datapath {
     var routers: [Int: RouterNamespace] = [:]
     /// Endpoints being detached: not re-attached by a reconcile that still lists them.
     private var detaching: Set<String> = []
+    /// True once the host namespace was found without any floating IP plumbing, until one is wanted.
+    var hostSideClean = false
     /// Loads the nftables rulesets that reconciles plan; `sync()` it after a reconcile.
     public nonisolated let firewall = FirewallLoader()
 

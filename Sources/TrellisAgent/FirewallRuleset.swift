@@ -266,7 +266,10 @@ public struct FirewallRuleset: Sendable {
                 "oifname \"\(Self.uplink)\" snat ip to ip saddr map { \(translations.map { "\($0.endpoint) : \($0.floating)" }.joined(separator: ", ")) }"]))
         }
 
-        // Each port keeps to its MAC and address (0.0.0.0 allowed for a DHCP client); DHCP stays on this host.
+        // Where the domain filters bridged traffic (addresses then stand for endpoints in rules), each port
+        // keeps to its MAC and address (0.0.0.0 allowed for a DHCP client). DHCP stays on this host. A
+        // plain overlay gets no bridge hooks at all: nothing to pay per frame, nothing to reload per port.
+        let filters = !domain.policies.isEmpty || !floatingIPs.isEmpty || !counters.isEmpty || !egress.isEmpty || !ingress.isEmpty
         let ports = local.map { (name: $0.externalIds["tap"] ?? KernelNames.port(endpointID: $0.id), endpoint: $0) }
         self.ports = ports.map(\.name)
         shaping = ports.compactMap { port in
@@ -275,20 +278,22 @@ public struct FirewallRuleset: Sendable {
                                ingress: profile.ingressRate)
         }
         var guardRules: [String] = []
-        if !ports.isEmpty {
+        if filters, !ports.isEmpty {
             let names = ports.map { "\"\($0.name)\"" }.joined(separator: ", ")
             guardRules.append("iifname { \(names) } iifname . ether saddr != { \(ports.map { "\"\($0.name)\" . \($0.endpoint.mac)" }.joined(separator: ", ")) } drop")
             let addresses = ports.map { "\"\($0.name)\" . \($0.endpoint.ip)" }.joined(separator: ", ")
             guardRules.append("iifname { \(names) } ether type ip ip saddr != 0.0.0.0 iifname . ip saddr != { \(addresses) } drop")
             guardRules.append("iifname { \(names) } ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != { \(addresses) } drop")
         }
-        bridge = ([
-            "table bridge trellis {",
-            Self.chain("prerouting", hook: "type filter hook prerouting priority -200; policy accept;", guardRules),
-            Self.chain("forward", hook: "type filter hook forward priority filter; policy accept;",
-                       ["oifname \"trx*\" udp dport { 67, 68 } drop"]),
-            "}",
-        ]).joined(separator: "\n") + "\n"
+        var bridgeChains: [String] = []
+        if !guardRules.isEmpty {
+            bridgeChains.append(Self.chain("prerouting", hook: "type filter hook prerouting priority -200; policy accept;", guardRules))
+        }
+        if domain.subnets.contains(where: \.dhcp) {
+            bridgeChains.append(Self.chain("forward", hook: "type filter hook forward priority filter; policy accept;",
+                                           ["oifname \"trx*\" udp dport { 67, 68 } drop"]))
+        }
+        bridge = bridgeChains.isEmpty ? "" : (["table bridge trellis {"] + bridgeChains + ["}"]).joined(separator: "\n") + "\n"
 
         // The generation is a digest of everything but itself and the counters' values.
         let skeleton = (body + chains + nat + [bridge] + counters.keys.sorted().map(String.init)
@@ -301,7 +306,7 @@ public struct FirewallRuleset: Sendable {
                                  body.map { $0.replacingOccurrences(of: "GEN", with: "\(generation)") })
         inetTables = ["table inet trellis {", "  comment \"generation \(generation)\""] + [forward] + chains + nat + ["}"]
 
-        filtersBridgedTraffic = !domain.policies.isEmpty || !floatingIPs.isEmpty || !counters.isEmpty || !egress.isEmpty || !ingress.isEmpty
+        filtersBridgedTraffic = filters
         self.counters = counters
     }
 
@@ -351,6 +356,8 @@ public final class FirewallLoader: @unchecked Sendable {
     private var loaded: [String: UInt32] = [:]
     /// Ports whose rate limits are in force, by namespace.
     private var shaped: [String: Set<String>] = [:]
+    /// Namespaces whose last ruleset had rate limits (their qdiscs may need removing).
+    private var plansShaped: Set<String> = []
 
     public init() {}
 
@@ -376,19 +383,29 @@ public final class FirewallLoader: @unchecked Sendable {
             }
             for (path, ruleset) in pending.sorted(by: { $0.key < $1.key }) {
                 guard FileManager.default.fileExists(atPath: path) else { continue }
-                let current = try NFTables.table("inet", "trellis", namespacePath: path)
-                if current?.comment != "generation \(ruleset.generation)" {
-                    try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:]), namespacePath: path)
+                let (previous, hadShaping) = lock.withLock { (loaded[path], !(shaped[path] ?? []).isEmpty || plansShaped.contains(path)) }
+                // What is in force is known once this process has loaded it; it is read back only to
+                // carry counters over, or after a restart to leave a ruleset already in force alone.
+                if previous != ruleset.generation {
+                    let current = previous == nil || !ruleset.counters.isEmpty
+                        ? try NFTables.table("inet", "trellis", namespacePath: path) : nil
+                    if previous != nil || current?.comment != "generation \(ruleset.generation)" {
+                        try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:]), namespacePath: path)
+                    }
                 }
-                let qdiscs = try TrafficControl.qdiscs(namespacePath: path)
-                let limits = Dictionary(ruleset.shaping.map { ($0.port, $0) }, uniquingKeysWith: { a, _ in a })
-                let present = ruleset.ports.filter { qdiscs.devices.contains($0) }
-                let commands = present.flatMap { port in
-                    (limits[port] ?? PortShaping(port: port, shaper: "", egress: nil, ingress: nil)).commands(current: qdiscs)
+                var present: [String] = []
+                if !ruleset.shaping.isEmpty || hadShaping || previous == nil {
+                    let qdiscs = try TrafficControl.qdiscs(namespacePath: path)
+                    let limits = Dictionary(ruleset.shaping.map { ($0.port, $0) }, uniquingKeysWith: { a, _ in a })
+                    present = ruleset.ports.filter { qdiscs.devices.contains($0) }
+                    let commands = present.flatMap { port in
+                        (limits[port] ?? PortShaping(port: port, shaper: "", egress: nil, ingress: nil)).commands(current: qdiscs)
+                    }
+                    try TrafficControl.batch(commands, namespacePath: path)
                 }
-                try TrafficControl.batch(commands, namespacePath: path)
                 lock.withLock {
-                    shaped[path] = Set(present)
+                    if ruleset.shaping.isEmpty { plansShaped.remove(path) } else { plansShaped.insert(path) }
+                    shaped[path] = Set(present).intersection(ruleset.shaping.map(\.port))
                     if plans[path]?.generation == ruleset.generation { loaded[path] = ruleset.generation }
                 }
             }

@@ -20,6 +20,8 @@ extension Datapath {
     /// Makes (or, with no floating IP, removes) the uplink of one domain and the host's routes to its floating IPs.
     func syncUplink(_ domain: DesiredDomain, _ router: RouterNamespace, _ floating: [FloatingIPTranslation],
                     _ report: inout ReconcileReport) throws {
+        // With no floating IP anywhere since the host side was last found clean, there is nothing to look at.
+        if floating.isEmpty && hostSideClean { return }
         let name = Self.uplinkName(domainID: domain.id)
         var link = try hostNetlink.link(named: name)
         guard !floating.isEmpty else {
@@ -63,6 +65,7 @@ extension Datapath {
     /// floating IPs of this host on its underlay link, and no uplink of a domain it no longer serves.
     func syncHostSide(_ uplinks: [Int: [FloatingIPTranslation]], _ report: inout ReconcileReport) throws {
         let wanted = Set(uplinks.values.flatMap { $0.map(\.floating) })
+        if wanted.isEmpty && hostSideClean { return }
         for link in try hostNetlink.links() where link.name.hasPrefix("tru") {
             guard let id = Int(link.name.dropFirst(3), radix: 36), uplinks[id] == nil else { continue }
             try hostNetlink.deleteLink(index: link.index)
@@ -80,5 +83,6 @@ extension Datapath {
         if !wanted.isEmpty {
             try (hostNamespace ?? NetworkNamespace.current()).setSysctl("net.ipv4.ip_forward", "1")
         }
+        hostSideClean = wanted.isEmpty
     }
 }

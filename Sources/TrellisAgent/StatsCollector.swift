@@ -14,11 +14,16 @@ extension Datapath {
 extension Agent {
     /// Reads this host's endpoint counters and flows and sends them to the controller, every `statsInterval`.
     func report() async {
+        var sentEmpty = false
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.statsInterval)
             guard let desired = await state.desired else { continue }
             do {
                 let report = try await collect(desired)
+                // A host with nothing to count says so once, not every few seconds.
+                let empty = report.endpoints.isEmpty && report.flows.isEmpty
+                if empty && sentEmpty { continue }
+                sentEmpty = empty
                 _ = try await client.send(.POST, "/api/v1/hosts/\(configuration.host)/stats", body: try JSONCoding.encoder().encode(report))
                 await counters.count(.reports)
             } catch {

@@ -185,7 +185,7 @@ struct Lab {
         }
         try spawn(name, ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.hostNamespace(name))", Self.executable, "agent",
                          "--controller", "unix:\(controllerSocket)", "--token", token ?? "", "--host", name,
-                         "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(name), "--stats-interval", "1"])
+                         "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(name), "--stats-interval", "2"])
     }
 
     func down() throws {

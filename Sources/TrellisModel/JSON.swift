@@ -54,7 +54,7 @@ public enum JSONCoding {
         decoder.dateDecodingStrategy = .custom { decoder in
             let container = try decoder.singleValueContainer()
             let text = try container.decode(String.self)
-            guard let date = ISO8601DateFormatter().date(from: text) else {
+            guard let date = try? Date(text, strategy: .iso8601) else {
                 throw DecodingError.dataCorruptedError(in: container, debugDescription: "'\(text)' is not an ISO 8601 time such as 2026-01-01T00:00:00Z")
             }
             return date

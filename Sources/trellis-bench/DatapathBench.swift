@@ -42,6 +42,11 @@ func iperf(server: String, client: String, address: String, seconds: Int) throws
     return bits / 1e9
 }
 
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
+}
+
 /// A netlink socket in `namespace` subscribed to neighbour and FDB notifications (RTNLGRP_NEIGH).
 func neighbourNotifications(in namespace: NetworkNamespace) throws -> Int32 {
     try namespace.run {
@@ -61,6 +66,7 @@ struct DatapathBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "datapath", abstract: "Overlay throughput against baselines, attach latency, and convergence on a lab (root).")
     @Option(help: "Seconds per iperf3 run.") var seconds = 5
+    @Option(help: "Rounds of the three throughput runs.") var rounds = 3
     @Option(help: "Attaches to time.") var attaches = 100
     @Option(help: "Lab hosts for the convergence run.") var hosts = 20
     @Option(help: "Endpoint creations timed for convergence.") var creations = 50
@@ -90,7 +96,7 @@ struct DatapathBench: AsyncParsableCommand {
             try sh(["/usr/sbin/ip", "-n", ns, "addr", "add", ip, "dev", "v0"])
             try sh(["/usr/sbin/ip", "-n", ns, "link", "set", "v0", "up"])
         }
-        let veth = try iperf(server: "\(tag)-vb", client: "\(tag)-va", address: "10.201.0.2", seconds: seconds)
+
 
         // Hand-built VXLAN between two host namespaces, made with iproute2 as in the manual ways.
         for name in ["hh1", "hh2", "hc1", "hc2"] { _ = try namespace("\(tag)-\(name)") }
@@ -111,7 +117,7 @@ struct DatapathBench: AsyncParsableCommand {
             }
             try NetworkNamespace(named: host).setSysctl("net.bridge.bridge-nf-call-iptables", "0", optional: true)
         }
-        let handBuilt = try iperf(server: "\(tag)-hc2", client: "\(tag)-hc1", address: "192.168.202.2", seconds: seconds)
+
 
         // Trellis: the agent's datapath on two hosts, from desired states.
         let h1 = try namespace("\(tag)-th1"), h2 = try namespace("\(tag)-th2")
@@ -146,8 +152,15 @@ struct DatapathBench: AsyncParsableCommand {
             try await datapath.reconcile(state)
             try datapath.firewall.sync()
         }
-        let trellis = try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds)
-        print("datapath benchmark (iperf3 TCP, one stream, \(seconds) s each, same run)")
+        // The three paths take turns, `rounds` times; the medians are compared (runs here vary by ±10 %).
+        var runs: [[Double]] = [[], [], []]
+        for _ in 0..<rounds {
+            runs[0].append(try iperf(server: "\(tag)-vb", client: "\(tag)-va", address: "10.201.0.2", seconds: seconds))
+            runs[1].append(try iperf(server: "\(tag)-hc2", client: "\(tag)-hc1", address: "192.168.202.2", seconds: seconds))
+            runs[2].append(try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds))
+        }
+        let (veth, handBuilt, trellis) = (median(runs[0]), median(runs[1]), median(runs[2]))
+        print("datapath benchmark (iperf3 TCP, one stream, \(seconds) s each, medians of \(rounds) interleaved rounds, same run)")
         print(String(format: "  direct veth pair:                      %6.2f Gbit/s", veth))
         print(String(format: "  hand-built VXLAN between two hosts:    %6.2f Gbit/s", handBuilt))
         print(String(format: "  Trellis across two hosts:              %6.2f Gbit/s = %.2f × hand-built VXLAN (target ≥ 0.95), %.2f × veth",
