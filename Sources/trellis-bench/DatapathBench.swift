@@ -42,6 +42,14 @@ func iperf(server: String, client: String, address: String, seconds: Int) throws
     return bits / 1e9
 }
 
+/// A new named network namespace with its loopback up, as a container or host of a benchmark.
+func namespace(_ name: String) throws -> NetworkNamespace {
+    let namespace = try NetworkNamespace.create(named: name)
+    let netlink = try RouteNetlink(in: namespace)
+    try netlink.setLink(index: try netlink.requireLink(named: "lo").index, up: true)
+    return namespace
+}
+
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
     return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
@@ -77,13 +85,6 @@ struct DatapathBench: AsyncParsableCommand {
         defer { for name in NetworkNamespace.names() where name.hasPrefix(tag) || name.hasPrefix("trellis-\(tag)") { try? NetworkNamespace.delete(named: name) } }
         if !skipThroughput { try await throughput(tag) }
         try await labMeasurements(tag)
-    }
-
-    func namespace(_ name: String) throws -> NetworkNamespace {
-        let namespace = try NetworkNamespace.create(named: name)
-        let netlink = try RouteNetlink(in: namespace)
-        try netlink.setLink(index: try netlink.requireLink(named: "lo").index, up: true)
-        return namespace
     }
 
     // MARK: Throughput

@@ -73,18 +73,11 @@ struct PolicyBench: AsyncParsableCommand {
         try await propagation(tag)
     }
 
-    func container(_ name: String) throws -> NetworkNamespace {
-        let namespace = try NetworkNamespace.create(named: name)
-        let netlink = try RouteNetlink(in: namespace)
-        try netlink.setLink(index: try netlink.requireLink(named: "lo").index, up: true)
-        return namespace
-    }
-
     func throughput(_ tag: String) async throws {
         let lab = try Lab(hosts: 2, tag: tag)
         defer { lab.down() }
         try await lab.subnet("10.60.0.0/16")
-        let client = try container("\(tag)-a"), server = try container("\(tag)-b")
+        let client = try namespace("\(tag)-a"), server = try namespace("\(tag)-b")
         let _: Endpoint = try await lab.agent(1).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "a", ip: "10.60.0.10", netns: client.path))
         let _: Endpoint = try await lab.agent(2).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "b", ip: "10.60.0.20", netns: server.path))
         func measure(profile: String?) async throws -> Double {

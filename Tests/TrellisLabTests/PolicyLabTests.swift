@@ -189,10 +189,15 @@ extension LabTests {
 
         let flow = try TCPFlow(from: peer, to: counted, port: 7777)
         #expect(flow.carries("hello"))
-        try await Task.sleep(for: .milliseconds(1500))
-        let flows = try await lab.trellis(on: "h1", "flows", "--subnet", "acme/app1/web/red")
-        #expect(flows.stdout.split(separator: "\n").contains { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777") && $0.contains("ESTABLISHED") },
-                "\(flows.stdout)")
+        // Listed once the next report of the host has come in (the lab's agents report every 2 s).
+        var listed = ""
+        for _ in 0..<20 {
+            listed = try await lab.trellis(on: "h1", "flows", "--subnet", "acme/app1/web/red").stdout
+            if listed.split(separator: "\n").contains(where: { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777") && $0.contains("ESTABLISHED") }) { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(listed.split(separator: "\n").contains { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777") && $0.contains("ESTABLISHED") },
+                "\(listed)")
         let shown = try await lab.trellis(on: "h1", "stats", "acme/app1/web/red/counted")
         #expect(shown.stdout.contains("counted-by") && shown.stdout.contains("nftables"))
         let metrics = try await controller.exchange("GET", "/metrics", body: nil)
