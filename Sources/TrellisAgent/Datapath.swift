@@ -46,6 +46,9 @@ public actor Datapath {
     var routers: [Int: RouterNamespace] = [:]
     /// Endpoints being detached: not re-attached by a reconcile that still lists them.
     private var detaching: Set<String> = []
+    /// The last ruleset compiled per domain and what it was compiled from: most reconciles (a remote
+    /// endpoint came or went) change none of it, and a domain with thousands of rules is not recompiled.
+    private var compiled: [Int: (inputs: RulesetInputs, ruleset: FirewallRuleset)] = [:]
     /// True once the host namespace was found without any floating IP plumbing, until one is wanted.
     var hostSideClean = false
     /// Loads the nftables rulesets that reconciles plan; `sync()` it after a reconcile.
@@ -67,6 +70,7 @@ public actor Datapath {
         var report = ReconcileReport()
         var keptNamespaces: Set<String> = []
         var uplinks: [Int: [FloatingIPTranslation]] = [:]
+        let profiles = Dictionary(desired.profiles.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
         for domain in desired.domains {
             let router = try ensureRouter(domain, &report)
             keptNamespaces.insert(router.name)
@@ -110,11 +114,10 @@ public actor Datapath {
                 }
             }
             let local = desired.endpoints.filter { $0.domain == domain.path }
-            let profiles = Dictionary(desired.profiles.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
             let floating = local.compactMap { endpoint in endpoint.floatingIP.map { FloatingIPTranslation(floating: $0, endpoint: endpoint.ip) } }
             try syncUplink(domain, router, floating, &report)
             uplinks[domain.id] = floating.isEmpty ? nil : floating
-            let ruleset = FirewallRuleset(domain: domain, endpoints: local, profiles: profiles, floatingIPs: floating)
+            let ruleset = compiledRuleset(domain, local, profiles, floating)
             firewall.plan(ruleset, namespacePath: router.namespace.path)
             for shaping in ruleset.shaping where shaping.egress != nil {
                 kept.insert(shaping.shaper)
@@ -138,12 +141,31 @@ public actor Datapath {
             for link in try netlink.links() where KernelNames.isOwned(link) { try netlink.deleteLink(index: link.index) }
             try NetworkNamespace.delete(named: name)
             firewall.forget(namespacePath: "\(NetworkNamespace.namedDirectory)/\(name)")
+            let gone = routers.filter { $0.value.name == name }.keys
+            gone.forEach { compiled[$0] = nil }
             routers = routers.filter { $0.value.name != name }
             report.removed.append(name)
         }
         try syncHostSide(uplinks, &report)
         detaching.formIntersection(desired.endpoints.map(\.path))
         return report
+    }
+
+    private struct RulesetInputs: Equatable {
+        var domain: DesiredDomain
+        var endpoints: [Endpoint]
+        var profiles: [PortProfile]
+        var floating: [FloatingIPTranslation]
+    }
+
+    private func compiledRuleset(_ domain: DesiredDomain, _ local: [Endpoint], _ profiles: [String: PortProfile],
+                                 _ floating: [FloatingIPTranslation]) -> FirewallRuleset {
+        let used = Set(local.compactMap(\.profile)).sorted().compactMap { profiles[$0] }
+        let inputs = RulesetInputs(domain: domain, endpoints: local, profiles: used, floating: floating)
+        if let last = compiled[domain.id], last.inputs == inputs { return last.ruleset }
+        let ruleset = FirewallRuleset(domain: domain, endpoints: local, profiles: profiles, floatingIPs: floating)
+        compiled[domain.id] = (inputs, ruleset)
+        return ruleset
     }
 
     private func ensureRouter(_ domain: DesiredDomain, _ report: inout ReconcileReport) throws -> RouterNamespace {

@@ -106,6 +106,9 @@ public struct PortShaping: Hashable, Sendable {
     public var egress: RateLimit?
     public var ingress: RateLimit?
 
+    /// A port without limits: its commands remove any Trellis put there.
+    static func unlimited(_ port: String) -> PortShaping { PortShaping(port: port, shaper: "", egress: nil, ingress: nil) }
+
     /// `tc` batch lines that bring the port from `current` to these limits.
     func commands(current: TrafficControl.Qdiscs) -> [String] {
         var lines: [String] = []
@@ -172,7 +175,7 @@ public struct FirewallRuleset: Sendable {
     public var counters: [Int: (tx: String, rx: String)]
 
     /// The `inet trellis` table with its counters starting from `counterValues` (by name).
-    public func inet(counterValues: [String: NFTables.Counter] = [:]) -> String {
+    public func inet(counterValues: [String: TrafficCounters] = [:]) -> String {
         let names = counters.keys.sorted().flatMap { [counters[$0]!.tx, counters[$0]!.rx] }
         let lines = names.map { name in
             let value = counterValues[name]
@@ -182,9 +185,8 @@ public struct FirewallRuleset: Sendable {
     }
 
     /// Both tables, replacing whatever Trellis loaded before, as one `nft -f` transaction.
-    public func script(counterValues: [String: NFTables.Counter] = [:]) -> String {
-        ["table inet trellis {}", "delete table inet trellis", "table bridge trellis {}", "delete table bridge trellis"]
-            .joined(separator: "\n") + "\n" + inet(counterValues: counterValues) + bridge
+    public func script(counterValues: [String: TrafficCounters] = [:]) -> String {
+        Self.removal + inet(counterValues: counterValues) + bridge
     }
 
     /// Removes both tables (a domain without local ports), as one transaction.
@@ -399,7 +401,7 @@ public final class FirewallLoader: @unchecked Sendable {
                     let limits = Dictionary(ruleset.shaping.map { ($0.port, $0) }, uniquingKeysWith: { a, _ in a })
                     present = ruleset.ports.filter { qdiscs.devices.contains($0) }
                     let commands = present.flatMap { port in
-                        (limits[port] ?? PortShaping(port: port, shaper: "", egress: nil, ingress: nil)).commands(current: qdiscs)
+                        (limits[port] ?? PortShaping.unlimited(port)).commands(current: qdiscs)
                     }
                     try TrafficControl.batch(commands, namespacePath: path)
                 }

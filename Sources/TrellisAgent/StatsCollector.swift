@@ -50,9 +50,7 @@ extension Agent {
                 let port = endpoint.externalIds["tap"] ?? KernelNames.port(endpointID: endpoint.id)
                 if let names = ruleset?.counters[endpoint.id], let sent = counters[names.tx], let received = counters[names.rx] {
                     endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: configuration.host,
-                                                   sent: TrafficCounters(packets: sent.packets, bytes: sent.bytes),
-                                                   received: TrafficCounters(packets: received.packets, bytes: received.bytes),
-                                                   source: "nftables", collectedAt: now))
+                                                   sent: sent, received: received, source: "nftables", collectedAt: now))
                 } else if let link = statistics[port] ?? nil {
                     // The port's receive side is what the endpoint sent.
                     endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: configuration.host,

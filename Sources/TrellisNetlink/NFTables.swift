@@ -1,4 +1,5 @@
 import Foundation
+import TrellisModel
 
 /// nftables inside a network namespace, through the `nft` program: a ruleset is loaded with one
 /// `nft -f` (one kernel transaction, so a packet sees the old ruleset or the new one, never a mix),
@@ -9,13 +10,7 @@ public enum NFTables {
         /// The table's comment (Trellis writes its ruleset generation there).
         public var comment: String?
         /// Named counters by name.
-        public var counters: [String: Counter]
-    }
-
-    public struct Counter: Sendable, Equatable, Codable {
-        public var packets: UInt64
-        public var bytes: UInt64
-        public init(packets: UInt64, bytes: UInt64) { self.packets = packets; self.bytes = bytes }
+        public var counters: [String: TrafficCounters]
     }
 
     static let program = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "nft"
@@ -56,7 +51,7 @@ public enum NFTables {
                 let name = String(line.dropFirst(8).dropLast().trimmingCharacters(in: .whitespaces))
                 let words = lines[index + 1].split(separator: " ")
                 if words.count == 4, words[0] == "packets", words[2] == "bytes", let packets = UInt64(words[1]), let bytes = UInt64(words[3]) {
-                    state.counters[name] = Counter(packets: packets, bytes: bytes)
+                    state.counters[name] = TrafficCounters(packets: packets, bytes: bytes)
                 }
             }
             depth += line.filter { $0 == "{" }.count - line.filter { $0 == "}" }.count

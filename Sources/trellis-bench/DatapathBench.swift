@@ -171,23 +171,13 @@ struct DatapathBench: AsyncParsableCommand {
     // MARK: Lab: attach latency and convergence
 
     func labMeasurements(_ tag: String) async throws {
-        let trellis = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("trellis").path
-        let directory = "/tmp/\(tag)-lab"
-        _ = try sh([trellis, "lab", "down", "--dir", directory])
-        let up = try sh([trellis, "lab", "up", "--hosts", String(hosts), "--dir", directory])
-        guard up.contains("h\(hosts)") else { throw TrellisError(.unavailable, "lab up failed: \(up)") }
-        defer { _ = try? sh([trellis, "lab", "down", "--dir", directory]) }
-        let token = try String(contentsOfFile: "\(directory)/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let controller = ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/controller.sock"), token: token)
-        let agent = ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/h1.sock"), token: nil)
-        let _: Enterprise = try await controller.post("/api/v1/enterprises", EnterpriseCreate(name: "bench"))
-        let _: Domain = try await controller.post("/api/v1/domains", DomainCreate(enterprise: "bench", name: "d"))
-        let _: Zone = try await controller.post("/api/v1/zones", ZoneCreate(domain: "bench/d", name: "z"))
-        let _: Subnet = try await controller.post("/api/v1/subnets", SubnetCreate(zone: "bench/d/z", name: "s", cidr: "10.50.0.0/16"))
+        let lab = try BenchLab(hosts: hosts, tag: tag)
+        defer { lab.down() }
+        try await lab.subnet("10.50.0.0/16")
+        let controller = lab.controller, agent = lab.agent(1)
         // A peer on h2 that sends an echo request every millisecond to each new endpoint until it answers.
         let peer = try namespace("\(tag)-peer")
-        let _: Endpoint = try await ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/h2.sock"), token: nil)
-            .post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "peer", ip: "10.50.255.1", netns: peer.path))
+        let _: Endpoint = try await lab.agent(2).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "peer", ip: "10.50.255.1", netns: peer.path))
 
         var attach = Samples(), request = Samples()
         for index in 0..<attaches {
@@ -212,16 +202,7 @@ struct DatapathBench: AsyncParsableCommand {
             let _: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(subnet: "bench/d/z/s", name: "anchor\(host)", host: "h\(host)"))
         }
         // Measure a steady state: every agent has applied the current revision (its first snapshot included).
-        let health: [String: String] = try await controller.get("/healthz")
-        let revision = Int(health["revision"] ?? "") ?? 0
-        for host in 1...hosts {
-            let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/h\(host).sock"), token: nil)
-            for _ in 0..<600 {
-                let status: AgentStatus? = try? await client.get("/v1/status")
-                if (status?.appliedRevision ?? 0) >= revision { break }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-        }
+        _ = try await lab.applied(try await lab.revision(), hosts: 1...hosts, since: .now, every: .milliseconds(50))
         var watchers: [Int32] = []
         defer { watchers.forEach { close($0) } }
         for host in 2...hosts {

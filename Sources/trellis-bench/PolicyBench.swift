@@ -17,55 +17,6 @@ struct PolicyBench: AsyncParsableCommand {
     @Option(help: "Endpoints using the profile in the propagation run.") var endpoints = 1_000
     @Option(help: "Profile changes timed.") var changes = 10
 
-    /// A lab of `count` hosts through the `trellis` binary next to this one; removed by `down`.
-    struct Lab {
-        let trellis: String
-        let directory: String
-        let controller: ControllerClient
-
-        init(hosts count: Int, tag: String) throws {
-            trellis = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("trellis").path
-            directory = "/tmp/\(tag)-lab"
-            _ = try sh([trellis, "lab", "down", "--dir", directory])
-            let up = try sh([trellis, "lab", "up", "--hosts", String(count), "--dir", directory])
-            guard up.contains("h\(count)") else { throw TrellisError(.unavailable, "lab up failed: \(up)") }
-            let token = try String(contentsOfFile: "\(directory)/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            controller = ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/controller.sock"), token: token)
-        }
-
-        func agent(_ host: Int) -> ControllerClient {
-            ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/h\(host).sock"), token: nil)
-        }
-
-        func down() { _ = try? sh([trellis, "lab", "down", "--dir", directory]) }
-
-        func subnet(_ cidr: String) async throws {
-            let _: Enterprise = try await controller.post("/api/v1/enterprises", EnterpriseCreate(name: "bench"))
-            let _: Domain = try await controller.post("/api/v1/domains", DomainCreate(enterprise: "bench", name: "d"))
-            let _: Zone = try await controller.post("/api/v1/zones", ZoneCreate(domain: "bench/d", name: "z"))
-            let _: Subnet = try await controller.post("/api/v1/subnets", SubnetCreate(zone: "bench/d/z", name: "s", cidr: cidr))
-        }
-
-        /// Waits until every agent of `hosts` has applied at least `revision`; the time it took.
-        func applied(_ revision: Int, hosts: ClosedRange<Int>, since start: ContinuousClock.Instant) async throws -> Duration {
-            var pending = Set(hosts)
-            while !pending.isEmpty {
-                for host in pending {
-                    let status: AgentStatus = try await agent(host).get("/v1/status")
-                    if (status.appliedRevision ?? 0) >= revision { pending.remove(host) }
-                }
-                guard ContinuousClock.now - start < .seconds(60) else { throw TrellisError(.unavailable, "hosts \(pending) did not apply \(revision)") }
-                if !pending.isEmpty { try await Task.sleep(for: .milliseconds(2)) }
-            }
-            return ContinuousClock.now - start
-        }
-
-        func revision() async throws -> Int {
-            let health: [String: String] = try await controller.get("/healthz")
-            return Int(health["revision"] ?? "") ?? 0
-        }
-    }
-
     func run() async throws {
         let tag = "tp\(UInt16.random(in: 0...UInt16.max))"
         defer { for name in NetworkNamespace.names() where name.hasPrefix(tag) { try? NetworkNamespace.delete(named: name) } }
@@ -74,7 +25,7 @@ struct PolicyBench: AsyncParsableCommand {
     }
 
     func throughput(_ tag: String) async throws {
-        let lab = try Lab(hosts: 2, tag: tag)
+        let lab = try BenchLab(hosts: 2, tag: tag)
         defer { lab.down() }
         try await lab.subnet("10.60.0.0/16")
         let client = try namespace("\(tag)-a"), server = try namespace("\(tag)-b")
@@ -107,7 +58,7 @@ struct PolicyBench: AsyncParsableCommand {
     }
 
     func propagation(_ tag: String) async throws {
-        let lab = try Lab(hosts: hosts, tag: tag)
+        let lab = try BenchLab(hosts: hosts, tag: tag)
         defer { lab.down() }
         try await lab.subnet("10.61.0.0/16")
         let _: PortProfile = try await lab.controller.post("/api/v1/profiles", ProfileCreate(enterprise: "bench", name: "shared",
