@@ -63,6 +63,7 @@ public final class Agent: Sendable {
     let state = AgentState()
     let counters = AgentCounters()
     let dhcp: DHCPService
+    let dns: DNSService
     let logger: Logger
 
     public init(configuration: AgentConfiguration, logger: Logger = Logger(label: "trellis.agent")) throws {
@@ -71,6 +72,7 @@ public final class Agent: Sendable {
         datapath = try Datapath(configuration: DatapathConfiguration(host: configuration.host, underlayIP: configuration.underlayIP,
                                                                      overlayMTU: configuration.overlayMTU))
         dhcp = DHCPService(host: configuration.host, mtu: configuration.overlayMTU)
+        dns = DNSService(host: configuration.host)
         self.logger = logger
     }
 
@@ -137,6 +139,7 @@ public final class Agent: Sendable {
                 let report = try await datapath.reconcile(desired)
                 try datapath.firewall.sync()
                 dhcp.update(desired)
+                dns.update(desired)
                 await state.markApplied(desired.revision)
                 await counters.count(.reconciles)
                 if !report.isEmpty {

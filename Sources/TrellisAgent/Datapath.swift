@@ -183,6 +183,10 @@ public actor Datapath {
         for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"] {
             try namespace.setSysctl("net.bridge.\(key)", "0", optional: true)
         }
+        // The domain's resolver answers on this address too, the same in every domain and on every host.
+        if try !netlink.addresses().contains(where: { $0.index == loopback.index && $0.address == DNSService.address }) {
+            try netlink.addAddress(index: loopback.index, DNSService.address, prefixLength: 32)
+        }
         if !existed { report.created.append(name) }
         let router = RouterNamespace(name: name, namespace: namespace, netlink: netlink, packets: try PacketSocket(in: namespace))
         routers[domain.id] = router
@@ -298,6 +302,24 @@ public actor Datapath {
             if let link = try? router.netlink.link(named: name) { try? router.netlink.deleteLink(index: link.index) }
             throw error
         }
+    }
+
+    /// Plugs an endpoint for a Docker engine (the remote driver's Join): a veth whose host end joins the
+    /// subnet's bridge and whose other end, `handover`, is left in this host's namespace with the
+    /// endpoint's MAC and the overlay MTU, for the engine to move into the container and address.
+    public func attachForHandover(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, handover: String) throws -> String {
+        var report = ReconcileReport()
+        let router = try ensureRouter(domain, &report)
+        var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let (bridge, _) = try ensureSubnet(subnet, router, &links, try router.netlink.addresses(), &report)
+        let name = KernelNames.port(endpointID: endpoint.id)
+        detaching.remove(endpoint.path)
+        if let stale = links[name] { try router.netlink.deleteLink(index: stale.index) }
+        if let stale = try hostNetlink.link(named: handover) { try hostNetlink.deleteLink(index: stale.index) }
+        let host = try hostNamespace ?? NetworkNamespace.current()
+        try router.netlink.createLink(LinkSpec(name: name, kind: .veth(peerName: handover, peerMAC: endpoint.mac, peerNamespace: host.fd),
+                                               mtu: configuration.overlayMTU, master: bridge.index, up: true))
+        return name
     }
 
     /// Gives a VM endpoint a persistent tap `name` on its subnet's bridge, in the router namespace, where

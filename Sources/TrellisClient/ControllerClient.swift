@@ -9,7 +9,13 @@ import TrellisModel
 public struct ControllerClient: Sendable {
     public let baseURL: String
     public let token: String?
+    /// The user an admin token acts for (`X-Trellis-On-Behalf-Of`), so that the controller applies
+    /// that user's rights: an agent creating an endpoint for a container's owner.
+    public private(set) var onBehalfOf: String?
     let http: HTTPClient
+
+    /// The header that names the user an admin caller acts for.
+    public static let onBehalfOfHeader = "X-Trellis-On-Behalf-Of"
 
     /// A shared HTTP client that fails at once when the controller is not listening, instead of
     /// retrying the connection until the request's deadline.
@@ -25,6 +31,13 @@ public struct ControllerClient: Sendable {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
         self.http = http
+    }
+
+    /// The same client, acting for `user`.
+    public func acting(for user: String) -> ControllerClient {
+        var copy = self
+        copy.onBehalfOf = user
+        return copy
     }
 
     /// The base URL of an HTTP server on a unix socket, as AsyncHTTPClient spells it.
@@ -50,6 +63,7 @@ public struct ControllerClient: Sendable {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         if let token = token ?? self.token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let onBehalfOf { request.headers.add(name: Self.onBehalfOfHeader, value: onBehalfOf) }
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))

@@ -104,7 +104,7 @@ actor DesiredStateHub {
             case .profile:
                 let enterprise = Names.prefix(event.path, 1) + "/"
                 wake.formUnion(hostDomains.filter { $0.value.contains { $0.hasPrefix(enterprise) } }.keys)
-            case .enterprise, .user, .fippool:
+            case .enterprise, .user, .fippool, .dockerNetwork:
                 break
             }
         }
@@ -215,7 +215,7 @@ actor DesiredStateHub {
                 vteps.insert(vtep)
                 for endpoint in endpoints.values {
                     remote.append(RemoteEndpoint(path: endpoint.path, subnet: endpoint.subnet, ip: endpoint.ip,
-                                                 mac: endpoint.mac, host: owner, vtep: vtep))
+                                                 mac: endpoint.mac, host: owner, vtep: vtep, hostname: endpoint.hostname))
                 }
             }
             let subnets = view.subnets.map {

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import TrellisModel
@@ -62,6 +63,7 @@ struct BearerAuthMiddleware: RouterMiddleware {
     typealias Context = TrellisRequestContext
     let registry: Registry
     static let publicPaths: Set<String> = ["/healthz", "/api/v1/openapi.json"]
+    static let onBehalfOf = "X-Trellis-On-Behalf-Of"
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard !Self.publicPaths.contains(request.uri.path) else { return try await next(request, context) }
@@ -73,7 +75,12 @@ struct BearerAuthMiddleware: RouterMiddleware {
             throw TrellisError(.unauthorized, "the Authorization header must be 'Bearer TOKEN'")
         }
         var context = context
-        context.caller = try await registry.authenticate(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
+        let caller = try await registry.authenticate(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
+        if let user = request.headers[HTTPField.Name(Self.onBehalfOf)!] {
+            context.caller = try await registry.act(for: user, caller)
+        } else {
+            context.caller = caller
+        }
         return try await next(request, context)
     }
 }

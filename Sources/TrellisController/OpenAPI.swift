@@ -119,7 +119,7 @@ enum OpenAPIDocument {
                                   "kind": enumeration(["container", "vm"]), "owner": string, "host": string, "ip": string, "mac": string,
                                   "profile": string, "state": enumeration(["pending", "up", "down", "error"]), "interface": string,
                                   "externalIds": .object(["type": "object", "additionalProperties": string]),
-                                  "floatingIP": string, "floatingPool": string,
+                                  "floatingIP": string, "floatingPool": string, "hostname": string,
                               ]) { a, _ in a })
         let host = object(["name", "underlayIP", "status", "revision"], [
             "name": string, "underlayIP": string, "lastHeartbeat": time, "status": enumeration(["up", "down"]),
@@ -140,7 +140,7 @@ enum OpenAPIDocument {
             "path": string, "cidr": string, "gateway": string, "gatewayMAC": string, "vni": integer, "dhcp": boolean, "remoteVTEPs": array(string),
         ])
         let remote = object(["path", "subnet", "ip", "mac", "host", "vtep"], [
-            "path": string, "subnet": string, "ip": string, "mac": string, "host": string, "vtep": string,
+            "path": string, "subnet": string, "ip": string, "mac": string, "host": string, "vtep": string, "hostname": string,
         ])
         let desired = object(["host", "revision", "domains", "endpoints", "remoteEndpoints", "profiles"], [
             "host": string, "revision": integer, "underlayIP": string,
@@ -177,10 +177,12 @@ enum OpenAPIDocument {
             "EndpointCreate": object(["subnet", "name"], [
                 "subnet": string, "name": string, "kind": enumeration(["container", "vm"]), "owner": string, "host": string,
                 "ip": string, "profile": string, "externalIds": .object(["type": "object", "additionalProperties": string]),
+                "hostname": string,
             ]),
             "EndpointUpdate": object([], [
                 "host": string, "state": enumeration(["pending", "up", "down", "error"]), "profile": string, "owner": string,
                 "interface": string, "externalIds": .object(["type": "object", "additionalProperties": string]),
+                "hostname": string,
             ]),
             "Host": host, "HostList": list("Host"),
             "HostRegistration": object(["underlayIP"], ["underlayIP": string]),
@@ -210,6 +212,14 @@ enum OpenAPIDocument {
                 "createdAt": string,
             ]),
             "FloatingIPPoolList": list("FloatingIPPool"),
+            "DockerNetwork": object(["path", "host", "networkID", "subnet", "poolID", "revision"], [
+                "path": string, "host": string, "networkID": string, "subnet": string, "enterprise": string, "poolID": string,
+                "revision": integer, "createdAt": time,
+            ]),
+            "DockerNetworkList": list("DockerNetwork"),
+            "DockerNetworkCreate": object(["host", "networkID", "subnet", "poolID"], [
+                "host": string, "networkID": string, "subnet": string, "poolID": string,
+            ]),
             "FloatingIPPoolCreate": object(["enterprise", "name", "cidr"], ["enterprise": string, "name": string, "cidr": string, "description": string]),
             "FloatingIPBind": object(["endpoint"], ["endpoint": string, "address": string]),
             "FloatingIPMove": object(["endpoint"], ["endpoint": string]),

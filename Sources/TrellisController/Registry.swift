@@ -237,6 +237,7 @@ public struct Registry: Sendable {
         if let host = body.host { try Names.validate(host, field: "host") }
         try Self.checkShort(body.owner, field: "owner")
         try Self.checkExternalIds(body.externalIds, allowEmptyValues: false)
+        if let hostname = body.hostname { try Names.validate(hostname, field: "hostname") }
         return try await create(caller) { tx in
             let subnet = try caller.visible(try tx.get(Subnet.self, body.subnet), body.subnet, field: "subnet")
             let path = subnet.path + "/" + body.name
@@ -247,10 +248,12 @@ public struct Registry: Sendable {
             let mac = try tx.allocateMAC(owner: path)
             let id = try tx.nextID("endpoint")
             _ = try tx.claim("endpoint-id", String(id), owner: path)
-            return Endpoint(id: id, path: path, name: body.name, subnet: subnet.path, domain: subnet.domain,
-                            enterprise: subnet.enterprise, kind: body.kind ?? .container, owner: body.owner, host: body.host,
-                            ip: ip, mac: mac, profile: profile, state: .pending, interface: nil,
-                            externalIds: body.externalIds ?? [:], revision: 0, createdAt: Date())
+            var endpoint = Endpoint(id: id, path: path, name: body.name, subnet: subnet.path, domain: subnet.domain,
+                                    enterprise: subnet.enterprise, kind: body.kind ?? .container, owner: body.owner, host: body.host,
+                                    ip: ip, mac: mac, profile: profile, state: .pending, interface: nil,
+                                    externalIds: body.externalIds ?? [:], revision: 0, createdAt: Date())
+            endpoint.hostname = body.hostname
+            return endpoint
         }
     }
 
@@ -277,7 +280,9 @@ public struct Registry: Sendable {
         try Self.checkShort(body.owner, field: "owner")
         try Self.checkShort(body.interface, field: "interface")
         try Self.checkExternalIds(body.externalIds, allowEmptyValues: true)
+        if let hostname = body.hostname, !hostname.isEmpty { try Names.validate(hostname, field: "hostname") }
         return try await update(Endpoint.self, path, caller) { tx, endpoint in
+            if let hostname = body.hostname { endpoint.hostname = hostname.isEmpty ? nil : hostname }
             if let host = body.host {
                 if !host.isEmpty { _ = try tx.require(HostRecord.self, host, field: "host") }
                 endpoint.host = host.isEmpty ? nil : host
@@ -443,6 +448,17 @@ public struct Registry: Sendable {
         }
         guard let user else { throw unauthorized }
         return Caller(name: user.name, enterprise: user.enterprise, admin: user.admin)
+    }
+
+    /// The caller an admin becomes when it acts for `user` (an agent attaching a container for its
+    /// owner): that user's rights, and both names in the event log.
+    public func act(for user: String, _ caller: Caller) async throws -> Caller {
+        try caller.requireAdmin("act on behalf of another user")
+        try Names.validate(user, field: "user")
+        guard let record = try await store.read({ try $0.get(User.self, user) }) else {
+            throw TrellisError(.forbidden, "user: no user '\(user)'", field: "user")
+        }
+        return Caller(name: "\(record.name) (via \(caller.name))", enterprise: record.enterprise, admin: record.admin)
     }
 
     /// Makes sure `path` holds a working admin token: keeps a valid one, else creates or re-keys the

@@ -46,6 +46,7 @@ func pathParameters(_ kind: ResourceKind) -> [String] {
     case .endpoint: ["enterprise", "domain", "zone", "subnet", "endpoint"]
     case .profile: ["enterprise", "profile"]
     case .fippool: ["enterprise", "pool"]
+    case .dockerNetwork: ["host", "network"]
     case .policy: ["enterprise", "domain", "policy"]
     case .host: ["host"]
     case .user: ["user"]
@@ -203,6 +204,24 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
         query: [.init(name: "subnet", type: "string", description: "the subnet (ENTERPRISE/DOMAIN/ZONE/SUBNET); required")],
         response: "FlowList") { req, ctx in
         try JSONResponse.make(try await registry.flows(subnet: req.query("subnet"), try ctx.requireCaller()), .ok)
+    }
+
+    // Docker networks made with the remote driver
+    add(.get, "/api/v1/docker-networks", "List Docker networks backed by subnets",
+        query: [.init(name: "host", type: "string", description: "only those of this host's engine")], response: "DockerNetworkList") { req, ctx in
+        try JSONResponse.make(try await registry.dockerNetworks(host: req.query("host"), try ctx.requireCaller()), .ok)
+    }
+    add(.post, "/api/v1/docker-networks", "Record a Docker network backed by a subnet", body: "DockerNetworkCreate", status: 201,
+        response: "DockerNetwork") { req, ctx in
+        try JSONResponse.make(try await registry.createDockerNetwork(try await req.decodeJSON(DockerNetworkCreate.self, context: ctx),
+                                                                     try ctx.requireCaller()), created)
+    }
+    add(.get, itemPath(.dockerNetwork), "Get a Docker network", response: "DockerNetwork") { _, ctx in
+        try JSONResponse.make(try await registry.get(DockerNetwork.self, try ctx.objectPath(.dockerNetwork), try ctx.requireCaller()), .ok)
+    }
+    add(.delete, itemPath(.dockerNetwork), "Forget a Docker network", status: 204, response: nil) { _, ctx in
+        try await registry.deleteDockerNetwork(try ctx.objectPath(.dockerNetwork), try ctx.requireCaller())
+        return JSONResponse.noContent
     }
 
     // Floating IPs

@@ -65,10 +65,12 @@ public struct EndpointCreate: Codable, Sendable {
     public var ip: String?
     public var profile: String?
     public var externalIds: [String: String]?
+    /// Its DNS name when it is not `name`.
+    public var hostname: String?
     public init(subnet: String, name: String, kind: EndpointKind? = nil, owner: String? = nil, host: String? = nil,
-                ip: String? = nil, profile: String? = nil, externalIds: [String: String]? = nil) {
+                ip: String? = nil, profile: String? = nil, externalIds: [String: String]? = nil, hostname: String? = nil) {
         self.subnet = subnet; self.name = name; self.kind = kind; self.owner = owner; self.host = host
-        self.ip = ip; self.profile = profile; self.externalIds = externalIds
+        self.ip = ip; self.profile = profile; self.externalIds = externalIds; self.hostname = hostname
     }
 }
 
@@ -82,10 +84,11 @@ public struct EndpointUpdate: Codable, Sendable {
     public var interface: String?
     /// Merged into the endpoint's external ids; a key with an empty value is removed.
     public var externalIds: [String: String]?
+    public var hostname: String?
     public init(host: String? = nil, state: EndpointState? = nil, profile: String? = nil, owner: String? = nil,
-                interface: String? = nil, externalIds: [String: String]? = nil) {
+                interface: String? = nil, externalIds: [String: String]? = nil, hostname: String? = nil) {
         self.host = host; self.state = state; self.profile = profile; self.owner = owner
-        self.interface = interface; self.externalIds = externalIds
+        self.interface = interface; self.externalIds = externalIds; self.hostname = hostname
     }
 }
 
@@ -211,6 +214,17 @@ public struct AgentStatus: Codable, Sendable, Equatable {
     public init(host: String, underlayIP: IPv4Address, connected: Bool, desiredRevision: Int?, appliedRevision: Int?, lastError: String?) {
         self.host = host; self.underlayIP = underlayIP; self.connected = connected
         self.desiredRevision = desiredRevision; self.appliedRevision = appliedRevision; self.lastError = lastError
+    }
+}
+
+/// Records that a host's Docker engine made network `networkID` on `subnet`.
+public struct DockerNetworkCreate: Codable, Sendable {
+    public var host: String
+    public var networkID: String
+    public var subnet: String
+    public var poolID: String
+    public init(host: String, networkID: String, subnet: String, poolID: String) {
+        self.host = host; self.networkID = networkID; self.subnet = subnet; self.poolID = poolID
     }
 }
 

@@ -61,10 +61,15 @@ public struct RemoteEndpoint: Codable, Sendable, Equatable {
     public var mac: MACAddress
     public var host: String
     public var vtep: IPv4Address
+    /// Its DNS name when it is not the last segment of its path.
+    public var hostname: String?
 
-    public init(path: String, subnet: String, ip: IPv4Address, mac: MACAddress, host: String, vtep: IPv4Address) {
-        self.path = path; self.subnet = subnet; self.ip = ip; self.mac = mac; self.host = host; self.vtep = vtep
+    public init(path: String, subnet: String, ip: IPv4Address, mac: MACAddress, host: String, vtep: IPv4Address, hostname: String? = nil) {
+        self.path = path; self.subnet = subnet; self.ip = ip; self.mac = mac; self.host = host; self.vtep = vtep; self.hostname = hostname
     }
+
+    /// The name the domain's resolver answers for.
+    public var dnsName: String { hostname ?? String(path.split(separator: "/").last ?? "") }
 }
 
 /// What changed in a host's desired state: objects to add or replace, and keys of objects to drop.

@@ -42,12 +42,13 @@ public enum Names {
 /// The kinds of object Trellis stores.
 public enum ResourceKind: String, Codable, Sendable, CaseIterable {
     case enterprise, domain, zone, subnet, endpoint, host, profile, policy, user, fippool
+    case dockerNetwork = "docker-network"
 
     /// How many path segments name an object of this kind.
     public var depth: Int {
         switch self {
         case .enterprise, .host, .user: 1
-        case .domain, .profile, .fippool: 2
+        case .domain, .profile, .fippool, .dockerNetwork: 2
         case .zone, .policy: 3
         case .subnet: 4
         case .endpoint: 5
@@ -63,6 +64,7 @@ public enum ResourceKind: String, Codable, Sendable, CaseIterable {
         case .domain: "ENTERPRISE/DOMAIN"
         case .profile: "ENTERPRISE/PROFILE"
         case .fippool: "ENTERPRISE/POOL"
+        case .dockerNetwork: "HOST/NETWORK-ID"
         case .zone: "ENTERPRISE/DOMAIN/ZONE"
         case .policy: "ENTERPRISE/DOMAIN/POLICY"
         case .subnet: "ENTERPRISE/DOMAIN/ZONE/SUBNET"
@@ -81,6 +83,7 @@ public enum ResourceKind: String, Codable, Sendable, CaseIterable {
         case .host: "hosts"
         case .profile: "profiles"
         case .fippool: "fip-pools"
+        case .dockerNetwork: "docker-networks"
         case .policy: "policies"
         case .user: "users"
         }

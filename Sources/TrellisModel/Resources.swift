@@ -150,9 +150,13 @@ public struct Endpoint: Resource {
     /// The floating IP bound to the endpoint, and the pool it came from.
     public var floatingIP: IPv4Address?
     public var floatingPool: String?
+    /// The endpoint's DNS name inside its domain when it is not its name (a Docker container's name).
+    public var hostname: String?
     public var revision: Int
     public var createdAt: Date
     public var boundHost: String? { host }
+    /// The name the domain's resolver answers for: `NAME`, `NAME.SUBNET` and `NAME.SUBNET.DOMAIN`.
+    public var dnsName: String { hostname ?? name }
 
     public init(id: Int, path: String, name: String, subnet: String, domain: String, enterprise: String? = nil, kind: EndpointKind, owner: String? = nil, host: String? = nil, ip: IPv4Address, mac: MACAddress, profile: String? = nil, state: EndpointState, interface: String? = nil, externalIds: [String: String], revision: Int, createdAt: Date) {
         self.id = id
@@ -330,6 +334,31 @@ public struct FloatingIPPool: Resource {
         self.path = path; self.name = name; self.enterprise = enterprise; self.cidr = cidr; self.description = description
         self.revision = revision; self.createdAt = createdAt
     }
+}
+
+/// A Docker network made with Trellis's remote driver on one host's engine, and the subnet it
+/// stands for. Kept by the controller, so that an agent restart never loses the mapping. Its path is
+/// the host and the network id's first 12 characters (Docker's short id); `networkID` is the whole id.
+public struct DockerNetwork: Resource {
+    public static let kind = ResourceKind.dockerNetwork
+    public var path: String
+    public var host: String
+    public var networkID: String
+    public var subnet: String
+    public var enterprise: String?
+    /// The id of the IPAM pool Docker asked for this network.
+    public var poolID: String
+    public var revision: Int
+    public var createdAt: Date
+    public var boundHost: String? { host }
+
+    public init(path: String, host: String, networkID: String, subnet: String, enterprise: String?, poolID: String, revision: Int, createdAt: Date) {
+        self.path = path; self.host = host; self.networkID = networkID; self.subnet = subnet; self.enterprise = enterprise
+        self.poolID = poolID; self.revision = revision; self.createdAt = createdAt
+    }
+
+    /// The path of network `networkID` of the engine on `host`.
+    public static func path(host: String, networkID: String) -> String { host + "/" + networkID.prefix(12) }
 }
 
 /// A floating IP and the endpoint it reaches.

@@ -1,0 +1,86 @@
+import Foundation
+import Glibc
+import TrellisModel
+import TrellisNetlink
+import TrellisNetlinkWire
+
+/// Names across hosts: each domain's router namespace answers DNS for the endpoints of that domain
+/// (`NAME`, `NAME.SUBNET`, `NAME.SUBNET.DOMAIN`) on a link-local `address`, the same in every domain
+/// and on every host, which containers are given as their nameserver. A domain's
+/// resolver knows only its own domain, so names of other domains do not resolve.
+final class DNSService: @unchecked Sendable {
+    /// The resolver's address in every router namespace (as AWS's 169.254.169.253).
+    static let address = IPv4Address(0xA9FE_A9FD)
+
+    private let lock = NSLock()
+    private var zones: [String: DNSZone] = [:]
+    private var listeners: [String: NamespaceListener] = [:]
+    private let host: String
+
+    init(host: String) { self.host = host }
+
+    /// The names of every domain of `desired`: its local endpoints and those of other hosts.
+    static func zones(_ desired: DesiredState) -> [Int: DNSZone] {
+        var zones: [Int: DNSZone] = [:]
+        for domain in desired.domains {
+            var zone = DNSZone()
+            let subnets = Set(domain.subnets.map(\.path))
+            for endpoint in desired.endpoints where endpoint.domain == domain.path {
+                zone.add(name: endpoint.dnsName, subnet: endpoint.subnet, domain: domain.path, address: endpoint.ip)
+            }
+            for remote in desired.remoteEndpoints where subnets.contains(remote.subnet) {
+                zone.add(name: remote.dnsName, subnet: remote.subnet, domain: domain.path, address: remote.ip)
+            }
+            zones[domain.id] = zone
+        }
+        return zones
+    }
+
+    /// Follows the desired state: the zone of every domain, a listener in each router namespace.
+    func update(_ desired: DesiredState) {
+        let byNamespace = Dictionary(uniqueKeysWithValues: Self.zones(desired).map {
+            (KernelNames.routerNamespace(host: host, domainID: $0.key), $0.value)
+        })
+        lock.lock()
+        zones = byNamespace
+        let stale = listeners.filter { byNamespace[$0.key] == nil }
+        for key in stale.keys { listeners[key] = nil }
+        let missing = byNamespace.keys.filter { listeners[$0] == nil }
+        lock.unlock()
+        for listener in stale.values { listener.stop() }
+        for namespace in missing {
+            guard let listener = try? NamespaceListener(namespace: namespace, open: { try NamespaceListener.udpSocket(port: 53, address: Self.address) },
+                                                       serve: { fd, listener in self.serve(fd, namespace: namespace, listener: listener) })
+            else { continue }
+            lock.lock()
+            listeners[namespace] = listener
+            lock.unlock()
+        }
+    }
+
+    private func lookup(_ name: String, namespace: String) -> [IPv4Address]? {
+        lock.lock()
+        defer { lock.unlock() }
+        return zones[namespace]?.lookup(name)
+    }
+
+    private func serve(_ fd: Int32, namespace: String, listener: NamespaceListener) {
+        var buffer = [UInt8](repeating: 0, count: 1500)
+        while listener.running {
+            var peer = sockaddr_storage()
+            var peerLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let count = buffer.withUnsafeMutableBytes { bytes in
+                withUnsafeMutablePointer(to: &peer) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, bytes.baseAddress, bytes.count, 0, $0, &peerLength) }
+                }
+            }
+            guard count > 0, let query = DNSQuery(Array(buffer[0..<count])) else { continue }
+            let answer = query.answer(addresses: lookup(query.name, namespace: namespace))
+            _ = answer.withUnsafeBytes { bytes in
+                withUnsafePointer(to: &peer) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes.baseAddress, bytes.count, 0, $0, peerLength) }
+                }
+            }
+        }
+    }
+}
