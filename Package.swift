@@ -41,6 +41,16 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "TrellisDocker",
+            dependencies: [
+                "TrellisModel", "TrellisClient", "TrellisAgent",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "TrellisStore",
             dependencies: ["TrellisModel", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
@@ -69,7 +79,7 @@ let package = Package(
         .target(
             name: "TrellisCLI",
             dependencies: [
-                "TrellisModel", "TrellisClient", "TrellisController", "TrellisStore", "TrellisAgent", "TrellisNetlink",
+                "TrellisModel", "TrellisClient", "TrellisController", "TrellisStore", "TrellisAgent", "TrellisDocker", "TrellisNetlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

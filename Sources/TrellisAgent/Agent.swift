@@ -58,7 +58,7 @@ actor AgentState {
 /// reconnects with backoff and resyncs.
 public final class Agent: Sendable {
     public let configuration: AgentConfiguration
-    let client: ControllerClient
+    public let client: ControllerClient
     let datapath: Datapath
     let state = AgentState()
     let counters = AgentCounters()
@@ -76,8 +76,9 @@ public final class Agent: Sendable {
         self.logger = logger
     }
 
-    /// Runs until the local API stops (SIGTERM, SIGINT) or fails.
-    public func run() async throws {
+    /// Runs until the local API stops (SIGTERM, SIGINT) or fails, with `services` (adapters such as
+    /// the Docker monitor) alongside.
+    public func run(alongside services: [@Sendable () async throws -> Void] = []) async throws {
         let directory = (configuration.socketPath as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let (signals, trigger) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -87,6 +88,7 @@ public final class Agent: Sendable {
             group.addTask { await self.reconcile(signals) }
             group.addTask { await self.beat() }
             group.addTask { await self.report() }
+            for service in services { group.addTask { try await service() } }
             group.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: self.configuration.resyncInterval)
@@ -189,14 +191,22 @@ public final class Agent: Sendable {
                                        field: request.pid != nil ? "pid" : "netns")
         }
         let name = request.name ?? "ep-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
-        let body = EndpointCreate(subnet: request.subnet, name: name, kind: .container, owner: request.pid.map { "pid:\($0)" } ?? path,
+        let body = EndpointCreate(subnet: request.subnet, name: name, kind: .container,
+                                  owner: request.owner ?? request.pid.map { "pid:\($0)" } ?? path,
                                   host: configuration.host, ip: request.ip, profile: request.profile,
-                                  externalIds: ["netns": path, "ifname": interface])
-        let endpoint: Endpoint = try await client.post("/api/v1/endpoints", body)
+                                  externalIds: (request.externalIds ?? [:]).merging(["netns": path, "ifname": interface]) { _, new in new })
+        let endpoint: Endpoint = try await client(for: request.user).post("/api/v1/endpoints", body)
         return try await plugOrUndo(endpoint) { domain, subnet in
             let port = try await self.datapath.attach(endpoint, domain: domain, subnet: subnet, namespace: namespace, interface: interface)
             return EndpointUpdate(state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description])
         }
+    }
+
+    /// The controller's client, acting for `user` when one is named.
+    func client(for user: String?) throws -> ControllerClient {
+        guard let user else { return client }
+        try Names.validate(user, field: "user")
+        return client.acting(for: user)
     }
 
     /// A VM's port: the endpoint, then a persistent tap on its subnet's bridge in the router namespace.
@@ -209,7 +219,7 @@ public final class Agent: Sendable {
         // Named before the endpoint exists, so that every desired state listing the endpoint names its
         // tap too, and no reconcile takes a fresh tap for a stray one.
         let tap = request.tap ?? KernelNames.tap(token: UInt32.random(in: 0...UInt32.max))
-        let created: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(
+        let created: Endpoint = try await client(for: request.user).post("/api/v1/endpoints", EndpointCreate(
             subnet: request.subnet, name: name, kind: .vm, owner: name, host: configuration.host, ip: request.ip, profile: request.profile,
             externalIds: ["vm-name": name, "tap": tap]))
         return try await plugOrUndo(created) { domain, subnet in
@@ -250,6 +260,34 @@ public final class Agent: Sendable {
         let desired = DesiredSubnet(path: subnet.path, cidr: subnet.cidr, gateway: subnet.gateway, gatewayMAC: subnet.gatewayMAC,
                                     vni: subnet.vni, dhcp: subnet.dhcp, remoteVTEPs: [])
         return (DesiredDomain(path: domain.path, id: domain.id, subnets: [desired], policies: []), desired)
+    }
+
+    /// Plugs an endpoint made beforehand (by a Docker engine's IPAM request) as a veth whose other end,
+    /// `handover`, stays in this host's namespace for the engine to move into the container.
+    /// On failure the port is removed; the endpoint stays for its creator to release.
+    public func plugForHandover(_ endpoint: Endpoint, handover: String) async throws -> Endpoint {
+        do {
+            let (domain, subnet) = try await placement(of: endpoint)
+            let port = try await datapath.attachForHandover(endpoint, domain: domain, subnet: subnet, handover: handover)
+            return try await client.patch("/api/v1/endpoints/\(endpoint.id)", EndpointUpdate(
+                state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description]))
+        } catch {
+            logger.error("plugging \(endpoint.path) failed, removing its port: \(error)")
+            try? await unplug(endpoint)
+            throw error
+        }
+    }
+
+    /// Removes an endpoint's port and leaves the endpoint (and its address) in place.
+    public func unplug(_ endpoint: Endpoint) async throws {
+        let domain: Domain = try await client.get("/api/v1/domains/\(endpoint.domain)")
+        try await datapath.detach(endpoint, domainID: domain.id)
+    }
+
+    /// Puts a refused attachment in the controller's event log (best effort: the agent's log has it too).
+    public func reportRefusal(_ refusal: AttachRefusal) async {
+        logger.warning("refused to attach \(refusal.container ?? refusal.path): \(refusal.reason)")
+        _ = try? await client.send(.POST, "/api/v1/hosts/\(configuration.host)/refusals", body: try JSONCoding.encoder().encode(refusal))
     }
 
     /// Removes the endpoint's port, then deletes it at the controller, releasing its address.

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TrellisAgent
 import TrellisClient
+import TrellisDocker
 import TrellisModel
 
 struct AgentCommand: AsyncParsableCommand {
@@ -14,6 +15,10 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "The local API's unix socket.") var socket = "/run/trellis/agent.sock"
     @Option(help: "MTU of overlay interfaces (the underlay's less 50).") var mtu: UInt32 = 1450
     @Option(help: "Seconds between traffic reports (endpoint counters and flows) to the controller.") var statsInterval: Double = 5
+    @Option(help: "Follow this Docker engine's socket and attach containers started with --net=none and TRELLIS_* variables.")
+    var dockerSocket: String?
+    @Option(help: "Serve Docker's remote network and IPAM drivers (named trellis) on this socket (the engine looks in /run/docker/plugins).")
+    var pluginSocket: String?
 
     func run() async throws {
         try Names.validate(host, field: "host")
@@ -24,9 +29,19 @@ struct AgentCommand: AsyncParsableCommand {
                                                socketPath: socket, overlayMTU: mtu)
         configuration.statsInterval = .milliseconds(Int(statsInterval * 1000))
         let agent = try Agent(configuration: configuration)
-        print("trellis agent for host \(host) (underlay \(underlay)) serving \(socket)")
+        var services: [@Sendable () async throws -> Void] = []
+        if let dockerSocket {
+            let monitor = ContainerMonitor(agent: agent, engine: DockerEngine(socket: dockerSocket))
+            services.append { await monitor.run() }
+        }
+        if let pluginSocket {
+            let driver = RemoteDriver(agent: agent, socketPath: pluginSocket)
+            services.append { try await driver.run() }
+        }
+        print("trellis agent for host \(host) (underlay \(underlay)) serving \(socket)"
+              + (dockerSocket.map { ", following Docker at \($0)" } ?? "") + (pluginSocket.map { ", Docker driver on \($0)" } ?? ""))
         fflush(nil)
-        try await agent.run()
+        try await agent.run(alongside: services)
     }
 }
 

@@ -24,6 +24,8 @@ struct LabCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
         @Option(help: "How many hosts.") var hosts = 2
         @Option(help: "The controller's SQLite file (default: inside the lab directory, removed by lab down).") var store: String?
+        @Flag(help: "Run a Docker engine in every host (its agent follows it and serves it the trellis drivers), with the image trellis/busybox.")
+        var docker = false
 
         func validate() throws {
             guard (1...250).contains(hosts) else { throw ValidationError("--hosts must be from 1 to 250") }
@@ -31,7 +33,7 @@ struct LabCommand: AsyncParsableCommand {
 
         func run() async throws {
             let lab = options.lab
-            try await lab.up(hosts: hosts, store: store)
+            try await lab.up(hosts: hosts, store: store, docker: docker)
             try await lab.printStatus()
         }
     }
@@ -89,6 +91,9 @@ struct Lab {
     func agentSocket(_ host: String) -> String { "\(directory)/\(host).sock" }
     func pidFile(_ name: String) -> String { "\(directory)/\(name).pid" }
     var hostsFile: String { "\(directory)/hosts" }
+    /// Present when the lab's hosts run Docker engines.
+    var dockerFlagFile: String { "\(directory)/docker" }
+    var withDocker: Bool { FileManager.default.fileExists(atPath: dockerFlagFile) }
     var storeFile: String { "\(directory)/store" }
 
     var hosts: [String] {
@@ -138,9 +143,15 @@ struct Lab {
         throw TrellisError(.unavailable, "\(what) did not come up; \(directory)/\(log).log ends with:\n\(tail)")
     }
 
-    func up(hosts count: Int, store: String?) async throws {
+    func up(hosts count: Int, store: String?, docker: Bool = false) async throws {
         guard !alive("controller") else { throw TrellisError.conflict("a lab is already up in \(directory); run trellis lab down first") }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        if docker {
+            guard FileManager.default.isExecutableFile(atPath: LabDocker.dockerd) else {
+                throw TrellisError(.unavailable, "lab up --docker needs dockerd (apt-get install docker.io)")
+            }
+            FileManager.default.createFile(atPath: dockerFlagFile, contents: nil)
+        }
         let hosts = (1...count).map { "h\($0)" }
         try hosts.joined(separator: "\n").write(toFile: hostsFile, atomically: true, encoding: .utf8)
         try (store ?? "\(directory)/trellis.db").write(toFile: storeFile, atomically: true, encoding: .utf8)
@@ -161,7 +172,11 @@ struct Lab {
             let inside = try RouteNetlink(in: namespace)
             for name in ["lo", "eth0"] { try inside.setLink(index: try inside.requireLink(named: name).index, up: true) }
             try inside.addAddress(index: try inside.requireLink(named: "eth0").index, Self.underlay(offset + 1), prefixLength: 24)
+            if docker { try LabDocker(lab: self, host: host).start() }
             try start(host)
+        }
+        if docker {
+            for host in hosts { try await LabDocker(lab: self, host: host).awaitReady() }
         }
         for host in hosts {
             try await self.await("the agent of \(host)", log: host) {
@@ -185,10 +200,14 @@ struct Lab {
         }
         try spawn(name, ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.hostNamespace(name))", Self.executable, "agent",
                          "--controller", "unix:\(controllerSocket)", "--token", token ?? "", "--host", name,
-                         "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(name), "--stats-interval", "2"])
+                         "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(name), "--stats-interval", "2"]
+                         + (withDocker ? LabDocker(lab: self, host: name).agentArguments : []))
     }
 
     func down() throws {
+        if withDocker {
+            for host in hosts { LabDocker(lab: self, host: host).stop() }
+        }
         for name in hosts + ["controller"] {
             guard let pid = pid(name), kill(pid, 0) == 0 else { continue }
             kill(pid, SIGTERM)
@@ -212,6 +231,7 @@ struct Lab {
         setenv("TRELLIS_CONTROLLER", "unix:\(controllerSocket)", 1)
         setenv("TRELLIS_TOKEN", token ?? "", 1)
         setenv("TRELLIS_LAB_HOST", host, 1)
+        if withDocker { setenv("DOCKER_HOST", "unix://" + LabDocker(lab: self, host: host).socket, 1) }
         let arguments = ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.hostNamespace(host))"] + command
         var argv = arguments.map { strdup($0) } + [nil]
         execv(arguments[0], &argv)

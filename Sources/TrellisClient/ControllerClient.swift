@@ -12,6 +12,8 @@ public struct ControllerClient: Sendable {
     /// The user an admin token acts for (`X-Trellis-On-Behalf-Of`), so that the controller applies
     /// that user's rights: an agent creating an endpoint for a container's owner.
     public private(set) var onBehalfOf: String?
+    /// What the server is, for error messages ("the controller", "the Docker engine").
+    public var service = "the controller"
     let http: HTTPClient
 
     /// The header that names the user an admin caller acts for.
@@ -64,6 +66,8 @@ public struct ControllerClient: Sendable {
         request.method = method
         if let token = token ?? self.token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         if let onBehalfOf { request.headers.add(name: Self.onBehalfOfHeader, value: onBehalfOf) }
+        // AsyncHTTPClient would send the socket path as the Host, which Go servers (the Docker engine) refuse.
+        if baseURL.hasPrefix("http+unix://") { request.headers.replaceOrAdd(name: "Host", value: "localhost") }
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))
@@ -72,14 +76,18 @@ public struct ControllerClient: Sendable {
     }
 
     func unreachable(_ error: any Error) -> TrellisError {
-        TrellisError(.unavailable, "cannot reach the controller at \(baseURL): \(error)")
+        TrellisError(.unavailable, "cannot reach \(service) at \(baseURL): \(error)")
     }
 
-    static func failure(status: Int, body: Data) -> TrellisError {
+    func failure(status: Int, body: Data) -> TrellisError {
         if let error = try? JSONCoding.decoder().decode(ErrorBody.self, from: body) {
             return TrellisError(TrellisError.Code(httpStatus: status), error.error, field: error.field)
         }
-        return TrellisError(TrellisError.Code(httpStatus: status), "the controller answered \(status)")
+        // The Docker engine's errors are {"message": "..."}.
+        if let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any], let message = object["message"] as? String {
+            return TrellisError(TrellisError.Code(httpStatus: status), message)
+        }
+        return TrellisError(TrellisError.Code(httpStatus: status), "\(service) answered \(status)")
     }
 
     /// Sends a request and returns the raw answer body of a 2xx, else throws the server's error.
@@ -92,7 +100,7 @@ public struct ControllerClient: Sendable {
         }
         let data = Data(try await response.body.collect(upTo: 64 << 20).readableBytesView)
         guard (200..<300).contains(Int(response.status.code)) else {
-            throw Self.failure(status: Int(response.status.code), body: data)
+            throw failure(status: Int(response.status.code), body: data)
         }
         return data
     }
@@ -138,7 +146,7 @@ public struct ControllerClient: Sendable {
             throw unreachable(error)
         }
         guard (200..<300).contains(Int(response.status.code)) else {
-            throw Self.failure(status: Int(response.status.code), body: Data(try await response.body.collect(upTo: 1 << 20).readableBytesView))
+            throw failure(status: Int(response.status.code), body: Data(try await response.body.collect(upTo: 1 << 20).readableBytesView))
         }
         let decoder = JSONCoding.decoder()
         var pending = Data()

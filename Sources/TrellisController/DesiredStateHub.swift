@@ -84,7 +84,7 @@ actor DesiredStateHub {
     func publish(revision: Int, events: [Event]) {
         latest = max(latest ?? 0, revision)
         var wake: Set<String> = []
-        for event in events {
+        for event in events where event.action != .refused {
             switch event.kind {
             case .host:
                 hostsByName = nil

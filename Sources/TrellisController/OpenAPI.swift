@@ -133,7 +133,7 @@ enum OpenAPIDocument {
         ]) { a, _ in a })
         let user = object(["name", "admin", "revision"], ["name": string, "enterprise": string, "admin": boolean, "revision": integer, "createdAt": time])
         let event = object(["id", "revision", "time", "actor", "action", "kind", "path"], [
-            "id": integer, "revision": integer, "time": time, "actor": string, "action": enumeration(["created", "updated", "deleted"]),
+            "id": integer, "revision": integer, "time": time, "actor": string, "action": enumeration(["created", "updated", "deleted", "refused"]),
             "kind": enumeration(ResourceKind.allCases.map(\.rawValue)), "path": string, "enterprise": string, "object": .object([:]),
         ])
         let desiredSubnet = object(["path", "cidr", "gateway", "gatewayMAC", "vni", "dhcp", "remoteVTEPs"], [
@@ -217,6 +217,7 @@ enum OpenAPIDocument {
                 "revision": integer, "createdAt": time,
             ]),
             "DockerNetworkList": list("DockerNetwork"),
+            "AttachRefusal": object(["path", "reason"], ["path": string, "reason": string, "container": string, "user": string]),
             "DockerNetworkCreate": object(["host", "networkID", "subnet", "poolID"], [
                 "host": string, "networkID": string, "subnet": string, "poolID": string,
             ]),

@@ -541,6 +541,24 @@ public struct Registry: Sendable {
         return try await host(name, caller)
     }
 
+    /// Records in the event log that a host's agent refused to attach a container, and why.
+    public func recordRefusal(host: String, _ body: AttachRefusal, _ caller: Caller) async throws {
+        try caller.requireAdmin("report refused attachments")
+        guard (1...512).contains(body.path.utf8.count) else { throw TrellisError.invalid("path: 1 to 512 bytes", field: "path") }
+        guard (1...2048).contains(body.reason.utf8.count) else { throw TrellisError.invalid("reason: 1 to 2048 bytes", field: "reason") }
+        try Self.checkShort(body.container, field: "container")
+        try Self.checkShort(body.user, field: "user")
+        try await mutate(caller) { tx in
+            _ = try tx.require(HostRecord.self, host)
+            let enterprise = Names.prefix(body.path, 1)
+            var object: [String: JSONValue] = ["host": .string(host), "reason": .string(body.reason)]
+            if let container = body.container { object["container"] = .string(container) }
+            if let user = body.user { object["user"] = .string(user) }
+            try tx.record(.refused, kind: .endpoint, path: body.path,
+                          enterprise: try tx.get(Enterprise.self, enterprise) == nil ? nil : enterprise, object: .object(object))
+        }
+    }
+
     public func deleteHost(_ name: String, _ caller: Caller) async throws {
         try caller.requireAdmin("delete hosts")
         try await delete(HostRecord.self, name, caller) { tx, _ in

@@ -273,6 +273,12 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
         try await registry.deleteHost(try ctx.objectPath(.host), try ctx.requireCaller())
         return JSONResponse.noContent
     }
+    add(.post, itemPath(.host) + "/refusals", "Record that the host's agent refused to attach a container (admin)",
+        body: "AttachRefusal", status: 204, response: nil) { req, ctx in
+        try await registry.recordRefusal(host: try ctx.objectPath(.host), try await req.decodeJSON(AttachRefusal.self, context: ctx),
+                                         try ctx.requireCaller())
+        return JSONResponse.noContent
+    }
     add(.post, itemPath(.host) + "/heartbeat", "Report a host alive, with the revision it has applied (admin)",
         body: "HostHeartbeat", response: "Host") { req, ctx in
         try JSONResponse.make(try await registry.heartbeat(try ctx.objectPath(.host), try await req.decodeJSON(HostHeartbeat.self, context: ctx),

@@ -188,11 +188,18 @@ public struct AttachRequest: Codable, Sendable {
     /// …or, for a VM, a tap device (named `tap`, or `trt` and a random token) on the subnet's bridge.
     public var vm: Bool?
     public var tap: String?
+    /// The user the endpoint is created for: the controller refuses it unless the user may use the subnet.
+    public var user: String?
+    /// Who owns the port (a container id); the pid or namespace when absent.
+    public var owner: String?
+    public var externalIds: [String: String]?
 
     public init(subnet: String, name: String? = nil, ip: String? = nil, ifname: String? = nil, profile: String? = nil,
-                pid: Int32? = nil, netns: String? = nil, vm: Bool? = nil, tap: String? = nil) {
+                pid: Int32? = nil, netns: String? = nil, vm: Bool? = nil, tap: String? = nil, user: String? = nil,
+                owner: String? = nil, externalIds: [String: String]? = nil) {
         self.subnet = subnet; self.name = name; self.ip = ip; self.ifname = ifname; self.profile = profile
-        self.pid = pid; self.netns = netns; self.vm = vm; self.tap = tap
+        self.pid = pid; self.netns = netns; self.vm = vm; self.tap = tap; self.user = user; self.owner = owner
+        self.externalIds = externalIds
     }
 }
 
@@ -214,6 +221,18 @@ public struct AgentStatus: Codable, Sendable, Equatable {
     public init(host: String, underlayIP: IPv4Address, connected: Bool, desiredRevision: Int?, appliedRevision: Int?, lastError: String?) {
         self.host = host; self.underlayIP = underlayIP; self.connected = connected
         self.desiredRevision = desiredRevision; self.appliedRevision = appliedRevision; self.lastError = lastError
+    }
+}
+
+/// An agent's report that it refused to attach a container, for the event log.
+public struct AttachRefusal: Codable, Sendable {
+    /// The endpoint that was not made (SUBNET/NAME as asked), or what the container named.
+    public var path: String
+    public var reason: String
+    public var container: String?
+    public var user: String?
+    public init(path: String, reason: String, container: String? = nil, user: String? = nil) {
+        self.path = path; self.reason = reason; self.container = container; self.user = user
     }
 }
 

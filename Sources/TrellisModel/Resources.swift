@@ -280,7 +280,11 @@ public struct User: Resource {
 }
 
 /// What happened to an object.
-public enum EventAction: String, Codable, Sendable { case created, updated, deleted }
+public enum EventAction: String, Codable, Sendable {
+    case created, updated, deleted
+    /// An agent refused to make an object (a container's port) and says why; nothing was stored.
+    case refused
+}
 
 /// One recorded change: who did what to which object, when, and at which store revision.
 public struct Event: Codable, Sendable, Equatable {
