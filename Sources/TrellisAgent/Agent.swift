@@ -198,6 +198,7 @@ public final class Agent: Sendable {
         let endpoint: Endpoint = try await client(for: request.user).post("/api/v1/endpoints", body)
         return try await plugOrUndo(endpoint) { domain, subnet in
             let port = try await self.datapath.attach(endpoint, domain: domain, subnet: subnet, namespace: namespace, interface: interface)
+            self.dns.ensureListener(namespace: KernelNames.routerNamespace(host: self.configuration.host, domainID: domain.id))
             return EndpointUpdate(state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description])
         }
     }
@@ -269,6 +270,7 @@ public final class Agent: Sendable {
         do {
             let (domain, subnet) = try await placement(of: endpoint)
             let port = try await datapath.attachForHandover(endpoint, domain: domain, subnet: subnet, handover: handover)
+            dns.ensureListener(namespace: KernelNames.routerNamespace(host: configuration.host, domainID: domain.id))
             return try await client.patch("/api/v1/endpoints/\(endpoint.id)", EndpointUpdate(
                 state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description]))
         } catch {

@@ -48,20 +48,39 @@ final class DNSService: @unchecked Sendable {
         let missing = byNamespace.keys.filter { listeners[$0] == nil }
         lock.unlock()
         for listener in stale.values { listener.stop() }
-        for namespace in missing {
-            guard let listener = try? NamespaceListener(namespace: namespace, open: { try NamespaceListener.udpSocket(port: 53, address: Self.address) },
-                                                       serve: { fd, listener in self.serve(fd, namespace: namespace, listener: listener) })
-            else { continue }
-            lock.lock()
+        for namespace in missing { ensureListener(namespace: namespace) }
+    }
+
+    /// Starts the resolver of a router namespace now, for the first port of a domain on this host:
+    /// its container may ask for a name before the desired state that lists the domain arrives.
+    func ensureListener(namespace: String) {
+        lock.lock()
+        let running = listeners[namespace] != nil
+        lock.unlock()
+        guard !running, let listener = try? NamespaceListener(namespace: namespace, open: { try NamespaceListener.udpSocket(port: 53, address: Self.address) },
+                                                              serve: { fd, listener in self.serve(fd, namespace: namespace, listener: listener) })
+        else { return }
+        lock.lock()
+        if listeners[namespace] == nil {
             listeners[namespace] = listener
             lock.unlock()
+        } else {
+            lock.unlock()
+            listener.stop()
         }
     }
 
+    /// The addresses of `name` in the namespace's domain, nil when it has none. A query that comes
+    /// before the domain's zone waits for it (up to a second) rather than being told that no name exists.
     private func lookup(_ name: String, namespace: String) -> [IPv4Address]? {
-        lock.lock()
-        defer { lock.unlock() }
-        return zones[namespace]?.lookup(name)
+        for _ in 0..<200 {
+            lock.lock()
+            let zone = zones[namespace]
+            lock.unlock()
+            if let zone { return zone.lookup(name) }
+            usleep(5_000)
+        }
+        return nil
     }
 
     private func serve(_ fd: Int32, namespace: String, listener: NamespaceListener) {
