@@ -122,3 +122,88 @@ extension LabTests {
         #expect(reach.status == 0, "\(reach.output)")
     }
 }
+
+extension LabTests {
+    /// Top-down: Docker networks of two engines on two hosts stand for one subnet; containers get the
+    /// controller's addresses (never one twice), reach each other by name across hosts, join and leave
+    /// with connect/disconnect, keep a static --ip; bad networks and addresses are refused with the reason.
+    @Test(.enabled(if: dockerAvailable, "needs docker.io")) func dockerNetworksOfTwoEnginesShareASubnet() async throws {
+        let lab = try await RunningLab(hosts: 2, docker: true)
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
+        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/green", "--cidr", "192.168.30.0/24")
+        try await lab.trellis(on: "h1", "policy", "create", "acme/app1/open", "--rule", "allow any from acme/app1/web/green to acme/app1/web/red")
+
+        // Refused networks, each with a reason that names what to change.
+        let noSubnetOption = try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "bad1")
+        #expect(noSubnetOption.status != 0 && noSubnetOption.output.contains("trellis.subnet"), "\(noSubnetOption.output)")
+        let wrongCIDR = try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "--subnet", "10.7.0.0/24",
+                                       "-o", "trellis.subnet=acme/app1/web/red", "bad2")
+        #expect(wrongCIDR.status != 0 && wrongCIDR.output.contains("does not agree"), "\(wrongCIDR.output)")
+        let dockerIPAM = try lab.docker(on: "h1", "network", "create", "-d", "trellis", "-o", "trellis.subnet=acme/app1/web/red", "bad3")
+        #expect(dockerIPAM.status != 0 && dockerIPAM.output.contains("--ipam-driver trellis"), "\(dockerIPAM.output)")
+        let unknown = try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "-o", "trellis.subnet=acme/app1/web/nope", "bad4")
+        #expect(unknown.status != 0 && unknown.output.contains("no subnet"), "\(unknown.output)")
+
+        // The same subnet under one name on both engines: without --subnet on h1, with it on h2.
+        #expect(try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "-o", "trellis.subnet=acme/app1/web/red", "red").status == 0)
+        #expect(try lab.docker(on: "h2", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "--subnet", "192.168.10.0/24",
+                               "-o", "trellis.subnet=acme/app1/web/red", "red").status == 0)
+        #expect(try lab.docker(on: "h2", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "--ipam-opt", "trellis.subnet=acme/app1/web/green",
+                               "-o", "trellis.subnet=acme/app1/web/green", "green").status == 0)
+
+        // The web scenario across hosts, by name: db on h1, the app on h2 with a static address.
+        #expect(try lab.docker(on: "h1", "run", "-d", "--network", "red", "--name", "db", "trellis/busybox", "sh", "-c",
+                               "echo rows > /www/index.html; exec httpd -f -p 5432 -h /www").status == 0)
+        let app = try lab.docker(on: "h2", "run", "--rm", "--network", "red", "--ip", "192.168.10.50", "--name", "app", "trellis/busybox", "sh", "-c",
+                                 "ip -4 -o addr show eth0; wget -q -O - http://db:5432/ && wget -q -O - http://db.red.app1:5432/")
+        #expect(app.status == 0 && app.output.contains("192.168.10.50/24") && app.output.components(separatedBy: "rows").count == 3, "\(app.output)")
+        let db = try #require(try await lab.endpoints().first { $0.hostname == "db" })
+        #expect(db.host == "h1" && db.state == .up && db.externalIds["docker-endpoint"] != nil)
+        #expect(try await lab.eventually { try await !lab.endpoints().contains { $0.ip.description == "192.168.10.50" } }, "--rm released the static address")
+
+        // Two engines allocate from one pool: ten containers on each, no address twice.
+        for index in 0..<10 {
+            for host in ["h1", "h2"] {
+                #expect(try lab.docker(on: host, "run", "-d", "--network", "red", "--name", "n\(host)\(index)", "trellis/busybox", "sleep", "600").status == 0)
+            }
+        }
+        let addresses = try await lab.endpoints().filter { $0.subnet == "acme/app1/web/red" }.map(\.ip)
+        #expect(addresses.count == 21 && Set(addresses).count == 21)
+        let dockerSeen = try lab.docker(on: "h2", "inspect", "-f", "{{.NetworkSettings.Networks.red.IPAddress}}", "nh29").output
+        #expect(addresses.map(\.description).contains(dockerSeen.trimmingCharacters(in: .whitespacesAndNewlines)))
+
+        // connect and disconnect: a container of green joins red as a second interface, then leaves it.
+        #expect(try lab.docker(on: "h2", "run", "-d", "--network", "green", "--name", "roamer", "trellis/busybox", "sleep", "600").status == 0)
+        #expect(try lab.docker(on: "h2", "network", "connect", "red", "roamer").status == 0)
+        let joined = try lab.docker(on: "h2", "exec", "roamer", "sh", "-c", "ip -4 -o addr; ping -c 1 -W 2 db")
+        #expect(joined.status == 0 && joined.output.contains("eth1") && joined.output.contains("192.168.30."), "\(joined.output)")
+        #expect(try lab.docker(on: "h2", "network", "disconnect", "red", "roamer").status == 0)
+        #expect(try !lab.docker(on: "h2", "exec", "roamer", "ip", "-o", "link").output.contains("eth1"))
+        #expect(try await lab.eventually { try await lab.endpoints().filter { $0.externalIds["container-name"] == "roamer" }.map(\.subnet) == ["acme/app1/web/green"] })
+
+        // A static address outside the subnet: refused, and nothing is left behind.
+        let before = try await lab.endpoints().count
+        let outside = try lab.docker(on: "h1", "run", "-d", "--network", "red", "--ip", "10.9.9.9", "--name", "stray", "trellis/busybox", "sleep", "600")
+        #expect(outside.status != 0, "\(outside.output)")
+        #expect(try await lab.endpoints().count == before)
+        try lab.docker(on: "h1", "rm", "-f", "stray")
+
+        // The agent restarts: the engine's network still works, since the controller keeps the mapping.
+        lab.stop("h1")
+        try await lab.restart("h1")
+        try await Task.sleep(for: .milliseconds(500))
+        let after = try lab.docker(on: "h1", "run", "--rm", "--network", "red", "--name", "afterwards", "trellis/busybox", "ping", "-c", "1", "-W", "2", "nh25")
+        #expect(after.status == 0, "\(after.output)")
+
+        // Containers and networks go: the controller forgets both.
+        for index in 0..<10 {
+            #expect(try lab.docker(on: "h1", "rm", "-f", "nh1\(index)").status == 0)
+        }
+        #expect(try lab.docker(on: "h1", "rm", "-f", "db").status == 0)
+        #expect(try lab.docker(on: "h1", "network", "rm", "red").status == 0)
+        let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: lab.directory.appendingPathComponent("controller.sock").path), token: lab.token)
+        let networks: ListBody<DockerNetwork> = try await client.get("/api/v1/docker-networks")
+        #expect(networks.items.map(\.host).sorted() == ["h2", "h2"])
+        #expect(try await lab.endpoints().filter { $0.host == "h1" }.isEmpty)
+    }
+}
