@@ -119,6 +119,7 @@ let package = Package(
             dependencies: ["TrellisModel", "TrellisClient", "TrellisNetlink", "TrellisNetlinkWire", "TrellisTestSupport"],
             swiftSettings: strict
         ),
+        .testTarget(name: "TrellisDockerTests", dependencies: ["TrellisModel", "TrellisDocker"], swiftSettings: strict),
         .testTarget(
             name: "TrellisCLITests",
             dependencies: ["TrellisModel", "TrellisClient", "TrellisTestSupport"],

@@ -68,3 +68,35 @@ import TrellisModel
         #expect(Array(frame[34..<38]) == [0, 67, 0, 68])
     }
 }
+
+@Suite struct DNSTests {
+    /// A query for `name` of `type` as a stub resolver sends it.
+    func query(_ name: String, type: UInt16 = 1, id: UInt16 = 0x1234) -> [UInt8] {
+        var bytes: [UInt8] = [UInt8(id >> 8), UInt8(id & 0xff), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]
+        for label in name.split(separator: ".") { bytes += [UInt8(label.utf8.count)] + Array(label.utf8) }
+        return bytes + [0, UInt8(type >> 8), UInt8(type & 0xff), 0, 1]
+    }
+
+    @Test func answersARecordsAuthoritatively() throws {
+        var zone = DNSZone()
+        zone.add(name: "db", subnet: "acme/app1/web/red", domain: "acme/app1", address: try .parse("192.168.10.4", field: nil))
+        let parsed = try #require(DNSQuery(query("DB.red.App1")))
+        #expect(parsed.name == "db.red.app1" && parsed.type == DNSQuery.typeA && parsed.id == 0x1234)
+        let answer = parsed.answer(addresses: zone.lookup(parsed.name))
+        #expect(Array(answer[0..<4]) == [0x12, 0x34, 0x85, 0x00], "id, response + authoritative + RD, NOERROR")
+        #expect(Array(answer[6..<8]) == [0, 1], "one answer")
+        #expect(Array(answer.suffix(4)) == [192, 168, 10, 4])
+        #expect(zone.lookup("db") != nil && zone.lookup("db.red") != nil && zone.lookup("db.blue.app1") == nil)
+    }
+
+    @Test func unknownNamesAreNXDOMAINAndOtherTypesNODATA() throws {
+        var zone = DNSZone()
+        zone.add(name: "db", subnet: "acme/app1/web/red", domain: "acme/app1", address: try .parse("192.168.10.4", field: nil))
+        let missing = try #require(DNSQuery(query("web")))
+        #expect(missing.answer(addresses: zone.lookup(missing.name))[3] & 0x0f == 3)
+        let aaaa = try #require(DNSQuery(query("db", type: 28)))
+        let nodata = aaaa.answer(addresses: zone.lookup(aaaa.name))
+        #expect(nodata[3] & 0x0f == 0 && Array(nodata[6..<8]) == [0, 0])
+        #expect(DNSQuery(Array(query("db").prefix(14))) == nil, "a truncated query is ignored")
+    }
+}
