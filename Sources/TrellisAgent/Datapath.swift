@@ -319,6 +319,8 @@ public actor Datapath {
         let host = try hostNamespace ?? NetworkNamespace.current()
         try router.netlink.createLink(LinkSpec(name: name, kind: .veth(peerName: handover, peerMAC: endpoint.mac, peerNamespace: host.fd),
                                                mtu: configuration.overlayMTU, master: bridge.index, up: true))
+        // Neighbours that asked for the address before learn where it is now, not at their next ARP retry.
+        try router.packets.send(ARPFrame.gratuitous(mac: endpoint.mac, ip: endpoint.ip), linkIndex: bridge.index)
         return name
     }
 

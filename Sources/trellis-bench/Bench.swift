@@ -9,7 +9,7 @@ import TrellisModel
 /// Benchmarks that print numbers with a baseline measured in the same run; never a pass/fail test.
 @main
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "trellis-bench", subcommands: [ControllerBench.self, DatapathBench.self, PolicyBench.self])
+    static let configuration = CommandConfiguration(commandName: "trellis-bench", subcommands: [ControllerBench.self, DatapathBench.self, PolicyBench.self, DockerBench.self])
 }
 
 /// Latency samples and their percentiles.
@@ -206,11 +206,11 @@ struct BenchLab {
     let directory: String
     let controller: ControllerClient
 
-    init(hosts count: Int, tag: String) throws {
+    init(hosts count: Int, tag: String, docker: Bool = false) throws {
         trellis = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("trellis").path
         directory = "/tmp/\(tag)-lab"
         _ = try sh([trellis, "lab", "down", "--dir", directory])
-        let up = try sh([trellis, "lab", "up", "--hosts", String(count), "--dir", directory])
+        let up = try sh([trellis, "lab", "up", "--hosts", String(count), "--dir", directory] + (docker ? ["--docker"] : []))
         guard up.contains("h\(count)") else { throw TrellisError(.unavailable, "lab up failed: \(up)") }
         let token = try String(contentsOfFile: "\(directory)/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         controller = ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/controller.sock"), token: token)
