@@ -264,20 +264,26 @@ public final class Agent: Sendable {
     }
 
     /// Plugs an endpoint made beforehand (by a Docker engine's IPAM request) as a veth whose other end,
-    /// `handover`, stays in this host's namespace for the engine to move into the container.
-    /// On failure the port is removed; the endpoint stays for its creator to release.
-    public func plugForHandover(_ endpoint: Endpoint, handover: String) async throws -> Endpoint {
+    /// `handover`, stays in this host's namespace for the engine to move into the container; returns the
+    /// port's name. On failure the port is removed; the endpoint stays for its creator to release.
+    public func plugForHandover(_ endpoint: Endpoint, handover: String) async throws -> String {
         do {
             let (domain, subnet) = try await placement(of: endpoint)
             let port = try await datapath.attachForHandover(endpoint, domain: domain, subnet: subnet, handover: handover)
             dns.ensureListener(namespace: KernelNames.routerNamespace(host: configuration.host, domainID: domain.id))
-            return try await client.patch("/api/v1/endpoints/\(endpoint.id)", EndpointUpdate(
-                state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description]))
+            return port
         } catch {
             logger.error("plugging \(endpoint.path) failed, removing its port: \(error)")
             try? await unplug(endpoint)
             throw error
         }
+    }
+
+    /// Records at the controller that an endpoint is plugged in as `port`.
+    public func recordPlugged(_ endpoint: Endpoint, port: String, externalIds: [String: String] = [:]) async throws -> Endpoint {
+        try await client.patch("/api/v1/endpoints/\(endpoint.id)", EndpointUpdate(
+            state: .up, interface: port,
+            externalIds: externalIds.merging(["iface-id": port, "attached-mac": endpoint.mac.description]) { _, own in own }))
     }
 
     /// Removes an endpoint's port and leaves the endpoint (and its address) in place.

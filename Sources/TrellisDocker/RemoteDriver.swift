@@ -101,6 +101,7 @@ public final class RemoteDriver: Sendable {
                     throw JSONCoding.describe(error)
                 }
                 let answer = try await self.withDeadline { try await handle(body) }
+                self.logger.debug("\(path) took \(ContinuousClock.now - started)")
                 return Self.reply(answer)
             } catch {
                 let message = (error as? TrellisError)?.message ?? "\(error)"
@@ -144,6 +145,7 @@ actor DriverState {
     private var networks: [String: DockerNetwork] = [:]
     private var subnets: [String: Subnet] = [:]
     private var endpoints: [String: Endpoint] = [:]
+    private var allocations: [String: Endpoint] = [:]
 
     func add(_ pool: PendingPool) { pending.append(pool) }
 
@@ -171,4 +173,7 @@ actor DriverState {
     func remember(_ endpoint: Endpoint, as id: String) { endpoints[id] = endpoint }
     func endpoint(_ id: String) -> Endpoint? { endpoints[id] }
     func forget(endpoint id: String) { endpoints[id] = nil }
+    func remember(allocation endpoint: Endpoint, pool: String) { allocations["\(pool) \(endpoint.ip)"] = endpoint }
+    func allocation(_ pool: String, _ address: IPv4Address) -> Endpoint? { allocations["\(pool) \(address)"] }
+    func forget(allocation pool: String, _ address: IPv4Address) { allocations["\(pool) \(address)"] = nil }
 }

@@ -48,6 +48,7 @@ extension RemoteDriver {
         let endpoint: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(
             subnet: path, name: "docker-\(token)", kind: .container, owner: "docker", host: host, ip: wanted?.description,
             externalIds: [Self.poolKey: request.PoolID]))
+        await state.remember(allocation: endpoint, pool: request.PoolID)
         return RequestAddressResponse(Address: "\(endpoint.ip)/\(subnet.cidr.prefixLength)", Data: [:])
     }
 
@@ -70,6 +71,7 @@ extension RemoteDriver {
         guard let path = try await subnetPath(pool: request.PoolID),
               let address = try? IPv4Address.parse(request.Address, field: "Address") else { return Empty() }
         let listed: ListBody<Endpoint> = try await controller.get("/api/v1/endpoints?host=\(host)&subnet=\(path)")
+        await state.forget(allocation: request.PoolID, address)
         for endpoint in listed.items where endpoint.ip == address && endpoint.externalIds[Self.poolKey] == request.PoolID {
             try? await agent.unplug(endpoint)
             try await controller.delete("/api/v1/endpoints/\(endpoint.id)")
@@ -145,18 +147,23 @@ extension RemoteDriver {
         let network = try await network(request.NetworkID)
         guard let text = request.Interface?.Address, let address = try? IPv4Address.parse(String(text.split(separator: "/").first ?? ""), field: "Address")
         else { throw TrellisError.invalid("Docker gave no address: the network's IPAM driver must be trellis", field: "Address") }
-        let listed: ListBody<Endpoint> = try await controller.get("/api/v1/endpoints?host=\(host)&subnet=\(network.subnet)")
-        guard let endpoint = listed.items.first(where: { $0.ip == address && $0.externalIds[Self.poolKey] == network.poolID }) else {
+        guard let endpoint = try await allocated(address, network: network) else {
             throw TrellisError.notFound("no Trellis endpoint holds \(address) in \(network.subnet)", field: "Address")
         }
         let docker = request.Interface?.MacAddress ?? ""
         if !docker.isEmpty, docker.lowercased() != endpoint.mac.description {
             throw TrellisError.invalid("Trellis assigns MAC addresses: leave out --mac-address", field: "MacAddress")
         }
-        let updated: Endpoint = try await controller.patch("/api/v1/endpoints/\(endpoint.id)", EndpointUpdate(
-            externalIds: [Self.endpointKey: request.EndpointID, "docker-network": request.NetworkID]))
-        await state.remember(updated, as: request.EndpointID)
+        // Recorded at the controller with the Join that follows, which updates the endpoint anyway.
+        await state.remember(endpoint, as: request.EndpointID)
         return CreateEndpointResponse(Interface: docker.isEmpty ? .init(MacAddress: endpoint.mac.description) : nil)
+    }
+
+    /// The endpoint that RequestAddress made for `address`: remembered, or found at the controller.
+    func allocated(_ address: IPv4Address, network: DockerNetwork) async throws -> Endpoint? {
+        if let endpoint = await state.allocation(network.poolID, address) { return endpoint }
+        let listed: ListBody<Endpoint> = try await controller.get("/api/v1/endpoints?host=\(host)&subnet=\(network.subnet)")
+        return listed.items.first { $0.ip == address && $0.externalIds[Self.poolKey] == network.poolID }
     }
 
     func endpoint(_ id: String) async throws -> Endpoint {
@@ -178,7 +185,17 @@ extension RemoteDriver {
         let endpoint = try await endpoint(request.EndpointID)
         let subnet = try await subnet(endpoint.subnet)
         let handover = "trh" + String(endpoint.id, radix: 36)
-        _ = try await agent.plugForHandover(endpoint, handover: handover)
+        let port = try await agent.plugForHandover(endpoint, handover: handover)
+        // Recorded while the engine moves the interface in: the port works without the record, and
+        // the engine's container starts that much sooner.
+        let ids = [Self.endpointKey: request.EndpointID, "docker-network": request.NetworkID]
+        Task {
+            do {
+                _ = try await agent.recordPlugged(endpoint, port: port, externalIds: ids)
+            } catch {
+                logger.error("recording the port of \(endpoint.path) failed: \(error)")
+            }
+        }
         return JoinResponse(InterfaceName: .init(SrcName: handover, DstPrefix: "eth"), Gateway: subnet.gateway.description)
     }
 
