@@ -103,6 +103,9 @@ import TrellisTestSupport
             let freed: FloatingIPList = try await client.get("/api/v1/fips")
             #expect(freed.items.isEmpty, "deleting an endpoint unbinds its floating IP")
             try await client.delete("/api/v1/fip-pools/acme/public")
+            let network: DockerNetwork = try await client.post("/api/v1/docker-networks", DockerNetworkCreate(
+                host: "h1", networkID: "0123456789abcdef0123", subnet: subnet, poolID: "trellis:\(subnet)"))
+            try await client.delete("/api/v1/docker-networks/\(network.path)")
             try await client.delete("/api/v1/profiles/acme/limited")
             try await client.delete("/api/v1/policies/acme/app1/web-in")
             try await client.delete("/api/v1/subnets/\(subnet)")
