@@ -240,9 +240,7 @@ public final class Agent: Sendable {
             return try await client.patch("/api/v1/endpoints/\(endpoint.id)", update)
         } catch {
             logger.error("attach of \(endpoint.path) failed, undoing it: \(error)")
-            if let domain: Domain = try? await client.get("/api/v1/domains/\(endpoint.domain)") {
-                try? await datapath.detach(endpoint, domainID: domain.id)
-            }
+            try? await unplug(endpoint)
             try? await client.delete("/api/v1/endpoints/\(endpoint.id)")
             throw error
         }
@@ -288,8 +286,14 @@ public final class Agent: Sendable {
 
     /// Removes an endpoint's port and leaves the endpoint (and its address) in place.
     public func unplug(_ endpoint: Endpoint) async throws {
+        try await datapath.detach(endpoint, domainID: try await domainID(of: endpoint))
+    }
+
+    /// The id of an endpoint's domain: from the desired state when this host serves it, else from the controller.
+    private func domainID(of endpoint: Endpoint) async throws -> Int {
+        if let domain = await state.desired?.domains.first(where: { $0.path == endpoint.domain }) { return domain.id }
         let domain: Domain = try await client.get("/api/v1/domains/\(endpoint.domain)")
-        try await datapath.detach(endpoint, domainID: domain.id)
+        return domain.id
     }
 
     /// Puts a refused attachment in the controller's event log (best effort: the agent's log has it too).
@@ -304,8 +308,7 @@ public final class Agent: Sendable {
         guard endpoint.host == configuration.host else {
             throw TrellisError.conflict("\(endpoint.path) is on host \(endpoint.host ?? "none"), not \(configuration.host)")
         }
-        let domain: Domain = try await client.get("/api/v1/domains/\(endpoint.domain)")
-        try await datapath.detach(endpoint, domainID: domain.id)
+        try await unplug(endpoint)
         try await client.delete("/api/v1/endpoints/\(endpoint.id)")
     }
 }

@@ -261,18 +261,26 @@ public actor Datapath {
 
     // MARK: Attach and detach
 
+    /// What every way of plugging an endpoint starts from: its domain's router and its subnet's bridge
+    /// made sure of, the router's links by name, and the endpoint no longer marked as detaching.
+    private func prepare(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet) throws
+        -> (router: RouterNamespace, bridge: Link, links: [String: Link]) {
+        var report = ReconcileReport()
+        let router = try ensureRouter(domain, &report)
+        var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let (bridge, _) = try ensureSubnet(subnet, router, &links, try router.netlink.addresses(), &report)
+        detaching.remove(endpoint.path)
+        return (router, bridge, links)
+    }
+
     /// Plugs an endpoint into `namespace` as `interface`: a veth whose container end is created inside
     /// the namespace with the endpoint's MAC (and, unless the subnet serves DHCP, its address and a
     /// default route via the anycast gateway), and whose host end joins the subnet's bridge.
     /// Idempotent; on failure nothing it made is left behind.
     public func attach(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, namespace: NetworkNamespace,
                        interface: String) throws -> String {
-        var report = ReconcileReport()
-        let router = try ensureRouter(domain, &report)
-        var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let (bridge, _) = try ensureSubnet(subnet, router, &links, try router.netlink.addresses(), &report)
+        let (router, bridge, links) = try prepare(endpoint, domain: domain, subnet: subnet)
         let name = KernelNames.port(endpointID: endpoint.id)
-        detaching.remove(endpoint.path)
         if links[name] == nil {
             try plug(endpoint, subnet: subnet, router: router, bridge: bridge, into: namespace, interface: interface)
         }
@@ -308,12 +316,8 @@ public actor Datapath {
     /// subnet's bridge and whose other end, `handover`, is left in this host's namespace with the
     /// endpoint's MAC and the overlay MTU, for the engine to move into the container and address.
     public func attachForHandover(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, handover: String) throws -> String {
-        var report = ReconcileReport()
-        let router = try ensureRouter(domain, &report)
-        var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let (bridge, _) = try ensureSubnet(subnet, router, &links, try router.netlink.addresses(), &report)
+        let (router, bridge, links) = try prepare(endpoint, domain: domain, subnet: subnet)
         let name = KernelNames.port(endpointID: endpoint.id)
-        detaching.remove(endpoint.path)
         if let stale = links[name] { try router.netlink.deleteLink(index: stale.index) }
         if let stale = try hostNetlink.link(named: handover) { try hostNetlink.deleteLink(index: stale.index) }
         let host = try hostNamespace ?? NetworkNamespace.current()
@@ -327,11 +331,7 @@ public actor Datapath {
     /// Gives a VM endpoint a persistent tap `name` on its subnet's bridge, in the router namespace, where
     /// the VM's monitor opens it (`qemu -netdev tap,ifname=NAME,script=no` run in that namespace).
     public func attachTap(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, name: String) throws -> String {
-        var report = ReconcileReport()
-        let router = try ensureRouter(domain, &report)
-        var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let (bridge, _) = try ensureSubnet(subnet, router, &links, try router.netlink.addresses(), &report)
-        detaching.remove(endpoint.path)
+        let (router, bridge, links) = try prepare(endpoint, domain: domain, subnet: subnet)
         if links[name] == nil { try plugTap(name, router: router, bridge: bridge) }
         return router.name
     }

@@ -16,18 +16,17 @@ extension RemoteDriver {
             throw TrellisError.invalid("--ip-range is not supported: Trellis allocates from the whole subnet", field: "SubPool")
         }
         let requested = try request.Pool.flatMap { $0.isEmpty ? nil : try IPv4Network.parse($0, field: "--subnet") }
+        let pool: DriverState.PendingPool
         if let path = request.Options?[PluginProtocol.subnetOption] {
             let subnet = try await subnet(path)
             if let requested, requested != subnet.cidr {
                 throw TrellisError.invalid("--subnet \(requested) does not agree with \(path), which is \(subnet.cidr)", field: "--subnet")
             }
-            let pool = DriverState.PendingPool(id: Self.subnetPoolPrefix + path, pool: subnet.cidr.description, requested: requested, subnet: path)
-            await state.add(pool)
-            return RequestPoolResponse(PoolID: pool.id, Pool: pool.pool, Data: [:])
+            pool = DriverState.PendingPool(id: Self.subnetPoolPrefix + path, pool: subnet.cidr.description, requested: requested, subnet: path)
+        } else {
+            pool = DriverState.PendingPool(id: Self.pendingPoolPrefix + Self.randomHex(bytes: 8),
+                                           pool: requested?.description ?? PluginProtocol.unspecifiedPool, requested: requested, subnet: nil)
         }
-        let token = (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-        let pool = DriverState.PendingPool(id: Self.pendingPoolPrefix + token, pool: requested?.description ?? PluginProtocol.unspecifiedPool,
-                                           requested: requested, subnet: nil)
         await state.add(pool)
         return RequestPoolResponse(PoolID: pool.id, Pool: pool.pool, Data: [:])
     }
@@ -44,9 +43,8 @@ extension RemoteDriver {
         if let wanted, !subnet.cidr.contains(wanted) {
             throw TrellisError.invalid("--ip \(wanted) is outside \(path) (\(subnet.cidr))", field: "--ip")
         }
-        let token = (0..<4).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         let endpoint: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(
-            subnet: path, name: "docker-\(token)", kind: .container, owner: "docker", host: host, ip: wanted?.description,
+            subnet: path, name: "docker-\(Self.randomHex(bytes: 4))", kind: .container, owner: "docker", host: host, ip: wanted?.description,
             externalIds: [Self.poolKey: request.PoolID]))
         await state.remember(allocation: endpoint, pool: request.PoolID)
         return RequestAddressResponse(Address: "\(endpoint.ip)/\(subnet.cidr.prefixLength)", Data: [:])
@@ -79,10 +77,15 @@ extension RemoteDriver {
         return Empty()
     }
 
+    static func randomHex(bytes: Int) -> String {
+        (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+    }
+
     /// The subnet a pool allocates from, nil while its network is not made yet.
     func subnetPath(pool id: String) async throws -> String? {
         if id.hasPrefix(Self.subnetPoolPrefix) { return String(id.dropFirst(Self.subnetPoolPrefix.count)) }
         if let path = await state.subnet(ofPool: id) { return path }
+        if let pending = await state.pendingPool(id) { return pending.subnet }
         let listed: ListBody<DockerNetwork> = try await controller.get("/api/v1/docker-networks?host=\(host)")
         for network in listed.items { await state.remember(network) }
         return listed.items.first { $0.poolID == id }?.subnet
