@@ -119,6 +119,7 @@ public final class Agent: Sendable {
                     }
                     if let desired {
                         await self.state.follow(desired)
+                        self.dns.follow(desired)
                         trigger.yield()
                     }
                     return true
@@ -141,7 +142,7 @@ public final class Agent: Sendable {
                 let report = try await datapath.reconcile(desired)
                 try datapath.firewall.sync()
                 dhcp.update(desired)
-                dns.update(desired)
+                dns.serveDomains(of: desired)
                 await state.markApplied(desired.revision)
                 await counters.count(.reconciles)
                 if !report.isEmpty {

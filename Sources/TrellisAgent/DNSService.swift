@@ -36,16 +36,25 @@ final class DNSService: @unchecked Sendable {
         return zones
     }
 
-    /// Follows the desired state: the zone of every domain, a listener in each router namespace.
-    func update(_ desired: DesiredState) {
+    /// Takes the names of a new desired state, as soon as it arrives: names do not wait for the
+    /// datapath's reconcile, so a container never asks for a peer its host has heard of but not yet served.
+    func follow(_ desired: DesiredState) {
         let byNamespace = Dictionary(uniqueKeysWithValues: Self.zones(desired).map {
             (KernelNames.routerNamespace(host: host, domainID: $0.key), $0.value)
         })
         lock.lock()
         zones = byNamespace
-        let stale = listeners.filter { byNamespace[$0.key] == nil }
+        lock.unlock()
+    }
+
+    /// Keeps a listener in the router namespace of every domain of `desired` (called after a
+    /// reconcile, when the namespaces exist) and stops those of domains the host no longer serves.
+    func serveDomains(of desired: DesiredState) {
+        let namespaces = Set(desired.domains.map { KernelNames.routerNamespace(host: host, domainID: $0.id) })
+        lock.lock()
+        let stale = listeners.filter { !namespaces.contains($0.key) }
         for key in stale.keys { listeners[key] = nil }
-        let missing = byNamespace.keys.filter { listeners[$0] == nil }
+        let missing = namespaces.filter { listeners[$0] == nil }
         lock.unlock()
         for listener in stale.values { listener.stop() }
         for namespace in missing { ensureListener(namespace: namespace) }
@@ -71,9 +80,9 @@ final class DNSService: @unchecked Sendable {
     }
 
     /// The addresses of `name` in the namespace's domain, nil when it has none. A query that comes
-    /// before the domain's zone waits for it (up to a second) rather than being told that no name exists.
+    /// before the domain's zone waits for it (up to three seconds, within a resolver's usual five) rather than being told that no name exists.
     private func lookup(_ name: String, namespace: String) -> [IPv4Address]? {
-        for _ in 0..<200 {
+        for _ in 0..<600 {
             lock.lock()
             let zone = zones[namespace]
             lock.unlock()
