@@ -46,6 +46,10 @@ public actor Datapath {
     var routers: [Int: RouterNamespace] = [:]
     /// Endpoints being detached: not re-attached by a reconcile that still lists them.
     private var detaching: Set<String> = []
+    /// Ports plugged by an attach, by name: the revision that made their endpoint, and their router.
+    /// A reconcile from an older desired state (the watch had not yet brought the endpoint) leaves
+    /// them and their router namespace alone instead of removing them as strays.
+    private var plugged: [String: (revision: Int, router: String)] = [:]
     /// The last ruleset compiled per domain and what it was compiled from: most reconciles (a remote
     /// endpoint came or went) change none of it, and a domain with thousands of rules is not recompiled.
     private var compiled: [Int: (inputs: RulesetInputs, ruleset: FirewallRuleset)] = [:]
@@ -68,7 +72,8 @@ public actor Datapath {
     @discardableResult
     public func reconcile(_ desired: DesiredState) throws -> ReconcileReport {
         var report = ReconcileReport()
-        var keptNamespaces: Set<String> = []
+        plugged = plugged.filter { $0.value.revision > desired.revision }
+        var keptNamespaces = Set(plugged.values.map(\.router))
         var uplinks: [Int: [FloatingIPTranslation]] = [:]
         let profiles = Dictionary(desired.profiles.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
         for domain in desired.domains {
@@ -88,7 +93,7 @@ public actor Datapath {
                 try syncForwarding(subnet, remotes, router, bridge: bridge, vxlan: vxlan, fdb: fdb, neighbours: neighbours)
             }
             for endpoint in desired.endpoints where endpoint.domain == domain.path {
-                let name = endpoint.externalIds["tap"] ?? KernelNames.port(endpointID: endpoint.id)
+                let name = KernelNames.port(of: endpoint)
                 guard let bridge = bridges[endpoint.subnet], !detaching.contains(endpoint.path) else { continue }
                 if endpoint.kind == .vm {
                     if links[name] == nil, endpoint.externalIds["tap"] != nil {
@@ -129,7 +134,7 @@ public actor Datapath {
             for bridge in bridges.values where bridge.bridgeCallsIPHooks != ruleset.filtersBridgedTraffic {
                 try router.netlink.setBridge(index: bridge.index, callIPHooks: ruleset.filtersBridgedTraffic)
             }
-            for link in links.values where KernelNames.isOwned(link) && !kept.contains(link.name) {
+            for link in links.values where KernelNames.isOwned(link) && !kept.contains(link.name) && plugged[link.name] == nil {
                 try router.netlink.deleteLink(index: link.index)
                 report.removed.append(link.name)
             }
@@ -270,6 +275,7 @@ public actor Datapath {
         var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let (bridge, _) = try ensureSubnet(subnet, router, &links, try router.netlink.addresses(), &report)
         detaching.remove(endpoint.path)
+        plugged[KernelNames.port(of: endpoint)] = (endpoint.revision, router.name)
         return (router, bridge, links)
     }
 
@@ -350,11 +356,12 @@ public actor Datapath {
     /// Removes an endpoint's port (its container end goes with it); the caller releases the address after.
     public func detach(_ endpoint: Endpoint, domainID: Int) throws {
         detaching.insert(endpoint.path)
+        plugged[KernelNames.port(of: endpoint)] = nil
         let name = KernelNames.routerNamespace(host: configuration.host, domainID: domainID)
         guard NetworkNamespace.names().contains(name) else { return }
         let namespace = try NetworkNamespace(named: name)
         let netlink = try routers[domainID]?.netlink ?? RouteNetlink(in: namespace)
-        if let link = try netlink.link(named: endpoint.externalIds["tap"] ?? KernelNames.port(endpointID: endpoint.id)) {
+        if let link = try netlink.link(named: KernelNames.port(of: endpoint)) {
             try netlink.deleteLink(index: link.index)
         }
     }

@@ -272,7 +272,7 @@ public struct FirewallRuleset: Sendable {
         // keeps to its MAC and address (0.0.0.0 allowed for a DHCP client). DHCP stays on this host. A
         // plain overlay gets no bridge hooks at all: nothing to pay per frame, nothing to reload per port.
         let filters = !domain.policies.isEmpty || !floatingIPs.isEmpty || !counters.isEmpty || !egress.isEmpty || !ingress.isEmpty
-        let ports = local.map { (name: $0.externalIds["tap"] ?? KernelNames.port(endpointID: $0.id), endpoint: $0) }
+        let ports = local.map { (name: KernelNames.port(of: $0), endpoint: $0) }
         self.ports = ports.map(\.name)
         shaping = ports.compactMap { port in
             guard let profile = port.endpoint.profile.flatMap({ profiles[$0] }), profile.egressRate != nil || profile.ingressRate != nil else { return nil }

@@ -47,7 +47,7 @@ extension Agent {
             let counters = ruleset?.counters.isEmpty == false
                 ? (try NFTables.table("inet", "trellis", namespacePath: router.namespace.path)?.counters ?? [:]) : [:]
             for endpoint in desired.endpoints where endpoint.domain == domain.path {
-                let port = endpoint.externalIds["tap"] ?? KernelNames.port(endpointID: endpoint.id)
+                let port = KernelNames.port(of: endpoint)
                 if let names = ruleset?.counters[endpoint.id], let sent = counters[names.tx], let received = counters[names.rx] {
                     endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: configuration.host,
                                                    sent: sent, received: received, source: "nftables", collectedAt: now))

@@ -118,4 +118,41 @@ struct DatapathTests {
         #expect(emptied.removed == [KernelNames.routerNamespace(host: hosts[0], domainID: domainID)])
         #expect(try RouteNetlink(in: c1).link(named: "eth0") == nil, "the container end went with its port")
     }
+
+    /// An attach runs ahead of the watch: the controller made the endpoint at revision 7, but a reconcile
+    /// of revision 6 (which does not list it) may still run. It must not take the new port, nor its
+    /// router namespace, for strays; once the desired state has caught up, a port it lacks does go.
+    @Test func aReconcileBehindTheWatchKeepsPortsJustPlugged() async throws {
+        let namespaces = Namespaces()
+        let host = try namespaces.make("h"), container = try namespaces.make("c")
+        let name = "\(tag)h"
+        defer {
+            for router in NetworkNamespace.names() where router.hasPrefix(KernelNames.routerPrefix(host: name)) {
+                try? NetworkNamespace.delete(named: router)
+            }
+        }
+        let red = "acme/app1/web/red"
+        let desiredSubnet = try subnet(red, "192.168.72.0/24", vni: vnis.0, vteps: [])
+        let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
+        var fresh = endpoint(9, red, host: name, ip: "192.168.72.9", netns: container.path)
+        fresh.revision = 7
+        func state(_ revision: Int, endpoints: [Endpoint]) -> DesiredState {
+            DesiredState(host: name, revision: revision, underlayIP: IPv4Address("10.88.1.1"), domains: endpoints.isEmpty ? [] : [domain],
+                         endpoints: endpoints, remoteEndpoints: [], profiles: [])
+        }
+        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!), hostNamespace: host)
+        let port = try await datapath.attach(fresh, domain: domain, subnet: desiredSubnet, namespace: container, interface: "eth0")
+        let routerName = KernelNames.routerNamespace(host: name, domainID: domainID)
+
+        let behind = try await datapath.reconcile(state(6, endpoints: []))
+        #expect(behind.removed.isEmpty, "\(behind)")
+        #expect(try RouteNetlink(in: container).link(named: "eth0") != nil, "the container keeps its interface")
+        #expect(try RouteNetlink(in: try NetworkNamespace(named: routerName)).link(named: port) != nil)
+
+        let caughtUp = try await datapath.reconcile(state(7, endpoints: [fresh]))
+        #expect(caughtUp.isEmpty, "\(caughtUp)")
+        let gone = try await datapath.reconcile(state(8, endpoints: []))
+        #expect(gone.removed == [routerName], "\(gone)")
+        #expect(try RouteNetlink(in: container).link(named: "eth0") == nil)
+    }
 }
