@@ -91,6 +91,7 @@ let package = Package(
                 "CTrellisLinux", "TrellisModel", "TrellisClient", "TrellisController", "TrellisAgent", "TrellisNetlink", "TrellisNetlinkWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -18,6 +18,7 @@ struct DockerBench: AsyncParsableCommand {
         case bridge = "Docker bridge network (baseline)"
         case driver = "Trellis remote driver (--network)"
         case bottomUp = "Trellis bottom-up (--net=none + TRELLIS_*)"
+        case null = "no-op remote driver (the floor of any remote driver)"
     }
 
     func run() async throws {
@@ -29,12 +30,22 @@ struct DockerBench: AsyncParsableCommand {
         _ = try sh(docker + ["network", "create", "-d", "bridge", "--subnet", "172.30.0.0/16", "bnet"])
         _ = try sh(docker + ["network", "create", "-d", "trellis", "--ipam-driver", "trellis", "--subnet", "10.60.0.0/16",
                              "-o", "trellis.subnet=bench/d/z/s", "tnet"])
+        let null = try NullDriver(plugins: "\(lab.directory)/h1-docker/plugins", host: try NetworkNamespace(named: "trellis-lab-h1"))
+        let serving = Task { try await null.run() }
+        defer { serving.cancel() }
+        while !FileManager.default.fileExists(atPath: null.socketPath) { try await Task.sleep(for: .milliseconds(10)) }
+        _ = try sh(docker + ["network", "create", "-d", NullDriver.name, "--ipam-driver", NullDriver.name, "--subnet", "10.70.0.0/16", "nnet"])
+        try null.prepareSpare()
         var probers: [Case: NetworkNamespace] = [:]
-        for (network, address) in [("bnet", "172.30.255.1"), ("tnet", "10.60.255.1")] {
+        for (network, address) in [("bnet", "172.30.255.1"), ("tnet", "10.60.255.1"), ("nnet", "10.70.255.1")] {
             _ = try sh(docker + ["run", "-d", "--network", network, "--ip", address, "--name", "probe-\(network)", "trellis/busybox", "sleep", "1000000"])
             let pid = try sh(docker + ["inspect", "-f", "{{.State.Pid}}", "probe-\(network)"]).trimmingCharacters(in: .whitespacesAndNewlines)
             let namespace = try NetworkNamespace(path: "/proc/\(pid)/ns/net")
-            if network == "bnet" { probers[.bridge] = namespace } else { probers[.driver] = namespace; probers[.bottomUp] = namespace }
+            switch network {
+            case "bnet": probers[.bridge] = namespace
+            case "nnet": probers[.null] = namespace
+            default: probers[.driver] = namespace; probers[.bottomUp] = namespace
+            }
         }
         let variables = ["-e", "TRELLIS_ENTERPRISE=bench", "-e", "TRELLIS_DOMAIN=d", "-e", "TRELLIS_ZONE=z", "-e", "TRELLIS_SUBNET=s", "-e", "TRELLIS_USER=runner"]
         var samples: [Case: [Double]] = [:]
@@ -50,7 +61,9 @@ struct DockerBench: AsyncParsableCommand {
                 case .bridge: ("172.30.1.\(run + 1)", ["--network", "bnet", "--ip", "172.30.1.\(run + 1)"])
                 case .driver: ("10.60.1.\(run + 1)", ["--network", "tnet", "--ip", "10.60.1.\(run + 1)"])
                 case .bottomUp: ("10.60.2.\(run + 1)", ["--net=none"] + variables + ["-e", "TRELLIS_IP=10.60.2.\(run + 1)"])
+                case .null: ("10.70.1.\(run + 1)", ["--network", "nnet", "--ip", "10.70.1.\(run + 1)"])
                 }
+                if benchCase == .null { try null.prepareSpare() }
                 let name = "c\(run)-\(benchCase)"
                 let probe = try EchoProbe(in: probers[benchCase]!, target: try IPv4Address.parse(address, field: "address"))
                 let start = Date().timeIntervalSince1970
