@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import Synchronization
 import TrellisNetlink
 import TrellisNetlinkWire
@@ -89,7 +90,11 @@ final class NullDriver: Sendable {
                 }
             }
         }
-        let app = Application(router: router, configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: Self.name))
+        // Quiet: being cancelled at the end of the run is how this server stops, not an error.
+        var logger = Logger(label: Self.name)
+        logger.logLevel = .critical
+        let app = Application(router: router, configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: Self.name),
+                              logger: logger)
         try await app.run()
     }
 
