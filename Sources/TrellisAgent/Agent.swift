@@ -225,7 +225,7 @@ public final class Agent: Sendable {
             subnet: request.subnet, name: name, kind: .vm, owner: name, host: configuration.host, ip: request.ip, profile: request.profile,
             externalIds: ["vm-name": name, "tap": tap]))
         return try await plugOrUndo(created) { domain, subnet in
-            let router = try await self.datapath.attachTap(created, domain: domain, subnet: subnet, name: tap)
+            let router = try await self.datapath.attachTap(created, domain: domain, subnet: subnet)
             return EndpointUpdate(state: .up, interface: tap, externalIds: ["iface-id": tap, "attached-mac": created.mac.description,
                                                                             "router-netns": router])
         }

@@ -334,9 +334,14 @@ public actor Datapath {
         return name
     }
 
-    /// Gives a VM endpoint a persistent tap `name` on its subnet's bridge, in the router namespace, where
-    /// the VM's monitor opens it (`qemu -netdev tap,ifname=NAME,script=no` run in that namespace).
-    public func attachTap(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, name: String) throws -> String {
+    /// Gives a VM endpoint a persistent tap on its subnet's bridge, in the router namespace, where the
+    /// VM's monitor opens it (`qemu -netdev tap,ifname=NAME,script=no` run in that namespace); the tap is
+    /// named by the endpoint's `tap` external id, as the reconcile that keeps it reads it.
+    public func attachTap(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet) throws -> String {
+        guard endpoint.externalIds["tap"] != nil else {
+            throw TrellisError.invalid("a VM endpoint needs its tap's name in the external id tap", field: "externalIds.tap")
+        }
+        let name = KernelNames.port(of: endpoint)
         let (router, bridge, links) = try prepare(endpoint, domain: domain, subnet: subnet)
         if links[name] == nil { try plugTap(name, router: router, bridge: bridge) }
         return router.name
