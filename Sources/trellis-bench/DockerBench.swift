@@ -37,15 +37,14 @@ struct DockerBench: AsyncParsableCommand {
         _ = try sh(docker + ["network", "create", "-d", NullDriver.name, "--ipam-driver", NullDriver.name, "--subnet", "10.70.0.0/16", "nnet"])
         try null.prepareSpare()
         var probers: [Case: NetworkNamespace] = [:]
-        for (network, address) in [("bnet", "172.30.255.1"), ("tnet", "10.60.255.1"), ("nnet", "10.70.255.1")] {
+        let probes: [(network: String, address: String, cases: [Case])] = [
+            ("bnet", "172.30.255.1", [.bridge]), ("tnet", "10.60.255.1", [.driver, .bottomUp]), ("nnet", "10.70.255.1", [.null]),
+        ]
+        for (network, address, cases) in probes {
             _ = try sh(docker + ["run", "-d", "--network", network, "--ip", address, "--name", "probe-\(network)", "trellis/busybox", "sleep", "1000000"])
             let pid = try sh(docker + ["inspect", "-f", "{{.State.Pid}}", "probe-\(network)"]).trimmingCharacters(in: .whitespacesAndNewlines)
             let namespace = try NetworkNamespace(path: "/proc/\(pid)/ns/net")
-            switch network {
-            case "bnet": probers[.bridge] = namespace
-            case "nnet": probers[.null] = namespace
-            default: probers[.driver] = namespace; probers[.bottomUp] = namespace
-            }
+            for benchCase in cases { probers[benchCase] = namespace }
         }
         let variables = ["-e", "TRELLIS_ENTERPRISE=bench", "-e", "TRELLIS_DOMAIN=d", "-e", "TRELLIS_ZONE=z", "-e", "TRELLIS_SUBNET=s", "-e", "TRELLIS_USER=runner"]
         var samples: [Case: [Double]] = [:]
