@@ -69,10 +69,12 @@ public final class Agent: Sendable {
     public init(configuration: AgentConfiguration, logger: Logger = Logger(label: "trellis.agent")) throws {
         self.configuration = configuration
         client = ControllerClient(baseURL: configuration.controller, token: configuration.token)
+        let dns = DNSService(host: configuration.host)
         datapath = try Datapath(configuration: DatapathConfiguration(host: configuration.host, underlayIP: configuration.underlayIP,
-                                                                     overlayMTU: configuration.overlayMTU))
+                                                                     overlayMTU: configuration.overlayMTU),
+                                routerMade: { dns.serveNew(namespace: $0) })
         dhcp = DHCPService(host: configuration.host, mtu: configuration.overlayMTU)
-        dns = DNSService(host: configuration.host)
+        self.dns = dns
         self.logger = logger
     }
 
@@ -142,7 +144,7 @@ public final class Agent: Sendable {
                 let report = try await datapath.reconcile(desired)
                 try datapath.firewall.sync()
                 dhcp.update(desired)
-                dns.serveDomains(of: desired)
+                dns.serve(namespaces: await datapath.routerNames())
                 await state.markApplied(desired.revision)
                 await counters.count(.reconciles)
                 if !report.isEmpty {
@@ -199,7 +201,6 @@ public final class Agent: Sendable {
         let endpoint: Endpoint = try await client(for: request.user).post("/api/v1/endpoints", body)
         return try await plugOrUndo(endpoint) { domain, subnet in
             let port = try await self.datapath.attach(endpoint, domain: domain, subnet: subnet, namespace: namespace, interface: interface)
-            self.dns.ensureListener(namespace: KernelNames.routerNamespace(host: self.configuration.host, domainID: domain.id))
             return EndpointUpdate(state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description])
         }
     }
@@ -269,7 +270,6 @@ public final class Agent: Sendable {
         do {
             let (domain, subnet) = try await placement(of: endpoint)
             let port = try await datapath.attachForHandover(endpoint, domain: domain, subnet: subnet, handover: handover)
-            dns.ensureListener(namespace: KernelNames.routerNamespace(host: configuration.host, domainID: domain.id))
             return port
         } catch {
             logger.error("plugging \(endpoint.path) failed, removing its port: \(error)")

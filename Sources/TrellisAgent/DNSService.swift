@@ -47,10 +47,10 @@ final class DNSService: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// Keeps a listener in the router namespace of every domain of `desired` (called after a
-    /// reconcile, when the namespaces exist) and stops those of domains the host no longer serves.
-    func serveDomains(of desired: DesiredState) {
-        let namespaces = Set(desired.domains.map { KernelNames.routerNamespace(host: host, domainID: $0.id) })
+    /// Keeps a listener in each of `namespaces` (the router namespaces the datapath keeps, read after
+    /// a reconcile) and stops the others. Taken from the datapath rather than from the reconciled
+    /// desired state: a router made by an attach ahead of the watch keeps its resolver as it keeps its port.
+    func serve(namespaces: Set<String>) {
         lock.lock()
         let stale = listeners.filter { !namespaces.contains($0.key) }
         for key in stale.keys { listeners[key] = nil }
@@ -60,9 +60,19 @@ final class DNSService: @unchecked Sendable {
         for namespace in missing { ensureListener(namespace: namespace) }
     }
 
-    /// Starts the resolver of a router namespace now, for the first port of a domain on this host:
-    /// its container may ask for a name before the desired state that lists the domain arrives.
-    func ensureListener(namespace: String) {
+    /// Starts the resolver of a router namespace the datapath has just made (or first found since the
+    /// agent started), before any port in it is plugged; a listener left from an earlier namespace of
+    /// that name (removed and made again between two reconciles) is replaced, not kept.
+    func serveNew(namespace: String) {
+        lock.lock()
+        let earlier = listeners.removeValue(forKey: namespace)
+        lock.unlock()
+        earlier?.stop()
+        ensureListener(namespace: namespace)
+    }
+
+    /// Starts the resolver of a router namespace unless one is running.
+    private func ensureListener(namespace: String) {
         lock.lock()
         let running = listeners[namespace] != nil
         lock.unlock()

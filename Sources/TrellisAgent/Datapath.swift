@@ -50,6 +50,7 @@ public actor Datapath {
     /// A reconcile from an older desired state (the watch had not yet brought the endpoint) leaves
     /// them and their router namespace alone instead of removing them as strays.
     private var plugged: [String: (revision: Int, router: String)] = [:]
+    private let routerMade: @Sendable (String) -> Void
     /// The last ruleset compiled per domain and what it was compiled from: most reconciles (a remote
     /// endpoint came or went) change none of it, and a domain with thousands of rules is not recompiled.
     private var compiled: [Int: (inputs: RulesetInputs, ruleset: FirewallRuleset)] = [:]
@@ -59,11 +60,21 @@ public actor Datapath {
     public nonisolated let firewall = FirewallLoader()
 
     /// A datapath for the host whose namespace is `hostNamespace` (this process's when nil).
-    public init(configuration: DatapathConfiguration, hostNamespace: NetworkNamespace? = nil) throws {
+    /// `routerMade` is told the name of each router namespace as the datapath makes it (or first finds
+    /// it, after a restart), before any port in it is plugged: the services a router answers in every
+    /// domain (its resolver) start there, so no container can ask before they listen.
+    public init(configuration: DatapathConfiguration, hostNamespace: NetworkNamespace? = nil,
+                routerMade: @escaping @Sendable (String) -> Void = { _ in }) throws {
         self.configuration = configuration
         hostNetlink = try RouteNetlink(in: hostNamespace)
         self.hostNamespace = hostNamespace
+        self.routerMade = routerMade
     }
+
+    /// The names of the router namespaces this datapath keeps: those of the desired domains, and those
+    /// of ports plugged ahead of the desired state.
+    public func routerNames() -> Set<String> { Set(routers.values.map(\.name)) }
+
 
     // MARK: Reconciliation
 
@@ -195,6 +206,7 @@ public actor Datapath {
         if !existed { report.created.append(name) }
         let router = RouterNamespace(name: name, namespace: namespace, netlink: netlink, packets: try PacketSocket(in: namespace))
         routers[domain.id] = router
+        routerMade(name)
         return router
     }
 

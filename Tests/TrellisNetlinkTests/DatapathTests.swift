@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TrellisAgent
 import TrellisModel
@@ -148,11 +149,58 @@ struct DatapathTests {
         #expect(behind.removed.isEmpty, "\(behind)")
         #expect(try RouteNetlink(in: container).link(named: "eth0") != nil, "the container keeps its interface")
         #expect(try RouteNetlink(in: try NetworkNamespace(named: routerName)).link(named: port) != nil)
+        #expect(await datapath.routerNames() == [routerName], "the agent serves DNS in the routers the datapath keeps")
 
         let caughtUp = try await datapath.reconcile(state(7, endpoints: [fresh]))
         #expect(caughtUp.isEmpty, "\(caughtUp)")
         let gone = try await datapath.reconcile(state(8, endpoints: []))
         #expect(gone.removed == [routerName], "\(gone)")
+        #expect(await datapath.routerNames().isEmpty)
         #expect(try RouteNetlink(in: container).link(named: "eth0") == nil)
+    }
+
+    /// The agent starts each router's resolver when the datapath announces the router: that must come
+    /// before the first port of the router is plugged (a container may ask for a name at once), for a
+    /// router made by a reconcile and by an attach alike, and again for a router found after a restart.
+    @Test func routersAreAnnouncedBeforeTheirFirstPort() async throws {
+        let namespaces = Namespaces()
+        let host = try namespaces.make("h"), container = try namespaces.make("c")
+        let name = "\(tag)h"
+        defer {
+            for router in NetworkNamespace.names() where router.hasPrefix(KernelNames.routerPrefix(host: name)) {
+                try? NetworkNamespace.delete(named: router)
+            }
+        }
+        let red = "acme/app1/web/red"
+        let desiredSubnet = try subnet(red, "192.168.73.0/24", vni: vnis.0, vteps: [])
+        let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
+        let member = endpoint(9, red, host: name, ip: "192.168.73.9", netns: container.path)
+        func state(_ revision: Int, endpoints: [Endpoint]) -> DesiredState {
+            DesiredState(host: name, revision: revision, underlayIP: IPv4Address("10.88.1.1"), domains: endpoints.isEmpty ? [] : [domain],
+                         endpoints: endpoints, remoteEndpoints: [], profiles: [])
+        }
+        /// Each announcement: the router's name and how many ports it had at that moment.
+        let announced = Mutex<[(router: String, ports: Int)]>([])
+        let routerMade: @Sendable (String) -> Void = { router in
+            let ports = (try? RouteNetlink(in: NetworkNamespace(named: router)).links().filter { $0.name.hasPrefix("trv") }.count) ?? -1
+            announced.withLock { $0.append((router, ports)) }
+        }
+        let configuration = DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!)
+        let routerName = KernelNames.routerNamespace(host: name, domainID: domainID)
+
+        let datapath = try Datapath(configuration: configuration, hostNamespace: host, routerMade: routerMade)
+        let made = try await datapath.reconcile(state(1, endpoints: [member]))
+        #expect(made.created.contains(KernelNames.port(of: member)), "\(made)")
+        #expect(announced.withLock { $0.map(\.router) } == [routerName])
+        #expect(announced.withLock { $0.map(\.ports) } == [0], "announced before the reconcile plugged its port")
+
+        try await datapath.reconcile(state(2, endpoints: []))
+        _ = try await datapath.attach(member, domain: domain, subnet: desiredSubnet, namespace: container, interface: "eth0")
+        #expect(announced.withLock { $0.map(\.ports) } == [0, 0], "a router made again by an attach is announced again, before its port")
+
+        let restarted = try Datapath(configuration: configuration, hostNamespace: host, routerMade: routerMade)
+        let resynced = try await restarted.reconcile(state(3, endpoints: [member]))
+        #expect(resynced.isEmpty, "\(resynced)")
+        #expect(announced.withLock { $0.map(\.router) } == [routerName, routerName, routerName], "a restarted agent serves the router it finds")
     }
 }
