@@ -25,6 +25,12 @@ struct DatapathTests {
                  externalIds: netns.map { ["netns": $0] } ?? [:], revision: 1, createdAt: Date(timeIntervalSince1970: 0))
     }
 
+    /// One host's desired state with only local `endpoints`, all in `domain` (no domain when there are none).
+    func localState(host: String, revision: Int, domain: DesiredDomain, endpoints: [Endpoint]) -> DesiredState {
+        DesiredState(host: host, revision: revision, underlayIP: IPv4Address("10.88.1.1"), domains: endpoints.isEmpty ? [] : [domain],
+                     endpoints: endpoints, remoteEndpoints: [], profiles: [])
+    }
+
     func remote(_ endpoint: Endpoint, vtep: String) -> RemoteEndpoint {
         RemoteEndpoint(path: endpoint.path, subnet: endpoint.subnet, ip: endpoint.ip, mac: endpoint.mac, host: endpoint.host!,
                        vtep: IPv4Address(vtep)!)
@@ -138,8 +144,7 @@ struct DatapathTests {
         var fresh = endpoint(9, red, host: name, ip: "192.168.72.9", netns: container.path)
         fresh.revision = 7
         func state(_ revision: Int, endpoints: [Endpoint]) -> DesiredState {
-            DesiredState(host: name, revision: revision, underlayIP: IPv4Address("10.88.1.1"), domains: endpoints.isEmpty ? [] : [domain],
-                         endpoints: endpoints, remoteEndpoints: [], profiles: [])
+            localState(host: name, revision: revision, domain: domain, endpoints: endpoints)
         }
         let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!), hostNamespace: host)
         let port = try await datapath.attach(fresh, domain: domain, subnet: desiredSubnet, namespace: container, interface: "eth0")
@@ -176,8 +181,7 @@ struct DatapathTests {
         let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
         let member = endpoint(9, red, host: name, ip: "192.168.73.9", netns: container.path)
         func state(_ revision: Int, endpoints: [Endpoint]) -> DesiredState {
-            DesiredState(host: name, revision: revision, underlayIP: IPv4Address("10.88.1.1"), domains: endpoints.isEmpty ? [] : [domain],
-                         endpoints: endpoints, remoteEndpoints: [], profiles: [])
+            localState(host: name, revision: revision, domain: domain, endpoints: endpoints)
         }
         /// Each announcement: the router's name and how many ports it had at that moment.
         let announced = Mutex<[(router: String, ports: Int)]>([])
