@@ -8,6 +8,8 @@ int trellis_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
 int trellis_unshare_net(void) { return unshare(CLONE_NEWNET); }
 int trellis_bind_mount(const char *source, const char *target) { return mount(source, target, "none", MS_BIND, NULL); }
 int trellis_detach_mount(const char *target) { return umount2(target, MNT_DETACH); }
+int trellis_make_shared_mount(const char *target) { return mount("", target, "none", MS_SHARED | MS_REC, NULL); }
+int trellis_rbind_mount_on_itself(const char *target) { return mount(target, target, "none", MS_BIND | MS_REC, NULL); }
 
 #include <fcntl.h>
 #include <string.h>

@@ -67,7 +67,7 @@ public final class NetworkNamespace: @unchecked Sendable {
     public static func create(named name: String) throws -> NetworkNamespace {
         let path = "\(namedDirectory)/\(name)"
         if FileManager.default.fileExists(atPath: path), let existing = try? NetworkNamespace(path: path) { return existing }
-        try FileManager.default.createDirectory(atPath: namedDirectory, withIntermediateDirectories: true)
+        try prepareNamedDirectory()
         let created = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
         guard created >= 0 else { throw NetlinkError(code: errno, operation: "create \(path)") }
         close(created)
@@ -83,6 +83,24 @@ public final class NetworkNamespace: @unchecked Sendable {
             throw error
         }
         return try NetworkNamespace(path: path)
+    }
+
+    /// Makes `/run/netns` a shared mount of itself before any namespace is mounted in it, exactly as
+    /// `ip netns add` does: the directory is made, made shared, and where it is no mount point yet (a
+    /// fresh machine) bind-mounted on itself first. Namespaces mounted in the bare directory would be
+    /// hidden under the mount that the next `ip netns add` puts there, and could never be removed.
+    static func prepareNamedDirectory() throws {
+        if mkdir(namedDirectory, 0o755) != 0 && errno != EEXIST { throw NetlinkError(code: errno, operation: "create \(namedDirectory)") }
+        var madeMountPoint = false
+        while trellis_make_shared_mount(namedDirectory) != 0 {
+            guard errno == EINVAL, !madeMountPoint else {
+                throw NetlinkError(code: errno, operation: "mount --make-shared \(namedDirectory)")
+            }
+            guard trellis_rbind_mount_on_itself(namedDirectory) == 0 else {
+                throw NetlinkError(code: errno, operation: "mount --rbind \(namedDirectory) \(namedDirectory)")
+            }
+            madeMountPoint = true
+        }
     }
 
     /// Removes a named namespace (`ip netns delete NAME`); its links go with it. Absent is not an error.

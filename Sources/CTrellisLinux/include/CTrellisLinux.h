@@ -14,8 +14,10 @@ int trellis_unshare_net(void);
 int trellis_bind_mount(const char *source, const char *target);
 /// Lazily unmounts `target`.
 int trellis_detach_mount(const char *target);
-
-
+/// Makes the mount at `target` (and those below it) shared: fails with EINVAL when `target` is no mount point.
+int trellis_make_shared_mount(const char *target);
+/// Bind-mounts `target` (with the mounts below it) on itself, so that it becomes a mount point.
+int trellis_rbind_mount_on_itself(const char *target);
 
 /// Creates (or attaches to) the tap device `name` on the calling thread's namespace: returns its fd,
 /// or -1 with errno set. With `persist`, the device outlives the fd.
