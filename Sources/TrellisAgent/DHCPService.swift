@@ -43,7 +43,8 @@ final class DHCPService: @unchecked Sendable {
             for subnet in domain.subnets where subnet.dhcp {
                 wanted["\(namespace)/\(subnet.vni)"] = (namespace, subnet.vni)
                 for endpoint in desired.endpoints where endpoint.subnet == subnet.path {
-                    let lease = DHCPLease(address: endpoint.ip, network: subnet.cidr, gateway: subnet.gateway, dnsServer: DNSService.address,
+                    let lease = DHCPLease(address: endpoint.ip, network: subnet.cidr, gateway: subnet.gateway,
+                                          dnsServer: DNSService.address,
                                           mtu: UInt16(mtu), leaseSeconds: 86400)
                     next[endpoint.mac] = Binding(lease: lease, port: KernelNames.port(endpointID: endpoint.id), vni: subnet.vni,
                                                  gatewayMAC: subnet.gatewayMAC)
@@ -69,8 +70,10 @@ final class DHCPService: @unchecked Sendable {
     enum Listener {
         static func start(namespace: String, vni: Int, service: DHCPService) throws -> NamespaceListener {
             try NamespaceListener(namespace: namespace,
-                                  open: { try NamespaceListener.udpSocket(port: 67, device: KernelNames.bridge(vni: vni), broadcast: true) },
-                                  serve: { fd, listener in serve(fd, vni: vni, service: service, listener: listener) })
+                                  open: {
+                                      [try NamespaceListener.udpSocket(port: 67, device: KernelNames.bridge(vni: vni), broadcast: true)]
+                                  },
+                                  serve: { fds, listener in serve(fds[0], vni: vni, service: service, listener: listener) })
         }
 
         private static func serve(_ fd: Int32, vni: Int, service: DHCPService, listener: NamespaceListener) {

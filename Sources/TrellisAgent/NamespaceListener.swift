@@ -4,15 +4,24 @@ import Glibc
 import TrellisModel
 import TrellisNetlink
 
-/// A UDP socket opened inside a router namespace and served by a thread of its own: the thread
-/// enters the namespace for good, so one agent process serves every domain (DHCP, DNS).
+/// Sockets opened inside a router namespace and served by a thread of its own: the thread enters
+/// the namespace for good, so one agent process serves every domain (DHCP, DNS).
 final class NamespaceListener: @unchecked Sendable {
     private let stopped = NSLock()
     private var isStopped = false
+    /// A pipe whose read end is readable once `wake()` (or `stop()`) was called: a serving loop that
+    /// polls it with its sockets notices new work or a stop at once.
+    private let wakeup: (read: Int32, write: Int32)
 
-    /// Opens the socket with `open` on a new thread inside the namespace, then runs `serve` there until
-    /// `stop()`. `open` must give the socket a receive timeout so that a stop is noticed.
-    init(namespace: String, open: @escaping @Sendable () throws -> Int32, serve: @escaping @Sendable (Int32, NamespaceListener) -> Void) throws {
+    /// Opens the sockets with `open` on a new thread inside the namespace, then runs `serve` there
+    /// until `stop()`; `serve` polls `wakeupDescriptor` with its sockets, or gives them a receive
+    /// timeout, so that a stop is noticed.
+    init(namespace: String, open: @escaping @Sendable () throws -> [Int32],
+         serve: @escaping @Sendable ([Int32], NamespaceListener) -> Void) throws {
+        var ends: [Int32] = [0, 0]
+        guard pipe(&ends) == 0 else { throw NetlinkError(code: errno, operation: "pipe") }
+        for end in ends { setDescriptorFlags(end) }
+        wakeup = (ends[0], ends[1])
         let ready = DispatchSemaphore(value: 0)
         let path = "\(NetworkNamespace.namedDirectory)/\(namespace)"
         let outcome = StartOutcome()
@@ -20,10 +29,10 @@ final class NamespaceListener: @unchecked Sendable {
             do {
                 let namespace = try NetworkNamespace(path: path)
                 guard trellis_setns_net(namespace.fd) == 0 else { throw NetlinkError(code: errno, operation: "setns(\(path))") }
-                let fd = try open()
+                let fds = try open()
                 ready.signal()
-                defer { close(fd) }
-                serve(fd, self)
+                defer { fds.forEach { close($0) } }
+                serve(fds, self)
             } catch {
                 outcome.failure = error
                 ready.signal()
@@ -31,7 +40,16 @@ final class NamespaceListener: @unchecked Sendable {
         }
         thread.start()
         ready.wait()
-        if let failure = outcome.failure { throw failure }
+        if let failure = outcome.failure {
+            close(wakeup.read)
+            close(wakeup.write)
+            throw failure
+        }
+    }
+
+    deinit {
+        close(wakeup.read)
+        close(wakeup.write)
     }
 
     /// Written by the listener's thread before it signals, read by the starter after waiting.
@@ -41,6 +59,21 @@ final class NamespaceListener: @unchecked Sendable {
         stopped.lock()
         isStopped = true
         stopped.unlock()
+        wake()
+    }
+
+    /// Makes `wakeupDescriptor` readable, so a serving loop polling it looks at its work again.
+    func wake() {
+        var byte: UInt8 = 1
+        _ = write(wakeup.write, &byte, 1)
+    }
+
+    /// Readable after `wake()`; `drainWakeups()` makes it quiet again.
+    var wakeupDescriptor: Int32 { wakeup.read }
+
+    func drainWakeups() {
+        var bytes = [UInt8](repeating: 0, count: 64)
+        while read(wakeup.read, &bytes, bytes.count) > 0 {}
     }
 
     var running: Bool {
@@ -78,4 +111,10 @@ final class NamespaceListener: @unchecked Sendable {
         }
         return fd
     }
+}
+
+/// Makes `fd` non-blocking and closed on exec.
+func setDescriptorFlags(_ fd: Int32) {
+    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
 }
