@@ -46,7 +46,7 @@ final class DHCPService: @unchecked Sendable {
                     let lease = DHCPLease(address: endpoint.ip, network: subnet.cidr, gateway: subnet.gateway,
                                           dnsServer: DNSService.address,
                                           mtu: UInt16(mtu), leaseSeconds: 86400)
-                    next[endpoint.mac] = Binding(lease: lease, port: KernelNames.port(endpointID: endpoint.id), vni: subnet.vni,
+                    next[endpoint.mac] = Binding(lease: lease, port: KernelNames.port(of: endpoint), vni: subnet.vni,
                                                  gatewayMAC: subnet.gatewayMAC)
                 }
             }

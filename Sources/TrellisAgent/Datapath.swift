@@ -298,7 +298,7 @@ public actor Datapath {
     public func attach(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, namespace: NetworkNamespace,
                        interface: String) throws -> String {
         let (router, bridge, links) = try prepare(endpoint, domain: domain, subnet: subnet)
-        let name = KernelNames.port(endpointID: endpoint.id)
+        let name = KernelNames.port(of: endpoint)
         if links[name] == nil {
             try plug(endpoint, subnet: subnet, router: router, bridge: bridge, into: namespace, interface: interface)
         }
@@ -307,7 +307,7 @@ public actor Datapath {
 
     private func plug(_ endpoint: Endpoint, subnet: DesiredSubnet, router: RouterNamespace, bridge: Link, into namespace: NetworkNamespace,
                       interface: String) throws {
-        let name = KernelNames.port(endpointID: endpoint.id)
+        let name = KernelNames.port(of: endpoint)
         try router.netlink.createLink(LinkSpec(name: name, kind: .veth(peerName: interface, peerMAC: endpoint.mac, peerNamespace: namespace.fd),
                                                mtu: configuration.overlayMTU, master: bridge.index, up: true))
         do {
@@ -335,7 +335,7 @@ public actor Datapath {
     /// endpoint's MAC and the overlay MTU, for the engine to move into the container and address.
     public func attachForHandover(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, handover: String) throws -> String {
         let (router, bridge, links) = try prepare(endpoint, domain: domain, subnet: subnet)
-        let name = KernelNames.port(endpointID: endpoint.id)
+        let name = KernelNames.port(of: endpoint)
         if let stale = links[name] { try router.netlink.deleteLink(index: stale.index) }
         if let stale = try hostNetlink.link(named: handover) { try hostNetlink.deleteLink(index: stale.index) }
         let host = try hostNamespace ?? NetworkNamespace.current()

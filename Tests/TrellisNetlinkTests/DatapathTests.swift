@@ -78,7 +78,7 @@ struct DatapathTests {
         ]
         let first = try await datapaths[0].reconcile(try state(0, policies: []))
         #expect(first.created.contains(KernelNames.routerNamespace(host: hosts[0], domainID: domainID)))
-        #expect(first.created.contains(KernelNames.port(endpointID: 1)))
+        #expect(first.created.contains(KernelNames.port(of: e1)))
         _ = try await datapaths[1].reconcile(try state(1, policies: []))
         for datapath in datapaths { try datapath.firewall.sync() }
         // Without a policy the subnets do not meet, while red still reaches red.
