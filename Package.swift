@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .executable(name: "trellis", targets: ["trellis"]),
         .executable(name: "trellis-bench", targets: ["trellis-bench"]),
+        .executable(name: "trellis-cni", targets: ["trellis-cni"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -27,13 +28,15 @@ let package = Package(
     ],
     targets: [
         .target(name: "TrellisModel", swiftSettings: strict),
+        // The CNI wire format, on FoundationEssentials alone: the plugin that links it starts in milliseconds.
+        .target(name: "TrellisCNI", swiftSettings: strict),
         .target(name: "TrellisNetlinkWire", dependencies: ["TrellisModel"], swiftSettings: strict),
         .target(name: "CTrellisLinux"),
         .target(name: "TrellisNetlink", dependencies: ["CTrellisLinux", "TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
         .target(
             name: "TrellisAgent",
             dependencies: [
-                "CTrellisLinux", "TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient",
+                "CTrellisLinux", "TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient", "TrellisCNI",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -85,6 +88,10 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "trellis", dependencies: ["TrellisCLI"], swiftSettings: strict),
+        // Run once per CNI call by a runtime: the Swift runtime linked in, so it needs nothing of /opt/swift either.
+        .executableTarget(name: "trellis-cni", dependencies: ["TrellisCNI"], swiftSettings: strict,
+                          linkerSettings: [.unsafeFlags(["-static-stdlib"]), .linkedLibrary("_FoundationCollections"),
+                                           .linkedLibrary("_FoundationCShims"), .linkedLibrary("swiftSynchronization")]),
         .executableTarget(
             name: "trellis-bench",
             dependencies: [
@@ -97,6 +104,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "TrellisModelTests", dependencies: ["TrellisModel"], swiftSettings: strict),
+        .testTarget(name: "TrellisCNITests", dependencies: ["TrellisCNI"], swiftSettings: strict),
         .testTarget(name: "TrellisNetlinkWireTests", dependencies: ["TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
         .testTarget(name: "TrellisNetlinkTests",
                     dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisAgent", "TrellisTestSupport"],

@@ -90,6 +90,7 @@ public final class Agent: Sendable {
             group.addTask { await self.reconcile(signals) }
             group.addTask { await self.beat() }
             group.addTask { await self.report() }
+            group.addTask { await self.sweepCNI() }
             for service in services { group.addTask { try await service() } }
             group.addTask {
                 while !Task.isCancelled {
@@ -250,7 +251,7 @@ public final class Agent: Sendable {
 
     /// The domain and subnet an endpoint is plugged into: from the desired state when this host already
     /// serves them (no round trip on the attach path), else from the controller.
-    private func placement(of endpoint: Endpoint) async throws -> (DesiredDomain, DesiredSubnet) {
+    func placement(of endpoint: Endpoint) async throws -> (DesiredDomain, DesiredSubnet) {
         if let domain = await state.desired?.domains.first(where: { $0.path == endpoint.domain }),
            let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }) {
             return (domain, subnet)

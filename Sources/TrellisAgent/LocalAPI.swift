@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import ServiceLifecycle
+import TrellisCNI
 import TrellisModel
 import TrellisNetlink
 
@@ -19,6 +20,20 @@ extension Agent {
             return Response(status: .noContent)
         }
         router.get("/v1/status") { _, _ -> Response in try encode(await self.status()) }
+        router.post("/v1/cni/add") { request, context -> Response in
+            try encode(try await self.cniAdd(try await decode(CNIAddRequest.self, request, context)), status: .created)
+        }
+        router.post("/v1/cni/del") { request, context -> Response in
+            try await self.cniDelete(try await decode(CNIAttachmentRequest.self, request, context))
+            return Response(status: .noContent)
+        }
+        router.post("/v1/cni/check") { request, context -> Response in
+            try await self.cniCheck(try await decode(CNIAttachmentRequest.self, request, context))
+            return Response(status: .noContent)
+        }
+        router.post("/v1/cni/gc") { request, context -> Response in
+            try encode(try await self.cniCollect(try await decode(CNIGarbageRequest.self, request, context)))
+        }
         router.get("/metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: .init(byteBuffer: ByteBuffer(string: await self.metrics())))
