@@ -7,6 +7,9 @@
 set -euo pipefail
 binary=$1
 repository=$2
+# Namespaces of the machine (other tests', made before this one) were copied into this mount namespace
+# with /run/netns: let go of them here (private, so the machine keeps them) before /run is made anew.
+if mountpoint -q /run/netns; then umount -l /run/netns; fi
 mount -t tmpfs -o mode=0755 trellis-fresh-run /run
 bin=$(mktemp -d)
 logs=$(mktemp -d)
@@ -41,13 +44,14 @@ check_clean() {
 }
 
 up() {
-  TRELLIS_BINARY=$binary "$repository/scripts/up" >"$logs/up.log" 2>&1 || { cat "$logs/up.log"; fail "scripts/up ($1) exited $?"; }
+  TRELLIS_BINARY=$binary TRELLIS_CNI_DIRS="$bin/cni" "$repository/scripts/up" >"$logs/up.log" 2>&1 || { cat "$logs/up.log"; fail "scripts/up ($1) exited $?"; }
   grep -q '3 packets transmitted, 3 received' "$logs/up.log" || { cat "$logs/up.log"; fail "scripts/up ($1): no ping across hosts"; }
   # Namespaces of both kinds, Trellis's (lab hosts, routers) and iproute2's (the demo containers), interleaved.
   for name in trellis-lab-sw trellis-lab-h1 trellis-lab-h2 trellis-h1-d1 trellis-h2-d1 demo-c1 demo-c2; do
     ip netns list | grep -q "^$name\b" || fail "scripts/up ($1): no namespace $name"
   done
   for pid in $(lab_pids); do seen_pids+=("$pid"); echo "pid: $pid"; done
+  [ -x /usr/local/bin/trellis-cni ] && [ -x "$bin/cni/trellis" ] || fail "scripts/up ($1) did not install the CNI plugin"
 }
 
 down() {
