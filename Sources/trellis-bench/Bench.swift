@@ -9,7 +9,9 @@ import TrellisModel
 /// Benchmarks that print numbers with a baseline measured in the same run; never a pass/fail test.
 @main
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "trellis-bench", subcommands: [ControllerBench.self, DatapathBench.self, PolicyBench.self, DockerBench.self])
+    static let configuration = CommandConfiguration(
+        commandName: "trellis-bench",
+        subcommands: [ControllerBench.self, DatapathBench.self, PolicyBench.self, DockerBench.self, CNIBench.self])
 }
 
 /// Latency samples and their percentiles.
