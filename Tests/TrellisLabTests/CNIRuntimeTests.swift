@@ -70,6 +70,28 @@ func networkList(_ lab: RunningLab, name: String, host: String, version: String 
     return conf.output
 }
 
+/// What both runtime tests start from: two lab hosts with acme/app1/web/red, a container attached on
+/// h2, and a work directory with a busybox root file system, the plugins, and the list `red` for h1.
+struct RuntimeSetup {
+    let lab: RunningLab
+    let peerNamespace: NetworkNamespace
+    let peer: Endpoint
+    let work: URL, rootfs: URL, plugins: URL, networks: URL
+
+    init(runtime: String) async throws {
+        lab = try await RunningLab(hosts: 2)
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
+        (peerNamespace, peer) = try await lab.attach("peer", on: "h2", subnet: "acme/app1/web/red")
+        work = lab.directory.appendingPathComponent(runtime)
+        rootfs = try busyboxRootfs(in: work)
+        plugins = try pluginDirectory(in: work)
+        networks = work.appendingPathComponent("net.d")
+        try FileManager.default.createDirectory(at: networks, withIntermediateDirectories: true)
+        try networkList(lab, name: "red", host: "h1")
+            .write(to: networks.appendingPathComponent("red.conflist"), atomically: true, encoding: .utf8)
+    }
+}
+
 extension LabTests {
     /// podman with its CNI backend: a container on h1 reaches a container attached on h2 by address and
     /// name and is reached from it; `--ip`, a 0.4.0 list as podman writes them, and a chain through
@@ -77,15 +99,9 @@ extension LabTests {
     @Test(.enabled(if: FileManager.default.fileExists(atPath: podman) && FileManager.default.fileExists(atPath: "/usr/lib/cni/tuning"),
                    "needs podman and containernetworking-plugins"))
     func podmanContainersJoinTrellisSubnets() async throws {
-        let lab = try await RunningLab(hosts: 2)
-        try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
-        let (peerNamespace, peer) = try await lab.attach("peer", on: "h2", subnet: "acme/app1/web/red")
-        let work = lab.directory.appendingPathComponent("podman")
-        let rootfs = try busyboxRootfs(in: work), plugins = try pluginDirectory(in: work)
-        let networks = work.appendingPathComponent("net.d")
-        try FileManager.default.createDirectory(at: networks, withIntermediateDirectories: true)
-        try networkList(lab, name: "red", host: "h1")
-            .write(to: networks.appendingPathComponent("red.conflist"), atomically: true, encoding: .utf8)
+        let setup = try await RuntimeSetup(runtime: "podman")
+        let (lab, peerNamespace, peer, work) = (setup.lab, setup.peerNamespace, setup.peer, setup.work)
+        let (rootfs, plugins, networks) = (setup.rootfs, setup.plugins, setup.networks)
         try networkList(lab, name: "red04", host: "h1", version: "0.4.0")
             .write(to: networks.appendingPathComponent("red04.conflist"), atomically: true, encoding: .utf8)
         let chain = #"""
@@ -143,15 +159,9 @@ extension LabTests {
     @Test(.enabled(if: FileManager.default.fileExists(atPath: containerd) && FileManager.default.fileExists(atPath: "/usr/bin/ctr"),
                    "needs containerd"))
     func containerdContainersJoinTrellisSubnets() async throws {
-        let lab = try await RunningLab(hosts: 2)
-        try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
-        let (_, peer) = try await lab.attach("peer", on: "h2", subnet: "acme/app1/web/red")
-        let work = lab.directory.appendingPathComponent("containerd")
-        let rootfs = try busyboxRootfs(in: work), plugins = try pluginDirectory(in: work)
-        let networks = work.appendingPathComponent("net.d")
-        try FileManager.default.createDirectory(at: networks, withIntermediateDirectories: true)
-        try networkList(lab, name: "red", host: "h1")
-            .write(to: networks.appendingPathComponent("red.conflist"), atomically: true, encoding: .utf8)
+        let setup = try await RuntimeSetup(runtime: "containerd")
+        let (lab, peer, work) = (setup.lab, setup.peer, setup.work)
+        let (rootfs, plugins, networks) = (setup.rootfs, setup.plugins, setup.networks)
 
         let socket = work.appendingPathComponent("containerd.sock").path
         let daemon = Process()
