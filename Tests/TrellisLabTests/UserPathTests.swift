@@ -172,8 +172,12 @@ extension LabTests {
         // glibc's resolver, given the domain's resolver by a resolv.conf of the namespace (as `ip netns exec` binds it).
         let name = URL(fileURLWithPath: c1.path).lastPathComponent
         let etc = URL(fileURLWithPath: "/etc/netns/\(name)")
+        let madeParent = !FileManager.default.fileExists(atPath: "/etc/netns")
         try FileManager.default.createDirectory(at: etc, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: etc) }
+        defer {
+            try? FileManager.default.removeItem(at: etc)
+            if madeParent { rmdir("/etc/netns") }
+        }
         for options in ["", "options use-vc\n"] {
             let resolver = "nameserver 169.254.169.253\n\(options)"
             try resolver.write(to: etc.appendingPathComponent("resolv.conf"), atomically: true, encoding: .utf8)
