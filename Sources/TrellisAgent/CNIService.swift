@@ -34,19 +34,21 @@ extension Agent {
         }
     }
 
+    /// The endpoint of one attachment (a container id and interface name) of `request`'s network.
+    func cniEndpoint(_ request: CNIAttachmentRequest) async throws -> Endpoint? {
+        let owner = CNIAttachment(containerID: request.containerID, ifname: request.ifname).owner
+        return try await cniEndpoints(network: request.network).first { $0.owner == owner }
+    }
+
     /// DEL: removes the attachment's endpoint if there is one; nothing there is success too (DEL after
     /// a failed ADD, or twice).
     func cniDelete(_ request: CNIAttachmentRequest) async throws {
-        let owner = CNIAttachment(containerID: request.containerID, ifname: request.ifname).owner
-        for endpoint in try await cniEndpoints(network: request.network) where endpoint.owner == owner {
-            try await detach(DetachRequest(endpoint: String(endpoint.id)))
-        }
+        if let endpoint = try await cniEndpoint(request) { try await detach(DetachRequest(endpoint: String(endpoint.id))) }
     }
 
     /// CHECK: the endpoint exists and the interface in the namespace still has its MAC, address and route.
     func cniCheck(_ request: CNIAttachmentRequest) async throws {
-        let owner = CNIAttachment(containerID: request.containerID, ifname: request.ifname).owner
-        guard let endpoint = try await cniEndpoints(network: request.network).first(where: { $0.owner == owner }) else {
+        guard let endpoint = try await cniEndpoint(request) else {
             throw TrellisError.notFound("no Trellis endpoint for container \(request.containerID) interface \(request.ifname)")
         }
         let path = request.netns ?? endpoint.externalIds["netns"] ?? ""

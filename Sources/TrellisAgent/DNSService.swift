@@ -128,6 +128,8 @@ final class DNSServer {
         var lastActive: ContinuousClock.Instant
     }
     private var connections: [Int32: Connection] = [:]
+    /// Where every datagram and stream read lands; made once, not per readable event.
+    private var buffer = [UInt8](repeating: 0, count: 65535)
 
     /// Where a held query's answer goes.
     private enum Client {
@@ -228,7 +230,6 @@ final class DNSServer {
     }
 
     private func receiveDatagrams() {
-        var buffer = [UInt8](repeating: 0, count: 65535)
         while true {
             var peer = sockaddr_storage()
             var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -259,8 +260,7 @@ final class DNSServer {
     }
 
     private func receive(on fd: Int32) {
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let count = read(fd, &buffer, buffer.count)
+        let count = read(fd, &buffer, 4096)
         if count < 0 && (errno == EAGAIN || errno == EINTR) { return }
         guard count > 0, var connection = connections[fd] else { return drop(fd) }
         connection.lastActive = clock.now
