@@ -275,9 +275,10 @@ public struct FirewallRuleset: Sendable {
         let ports = local.map { (name: KernelNames.port(of: $0), endpoint: $0) }
         self.ports = ports.map(\.name)
         shaping = ports.compactMap { port in
-            guard let profile = port.endpoint.profile.flatMap({ profiles[$0] }), profile.egressRate != nil || profile.ingressRate != nil else { return nil }
-            return PortShaping(port: port.name, shaper: KernelNames.shaper(endpointID: port.endpoint.id), egress: profile.egressRate,
-                               ingress: profile.ingressRate)
+            let profile = port.endpoint.profile.flatMap { profiles[$0] }
+            let egress = port.endpoint.egressRate ?? profile?.egressRate, ingress = port.endpoint.ingressRate ?? profile?.ingressRate
+            guard egress != nil || ingress != nil else { return nil }
+            return PortShaping(port: port.name, shaper: KernelNames.shaper(endpointID: port.endpoint.id), egress: egress, ingress: ingress)
         }
         var guardRules: [String] = []
         if filters, !ports.isEmpty {

@@ -19,10 +19,15 @@ struct EndpointCommand: AsyncParsableCommand {
         @Option(help: "container or vm.") var kind: EndpointKind = .container
         @Option(help: "Port profile ENTERPRISE/PROFILE.") var profile: String?
         @Option(help: "Owner: container id or VM UUID.") var owner: String?
+        @Option(help: "The port's own egress rate limit, e.g. 10mbit (over its profile's).") var egressRate: String?
+        @Option(help: "The port's own ingress rate limit, e.g. 10mbit (over its profile's).") var ingressRate: String?
 
         func run() async throws {
             try Names.split(subnet, kind: .subnet, field: "subnet")
-            let body = EndpointCreate(subnet: subnet, name: name, kind: kind, owner: owner, host: host, ip: ip, profile: profile)
+            let body = EndpointCreate(
+                subnet: subnet, name: name, kind: kind, owner: owner, host: host, ip: ip, profile: profile,
+                egressRate: try egressRate.map { RateLimit(bitsPerSecond: try RateLimit.parseRate($0, field: "egress-rate")) },
+                ingressRate: try ingressRate.map { RateLimit(bitsPerSecond: try RateLimit.parseRate($0, field: "ingress-rate")) })
             let made: Endpoint = try await connection.client().post("/api/v1/endpoints", body)
             try output.show(made, fields: made.fields)
         }

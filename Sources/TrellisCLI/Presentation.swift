@@ -45,6 +45,7 @@ extension Endpoint: Presentable {
     }
     var fields: [(String, String)] {
         zip(Self.columns, row).map { ($0.lowercased(), $1) } + [("owner", text(owner))]
+            + (egressRate == nil && ingressRate == nil ? [] : [("egress", rate(egressRate)), ("ingress", rate(ingressRate))])
             + externalIds.sorted(by: { $0.key < $1.key }).map { ("external-id \($0.key)", $0.value) }
     }
 }

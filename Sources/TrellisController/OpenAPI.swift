@@ -119,7 +119,7 @@ enum OpenAPIDocument {
                                   "kind": enumeration(["container", "vm"]), "owner": string, "host": string, "ip": string, "mac": string,
                                   "profile": string, "state": enumeration(["pending", "up", "down", "error"]), "interface": string,
                                   "externalIds": .object(["type": "object", "additionalProperties": string]),
-                                  "floatingIP": string, "floatingPool": string, "hostname": string,
+                                  "floatingIP": string, "floatingPool": string, "hostname": string, "egressRate": rate, "ingressRate": rate,
                               ]) { a, _ in a })
         let host = object(["name", "underlayIP", "status", "revision"], [
             "name": string, "underlayIP": string, "lastHeartbeat": time, "status": enumeration(["up", "down"]),
@@ -177,7 +177,7 @@ enum OpenAPIDocument {
             "EndpointCreate": object(["subnet", "name"], [
                 "subnet": string, "name": string, "kind": enumeration(["container", "vm"]), "owner": string, "host": string,
                 "ip": string, "profile": string, "externalIds": .object(["type": "object", "additionalProperties": string]),
-                "hostname": string,
+                "hostname": string, "egressRate": rate, "ingressRate": rate,
             ]),
             "EndpointUpdate": object([], [
                 "host": string, "state": enumeration(["pending", "up", "down", "error"]), "profile": string, "owner": string,

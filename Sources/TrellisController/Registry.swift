@@ -238,6 +238,8 @@ public struct Registry: Sendable {
         try Self.checkShort(body.owner, field: "owner")
         try Self.checkExternalIds(body.externalIds, allowEmptyValues: false)
         if let hostname = body.hostname { try Names.validate(hostname, field: "hostname") }
+        try body.egressRate?.validate(field: "egressRate")
+        try body.ingressRate?.validate(field: "ingressRate")
         return try await create(caller) { tx in
             let subnet = try caller.visible(try tx.get(Subnet.self, body.subnet), body.subnet, field: "subnet")
             let path = subnet.path + "/" + body.name
@@ -253,6 +255,8 @@ public struct Registry: Sendable {
                                     ip: ip, mac: mac, profile: profile, state: .pending, interface: nil,
                                     externalIds: body.externalIds ?? [:], revision: 0, createdAt: Date())
             endpoint.hostname = body.hostname
+            endpoint.egressRate = body.egressRate
+            endpoint.ingressRate = body.ingressRate
             return endpoint
         }
     }

@@ -67,10 +67,15 @@ public struct EndpointCreate: Codable, Sendable {
     public var externalIds: [String: String]?
     /// Its DNS name when it is not `name`.
     public var hostname: String?
+    /// The port's own rate limits, over its profile's.
+    public var egressRate: RateLimit?
+    public var ingressRate: RateLimit?
     public init(subnet: String, name: String, kind: EndpointKind? = nil, owner: String? = nil, host: String? = nil,
-                ip: String? = nil, profile: String? = nil, externalIds: [String: String]? = nil, hostname: String? = nil) {
+                ip: String? = nil, profile: String? = nil, externalIds: [String: String]? = nil, hostname: String? = nil,
+                egressRate: RateLimit? = nil, ingressRate: RateLimit? = nil) {
         self.subnet = subnet; self.name = name; self.kind = kind; self.owner = owner; self.host = host
         self.ip = ip; self.profile = profile; self.externalIds = externalIds; self.hostname = hostname
+        self.egressRate = egressRate; self.ingressRate = ingressRate
     }
 }
 
@@ -193,13 +198,16 @@ public struct AttachRequest: Codable, Sendable {
     /// Who owns the port (a container id); the pid or namespace when absent.
     public var owner: String?
     public var externalIds: [String: String]?
+    /// The port's own rate limits, over its profile's.
+    public var egressRate: RateLimit?
+    public var ingressRate: RateLimit?
 
     public init(subnet: String, name: String? = nil, ip: String? = nil, ifname: String? = nil, profile: String? = nil,
                 pid: Int32? = nil, netns: String? = nil, vm: Bool? = nil, tap: String? = nil, user: String? = nil,
-                owner: String? = nil, externalIds: [String: String]? = nil) {
+                owner: String? = nil, externalIds: [String: String]? = nil, egressRate: RateLimit? = nil, ingressRate: RateLimit? = nil) {
         self.subnet = subnet; self.name = name; self.ip = ip; self.ifname = ifname; self.profile = profile
         self.pid = pid; self.netns = netns; self.vm = vm; self.tap = tap; self.user = user; self.owner = owner
-        self.externalIds = externalIds
+        self.externalIds = externalIds; self.egressRate = egressRate; self.ingressRate = ingressRate
     }
 }
 

@@ -152,6 +152,10 @@ public struct Endpoint: Resource {
     public var floatingPool: String?
     /// The endpoint's DNS name inside its domain when it is not its name (a Docker container's name).
     public var hostname: String?
+    /// The port's own rate limits (a runtime's bandwidth request), each taking precedence over its
+    /// profile's in that direction: `egressRate` from the endpoint, `ingressRate` towards it.
+    public var egressRate: RateLimit?
+    public var ingressRate: RateLimit?
     public var revision: Int
     public var createdAt: Date
     public var boundHost: String? { host }

@@ -232,7 +232,15 @@ public struct RateLimit: Hashable, Sendable, Codable {
         if let burstBytes, burstBytes <= 0 {
             throw TrellisError.invalid("\(field).burstBytes: a burst must be above 0", field: "\(field).burstBytes")
         }
+        if let burstBytes, burstBytes > Self.largestBurst(bitsPerSecond: bitsPerSecond) {
+            throw TrellisError.invalid("\(field).burstBytes: at most \(Self.largestBurst(bitsPerSecond: bitsPerSecond)) bytes "
+                                       + "(one second at the rate, or 16000)", field: "\(field).burstBytes")
+        }
     }
+
+    /// The largest burst a limit may have: one second of traffic at its rate, or 16 kB for slow rates
+    /// (far more is beyond what a token bucket filter can hold, and would break every port's shaping).
+    public static func largestBurst(bitsPerSecond: Int) -> Int { max(16_000, bitsPerSecond / 8) }
 
     /// Parses tc-style rates: `10mbit`, `1gbit`, `500kbit`, `8000bit` or a bare number of bits/s.
     public static func parseRate(_ text: String, field: String) throws -> Int {

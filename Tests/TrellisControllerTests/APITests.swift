@@ -41,8 +41,10 @@ import TrellisTestSupport
                 externalIds: ["vm-uuid": "1f0e", "vm-name": "web1"]))
             #expect(web1.ip.description == "192.168.10.10", "first address after gateway and the reserved range")
             #expect(web1.mac.isLocallyAdministered && web1.state == .pending && web1.profile == "acme/limited")
-            let web2: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: subnet, name: "web2", kind: .vm, ip: "192.168.10.200"))
+            let web2: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(
+                subnet: subnet, name: "web2", kind: .vm, ip: "192.168.10.200", ingressRate: RateLimit(bitsPerSecond: 5_000_000)))
             #expect(web2.ip.description == "192.168.10.200" && web2.kind == .vm && web2.mac != web1.mac)
+            #expect(web2.ingressRate == RateLimit(bitsPerSecond: 5_000_000) && web2.egressRate == nil && web1.ingressRate == nil)
 
             let byID: Endpoint = try await client.get("/api/v1/endpoints/\(web1.id)")
             #expect(byID.path == web1.path)

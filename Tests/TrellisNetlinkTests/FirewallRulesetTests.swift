@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import Testing
-import TrellisAgent
+@testable import TrellisAgent
 import TrellisModel
 import TrellisNetlink
 
@@ -28,6 +28,23 @@ struct FirewallRulesetTests {
 
     func policyLines(_ ruleset: FirewallRuleset) -> [String] {
         ruleset.inet().split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { $0.hasPrefix("ip saddr . ip daddr . meta l4proto") }
+    }
+
+    @Test func aPortsOwnRatesTakePrecedenceOverItsProfilesInEachDirection() throws {
+        let profile = PortProfile(path: "acme/limited", name: "limited", enterprise: "acme", rules: [],
+                                  egressRate: RateLimit(bitsPerSecond: 10_000_000), ingressRate: RateLimit(bitsPerSecond: 20_000_000),
+                                  flowStats: false, revision: 1, createdAt: Date())
+        var own = endpoint(1, ip: "10.1.1.11", profile: "acme/limited")
+        own.egressRate = RateLimit(bitsPerSecond: 5_000_000, burstBytes: 30_000)
+        var alone = endpoint(2, ip: "10.1.1.12")
+        alone.ingressRate = RateLimit(bitsPerSecond: 1_000_000)
+        let ruleset = FirewallRuleset(domain: try domain([]), endpoints: [own, alone, endpoint(3, ip: "10.1.1.13")],
+                                      profiles: ["acme/limited": profile])
+        #expect(ruleset.shaping == [
+            PortShaping(port: "trv1", shaper: "tri1", egress: RateLimit(bitsPerSecond: 5_000_000, burstBytes: 30_000),
+                        ingress: RateLimit(bitsPerSecond: 20_000_000)),
+            PortShaping(port: "trv2", shaper: "tri2", egress: nil, ingress: RateLimit(bitsPerSecond: 1_000_000)),
+        ])
     }
 
     @Test func consecutiveRulesWithOneVerdictShareOneSet() throws {
