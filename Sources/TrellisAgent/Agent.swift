@@ -177,7 +177,10 @@ public final class Agent: Sendable {
 
     /// Creates the endpoint at the controller, plugs it in, and records the port; on any failure the
     /// port is removed and the endpoint deleted (releasing its address) before the error is reported.
-    public func attach(_ request: AttachRequest) async throws -> Endpoint {
+    /// With `recordInBackground` the call returns once the port is in the kernel and the controller
+    /// learns it is up right after (a CNI runtime waits only for the interface, as OVN's CMS does not
+    /// wait for `up`); the endpoint returned is then the one created, still pending.
+    public func attach(_ request: AttachRequest, recordInBackground: Bool = false) async throws -> Endpoint {
         if request.vm == true { return try await attachVM(request) }
         let interface = request.ifname ?? "eth0"
         guard (1...15).contains(interface.utf8.count), !interface.contains("/"), !interface.contains(" ") else {
@@ -198,9 +201,10 @@ public final class Agent: Sendable {
         let body = EndpointCreate(subnet: request.subnet, name: name, kind: .container,
                                   owner: request.owner ?? request.pid.map { "pid:\($0)" } ?? path,
                                   host: configuration.host, ip: request.ip, profile: request.profile,
-                                  externalIds: (request.externalIds ?? [:]).merging(["netns": path, "ifname": interface]) { _, new in new })
+                                  externalIds: (request.externalIds ?? [:]).merging(["netns": path, "ifname": interface]) { _, new in new },
+                                  egressRate: request.egressRate, ingressRate: request.ingressRate)
         let endpoint: Endpoint = try await client(for: request.user).post("/api/v1/endpoints", body)
-        return try await plugOrUndo(endpoint) { domain, subnet in
+        return try await plugOrUndo(endpoint, recordInBackground: recordInBackground) { domain, subnet in
             let port = try await self.datapath.attach(endpoint, domain: domain, subnet: subnet, namespace: namespace, interface: interface)
             return EndpointUpdate(state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description])
         }
@@ -225,7 +229,7 @@ public final class Agent: Sendable {
         let tap = request.tap ?? KernelNames.tap(token: UInt32.random(in: 0...UInt32.max))
         let created: Endpoint = try await client(for: request.user).post("/api/v1/endpoints", EndpointCreate(
             subnet: request.subnet, name: name, kind: .vm, owner: name, host: configuration.host, ip: request.ip, profile: request.profile,
-            externalIds: ["vm-name": name, "tap": tap]))
+            externalIds: ["vm-name": name, "tap": tap], egressRate: request.egressRate, ingressRate: request.ingressRate))
         return try await plugOrUndo(created) { domain, subnet in
             let router = try await self.datapath.attachTap(created, domain: domain, subnet: subnet)
             return EndpointUpdate(state: .up, interface: tap, externalIds: ["iface-id": tap, "attached-mac": created.mac.description,
@@ -235,17 +239,40 @@ public final class Agent: Sendable {
 
     /// Plugs a new endpoint in with `plug` and records the result; on failure removes its port and
     /// deletes the endpoint (releasing its address) before reporting the error.
-    private func plugOrUndo(_ endpoint: Endpoint,
+    private func plugOrUndo(_ endpoint: Endpoint, recordInBackground: Bool = false,
                             _ plug: @Sendable (DesiredDomain, DesiredSubnet) async throws -> EndpointUpdate) async throws -> Endpoint {
         do {
             let (domain, subnet) = try await placement(of: endpoint)
             let update = try await plug(domain, subnet)
+            if recordInBackground {
+                recordInBackgroundUntilDone(endpoint, update)
+                return endpoint
+            }
             return try await client.patch("/api/v1/endpoints/\(endpoint.id)", update)
         } catch {
             logger.error("attach of \(endpoint.path) failed, undoing it: \(error)")
             try? await unplug(endpoint)
             try? await client.delete("/api/v1/endpoints/\(endpoint.id)")
             throw error
+        }
+    }
+
+    /// Records a plugged port at the controller off the caller's path, retrying while the controller is
+    /// unreachable; an endpoint deleted meanwhile (a DEL right after the ADD) needs no record.
+    private func recordInBackgroundUntilDone(_ endpoint: Endpoint, _ update: EndpointUpdate) {
+        let client = client, logger = logger
+        Task {
+            for attempt in 1...10 {
+                do {
+                    let _: Endpoint = try await client.patch("/api/v1/endpoints/\(endpoint.id)", update)
+                    return
+                } catch let error as TrellisError where error.code == .notFound {
+                    return
+                } catch {
+                    logger.warning("recording \(endpoint.path) as up failed (attempt \(attempt)): \(error)")
+                    try? await Task.sleep(for: .milliseconds(100 * attempt))
+                }
+            }
         }
     }
 
@@ -306,7 +333,11 @@ public final class Agent: Sendable {
 
     /// Removes the endpoint's port, then deletes it at the controller, releasing its address.
     public func detach(_ request: DetachRequest) async throws {
-        let endpoint: Endpoint = try await client.get("/api/v1/endpoints/\(request.endpoint)")
+        try await detach(try await client.get("/api/v1/endpoints/\(request.endpoint)") as Endpoint)
+    }
+
+    /// Removes the port of an endpoint read just before, then deletes it at the controller.
+    func detach(_ endpoint: Endpoint) async throws {
         guard endpoint.host == configuration.host else {
             throw TrellisError.conflict("\(endpoint.path) is on host \(endpoint.host ?? "none"), not \(configuration.host)")
         }

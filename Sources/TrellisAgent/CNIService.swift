@@ -18,12 +18,24 @@ extension Agent {
         let endpoint = try await attach(AttachRequest(
             subnet: request.subnet, name: request.name, ip: request.ip, ifname: request.ifname, profile: request.profile,
             netns: request.netns, user: request.user, owner: attachment.owner,
-            externalIds: ["cni-network": request.network, "cni-container": request.containerID]))
+            externalIds: ["cni-network": request.network, "cni-container": request.containerID],
+            egressRate: Self.rateLimit(request.bandwidth?.egressRate, burstBits: request.bandwidth?.egressBurst),
+            ingressRate: Self.rateLimit(request.bandwidth?.ingressRate, burstBits: request.bandwidth?.ingressBurst)), recordInBackground: true)
         let (_, subnet) = try await placement(of: endpoint)
         let parts = endpoint.subnet.split(separator: "/")
         return CNIAttachmentResult(endpoint: endpoint.path, ip: endpoint.ip.description, prefixLength: subnet.cidr.prefixLength,
                                    gateway: subnet.gateway.description, mac: endpoint.mac.description,
                                    nameserver: DNSService.address.description, search: ["\(parts[3]).\(parts[1])", String(parts[1])])
+    }
+
+    /// A direction of the bandwidth capability as a port's rate limit: none without a rate; the burst is
+    /// in bits there and in bytes here. Absent, 0, or more than a limit may hold, it is Trellis's default
+    /// burst: Kubernetes sends 2^31-1 bits to mean "no particular burst", not a 268 MB bucket.
+    static func rateLimit(_ bitsPerSecond: Int?, burstBits: Int?) -> RateLimit? {
+        guard let bitsPerSecond, bitsPerSecond > 0 else { return nil }
+        let bytes = (burstBits ?? 0) / 8
+        return RateLimit(bitsPerSecond: bitsPerSecond,
+                         burstBytes: bytes > 0 && bytes <= RateLimit.largestBurst(bitsPerSecond: bitsPerSecond) ? bytes : nil)
     }
 
     /// This host's endpoints that the CNI plugin made for `network` (all networks when nil).
@@ -43,7 +55,7 @@ extension Agent {
     /// DEL: removes the attachment's endpoint if there is one; nothing there is success too (DEL after
     /// a failed ADD, or twice).
     func cniDelete(_ request: CNIAttachmentRequest) async throws {
-        if let endpoint = try await cniEndpoint(request) { try await detach(DetachRequest(endpoint: String(endpoint.id))) }
+        if let endpoint = try await cniEndpoint(request) { try await detach(endpoint) }
     }
 
     /// CHECK: the endpoint exists and the interface in the namespace still has its MAC, address and route.
@@ -76,7 +88,7 @@ extension Agent {
         let valid = Set(request.valid.map(\.owner))
         var removed: [String] = []
         for endpoint in try await cniEndpoints(network: request.network) where !valid.contains(endpoint.owner ?? "") {
-            try await detach(DetachRequest(endpoint: String(endpoint.id)))
+            try await detach(endpoint)
             removed.append(endpoint.path)
         }
         return CNIGarbageReply(removed: removed)
@@ -107,7 +119,7 @@ extension Agent {
         for endpoint in endpoints {
             guard let path = endpoint.externalIds["netns"], !FileManager.default.fileExists(atPath: path) else { continue }
             logger.info("removing \(endpoint.path): its network namespace \(path) is gone")
-            try? await detach(DetachRequest(endpoint: String(endpoint.id)))
+            try? await detach(endpoint)
         }
     }
 

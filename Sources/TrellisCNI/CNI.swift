@@ -139,6 +139,8 @@ public struct CNINetworkConfiguration: Decodable, Sendable {
     /// The keys of `runtimeConfig` that the plugin reads; any others are left alone.
     public struct RuntimeConfig: Decodable, Sendable {
         public var ips: [String]?
+        /// The `bandwidth` capability (CONVENTIONS.md): the port's rate limits.
+        public var bandwidth: CNIBandwidth?
     }
 
     enum CodingKeys: String, CodingKey {
@@ -179,6 +181,11 @@ public struct CNINetworkConfiguration: Decodable, Sendable {
         guard CNI.supportedVersions.contains(configuration.cniVersion) else {
             let supported = CNI.supportedVersions.joined(separator: ", ")
             throw CNIError(.incompatibleVersion, "cniVersion \(configuration.cniVersion) is not supported (supported: \(supported))")
+        }
+        if let bandwidth = configuration.runtimeConfig?.bandwidth,
+           let key = bandwidth.negativeKey {
+            throw CNIError(.invalidConfiguration, "invalid network configuration: key 'runtimeConfig.bandwidth.\(key)' must not be negative",
+                           version: configuration.cniVersion)
         }
         if needsSubnet && (configuration.subnet ?? "").isEmpty {
             throw CNIError(.invalidConfiguration, "invalid network configuration: key 'subnet' is missing (ENTERPRISE/DOMAIN/ZONE/SUBNET)",
@@ -259,6 +266,26 @@ public struct CNIResult: Codable, Equatable, Sendable {
 // MARK: The agent's CNI calls (its unix socket, /v1/cni/…)
 
 /// ADD, as the plugin asks the agent.
+/// The `bandwidth` capability as runtimes send it (Kubernetes' bandwidth annotations, the reference
+/// `bandwidth` plugin's keys): rates in bits per second, bursts in bits; ingress is towards the container.
+/// A direction whose rate is absent or 0 is not limited.
+public struct CNIBandwidth: Codable, Equatable, Sendable {
+    public var ingressRate: Int?
+    public var ingressBurst: Int?
+    public var egressRate: Int?
+    public var egressBurst: Int?
+
+    public init(ingressRate: Int? = nil, ingressBurst: Int? = nil, egressRate: Int? = nil, egressBurst: Int? = nil) {
+        self.ingressRate = ingressRate; self.ingressBurst = ingressBurst; self.egressRate = egressRate; self.egressBurst = egressBurst
+    }
+
+    /// The first key with a negative value, if any.
+    var negativeKey: String? {
+        [("ingressRate", ingressRate), ("ingressBurst", ingressBurst), ("egressRate", egressRate), ("egressBurst", egressBurst)]
+            .first { ($0.1 ?? 0) < 0 }?.0
+    }
+}
+
 public struct CNIAddRequest: Codable, Equatable, Sendable {
     public var network: String
     public var subnet: String
@@ -269,11 +296,12 @@ public struct CNIAddRequest: Codable, Equatable, Sendable {
     public var ip: String?
     public var profile: String?
     public var user: String?
+    public var bandwidth: CNIBandwidth?
 
     public init(network: String, subnet: String, containerID: String, netns: String, ifname: String, name: String,
-                ip: String? = nil, profile: String? = nil, user: String? = nil) {
+                ip: String? = nil, profile: String? = nil, user: String? = nil, bandwidth: CNIBandwidth? = nil) {
         self.network = network; self.subnet = subnet; self.containerID = containerID; self.netns = netns
-        self.ifname = ifname; self.name = name; self.ip = ip; self.profile = profile; self.user = user
+        self.ifname = ifname; self.name = name; self.ip = ip; self.profile = profile; self.user = user; self.bandwidth = bandwidth
     }
 }
 

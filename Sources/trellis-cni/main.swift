@@ -34,7 +34,8 @@ struct Plugin {
         case .add:
             let request = CNIAddRequest(network: configuration.name, subnet: configuration.subnet ?? "", containerID: call.containerID,
                                         netns: call.netns, ifname: call.ifname, name: call.endpointName,
-                                        ip: configuration.requestedAddress(call), profile: configuration.profile, user: configuration.user)
+                                        ip: configuration.requestedAddress(call), profile: configuration.profile, user: configuration.user,
+                                        bandwidth: configuration.runtimeConfig?.bandwidth)
             let attached: CNIAttachmentResult = try agent.call("POST", "/v1/cni/add", request)
             return encode(CNIResult(version: configuration.cniVersion, attachment: attached, ifname: call.ifname, netns: call.netns))
         case .del:

@@ -30,11 +30,14 @@ import TrellisCNI
     @Test func configurationsAreReadWithTheKeysRuntimesAdd() throws {
         let text = """
             {"cniVersion": "0.4.0", "name": "red", "type": "trellis", "subnet": "acme/app1/web/red", "capabilities": {"ips": true},
-             "runtimeConfig": {"ips": ["192.168.10.7/24"], "portMappings": []}, "prevResult": {"cniVersion": "0.4.0",
+             "runtimeConfig": {"ips": ["192.168.10.7/24"], "portMappings": [], "bandwidth": {"ingressRate": 20000000,
+             "ingressBurst": 2147483647, "egressRate": 10000000}}, "prevResult": {"cniVersion": "0.4.0",
              "interfaces": [], "ips": [], "routes": [], "dns": {}}, "cni.dev/attachments": [{"containerID": "a", "ifname": "eth0"}]}
             """
         let configuration = try CNINetworkConfiguration.parse(Array(text.utf8), needsSubnet: true)
         #expect(configuration.subnet == "acme/app1/web/red" && configuration.validAttachments?.first?.owner == "cni:a/eth0")
+        #expect(configuration.runtimeConfig?.bandwidth == CNIBandwidth(ingressRate: 20_000_000, ingressBurst: 2_147_483_647,
+                                                                        egressRate: 10_000_000))
         #expect(configuration.requestedAddress(try CNIEnvironment(base)) == "192.168.10.7")
         #expect(configuration.requestedAddress(try CNIEnvironment(base.merging(["CNI_ARGS": "IP=192.168.10.8"]) { $1 })) == "192.168.10.8")
     }
@@ -47,6 +50,9 @@ import TrellisCNI
         #expect(code(#"{"cniVersion": "1.0.0", "name": 3, "type": "trellis", "subnet": "a/b/c/d"}"#)?.msg.contains("'name'") == true)
         #expect(code(#"{"cniVersion": "0.3.1", "name": "red", "type": "trellis", "subnet": "a/b/c/d"}"#)?.code == 1)
         #expect(code(#"{"name": "red", "type": "trellis", "subnet": "a/b/c/d"}"#)?.msg.contains("'cniVersion'") == true)
+        let negative = code(#"{"cniVersion": "1.0.0", "name": "red", "type": "trellis", "subnet": "a/b/c/d", "runtimeConfig":"#
+                            + #" {"bandwidth": {"egressRate": 1000000, "egressBurst": -8}}}"#)
+        #expect(negative?.code == 7 && negative?.msg.contains("'runtimeConfig.bandwidth.egressBurst'") == true, "\(String(describing: negative))")
     }
 
     @Test func resultsFollowTheConfigurationsVersion() throws {

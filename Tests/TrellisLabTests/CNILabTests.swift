@@ -162,3 +162,31 @@ extension LabTests {
         #expect(gone, "the kept DEL was carried out when the agent came back: \(log.suffix(1500))")
     }
 }
+
+extension LabTests {
+    /// The bandwidth capability becomes the port's own rate limits, which real traffic meets in both
+    /// directions (within 15 %), with Kubernetes' "no particular burst" taken as Trellis's default.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"))
+    func cniBandwidthLimitsThePortBothWays() async throws {
+        let lab = try await RunningLab(hosts: 2)
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
+        let peer = try await lab.member("peer", on: "h2", subnet: "acme/app1/web/red", ip: "192.168.10.20")
+        let namespace = try lab.container("cnibw")
+        let bandwidth = #", "capabilities": {"bandwidth": true}, "runtimeConfig": {"bandwidth": "#
+            + #"{"egressRate": 10000000, "egressBurst": 2147483647, "ingressRate": 20000000}}"#
+        let added = try CNICall(command: "ADD", containerID: "bw1", netns: namespace.path)
+            .run(lab.cniConfiguration(host: "h1", extra: bandwidth))
+        try #require(added.status == 0, "ADD: \(added.output)")
+        let endpoint = try #require(try await lab.endpoints(owner: "cni:bw1/eth0").first)
+        #expect(endpoint.egressRate == RateLimit(bitsPerSecond: 10_000_000) && endpoint.ingressRate == RateLimit(bitsPerSecond: 20_000_000))
+        try await lab.settle(hosts: 2)
+        let limited = Member(name: endpoint.name, namespace: namespace, ip: endpoint.ip.description, subnet: endpoint.subnet)
+        let sent = try iperf(from: limited, to: peer).bitsPerSecond
+        let received = try iperf(from: limited, to: peer, reverse: true).bitsPerSecond
+        #expect(abs(sent / 10e6 - 1) <= 0.15, "egress \(sent / 1e6) Mbit/s against 10")
+        #expect(abs(received / 20e6 - 1) <= 0.15, "ingress \(received / 1e6) Mbit/s against 20")
+        print("CNI bandwidth: egress \(sent / 1e6) Mbit/s against 10, ingress \(received / 1e6) Mbit/s against 20")
+        let deleted = try CNICall(command: "DEL", containerID: "bw1").run(lab.cniConfiguration(host: "h1", extra: bandwidth))
+        #expect(deleted.status == 0, "DEL: \(deleted.output)")
+    }
+}
