@@ -19,7 +19,8 @@ extension Registry {
             let path = DockerNetwork.path(host: body.host, networkID: networkID)
             if let existing = try tx.get(DockerNetwork.self, path) {
                 guard existing.networkID == networkID, existing.subnet == subnet.path, existing.poolID == body.poolID else {
-                    throw TrellisError.conflict("networkID: \(path) is recorded already, for \(existing.subnet)", field: "networkID")
+                    let other = caller.sees(existing.enterprise) ? existing.subnet : "a subnet of another enterprise"
+                    throw TrellisError.conflict("networkID: \(path) is recorded already, for \(other)", field: "networkID")
                 }
                 return existing
             }

@@ -37,7 +37,7 @@ extension Registry {
 
     /// Binds an address of `poolPath` to an endpoint of the same enterprise.
     public func bindFloatingIP(pool poolPath: String, _ body: FloatingIPBind, _ caller: Caller) async throws -> FloatingIPBinding {
-        let endpointPath = try await self.endpointPath(body.endpoint, caller)
+        let endpointPath = try await self.endpointPath(body.endpoint, caller, field: "endpoint")
         let endpoint = try await mutate(caller) { tx in
             let pool = try caller.visible(try tx.get(FloatingIPPool.self, poolPath), poolPath)
             var endpoint = try caller.visible(try tx.get(Endpoint.self, endpointPath), endpointPath, field: "endpoint")
@@ -97,7 +97,7 @@ extension Registry {
 
     /// Moves a bound address to another endpoint of the same enterprise, in one transaction.
     public func moveFloatingIP(_ address: String, _ body: FloatingIPMove, _ caller: Caller) async throws -> FloatingIPBinding {
-        let targetPath = try await endpointPath(body.endpoint, caller)
+        let targetPath = try await endpointPath(body.endpoint, caller, field: "endpoint")
         let moved = try await mutate(caller) { tx in
             var from = try self.boundEndpoint(address, tx, caller)
             var to = try caller.visible(try tx.get(Endpoint.self, targetPath), targetPath, field: "endpoint")

@@ -261,11 +261,13 @@ public struct Registry: Sendable {
         }
     }
 
-    /// The path of an endpoint named by its path or by its numeric id.
-    public func endpointPath(_ reference: String, _ caller: Caller) async throws -> String {
+    /// The path of an endpoint named by its path or by its numeric id. An id of an endpoint the caller
+    /// may not see is not found as an id: the path it stands for names another tenant's objects.
+    public func endpointPath(_ reference: String, _ caller: Caller, field: String? = nil) async throws -> String {
         guard let id = Int(reference) else { return reference }
-        guard let path = try await store.read({ try $0.claimOwner("endpoint-id", String(id)) }) else {
-            throw TrellisError.notFound("no endpoint with id \(id)")
+        guard let path = try await store.read({ try $0.claimOwner("endpoint-id", String(id)) }),
+              caller.sees(Names.prefix(path, 1)) else {
+            throw TrellisError.notFound("\(field.map { "\($0): " } ?? "")no endpoint with id \(id)", field: field)
         }
         return path
     }

@@ -60,6 +60,60 @@ import TrellisTestSupport
     }
 }
 
+extension TenancyTests {
+    /// Every error a tenant can provoke about another enterprise's objects, by id, address, floating IP,
+    /// Docker network id or a claim, says only what the tenant asked for: no response body contains a
+    /// name of the other enterprise (its enterprise, domain, zone, subnet, endpoint or pool).
+    @Test func errorsNeverNameAnotherTenantsObjects() async throws {
+        try await withController { controller in
+            let admin = controller.client()
+            let hidden = ["globex", "corpnet", "zvault", "vaultnet", "secretep", "gpool"]
+            let foreignSubnet = try await makeSubnet(admin, enterprise: "globex", domain: "corpnet", zone: "zvault", subnet: "vaultnet",
+                                                     cidr: "10.66.0.0/24")
+            let ownSubnet = try await makeSubnet(admin, enterprise: "acme")
+            let _: HostRecord = try await admin.put("/api/v1/hosts/h1", HostRegistration(underlayIP: "10.99.0.1"))
+            let secret: Endpoint = try await admin.post("/api/v1/endpoints", EndpointCreate(subnet: foreignSubnet, name: "secretep", host: "h1"))
+            let _: FloatingIPPool = try await admin.post("/api/v1/fip-pools", FloatingIPPoolCreate(enterprise: "globex", name: "gpool",
+                                                                                                     cidr: "203.0.113.0/28"))
+            let bound: FloatingIPBinding = try await admin.post("/api/v1/fip-pools/globex/gpool/bind", FloatingIPBind(endpoint: secret.path))
+            let _: DockerNetwork = try await admin.post("/api/v1/docker-networks", DockerNetworkCreate(
+                host: "h1", networkID: "abcdef012345", subnet: foreignSubnet, poolID: "globex-pool"))
+            let alice: UserWithToken = try await admin.post("/api/v1/users", UserCreate(name: "alice", enterprise: "acme"))
+            let tenant = controller.client(token: alice.token)
+            let mine: Endpoint = try await tenant.post("/api/v1/endpoints", EndpointCreate(subnet: ownSubnet, name: "web1"))
+            let _: FloatingIPPool = try await tenant.post("/api/v1/fip-pools", FloatingIPPoolCreate(enterprise: "acme", name: "apool",
+                                                                                                      cidr: "198.51.100.0/28"))
+            let myFloating: FloatingIPBinding = try await tenant.post("/api/v1/fip-pools/acme/apool/bind", FloatingIPBind(endpoint: mine.path))
+            let probes: [(String, String, String?)] = [
+                ("GET", "/api/v1/endpoints/\(secret.id)", nil),
+                ("PATCH", "/api/v1/endpoints/\(secret.id)", #"{"state": "down"}"#),
+                ("DELETE", "/api/v1/endpoints/\(secret.id)", nil),
+                ("GET", "/api/v1/endpoints/\(secret.id)/stats", nil),
+                ("POST", "/api/v1/fip-pools/acme/apool/bind", #"{"endpoint": "\#(secret.id)"}"#),
+                ("PUT", "/api/v1/fips/\(myFloating.address)", #"{"endpoint": "\#(secret.id)"}"#),
+                ("PUT", "/api/v1/fips/\(bound.address)", #"{"endpoint": "\#(mine.id)"}"#),
+                ("DELETE", "/api/v1/fips/\(bound.address)", nil),
+                ("POST", "/api/v1/fip-pools", #"{"enterprise": "acme", "name": "clash", "cidr": "203.0.113.0/29"}"#),
+                ("POST", "/api/v1/fip-pools/acme/apool/bind", #"{"endpoint": "\#(mine.path)", "address": "203.0.113.1"}"#),
+                ("POST", "/api/v1/docker-networks", #"{"host": "h1", "networkID": "abcdef012345", "subnet": "\#(ownSubnet)", "poolID": "p"}"#),
+                ("POST", "/api/v1/endpoints", #"{"subnet": "\#(ownSubnet)", "name": "web2", "ip": "\#(secret.ip)"}"#),
+                ("GET", "/api/v1/endpoints?host=h1", nil), ("GET", "/api/v1/fips", nil), ("GET", "/api/v1/docker-networks?host=h1", nil),
+                ("GET", "/api/v1/flows?subnet=\(ownSubnet)", nil), ("GET", "/api/v1/events?since=0&limit=1000", nil),
+                ("GET", "/api/v1/fip-pools", nil), ("GET", "/api/v1/hosts/h1/desired", nil),
+            ]
+            for (method, path, body) in probes {
+                let answer = try await tenant.exchange(method, path, body: body.map { Data($0.utf8) })
+                let text = String(decoding: answer.body, as: UTF8.self)
+                let named = hidden.filter { text.contains($0) }
+                #expect(named.isEmpty, "\(method) \(path) answered \(answer.status) naming \(named): \(text.prefix(300))")
+                #expect(answer.status < 500, "\(method) \(path) answered \(answer.status)")
+            }
+            let still: Endpoint = try await admin.get("/api/v1/endpoints/\(secret.id)")
+            #expect(still.state == .pending && still.floatingIP == bound.address, "nothing of the other tenant changed")
+        }
+    }
+}
+
 @Suite struct ConcurrencyTests {
     /// 2,000 creations in parallel into one /21 give 2,000 distinct addresses; once it is full, 409.
     @Test func parallelAllocationNeverDuplicates() async throws {
