@@ -84,7 +84,10 @@ struct Lab {
     let directory: String
     static let switchNamespace = "trellis-lab-sw"
     static func hostNamespace(_ host: String) -> String { "trellis-lab-\(host)" }
-    static func underlay(_ index: Int) -> IPv4Address { IPv4Address(0x0AFF_0000 | UInt32(index)) }  // 10.255.0.i, only inside the lab
+    /// A host's underlay address, 10.255.0.i on the lab's 10.255.0.0/16 (only inside the lab): the hosts'
+    /// /24 is reserved, so floating IP pools come from the rest of the /16, on-link for every host.
+    static func underlay(_ index: Int) -> IPv4Address { IPv4Address(0x0AFF_0000 | UInt32(index)) }
+    static let hostsUnderlay = "10.255.0.0/24"
 
     var controllerSocket: String { "\(directory)/controller.sock" }
     var tokenFile: String { "\(directory)/admin.token" }
@@ -171,7 +174,7 @@ struct Lab {
             }
             let inside = try RouteNetlink(in: namespace)
             for name in ["lo", "eth0"] { try inside.setLink(index: try inside.requireLink(named: name).index, up: true) }
-            try inside.addAddress(index: try inside.requireLink(named: "eth0").index, Self.underlay(offset + 1), prefixLength: 24)
+            try inside.addAddress(index: try inside.requireLink(named: "eth0").index, Self.underlay(offset + 1), prefixLength: 16)
             if docker { try LabDocker(lab: self, host: host).start() }
             try start(host)
         }
@@ -192,7 +195,7 @@ struct Lab {
         if name == "controller" {
             let store = (try? String(contentsOfFile: storeFile, encoding: .utf8)) ?? "\(directory)/trellis.db"
             try spawn(name, [Self.executable, "controller", "--listen", "unix:\(controllerSocket)", "--store", "sqlite:\(store)",
-                             "--admin-token-file", tokenFile])
+                             "--admin-token-file", tokenFile, "--underlay-reserved", Self.hostsUnderlay])
             return
         }
         guard let offset = hosts.firstIndex(of: name) else {

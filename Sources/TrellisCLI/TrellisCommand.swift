@@ -47,8 +47,12 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: "Where the admin token is written on first start (mode 0600).")
     var adminTokenFile = "/var/lib/trellis/admin.token"
 
+    @Option(help: "An underlay range no floating IP pool may take, e.g. the VTEPs' and controllers' (repeatable).")
+    var underlayReserved: [String] = []
+
     func run() async throws {
-        let configuration = try ControllerConfiguration(listen: listen, store: store, adminTokenFile: adminTokenFile)
+        let configuration = try ControllerConfiguration(listen: listen, store: store, adminTokenFile: adminTokenFile,
+                                                        underlayReserved: underlayReserved)
         let controller = try Controller(configuration: configuration)
         try await controller.run { port in
             let addresses = configuration.listen.map(\.description).joined(separator: ", ")

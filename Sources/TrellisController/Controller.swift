@@ -45,17 +45,20 @@ public struct ControllerConfiguration: Sendable {
     /// `sqlite:PATH`.
     public var store: String
     public var adminTokenFile: String
+    /// Underlay ranges no floating IP pool may overlap (`--underlay-reserved`).
+    public var underlayReserved: [IPv4Network]
 
     public init(listen: [String] = ["127.0.0.1:7400"], store: String = "sqlite:/var/lib/trellis/trellis.db",
-                adminTokenFile: String = "/var/lib/trellis/admin.token") throws {
+                adminTokenFile: String = "/var/lib/trellis/admin.token", underlayReserved: [String] = []) throws {
         guard !listen.isEmpty else { throw TrellisError.invalid("--listen: give at least one address", field: "listen") }
         self.listen = try listen.map(ListenAddress.init)
         self.store = store
         self.adminTokenFile = adminTokenFile
+        self.underlayReserved = try underlayReserved.map { try IPv4Network.parse($0, field: "underlay-reserved") }
     }
 
-    public init(listen: String, store: String, adminTokenFile: String) throws {
-        try self.init(listen: [listen], store: store, adminTokenFile: adminTokenFile)
+    public init(listen: String, store: String, adminTokenFile: String, underlayReserved: [String] = []) throws {
+        try self.init(listen: [listen], store: store, adminTokenFile: adminTokenFile, underlayReserved: underlayReserved)
     }
 
     /// Opens the store the `store` setting names.
@@ -74,7 +77,7 @@ public struct Controller: Sendable {
 
     public init(configuration: ControllerConfiguration) throws {
         self.configuration = configuration
-        registry = Registry(store: try configuration.openStore())
+        registry = Registry(store: try configuration.openStore(), underlayReserved: configuration.underlayReserved)
     }
 
     /// The router with every API route, the OpenAPI document, authentication and JSON errors.

@@ -8,13 +8,22 @@ import TrellisStore
 extension Registry {
     static let floatingClaims = "fip"
 
+    /// Creates a pool of underlay addresses for an enterprise. Admin only: a bound address is answered
+    /// for on the underlay, so a pool over a host, a VTEP or the controller would hand a tenant its traffic.
     public func createFloatingIPPool(_ body: FloatingIPPoolCreate, _ caller: Caller) async throws -> FloatingIPPool {
+        try caller.requireAdmin("create floating IP pools (their addresses are taken on the underlay)")
         try Names.validate(body.enterprise, field: "enterprise")
         try Names.validate(body.name)
         try Self.checkDescription(body.description)
         let cidr = try IPv4Network.parse(body.cidr, field: "cidr")
         guard cidr.prefixLength >= 16 else { throw TrellisError.invalid("cidr: a pool is at most a /16", field: "cidr") }
+        if let reserved = underlayReserved.first(where: { $0.overlaps(cidr) }) {
+            throw TrellisError.conflict("cidr: \(cidr) overlaps the underlay's reserved range \(reserved)", field: "cidr")
+        }
         return try await create(caller) { tx in
+            if let host = try tx.list(HostRecord.self, under: nil).first(where: { cidr.contains($0.underlayIP) }) {
+                throw TrellisError.conflict("cidr: \(cidr) contains \(host.underlayIP), the underlay address of host \(host.name)", field: "cidr")
+            }
             let enterprise = try caller.visible(try tx.get(Enterprise.self, body.enterprise), body.enterprise, field: "enterprise")
             // Pools of every enterprise share the underlay: none may overlap another.
             if let other = try tx.list(FloatingIPPool.self, under: nil).first(where: { $0.cidr.overlaps(cidr) }) {
@@ -27,6 +36,7 @@ extension Registry {
     }
 
     public func deleteFloatingIPPool(_ path: String, _ caller: Caller) async throws {
+        try caller.requireAdmin("delete floating IP pools")
         try await delete(FloatingIPPool.self, path, caller) { tx, pool in
             let bound = try tx.list(Endpoint.self, under: pool.enterprise).filter { $0.floatingPool == path }
             guard bound.isEmpty else {

@@ -10,11 +10,15 @@ public struct Registry: Sendable {
     let telemetry = TelemetryBoard()
     /// How long a host may stay silent before it is reported down.
     public let heartbeatTimeout: TimeInterval
+    /// Underlay addresses no floating IP pool may take (VTEPs to come, controllers, the underlay's gateways),
+    /// besides every registered host's underlay address.
+    public let underlayReserved: [IPv4Network]
 
-    public init(store: any Store, heartbeatTimeout: TimeInterval = 15) {
+    public init(store: any Store, heartbeatTimeout: TimeInterval = 15, underlayReserved: [IPv4Network] = []) {
         self.store = store
         self.hub = DesiredStateHub(store: store)
         self.heartbeatTimeout = heartbeatTimeout
+        self.underlayReserved = underlayReserved
     }
 
     // MARK: Plumbing
@@ -526,6 +530,10 @@ public struct Registry: Sendable {
             if let existing, existing.underlayIP == underlay { return existing }
             if let holder = try tx.claimOwner("vtep", underlay.description), holder != name {
                 throw TrellisError.conflict("underlayIP: \(underlay) is already the underlay address of host \(holder)", field: "underlayIP")
+            }
+            // A floating IP is answered for on the underlay by its endpoint's host: a host cannot share one.
+            if let pool = try tx.list(FloatingIPPool.self, under: nil).first(where: { $0.cidr.contains(underlay) }) {
+                throw TrellisError.conflict("underlayIP: \(underlay) is in floating IP pool \(pool.path) (\(pool.cidr))", field: "underlayIP")
             }
             try tx.releaseAll("vtep", ownedBy: name)
             _ = try tx.claim("vtep", underlay.description, owner: name)

@@ -229,7 +229,8 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
         response: "FloatingIPPoolList") { req, ctx in
         try JSONResponse.make(try await registry.list(FloatingIPPool.self, under: req.query("enterprise"), try ctx.requireCaller()), .ok)
     }
-    add(.post, "/api/v1/fip-pools", "Create a floating IP pool (no two pools overlap)", body: "FloatingIPPoolCreate", status: 201,
+    add(.post, "/api/v1/fip-pools", "Create a floating IP pool for an enterprise (admin; never over a host, a reserved underlay range or another pool)",
+        body: "FloatingIPPoolCreate", status: 201,
         response: "FloatingIPPool") { req, ctx in
         try JSONResponse.make(try await registry.createFloatingIPPool(try await req.decodeJSON(FloatingIPPoolCreate.self, context: ctx),
                                                                       try ctx.requireCaller()), created)
@@ -237,7 +238,7 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
     add(.get, itemPath(.fippool), "Get a floating IP pool", response: "FloatingIPPool") { _, ctx in
         try JSONResponse.make(try await registry.get(FloatingIPPool.self, try ctx.objectPath(.fippool), try ctx.requireCaller()), .ok)
     }
-    add(.delete, itemPath(.fippool), "Delete a floating IP pool with no bound address", status: 204, response: nil) { _, ctx in
+    add(.delete, itemPath(.fippool), "Delete a floating IP pool with no bound address (admin)", status: 204, response: nil) { _, ctx in
         try await registry.deleteFloatingIPPool(try ctx.objectPath(.fippool), try ctx.requireCaller())
         return JSONResponse.noContent
     }

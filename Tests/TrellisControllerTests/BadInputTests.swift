@@ -75,6 +75,8 @@ import TrellisTestSupport
         Case(method: "POST", path: "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "p2", "cidr": "203.0.113.8/29"}"#, status: 409, field: "cidr"),
         Case(method: "POST", path: "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "p2", "cidr": "nonsense"}"#, status: 400, field: "cidr"),
         Case(method: "POST", path: "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "p2", "cidr": "10.0.0.0/8"}"#, status: 400, field: "cidr"),
+        Case(method: "POST", path: "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "p2", "cidr": "10.99.0.0/29"}"#, status: 409, field: "cidr"),
+        Case(method: "PUT", path: "/api/v1/hosts/h2", body: #"{"underlayIP": "203.0.113.5"}"#, status: 409, field: "underlayIP"),
         Case(method: "POST", path: "/api/v1/fip-pools", body: #"{"enterprise": "nobody", "name": "p2", "cidr": "198.51.100.0/28"}"#, status: 404, field: "enterprise"),
         Case(method: "POST", path: "/api/v1/fip-pools/acme/public/bind", body: #"{"endpoint": "acme/app1/web/red/nope"}"#, status: 404, field: "endpoint"),
         Case(method: "POST", path: "/api/v1/fip-pools/acme/public/bind", body: #"{"endpoint": "acme/app1/web/red/web1", "address": "203.0.113.99"}"#, status: 400, field: "address"),

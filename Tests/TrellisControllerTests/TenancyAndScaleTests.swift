@@ -81,8 +81,8 @@ extension TenancyTests {
             let alice: UserWithToken = try await admin.post("/api/v1/users", UserCreate(name: "alice", enterprise: "acme"))
             let tenant = controller.client(token: alice.token)
             let mine: Endpoint = try await tenant.post("/api/v1/endpoints", EndpointCreate(subnet: ownSubnet, name: "web1"))
-            let _: FloatingIPPool = try await tenant.post("/api/v1/fip-pools", FloatingIPPoolCreate(enterprise: "acme", name: "apool",
-                                                                                                      cidr: "198.51.100.0/28"))
+            let _: FloatingIPPool = try await admin.post("/api/v1/fip-pools", FloatingIPPoolCreate(enterprise: "acme", name: "apool",
+                                                                                                     cidr: "198.51.100.0/28"))
             let myFloating: FloatingIPBinding = try await tenant.post("/api/v1/fip-pools/acme/apool/bind", FloatingIPBind(endpoint: mine.path))
             let probes: [(String, String, String?)] = [
                 ("GET", "/api/v1/endpoints/\(secret.id)", nil),
@@ -94,6 +94,7 @@ extension TenancyTests {
                 ("PUT", "/api/v1/fips/\(bound.address)", #"{"endpoint": "\#(mine.id)"}"#),
                 ("DELETE", "/api/v1/fips/\(bound.address)", nil),
                 ("POST", "/api/v1/fip-pools", #"{"enterprise": "acme", "name": "clash", "cidr": "203.0.113.0/29"}"#),
+                ("DELETE", "/api/v1/fip-pools/globex/gpool", nil),
                 ("POST", "/api/v1/fip-pools/acme/apool/bind", #"{"endpoint": "\#(mine.path)", "address": "203.0.113.1"}"#),
                 ("POST", "/api/v1/docker-networks", #"{"host": "h1", "networkID": "abcdef012345", "subnet": "\#(ownSubnet)", "poolID": "p"}"#),
                 ("POST", "/api/v1/endpoints", #"{"subnet": "\#(ownSubnet)", "name": "web2", "ip": "\#(secret.ip)"}"#),
@@ -110,6 +111,41 @@ extension TenancyTests {
             }
             let still: Endpoint = try await admin.get("/api/v1/endpoints/\(secret.id)")
             #expect(still.state == .pending && still.floatingIP == bound.address, "nothing of the other tenant changed")
+        }
+    }
+}
+
+extension TenancyTests {
+    /// Floating IP pools take addresses on the underlay, where the endpoint's host answers for them: only
+    /// an admin makes them, for an enterprise, and never over a reserved range, a host's underlay address
+    /// or another pool; a host cannot register an address of a pool. Tenants use the pools given to them.
+    @Test func tenantsCannotClaimTheUnderlay() async throws {
+        try await withController(underlayReserved: ["10.255.0.0/24", "192.0.2.10/32"]) { controller in
+            let admin = controller.client()
+            let subnet = try await makeSubnet(admin, enterprise: "acme")
+            let _: HostRecord = try await admin.put("/api/v1/hosts/h1", HostRegistration(underlayIP: "10.99.0.1"))
+            let alice: UserWithToken = try await admin.post("/api/v1/users", UserCreate(name: "alice", enterprise: "acme"))
+            let tenant = controller.client(token: alice.token)
+            let web: Endpoint = try await tenant.post("/api/v1/endpoints", EndpointCreate(subnet: subnet, name: "web", host: "h1"))
+            let takeover = try await rawRequest(tenant, "POST", "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "mine", "cidr": "10.99.0.0/30"}"#)
+            #expect(takeover.status == 403, "a tenant's pool over a host's underlay address: \(takeover)")
+            let harmless = try await rawRequest(tenant, "POST", "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "mine", "cidr": "203.0.113.0/30"}"#)
+            #expect(harmless.status == 403, "no tenant makes pools at all: \(harmless)")
+            for (cidr, reason) in [("10.99.0.0/30", "underlay address of host h1"), ("10.255.0.128/25", "reserved range 10.255.0.0/24"),
+                                   ("192.0.2.8/29", "reserved range 192.0.2.10/32")] {
+                let refused = try await rawRequest(admin, "POST", "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "p", "cidr": "\#(cidr)"}"#)
+                #expect(refused.status == 409 && refused.error?.field == "cidr" && refused.error?.error.contains(reason) == true, "\(cidr): \(refused)")
+            }
+            let given: FloatingIPPool = try await admin.post("/api/v1/fip-pools", FloatingIPPoolCreate(enterprise: "acme", name: "public",
+                                                                                                         cidr: "10.255.1.0/29"))
+            let bound: FloatingIPBinding = try await tenant.post("/api/v1/fip-pools/\(given.path)/bind", FloatingIPBind(endpoint: web.path))
+            #expect(bound.address.description == "10.255.1.1", "the tenant binds from the pool the admin gave it")
+            let host = try await rawRequest(admin, "PUT", "/api/v1/hosts/h2", body: #"{"underlayIP": "10.255.1.3"}"#)
+            #expect(host.status == 409 && host.error?.field == "underlayIP", "a host on a pool's address: \(host)")
+            let deleting = try await rawRequest(tenant, "DELETE", "/api/v1/fip-pools/acme/public", body: nil)
+            #expect(deleting.status == 403)
+            let pools: ListBody<FloatingIPPool> = try await tenant.get("/api/v1/fip-pools")
+            #expect(pools.items.map(\.path) == ["acme/public"])
         }
     }
 }

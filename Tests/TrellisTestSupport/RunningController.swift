@@ -25,11 +25,12 @@ public func makeTemporaryDirectory() throws -> URL {
 
 /// Runs `body` against a controller whose store lives in `directory` (a new one by default), then
 /// stops the controller; the directory is removed afterwards unless the caller gave it.
-public func withController<T: Sendable>(directory: URL? = nil, _ body: (RunningController) async throws -> T) async throws -> T {
+public func withController<T: Sendable>(directory: URL? = nil, underlayReserved: [String] = [],
+                                        _ body: (RunningController) async throws -> T) async throws -> T {
     let ownsDirectory = directory == nil
     let directory = try directory ?? makeTemporaryDirectory()
     let configuration = try ControllerConfiguration(listen: "127.0.0.1:0", store: "sqlite:\(directory.path)/trellis.db",
-                                                    adminTokenFile: "\(directory.path)/admin.token")
+                                                    adminTokenFile: "\(directory.path)/admin.token", underlayReserved: underlayReserved)
     let controller = try Controller(configuration: configuration)
     var logger = Logger(label: "trellis.test")
     logger.logLevel = .critical
