@@ -127,7 +127,7 @@ let package = Package(
         .testTarget(
             name: "TrellisLabTests",
             dependencies: ["TrellisModel", "TrellisClient", "TrellisNetlink", "TrellisNetlinkWire", "TrellisTestSupport"],
-            exclude: ["fresh-machine.sh", "dns-abuse.py"],
+            exclude: ["fresh-machine.sh", "dns-abuse.py", "arp-forge.py"],
             swiftSettings: strict
         ),
         .testTarget(name: "TrellisDockerTests", dependencies: ["TrellisModel", "TrellisDocker"], swiftSettings: strict),

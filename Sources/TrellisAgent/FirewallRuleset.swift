@@ -155,13 +155,15 @@ public struct FloatingIPTranslation: Hashable, Sendable {
 /// carries the ruleset's generation; a new flow (or one from before a reload, in its original
 /// direction) goes through the source port's egress ACL, the destination port's ingress ACL, then is
 /// accepted inside one subnet, for a floating IP, or by the network policies, first match wins, and
-/// dropped otherwise. `bridge trellis` keeps each port to its own MAC and address and keeps DHCP off
-/// the VXLAN devices.
+/// dropped otherwise. `netdev trellis` keeps each port to its own MAC and address, with one chain on
+/// the port's own ingress hook; `bridge trellis` keeps DHCP off the VXLAN devices.
 public struct FirewallRuleset: Sendable {
     /// The `inet trellis` table, less its counters (their values are carried over at load time).
     private var inetTables: [String]
     /// The `bridge trellis` table.
     public var bridge: String
+    /// The `netdev trellis` table: the port guard.
+    public var netdev: String
     /// Whether forwarded traffic in this domain needs the IP hooks for bridged frames too (policies,
     /// profiles with rules or flow statistics, floating IPs); without them bridging stays untouched.
     public var filtersBridgedTraffic: Bool
@@ -186,11 +188,11 @@ public struct FirewallRuleset: Sendable {
 
     /// Both tables, replacing whatever Trellis loaded before, as one `nft -f` transaction.
     public func script(counterValues: [String: TrafficCounters] = [:]) -> String {
-        Self.removal + inet(counterValues: counterValues) + bridge
+        Self.removal + inet(counterValues: counterValues) + bridge + netdev
     }
 
-    /// Removes both tables (a domain without local ports), as one transaction.
-    public static let removal = ["table inet trellis {}", "delete table inet trellis", "table bridge trellis {}", "delete table bridge trellis"]
+    /// Removes the tables (a domain without local ports), as one transaction.
+    public static let removal = ["inet", "bridge", "netdev"].flatMap { ["table \($0) trellis {}", "delete table \($0) trellis"] }
         .joined(separator: "\n") + "\n"
 
     /// The interface in the router namespace that leads to the host namespace (floating IPs).
@@ -268,9 +270,7 @@ public struct FirewallRuleset: Sendable {
                 "oifname \"\(Self.uplink)\" snat ip to ip saddr map { \(translations.map { "\($0.endpoint) : \($0.floating)" }.joined(separator: ", ")) }"]))
         }
 
-        // Where the domain filters bridged traffic (addresses then stand for endpoints in rules), each port
-        // keeps to its MAC and address (0.0.0.0 allowed for a DHCP client). DHCP stays on this host. A
-        // plain overlay gets no bridge hooks at all: nothing to pay per frame, nothing to reload per port.
+        // Only where the domain filters bridged traffic do the inet hooks see bridged frames.
         let filters = !domain.policies.isEmpty || !floatingIPs.isEmpty || !counters.isEmpty || !egress.isEmpty || !ingress.isEmpty
         let ports = local.map { (name: KernelNames.port(of: $0), endpoint: $0) }
         self.ports = ports.map(\.name)
@@ -280,18 +280,23 @@ public struct FirewallRuleset: Sendable {
             guard egress != nil || ingress != nil else { return nil }
             return PortShaping(port: port.name, shaper: KernelNames.shaper(endpointID: port.endpoint.id), egress: egress, ingress: ingress)
         }
-        var guardRules: [String] = []
-        if filters, !ports.isEmpty {
-            let names = ports.map { "\"\($0.name)\"" }.joined(separator: ", ")
-            guardRules.append("iifname { \(names) } iifname . ether saddr != { \(ports.map { "\"\($0.name)\" . \($0.endpoint.mac)" }.joined(separator: ", ")) } drop")
-            let addresses = ports.map { "\"\($0.name)\" . \($0.endpoint.ip)" }.joined(separator: ", ")
-            guardRules.append("iifname { \(names) } ether type ip ip saddr != 0.0.0.0 iifname . ip saddr != { \(addresses) } drop")
-            guardRules.append("iifname { \(names) } ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != { \(addresses) } drop")
+        // Every port keeps to its MAC and address, in every domain: a frame of another source MAC, IPv4 of
+        // another source (0.0.0.0 is a DHCP client's), ARP for another address or with another sender MAC,
+        // or any other ether type is dropped as the port receives it, so a container can neither take a
+        // neighbour's traffic nor poison caches. A chain on each port's own ingress hook sees only what
+        // that port sends: frames from VXLAN and the gateway pay nothing. (Since Linux 6.16 a chain may
+        // name a port that does not exist yet, or any more; it hooks onto the port when it appears.)
+        let guardChains = ports.map { port in
+            Self.chain(port.name, hook: "type filter hook ingress device \"\(port.name)\" priority -500; policy accept;", [
+                "ether saddr != \(port.endpoint.mac) drop",
+                "ether type != { ip, arp } drop",
+                "ip saddr != { 0.0.0.0, \(port.endpoint.ip) } drop",
+                "arp saddr ip != { 0.0.0.0, \(port.endpoint.ip) } drop",
+                "arp saddr ether != \(port.endpoint.mac) drop",
+            ])
         }
+        netdev = guardChains.isEmpty ? "" : (["table netdev trellis {"] + guardChains + ["}"]).joined(separator: "\n") + "\n"
         var bridgeChains: [String] = []
-        if !guardRules.isEmpty {
-            bridgeChains.append(Self.chain("prerouting", hook: "type filter hook prerouting priority -200; policy accept;", guardRules))
-        }
         if domain.subnets.contains(where: \.dhcp) {
             bridgeChains.append(Self.chain("forward", hook: "type filter hook forward priority filter; policy accept;",
                                            ["oifname \"trx*\" udp dport { 67, 68 } drop"]))
@@ -299,7 +304,7 @@ public struct FirewallRuleset: Sendable {
         bridge = bridgeChains.isEmpty ? "" : (["table bridge trellis {"] + bridgeChains + ["}"]).joined(separator: "\n") + "\n"
 
         // The generation is a digest of everything but itself and the counters' values.
-        let skeleton = (body + chains + nat + [bridge] + counters.keys.sorted().map(String.init)
+        let skeleton = (body + chains + nat + [bridge, netdev] + counters.keys.sorted().map(String.init)
             + shaping.map { "\($0.port) \($0.egress.map(PortShaping.tbf) ?? "-") \($0.ingress.map(PortShaping.tbf) ?? "-")" }).joined(separator: "\n")
         let generation = max(1, Self.fnv1a(skeleton))
         self.generation = generation

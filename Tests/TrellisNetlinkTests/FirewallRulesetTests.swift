@@ -95,6 +95,22 @@ struct FirewallRulesetTests {
         #expect(text.contains("ip daddr vmap { 10.1.1.5 : jump profile0_ingress }"))
     }
 
+    @Test func everyPortIsGuardedOnItsOwnIngressEvenInAPlainOverlay() throws {
+        let plain = FirewallRuleset(domain: try domain([]), endpoints: [endpoint(5, ip: "10.1.1.5"), endpoint(6, ip: "10.1.1.6")],
+                                    profiles: [:])
+        #expect(!plain.filtersBridgedTraffic && !plain.bridge.contains("prerouting"), "no bridge hook for the guard")
+        let chains = plain.netdev.components(separatedBy: "  chain ").dropFirst()
+        #expect(chains.count == 2, "\(plain.netdev)")
+        let five = try #require(chains.first { $0.hasPrefix("trv5 ") })
+        for rule in ["type filter hook ingress device \"trv5\" priority -500; policy accept;", "ether saddr != 02:7e:00:00:00:05 drop",
+                     "ether type != { ip, arp } drop", "ip saddr != { 0.0.0.0, 10.1.1.5 } drop", "arp saddr ip != { 0.0.0.0, 10.1.1.5 } drop",
+                     "arp saddr ether != 02:7e:00:00:00:05 drop"] {
+            #expect(five.contains(rule), "\(rule) in \(five)")
+        }
+        #expect(FirewallRuleset(domain: try domain([]), endpoints: [], profiles: [:]).netdev.isEmpty)
+        #expect(FirewallRuleset.removal.contains("delete table netdev trellis"))
+    }
+
     /// Everything the compiler writes is accepted by the kernel's nftables, in one transaction.
     @Test(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/sbin/nft"), "needs root and nftables"))
     func compiledRulesetsLoadIntoTheKernel() throws {
