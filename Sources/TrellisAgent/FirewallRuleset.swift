@@ -286,13 +286,14 @@ public struct FirewallRuleset: Sendable {
         // neighbour's traffic nor poison caches. A chain on each port's own ingress hook sees only what
         // that port sends: frames from VXLAN and the gateway pay nothing. (Since Linux 6.16 a chain may
         // name a port that does not exist yet, or any more; it hooks onto the port when it appears.)
+        // The usual packet leaves after three compares and no set lookup; whatever no rule accepts is dropped.
         let guardChains = ports.map { port in
-            Self.chain(port.name, hook: "type filter hook ingress device \"\(port.name)\" priority -500; policy accept;", [
+            Self.chain(port.name, hook: "type filter hook ingress device \"\(port.name)\" priority -500; policy drop;", [
                 "ether saddr != \(port.endpoint.mac) drop",
-                "ether type != { ip, arp } drop",
-                "ip saddr != { 0.0.0.0, \(port.endpoint.ip) } drop",
-                "arp saddr ip != { 0.0.0.0, \(port.endpoint.ip) } drop",
-                "arp saddr ether != \(port.endpoint.mac) drop",
+                "ip saddr \(port.endpoint.ip) accept",
+                "arp saddr ip \(port.endpoint.ip) arp saddr ether \(port.endpoint.mac) accept",
+                "ip saddr 0.0.0.0 udp dport 67 accept",
+                "arp saddr ip 0.0.0.0 arp saddr ether \(port.endpoint.mac) accept",
             ])
         }
         netdev = guardChains.isEmpty ? "" : (["table netdev trellis {"] + guardChains + ["}"]).joined(separator: "\n") + "\n"

@@ -175,13 +175,18 @@ struct DatapathBench: AsyncParsableCommand {
         }
         // The paths take turns, `rounds` times; the medians are compared (runs here vary by ±10 %).
         var runs: [[Double]] = [[], [], [], []]
-        for _ in 0..<rounds {
-            runs[0].append(try iperf(server: "\(tag)-vb", client: "\(tag)-va", address: "10.201.0.2", seconds: seconds))
-            runs[1].append(try iperf(server: "\(tag)-hc2", client: "\(tag)-hc1", address: "192.168.202.2", seconds: seconds))
-            runs[2].append(try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds))
-            runs[3].append(try withoutGuard {
-                try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds)
-            })
+        let paths: [() throws -> Double] = [
+            { try iperf(server: "\(tag)-vb", client: "\(tag)-va", address: "10.201.0.2", seconds: seconds) },
+            { try iperf(server: "\(tag)-hc2", client: "\(tag)-hc1", address: "192.168.202.2", seconds: seconds) },
+            { try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds) },
+            { try withoutGuard { try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds) } },
+        ]
+        // Each round starts at the next path, so no path always follows the same one.
+        for round in 0..<rounds {
+            for step in 0..<paths.count {
+                let path = (round + step) % paths.count
+                runs[path].append(try paths[path]())
+            }
         }
         let (veth, handBuilt, trellis, unguarded) = (median(runs[0]), median(runs[1]), median(runs[2]), median(runs[3]))
         print("datapath benchmark (iperf3 TCP, one stream, \(seconds) s each, medians of \(rounds) interleaved rounds, same run)")
