@@ -20,7 +20,8 @@ extension Agent {
             netns: request.netns, user: request.user, owner: attachment.owner,
             externalIds: ["cni-network": request.network, "cni-container": request.containerID],
             egressRate: Self.rateLimit(request.bandwidth?.egressRate, burstBits: request.bandwidth?.egressBurst),
-            ingressRate: Self.rateLimit(request.bandwidth?.ingressRate, burstBits: request.bandwidth?.ingressBurst)), recordInBackground: true)
+            ingressRate: Self.rateLimit(request.bandwidth?.ingressRate, burstBits: request.bandwidth?.ingressBurst)),
+            recordInBackground: true)
         let (_, subnet) = try await placement(of: endpoint)
         let parts = endpoint.subnet.split(separator: "/")
         return CNIAttachmentResult(endpoint: endpoint.path, ip: endpoint.ip.description, prefixLength: subnet.cidr.prefixLength,

@@ -24,7 +24,8 @@ struct FloatingIPCommand: AsyncParsableCommand {
             subcommands: [Create.self, ListCommand<FloatingIPPool>.self, ShowCommand<FloatingIPPool>.self, DeleteCommand<FloatingIPPool>.self])
 
         struct Create: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Create a pool for an enterprise (admin): trellis fip pool create acme/public --cidr 203.0.113.0/28.")
+            static let configuration = CommandConfiguration(
+                abstract: "Create a pool for an enterprise (admin): trellis fip pool create acme/public --cidr 203.0.113.0/28.")
             @OptionGroup var connection: ConnectionOptions
             @OptionGroup var output: OutputOptions
             @Argument(help: ArgumentHelp("Its path.", valueName: "ENTERPRISE/POOL")) var path: String

@@ -184,7 +184,8 @@ public struct CNINetworkConfiguration: Decodable, Sendable {
         }
         if let bandwidth = configuration.runtimeConfig?.bandwidth,
            let key = bandwidth.negativeKey {
-            throw CNIError(.invalidConfiguration, "invalid network configuration: key 'runtimeConfig.bandwidth.\(key)' must not be negative",
+            throw CNIError(.invalidConfiguration,
+                           "invalid network configuration: key 'runtimeConfig.bandwidth.\(key)' must not be negative",
                            version: configuration.cniVersion)
         }
         if needsSubnet && (configuration.subnet ?? "").isEmpty {

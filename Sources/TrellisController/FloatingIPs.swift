@@ -22,7 +22,8 @@ extension Registry {
         }
         return try await create(caller) { tx in
             if let host = try tx.list(HostRecord.self, under: nil).first(where: { cidr.contains($0.underlayIP) }) {
-                throw TrellisError.conflict("cidr: \(cidr) contains \(host.underlayIP), the underlay address of host \(host.name)", field: "cidr")
+                throw TrellisError.conflict("cidr: \(cidr) contains \(host.underlayIP), the underlay address of host \(host.name)",
+                                            field: "cidr")
             }
             let enterprise = try caller.visible(try tx.get(Enterprise.self, body.enterprise), body.enterprise, field: "enterprise")
             // Pools of every enterprise share the underlay: none may overlap another.

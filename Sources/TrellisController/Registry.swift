@@ -533,7 +533,8 @@ public struct Registry: Sendable {
             }
             // A floating IP is answered for on the underlay by its endpoint's host: a host cannot share one.
             if let pool = try tx.list(FloatingIPPool.self, under: nil).first(where: { $0.cidr.contains(underlay) }) {
-                throw TrellisError.conflict("underlayIP: \(underlay) is in floating IP pool \(pool.path) (\(pool.cidr))", field: "underlayIP")
+                throw TrellisError.conflict("underlayIP: \(underlay) is in floating IP pool \(pool.path) (\(pool.cidr))",
+                                            field: "underlayIP")
             }
             try tx.releaseAll("vtep", ownedBy: name)
             _ = try tx.claim("vtep", underlay.description, owner: name)

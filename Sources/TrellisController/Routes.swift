@@ -229,9 +229,9 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
         response: "FloatingIPPoolList") { req, ctx in
         try JSONResponse.make(try await registry.list(FloatingIPPool.self, under: req.query("enterprise"), try ctx.requireCaller()), .ok)
     }
-    add(.post, "/api/v1/fip-pools", "Create a floating IP pool for an enterprise (admin; never over a host, a reserved underlay range or another pool)",
-        body: "FloatingIPPoolCreate", status: 201,
-        response: "FloatingIPPool") { req, ctx in
+    add(.post, "/api/v1/fip-pools",
+        "Create a floating IP pool for an enterprise (admin; never over a host, a reserved underlay range or another pool)",
+        body: "FloatingIPPoolCreate", status: 201, response: "FloatingIPPool") { req, ctx in
         try JSONResponse.make(try await registry.createFloatingIPPool(try await req.decodeJSON(FloatingIPPoolCreate.self, context: ctx),
                                                                       try ctx.requireCaller()), created)
     }

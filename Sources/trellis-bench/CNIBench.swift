@@ -106,9 +106,11 @@ struct CNIBench: AsyncParsableCommand {
         for run in 0..<podmanRuns {
             for network in run % 2 == 0 ? networks : networks.reversed() {
                 let name = "p\(run)-\(network.name)", address = "\(network.prefix).\(run + 1)"
-                let probe = try EchoProbe(in: try NetworkNamespace(named: network.resident), target: try IPv4Address.parse(address, field: "ip"))
+                let probe = try EchoProbe(in: try NetworkNamespace(named: network.resident),
+                                          target: try IPv4Address.parse(address, field: "ip"))
                 let start = Date().timeIntervalSince1970
-                let output = try podmanCall(["run", "-d", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", network.name,
+                let output = try podmanCall(["run", "-d", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+                                             "--network", network.name,
                                              "--ip", address, "--name", name, "--rootfs", rootfs, "/bin/sleep", "1000000"])
                 probe.start(timeout: 10)
                 if let answered = probe.wait() {
@@ -122,7 +124,8 @@ struct CNIBench: AsyncParsableCommand {
         }
         print("podman run -d → first ping from a container on the same network, \(podmanRuns) runs each, interleaved")
         for network in networks {
-            print("  \(network.name): \(samples[network.name]?.summary ?? "no samples")\(lost[network.name].map { ", \($0) never answered" } ?? "")")
+            let missing = lost[network.name].map { ", \($0) never answered" } ?? ""
+            print("  \(network.name): \(samples[network.name]?.summary ?? "no samples")\(missing)")
         }
         if let ours = samples["trellis"], let theirs = samples["reference"] {
             print(String(format: "  ratio trellis/reference: p50 %.2f, p99 %.2f", ours.percentile(50) / theirs.percentile(50),
@@ -135,7 +138,8 @@ struct CNIBench: AsyncParsableCommand {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
         process.arguments = ["--net=/run/netns/trellis-lab-h1", plugin]
-        process.environment = ["CNI_COMMAND": verb, "CNI_CONTAINERID": id, "CNI_NETNS": netns, "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
+        process.environment = ["CNI_COMMAND": verb, "CNI_CONTAINERID": id, "CNI_NETNS": netns, "CNI_IFNAME": "eth0",
+                               "CNI_PATH": "/usr/lib/cni",
                                "CNI_ARGS": arguments]
         let input = Pipe(), output = Pipe()
         process.standardInput = input

@@ -157,17 +157,20 @@ struct DatapathBench: AsyncParsableCommand {
         // The port guard's cost: the same Trellis path with the guard's netdev table taken out of both
         // routers for one run of each round, and put back after.
         let routers = (0...1).map { "/run/netns/" + KernelNames.routerNamespace(host: "\(tag)h\($0)", domainID: 1) }
-        let guardTables = try routers.map { try sh(["/usr/bin/nsenter", "--net=\($0)", "/usr/sbin/nft", "list", "table", "netdev", "trellis"]) }
+        func nft(_ router: String, _ arguments: [String]) throws -> String {
+            try sh(["/usr/bin/nsenter", "--net=\(router)", "/usr/sbin/nft"] + arguments)
+        }
+        let guardTables = try routers.map { try nft($0, ["list", "table", "netdev", "trellis"]) }
         guard guardTables.allSatisfy({ $0.contains("ether saddr !=") }) else {
             throw TrellisError(.internalError, "the routers have no port guard: \(guardTables)")
         }
         func withoutGuard<T>(_ body: () throws -> T) throws -> T {
-            for router in routers { _ = try sh(["/usr/bin/nsenter", "--net=\(router)", "/usr/sbin/nft", "delete", "table", "netdev", "trellis"]) }
+            for router in routers { _ = try nft(router, ["delete", "table", "netdev", "trellis"]) }
             defer {
                 for (router, table) in zip(routers, guardTables) {
                     let file = "/tmp/\(tag)-guard.nft"
                     try? table.write(toFile: file, atomically: true, encoding: .utf8)
-                    _ = try? sh(["/usr/bin/nsenter", "--net=\(router)", "/usr/sbin/nft", "-f", file])
+                    _ = try? nft(router, ["-f", file])
                     unlink(file)
                 }
             }
@@ -179,7 +182,9 @@ struct DatapathBench: AsyncParsableCommand {
             { try iperf(server: "\(tag)-vb", client: "\(tag)-va", address: "10.201.0.2", seconds: seconds) },
             { try iperf(server: "\(tag)-hc2", client: "\(tag)-hc1", address: "192.168.202.2", seconds: seconds) },
             { try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds) },
-            { try withoutGuard { try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds) } },
+            { try withoutGuard {
+                try iperf(server: "\(tag)-tc2", client: "\(tag)-tc1", address: endpoints[1].ip.description, seconds: seconds)
+            } },
         ]
         // Each round starts at the next path, so no path always follows the same one.
         for round in 0..<rounds {

@@ -52,7 +52,8 @@ import TrellisCNI
         #expect(code(#"{"name": "red", "type": "trellis", "subnet": "a/b/c/d"}"#)?.msg.contains("'cniVersion'") == true)
         let negative = code(#"{"cniVersion": "1.0.0", "name": "red", "type": "trellis", "subnet": "a/b/c/d", "runtimeConfig":"#
                             + #" {"bandwidth": {"egressRate": 1000000, "egressBurst": -8}}}"#)
-        #expect(negative?.code == 7 && negative?.msg.contains("'runtimeConfig.bandwidth.egressBurst'") == true, "\(String(describing: negative))")
+        #expect(negative?.code == 7 && negative?.msg.contains("'runtimeConfig.bandwidth.egressBurst'") == true,
+                "\(String(describing: negative))")
     }
 
     @Test func resultsFollowTheConfigurationsVersion() throws {

@@ -72,10 +72,12 @@ extension TenancyTests {
                                                      cidr: "10.66.0.0/24")
             let ownSubnet = try await makeSubnet(admin, enterprise: "acme")
             let _: HostRecord = try await admin.put("/api/v1/hosts/h1", HostRegistration(underlayIP: "10.99.0.1"))
-            let secret: Endpoint = try await admin.post("/api/v1/endpoints", EndpointCreate(subnet: foreignSubnet, name: "secretep", host: "h1"))
+            let secret: Endpoint = try await admin.post("/api/v1/endpoints",
+                                                        EndpointCreate(subnet: foreignSubnet, name: "secretep", host: "h1"))
             let _: FloatingIPPool = try await admin.post("/api/v1/fip-pools", FloatingIPPoolCreate(enterprise: "globex", name: "gpool",
                                                                                                      cidr: "203.0.113.0/28"))
-            let bound: FloatingIPBinding = try await admin.post("/api/v1/fip-pools/globex/gpool/bind", FloatingIPBind(endpoint: secret.path))
+            let bound: FloatingIPBinding = try await admin.post("/api/v1/fip-pools/globex/gpool/bind",
+                                                                FloatingIPBind(endpoint: secret.path))
             let _: DockerNetwork = try await admin.post("/api/v1/docker-networks", DockerNetworkCreate(
                 host: "h1", networkID: "abcdef012345", subnet: foreignSubnet, poolID: "globex-pool"))
             let alice: UserWithToken = try await admin.post("/api/v1/users", UserCreate(name: "alice", enterprise: "acme"))
@@ -83,7 +85,8 @@ extension TenancyTests {
             let mine: Endpoint = try await tenant.post("/api/v1/endpoints", EndpointCreate(subnet: ownSubnet, name: "web1"))
             let _: FloatingIPPool = try await admin.post("/api/v1/fip-pools", FloatingIPPoolCreate(enterprise: "acme", name: "apool",
                                                                                                      cidr: "198.51.100.0/28"))
-            let myFloating: FloatingIPBinding = try await tenant.post("/api/v1/fip-pools/acme/apool/bind", FloatingIPBind(endpoint: mine.path))
+            let myFloating: FloatingIPBinding = try await tenant.post("/api/v1/fip-pools/acme/apool/bind",
+                                                                      FloatingIPBind(endpoint: mine.path))
             let probes: [(String, String, String?)] = [
                 ("GET", "/api/v1/endpoints/\(secret.id)", nil),
                 ("PATCH", "/api/v1/endpoints/\(secret.id)", #"{"state": "down"}"#),
@@ -96,7 +99,8 @@ extension TenancyTests {
                 ("POST", "/api/v1/fip-pools", #"{"enterprise": "acme", "name": "clash", "cidr": "203.0.113.0/29"}"#),
                 ("DELETE", "/api/v1/fip-pools/globex/gpool", nil),
                 ("POST", "/api/v1/fip-pools/acme/apool/bind", #"{"endpoint": "\#(mine.path)", "address": "203.0.113.1"}"#),
-                ("POST", "/api/v1/docker-networks", #"{"host": "h1", "networkID": "abcdef012345", "subnet": "\#(ownSubnet)", "poolID": "p"}"#),
+                ("POST", "/api/v1/docker-networks",
+                 #"{"host": "h1", "networkID": "abcdef012345", "subnet": "\#(ownSubnet)", "poolID": "p"}"#),
                 ("POST", "/api/v1/endpoints", #"{"subnet": "\#(ownSubnet)", "name": "web2", "ip": "\#(secret.ip)"}"#),
                 ("GET", "/api/v1/endpoints?host=h1", nil), ("GET", "/api/v1/fips", nil), ("GET", "/api/v1/docker-networks?host=h1", nil),
                 ("GET", "/api/v1/flows?subnet=\(ownSubnet)", nil), ("GET", "/api/v1/events?since=0&limit=1000", nil),
@@ -127,14 +131,18 @@ extension TenancyTests {
             let alice: UserWithToken = try await admin.post("/api/v1/users", UserCreate(name: "alice", enterprise: "acme"))
             let tenant = controller.client(token: alice.token)
             let web: Endpoint = try await tenant.post("/api/v1/endpoints", EndpointCreate(subnet: subnet, name: "web", host: "h1"))
-            let takeover = try await rawRequest(tenant, "POST", "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "mine", "cidr": "10.99.0.0/30"}"#)
+            func pool(_ client: ControllerClient, _ cidr: String) async throws -> (status: Int, error: ErrorBody?) {
+                try await rawRequest(client, "POST", "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "p", "cidr": "\#(cidr)"}"#)
+            }
+            let takeover = try await pool(tenant, "10.99.0.0/30")
             #expect(takeover.status == 403, "a tenant's pool over a host's underlay address: \(takeover)")
-            let harmless = try await rawRequest(tenant, "POST", "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "mine", "cidr": "203.0.113.0/30"}"#)
+            let harmless = try await pool(tenant, "203.0.113.0/30")
             #expect(harmless.status == 403, "no tenant makes pools at all: \(harmless)")
             for (cidr, reason) in [("10.99.0.0/30", "underlay address of host h1"), ("10.255.0.128/25", "reserved range 10.255.0.0/24"),
                                    ("192.0.2.8/29", "reserved range 192.0.2.10/32")] {
-                let refused = try await rawRequest(admin, "POST", "/api/v1/fip-pools", body: #"{"enterprise": "acme", "name": "p", "cidr": "\#(cidr)"}"#)
-                #expect(refused.status == 409 && refused.error?.field == "cidr" && refused.error?.error.contains(reason) == true, "\(cidr): \(refused)")
+                let refused = try await pool(admin, cidr)
+                #expect(refused.status == 409 && refused.error?.field == "cidr" && refused.error?.error.contains(reason) == true,
+                        "\(cidr): \(refused)")
             }
             let given: FloatingIPPool = try await admin.post("/api/v1/fip-pools", FloatingIPPoolCreate(enterprise: "acme", name: "public",
                                                                                                          cidr: "10.255.1.0/29"))

@@ -70,7 +70,8 @@ extension LabTests {
         #expect(endpoint.name == "web-7" && endpoint.host == "h1")
         // ADD answers once the port is in the kernel; the controller hears it is up right after.
         #expect(try await lab.eventually(5) {
-            try await lab.endpoints(owner: "cni:c0ffee01/eth0").first.map { $0.state == .up && $0.interface?.hasPrefix("trv") == true } ?? false
+            let recorded = try await lab.endpoints(owner: "cni:c0ffee01/eth0").first
+            return recorded.map { $0.state == .up && $0.interface?.hasPrefix("trv") == true } ?? false
         }, "recorded as up")
         let interface = try #require((added.json?["interfaces"] as? [[String: Any]])?.first)
         let address = try #require((added.json?["ips"] as? [[String: Any]])?.first)
