@@ -286,14 +286,17 @@ public struct FirewallRuleset: Sendable {
         // neighbour's traffic nor poison caches. A chain on each port's own ingress hook sees only what
         // that port sends: frames from VXLAN and the gateway pay nothing. (Since Linux 6.16 a chain may
         // name a port that does not exist yet, or any more; it hooks onto the port when it appears.)
-        // The usual packet leaves after three compares and no set lookup; whatever no rule accepts is dropped.
+        // The usual packet leaves after three compares and no set lookup; whatever no rule accepts is dropped
+        // by the last rule, not by the policy: a reload hooks the new chain in before its rules take effect,
+        // and a drop policy would drop every frame of the port meanwhile (ARP replies lost, seen in the lab).
         let guardChains = ports.map { port in
-            Self.chain(port.name, hook: "type filter hook ingress device \"\(port.name)\" priority -500; policy drop;", [
+            Self.chain(port.name, hook: "type filter hook ingress device \"\(port.name)\" priority -500; policy accept;", [
                 "ether saddr != \(port.endpoint.mac) drop",
                 "ip saddr \(port.endpoint.ip) accept",
                 "arp saddr ip \(port.endpoint.ip) arp saddr ether \(port.endpoint.mac) accept",
                 "ip saddr 0.0.0.0 udp dport 67 accept",
                 "arp saddr ip 0.0.0.0 arp saddr ether \(port.endpoint.mac) accept",
+                "drop",
             ])
         }
         netdev = guardChains.isEmpty ? "" : (["table netdev trellis {"] + guardChains + ["}"]).joined(separator: "\n") + "\n"

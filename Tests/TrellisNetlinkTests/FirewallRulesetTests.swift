@@ -102,9 +102,9 @@ struct FirewallRulesetTests {
         let chains = plain.netdev.components(separatedBy: "  chain ").dropFirst()
         #expect(chains.count == 2, "\(plain.netdev)")
         let five = try #require(chains.first { $0.hasPrefix("trv5 ") })
-        for rule in ["type filter hook ingress device \"trv5\" priority -500; policy drop;", "ether saddr != 02:7e:00:00:00:05 drop",
+        for rule in ["type filter hook ingress device \"trv5\" priority -500; policy accept;", "ether saddr != 02:7e:00:00:00:05 drop",
                      "ip saddr 10.1.1.5 accept", "arp saddr ip 10.1.1.5 arp saddr ether 02:7e:00:00:00:05 accept",
-                     "ip saddr 0.0.0.0 udp dport 67 accept", "arp saddr ip 0.0.0.0 arp saddr ether 02:7e:00:00:00:05 accept"] {
+                     "ip saddr 0.0.0.0 udp dport 67 accept", "arp saddr ip 0.0.0.0 arp saddr ether 02:7e:00:00:00:05 accept", "    drop\n"] {
             #expect(five.contains(rule), "\(rule) in \(five)")
         }
         #expect(FirewallRuleset(domain: try domain([]), endpoints: [], profiles: [:]).netdev.isEmpty)
