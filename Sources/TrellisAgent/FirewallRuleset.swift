@@ -280,15 +280,14 @@ public struct FirewallRuleset: Sendable {
             guard egress != nil || ingress != nil else { return nil }
             return PortShaping(port: port.name, shaper: KernelNames.shaper(endpointID: port.endpoint.id), egress: egress, ingress: ingress)
         }
-        // Every port keeps to its MAC and address, in every domain: a frame of another source MAC, IPv4 of
-        // another source (0.0.0.0 is a DHCP client's), ARP for another address or with another sender MAC,
-        // or any other ether type is dropped as the port receives it, so a container can neither take a
-        // neighbour's traffic nor poison caches. A chain on each port's own ingress hook sees only what
-        // that port sends: frames from VXLAN and the gateway pay nothing. (Since Linux 6.16 a chain may
-        // name a port that does not exist yet, or any more; it hooks onto the port when it appears.)
-        // The usual packet leaves after three compares and no set lookup; whatever no rule accepts is dropped
-        // by the last rule, not by the policy: a reload hooks the new chain in before its rules take effect,
-        // and a drop policy would drop every frame of the port meanwhile (ARP replies lost, seen in the lab).
+        // Every port keeps to its MAC and address, in every domain: only IPv4 from its address, ARP for its
+        // address with its MAC, and DHCP requests or ARP probes from 0.0.0.0 pass; anything else is dropped
+        // as the port receives it, so a container can neither take a neighbour's traffic nor poison caches.
+        // - One chain on each port's own ingress hook sees only what that port sends: frames from VXLAN and
+        //   the gateway pay nothing, and the usual packet leaves after three compares and no set lookup.
+        // - The last rule drops, not the policy: a reload hooks the new chain in before its rules take
+        //   effect, and a drop policy would drop every frame of the port meanwhile (seen in the lab).
+        // - Since Linux 6.16 a chain may name a port that does not exist yet, or any more.
         let guardChains = ports.map { port in
             Self.chain(port.name, hook: "type filter hook ingress device \"\(port.name)\" priority -500; policy accept;", [
                 "ether saddr != \(port.endpoint.mac) drop",
