@@ -25,6 +25,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         .target(name: "TrellisModel", swiftSettings: strict),
@@ -54,8 +58,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "TrellisEtcd",
+            dependencies: [.product(name: "AsyncHTTPClient", package: "async-http-client")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "TrellisEtcdTests", dependencies: ["TrellisEtcd", "TrellisTestSupport"], swiftSettings: strict),
+        .target(
             name: "TrellisStore",
-            dependencies: ["TrellisModel", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["TrellisModel", "TrellisEtcd", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
         .target(
@@ -63,8 +73,14 @@ let package = Package(
             dependencies: [
                 "TrellisModel", "TrellisStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -75,7 +91,9 @@ let package = Package(
                 "TrellisModel",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: strict
         ),
@@ -113,7 +131,7 @@ let package = Package(
         .target(
             name: "TrellisTestSupport",
             dependencies: [
-                "TrellisModel", "TrellisController", "TrellisClient",
+                "TrellisModel", "TrellisController", "TrellisClient", "TrellisEtcd",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TrellisTestSupport",
@@ -127,7 +145,7 @@ let package = Package(
         .testTarget(
             name: "TrellisLabTests",
             dependencies: ["TrellisModel", "TrellisClient", "TrellisNetlink", "TrellisNetlinkWire", "TrellisTestSupport"],
-            exclude: ["fresh-machine.sh", "dns-abuse.py", "arp-forge.py"],
+            exclude: ["fresh-machine.sh", "dns-abuse.py", "arp-forge.py", "socket-fuzz.py"],
             swiftSettings: strict
         ),
         .testTarget(name: "TrellisDockerTests", dependencies: ["TrellisModel", "TrellisDocker"], swiftSettings: strict),

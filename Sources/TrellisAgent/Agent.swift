@@ -13,6 +13,10 @@ public struct AgentConfiguration: Sendable {
     public var underlayIP: IPv4Address
     /// The local API's unix socket.
     public var socketPath: String
+    /// The controller's CA when it is reached over HTTPS.
+    public var trust: ControllerTrust?
+    /// Who may connect to the local sockets besides root.
+    public var socketAccess = LocalSocketAccess.rootOnly
     public var overlayMTU: UInt32
     public var heartbeatInterval: Duration = .seconds(5)
     public var resyncInterval: Duration = .seconds(30)
@@ -68,7 +72,7 @@ public final class Agent: Sendable {
 
     public init(configuration: AgentConfiguration, logger: Logger = Logger(label: "trellis.agent")) throws {
         self.configuration = configuration
-        client = ControllerClient(baseURL: configuration.controller, token: configuration.token)
+        client = ControllerClient(baseURL: configuration.controller, token: configuration.token, trust: configuration.trust)
         let dns = DNSService(host: configuration.host)
         datapath = try Datapath(configuration: DatapathConfiguration(host: configuration.host, underlayIP: configuration.underlayIP,
                                                                      overlayMTU: configuration.overlayMTU),

@@ -38,8 +38,9 @@ extension Agent {
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: .init(byteBuffer: ByteBuffer(string: await self.metrics())))
         }
-        let app = Application(router: router, configuration: .init(address: .unixDomainSocket(path: configuration.socketPath),
-                                                                    serverName: "trellis-agent"), logger: logger)
+        let access = configuration.socketAccess, path = configuration.socketPath
+        let app = Application(router: router, configuration: .init(address: .unixDomainSocket(path: path), serverName: "trellis-agent"),
+                              onServerRunning: { [logger] _ in access.restrict(path, logger: logger) }, logger: logger)
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     }
 }

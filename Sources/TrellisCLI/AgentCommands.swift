@@ -9,10 +9,20 @@ import TrellisModel
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "agent", abstract: "Run the host agent: program this host's kernel from the controller.")
 
-    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "Controller URL or unix:PATH (env TRELLIS_CONTROLLER; default http://127.0.0.1:7400).")
+    var controller: String?
+    @Option(help: "A join token to exchange for this host's credential at the first start (env TRELLIS_JOIN_TOKEN; shown by ps).")
+    var joinToken: String?
+    @Option(help: "A file holding the join token (read once, at the first start).") var joinTokenFile: String?
+    @Option(help: "Where the host's credential is kept (mode 0600; default STATE-DIR/credential).") var credentialFile: String?
+    @Option(help: "The agent's state directory.") var stateDir = "/var/lib/trellis/agent"
+    @Option(help: "The controller's CA certificate for HTTPS (default STATE-DIR/ca.pem, written at the first join).") var caFile: String?
+    @Option(help: "The SHA-256 fingerprint of the controller's CA (else the join token's).") var caFingerprint: String?
     @Option(help: "This host's name.") var host: String
     @Option(help: "This host's underlay address (its VXLAN tunnel endpoint).") var underlayIP: String
     @Option(help: "The local API's unix socket.") var socket = "/run/trellis/agent.sock"
+    @Option(help: "A group whose members may also use the local sockets (mode 0660); without it, root alone (0600).")
+    var socketGroup: String?
     @Option(help: "MTU of overlay interfaces (the underlay's less 50).") var mtu: UInt32 = 1450
     @Option(help: "Seconds between traffic reports (endpoint counters and flows) to the controller.") var statsInterval: Double = 5
     @Option(help: "Follow this Docker engine's socket and attach containers started with --net=none and TRELLIS_* variables.")
@@ -23,11 +33,30 @@ struct AgentCommand: AsyncParsableCommand {
     func run() async throws {
         try Names.validate(host, field: "host")
         let underlay = try IPv4Address.parse(underlayIP, field: "underlay-ip")
-        let client = connection.client()
         guard statsInterval >= 0.1 else { throw TrellisError.invalid("stats-interval: at least 0.1 seconds", field: "stats-interval") }
-        var configuration = AgentConfiguration(controller: client.baseURL, token: client.token, host: host, underlayIP: underlay,
+        let baseURL = ConnectionOptions.baseURL(controller)
+        let credentials = HostCredentialFile(path: credentialFile ?? stateDir + "/credential")
+        let stored = try credentials.load()
+        let joinToken = stored == nil ? try givenJoinToken() : nil
+        if baseURL.hasPrefix("https://") {
+            try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        }
+        let fingerprint = try caFingerprint.map { try CAFingerprint.parse($0, field: "ca-fingerprint") } ?? joinToken?.caFingerprint
+        let trust = try await ControllerTrust.establish(baseURL, caFile: caFile ?? stateDir + "/ca.pem", fingerprint: fingerprint,
+                                                        keep: true)
+        let credential: String
+        if let stored {
+            credential = stored
+        } else {
+            credential = try await credentials.exchange(host: host, joinToken: joinToken,
+                                                        controller: ControllerClient(baseURL: baseURL, token: nil, trust: trust))
+        }
+        var configuration = AgentConfiguration(controller: baseURL, token: credential, host: host, underlayIP: underlay,
                                                socketPath: socket, overlayMTU: mtu)
+        configuration.trust = trust
         configuration.statsInterval = .milliseconds(Int(statsInterval * 1000))
+        configuration.socketAccess = try LocalSocketAccess(group: socketGroup)
         let agent = try Agent(configuration: configuration)
         var services: [@Sendable () async throws -> Void] = []
         if let dockerSocket {
@@ -42,6 +71,20 @@ struct AgentCommand: AsyncParsableCommand {
               + (dockerSocket.map { ", following Docker at \($0)" } ?? "") + (pluginSocket.map { ", Docker driver on \($0)" } ?? ""))
         fflush(nil)
         try await agent.run(alongside: services)
+    }
+}
+
+extension AgentCommand {
+    /// The join token given by option, file or environment, if any.
+    func givenJoinToken() throws -> JoinTokenText? {
+        var text = joinToken ?? ProcessInfo.processInfo.environment["TRELLIS_JOIN_TOKEN"]
+        if let joinTokenFile {
+            guard let data = FileManager.default.contents(atPath: joinTokenFile) else {
+                throw TrellisError.invalid("join-token-file: cannot read \(joinTokenFile)", field: "join-token-file")
+            }
+            text = String(decoding: data, as: UTF8.self)
+        }
+        return try text.map { try JoinTokenText(parsing: $0) }
     }
 }
 

@@ -69,8 +69,37 @@ extension EndpointState: ExpressibleByArgument {}
 
 struct HostCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "host", abstract: "Hosts registered by their agents.",
-        subcommands: [ListCommand<HostRecord>.self, ShowCommand<HostRecord>.self, DeleteCommand<HostRecord>.self])
+        commandName: "host", abstract: "Hosts registered by their agents, and join tokens for new ones (delete revokes a credential).",
+        subcommands: [ListCommand<HostRecord>.self, ShowCommand<HostRecord>.self, DeleteCommand<HostRecord>.self, JoinTokenCommand.self])
+
+    struct JoinTokenCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "join-token", abstract: "Tokens a new host's agent joins with.",
+                                                        subcommands: [Create.self])
+
+        struct Create: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Print a single-use join token; trellis agent --join-token-file FILE exchanges it for the host's credential.")
+            @OptionGroup var connection: ConnectionOptions
+            @OptionGroup var output: OutputOptions
+            @Option(help: "How long it may be used: 90s, 30m, 1h, 2d (at most 7 days).") var ttl = "1h"
+            @Option(help: "The only host that may join with it.") var host: String?
+
+            func run() async throws {
+                let made: JoinToken = try await connection.client().post("/api/v1/join-tokens",
+                                                                         JoinTokenCreate(ttlSeconds: try Self.seconds(ttl), host: host))
+                if output.output == .json { return try printJSON(made) }
+                print(made.token)
+            }
+
+            static func seconds(_ text: String) throws -> Int {
+                let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+                guard let unit = text.last.flatMap({ units[$0] }), let count = Int(text.dropLast()), count > 0 else {
+                    throw TrellisError.invalid("ttl: '\(text)' is not a duration such as 90s, 30m, 1h or 2d", field: "ttl")
+                }
+                return count * unit
+            }
+        }
+    }
 }
 
 struct UserCommand: AsyncParsableCommand {
@@ -124,7 +153,7 @@ struct EventsCommand: AsyncParsableCommand {
     static let columns = ["ID", "REVISION", "TIME", "ACTOR", "ACTION", "KIND", "PATH"]
 
     func run() async throws {
-        let client = connection.client()
+        let client = try await connection.client()
         let query = ControllerClient.query([("since", since.map(String.init)), ("limit", String(limit)), ("follow", follow ? "1" : nil)])
         guard follow else {
             let events: [String: [Event]] = try await client.get("/api/v1/events" + query)

@@ -50,10 +50,10 @@ struct LabCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
         @Argument(help: "controller, or a host (h1…hN).") var name: String
 
-        func run() throws {
+        func run() async throws {
             let lab = options.lab
             guard !lab.alive(name) else { throw TrellisError.conflict("\(name) is already running (pid \(lab.pid(name)!))") }
-            try lab.start(name)
+            try await lab.start(name)
         }
     }
 
@@ -88,10 +88,16 @@ struct Lab {
     /// /24 is reserved, so floating IP pools come from the rest of the /16, on-link for every host.
     static func underlay(_ index: Int) -> IPv4Address { IPv4Address(0x0AFF_0000 | UInt32(index)) }
     static let hostsUnderlay = "10.255.0.0/24"
+    /// The controller's own namespace on the switch: agents reach it over the underlay, by HTTPS.
+    static let controllerNamespace = "trellis-lab-ctl"
+    static let controllerAddress = underlay(254)
+    static let controllerURL = "https://\(controllerAddress):7443"
 
     var controllerSocket: String { "\(directory)/controller.sock" }
     var tokenFile: String { "\(directory)/admin.token" }
     func agentSocket(_ host: String) -> String { "\(directory)/\(host).sock" }
+    func credentialFile(_ host: String) -> String { "\(directory)/\(host).credential" }
+    func joinTokenFile(_ host: String) -> String { "\(directory)/\(host).join-token" }
     func pidFile(_ name: String) -> String { "\(directory)/\(name).pid" }
     var hostsFile: String { "\(directory)/hosts" }
     /// Present when the lab's hosts run Docker engines.
@@ -158,25 +164,30 @@ struct Lab {
         let hosts = (1...count).map { "h\($0)" }
         try hosts.joined(separator: "\n").write(toFile: hostsFile, atomically: true, encoding: .utf8)
         try (store ?? "\(directory)/trellis.db").write(toFile: storeFile, atomically: true, encoding: .utf8)
-        try start("controller")
-        try await self.await("the controller", log: "controller") {
-            (try? await controllerClient().exchange("GET", "/healthz", body: nil).status) == 200 && token != nil
-        }
         let switchNamespace = try NetworkNamespace.create(named: Self.switchNamespace)
         let fabric = try RouteNetlink(in: switchNamespace)
         if try fabric.link(named: "sw0") == nil { try fabric.createLink(LinkSpec(name: "sw0", kind: .bridge, up: true)) }
         let bridge = try fabric.requireLink(named: "sw0")
-        for (offset, host) in hosts.enumerated() {
-            let namespace = try NetworkNamespace.create(named: Self.hostNamespace(host))
-            if try fabric.link(named: host) == nil {
-                try fabric.createLink(LinkSpec(name: host, kind: .veth(peerName: "eth0", peerMAC: nil, peerNamespace: namespace.fd),
+        /// A namespace on the switch with `address` on its eth0.
+        func plug(_ namespaceName: String, port: String, address: IPv4Address) throws {
+            let namespace = try NetworkNamespace.create(named: namespaceName)
+            if try fabric.link(named: port) == nil {
+                try fabric.createLink(LinkSpec(name: port, kind: .veth(peerName: "eth0", peerMAC: nil, peerNamespace: namespace.fd),
                                                master: bridge.index, up: true))
             }
             let inside = try RouteNetlink(in: namespace)
             for name in ["lo", "eth0"] { try inside.setLink(index: try inside.requireLink(named: name).index, up: true) }
-            try inside.addAddress(index: try inside.requireLink(named: "eth0").index, Self.underlay(offset + 1), prefixLength: 16)
+            try inside.addAddress(index: try inside.requireLink(named: "eth0").index, address, prefixLength: 16)
+        }
+        try plug(Self.controllerNamespace, port: "ctl", address: Self.controllerAddress)
+        try await start("controller")
+        try await self.await("the controller", log: "controller") {
+            (try? await controllerClient().exchange("GET", "/healthz", body: nil).status) == 200 && token != nil
+        }
+        for (offset, host) in hosts.enumerated() {
+            try plug(Self.hostNamespace(host), port: host, address: Self.underlay(offset + 1))
             if docker { try LabDocker(lab: self, host: host).start() }
-            try start(host)
+            try await start(host)
         }
         if docker {
             for host in hosts { try await LabDocker(lab: self, host: host).awaitReady() }
@@ -187,22 +198,30 @@ struct Lab {
                 let status: AgentStatus? = try? await client.get("/v1/status")
                 return status?.connected == true
             }
+            try? FileManager.default.removeItem(atPath: joinTokenFile(host))
         }
     }
 
-    /// Starts the controller, or the agent of a host inside the host's namespace.
-    func start(_ name: String) throws {
+    /// Starts the controller, or the agent of a host inside the host's namespace. An agent holds only its
+    /// host's credential: the first start gives it a join token for that host alone, in a file.
+    func start(_ name: String) async throws {
         if name == "controller" {
             let store = (try? String(contentsOfFile: storeFile, encoding: .utf8)) ?? "\(directory)/trellis.db"
-            try spawn(name, [Self.executable, "controller", "--listen", "unix:\(controllerSocket)", "--store", "sqlite:\(store)",
-                             "--admin-token-file", tokenFile, "--underlay-reserved", Self.hostsUnderlay])
+            try spawn(name, ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.controllerNamespace)", Self.executable,
+                             "controller", "--listen", "unix:\(controllerSocket)", "--listen", "\(Self.controllerAddress):7443",
+                             "--store", "sqlite:\(store)", "--admin-token-file", tokenFile, "--underlay-reserved", Self.hostsUnderlay])
             return
         }
         guard let offset = hosts.firstIndex(of: name) else {
             throw TrellisError.notFound("no lab host '\(name)' (hosts: \(hosts.joined(separator: ", ")))")
         }
+        if !FileManager.default.fileExists(atPath: credentialFile(name)) {
+            let made: JoinToken = try await controllerClient().post("/api/v1/join-tokens", JoinTokenCreate(ttlSeconds: 600, host: name))
+            try SecretFile.write(made.token, to: joinTokenFile(name), what: "\(name)'s join token")
+        }
         try spawn(name, ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.hostNamespace(name))", Self.executable, "agent",
-                         "--controller", "unix:\(controllerSocket)", "--token", token ?? "", "--host", name,
+                         "--controller", Self.controllerURL, "--join-token-file", joinTokenFile(name),
+                         "--credential-file", credentialFile(name), "--state-dir", "\(directory)/\(name).state", "--host", name,
                          "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(name), "--stats-interval", "2"]
                          + (withDocker ? LabDocker(lab: self, host: name).agentArguments : []))
     }
@@ -223,6 +242,7 @@ struct Lab {
             }
             try NetworkNamespace.delete(named: Self.hostNamespace(host))
         }
+        try NetworkNamespace.delete(named: Self.controllerNamespace)
         try NetworkNamespace.delete(named: Self.switchNamespace)
         try? FileManager.default.removeItem(atPath: directory)
     }
@@ -243,7 +263,7 @@ struct Lab {
 
     func printStatus() async throws {
         guard !hosts.isEmpty else { throw TrellisError.notFound("no lab in \(directory); start one with trellis lab up") }
-        print("controller  \(alive("controller") ? "running" : "stopped")  unix:\(controllerSocket)")
+        print("controller  \(alive("controller") ? "running" : "stopped")  unix:\(controllerSocket)  \(Self.controllerURL) (for the hosts)")
         var rows = [["HOST", "UNDERLAY", "AGENT", "CONNECTED", "APPLIED-REVISION"]]
         for (offset, host) in hosts.enumerated() {
             let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: agentSocket(host)), token: nil)

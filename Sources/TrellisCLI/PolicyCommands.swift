@@ -37,7 +37,7 @@ struct RuleCommand<R: RuleListResource>: AsyncParsableCommand {
 
     /// Reads the object, changes its rules and writes it back; prints the rules it then has.
     static func edit(_ connection: ConnectionOptions, _ path: String, _ change: (inout [R.Rule]) throws -> Void) async throws {
-        let client = connection.client()
+        let client = try await connection.client()
         var object: R = try await client.get(try apiPath(R.kind, path))
         try change(&object.rules)
         let made: R = try await client.put(try apiPath(R.kind, path), object.replacement)

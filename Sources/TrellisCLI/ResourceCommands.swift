@@ -145,7 +145,7 @@ struct SubnetCommand: AsyncParsableCommand {
         @Argument(help: ArgumentHelp("Its path.", valueName: "ENTERPRISE/DOMAIN/ZONE/SUBNET")) var path: String
 
         func run() async throws {
-            let client = connection.client()
+            let client = try await connection.client()
             let subnet: Subnet = try await client.get(try apiPath(.subnet, path))
             let usage: [String: Int] = try await client.get(try apiPath(.subnet, path) + "/usage")
             try output.show(subnet, fields: subnet.fields + [("addresses", "\(usage["used"] ?? 0) used of \(usage["capacity"] ?? 0)")])

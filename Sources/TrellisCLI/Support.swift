@@ -13,12 +13,27 @@ struct ConnectionOptions: ParsableArguments {
 
     static let defaultTokenFile = "/var/lib/trellis/admin.token"
 
-    func client() -> ControllerClient {
+    /// The controller's base URL, from the option, the environment or the default.
+    static func baseURL(_ given: String?) -> String {
+        ControllerClient.baseURL(given ?? ProcessInfo.processInfo.environment["TRELLIS_CONTROLLER"] ?? "http://127.0.0.1:7400")
+    }
+
+    @Option(help: "The controller's CA certificate, for HTTPS (env TRELLIS_CA_FILE).")
+    var caFile: String?
+
+    @Option(help: "The SHA-256 fingerprint of the controller's CA, instead of --ca-file (env TRELLIS_CA_FINGERPRINT).")
+    var caFingerprint: String?
+
+    func client() async throws -> ControllerClient {
         let environment = ProcessInfo.processInfo.environment
-        let url = controller ?? environment["TRELLIS_CONTROLLER"] ?? "http://127.0.0.1:7400"
         let token = token ?? environment["TRELLIS_TOKEN"] ?? FileManager.default.contents(atPath: Self.defaultTokenFile)
             .flatMap { String(data: $0, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines) }
-        return ControllerClient(baseURL: ControllerClient.baseURL(url), token: token)
+        let baseURL = Self.baseURL(controller)
+        let fingerprint = try (caFingerprint ?? environment["TRELLIS_CA_FINGERPRINT"])
+            .map { try CAFingerprint.parse($0, field: "ca-fingerprint") }
+        let trust = try await ControllerTrust.establish(baseURL, caFile: caFile ?? environment["TRELLIS_CA_FILE"], fingerprint: fingerprint,
+                                                        keep: false)
+        return ControllerClient(baseURL: baseURL, token: token, trust: trust)
     }
 }
 

@@ -10,7 +10,7 @@ struct StatsCommand: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("The endpoint: its path or numeric id.", valueName: "ENDPOINT")) var endpoint: String
 
     func run() async throws {
-        let client = connection.client()
+        let client = try await connection.client()
         let found: Endpoint = try await client.get(try objectPath(.endpoint, endpoint))
         let stats: EndpointStats = try await client.get("/api/v1/endpoints/\(found.id)/stats")
         try output.show(stats, fields: [

@@ -21,18 +21,22 @@ public struct ControllerClient: Sendable {
 
     /// A shared HTTP client that fails at once when the controller is not listening, instead of
     /// retrying the connection until the request's deadline.
-    public static let failFastHTTPClient: HTTPClient = {
+    public static let failFastHTTPClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: failFastConfiguration)
+
+    /// The configuration of `failFastHTTPClient`, which HTTPS clients share too.
+    static var failFastConfiguration: HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout.connect = .seconds(5)
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
+        return configuration
+    }
 
-    public init(baseURL: String, token: String?, http: HTTPClient = ControllerClient.failFastHTTPClient) {
+    /// A client of `baseURL`; an HTTPS one verifies the controller against `trust`'s CA alone.
+    public init(baseURL: String, token: String?, trust: ControllerTrust? = nil, http: HTTPClient = ControllerClient.failFastHTTPClient) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
-        self.http = http
+        self.http = trust?.http ?? http
     }
 
     /// The same client, acting for `user`.

@@ -21,13 +21,19 @@ extension StoreWriter {
         }
         let full = TrellisError.conflict(
             "subnet \(subnet.path) is full: all \(pool.capacity) addresses of \(subnet.cidr) are in use", field: "subnet")
-        guard try claimCount(namespace) < pool.capacity else { throw full }
         let hintKey = "ipam:" + subnet.path
         let hint = try counter(hintKey)
         let start = hint > 0 ? IPv4Address(UInt32(truncatingIfNeeded: hint)) : nil
-        guard let address = try pool.firstAccepted(startingAt: start, { try claim(namespace, $0.description, owner: owner) }) else {
-            throw full
+        // Usually the address after the last one allocated is free and taken at the first try. Only when it
+        // is not are the subnet's claims counted (a scan of all of them), so a full subnet fails at once
+        // instead of trying every address.
+        var tries = 0
+        let address = try pool.firstAccepted(startingAt: start) { candidate in
+            tries += 1
+            if tries == 2, try claimCount(namespace) >= pool.capacity { throw full }
+            return try claim(namespace, candidate.description, owner: owner)
         }
+        guard let address else { throw full }
         try setCounter(hintKey, Int(address.value) + 1)
         return address
     }

@@ -44,6 +44,11 @@ actor DesiredStateHub {
 
         /// Applies one endpoint change; false when the view cannot follow it and must be read again.
         mutating func apply(_ event: Event) -> Bool {
+            apply(event, endpoint: event.decodedObject(Endpoint.self))
+        }
+
+        /// Applies one endpoint change whose object the caller has decoded already.
+        mutating func apply(_ event: Event, endpoint: Endpoint?) -> Bool {
             guard event.revision > max(loadedRevision, applied[event.path] ?? 0) else { return true }
             guard applied.count < 100_000 else { return false }
             applied[event.path] = event.revision
@@ -52,7 +57,7 @@ actor DesiredStateHub {
                 if placed[host]?.isEmpty == true { placed[host] = nil }
             }
             guard event.action != .deleted else { return true }
-            guard let object = event.object, let endpoint = try? JSONCoding.decode(Endpoint.self, from: object) else { return false }
+            guard let endpoint else { return false }
             place(endpoint)
             return true
         }
@@ -84,19 +89,20 @@ actor DesiredStateHub {
     func publish(revision: Int, events: [Event]) {
         latest = max(latest ?? 0, revision)
         var wake: Set<String> = []
-        for event in events where event.action != .refused {
+        for event in events where event.action.changes {
             switch event.kind {
             case .host:
                 hostsByName = nil
                 wake.formUnion(watchers.keys)
             case .domain, .zone, .subnet, .endpoint, .policy:
                 let domain = Names.prefix(event.path, 2)
-                if event.kind == .endpoint, views[domain] != nil, views[domain]!.apply(event) {
+                let endpoint = event.kind == .endpoint ? event.decodedObject(Endpoint.self) : nil
+                if event.kind == .endpoint, views[domain] != nil, views[domain]!.apply(event, endpoint: endpoint) {
                     // Patched in place.
                 } else {
                     invalidate(domain)
                 }
-                if event.kind == .endpoint, let host = event.object?["host"]?.stringValue {
+                if let host = endpoint?.host {
                     hostDomains[host]?.insert(domain)
                     wake.insert(host)
                 }

@@ -13,6 +13,7 @@ extension Registry {
         guard (1...256).contains(body.poolID.utf8.count) else { throw TrellisError.invalid("poolID: 1 to 256 bytes", field: "poolID") }
         let networkID = body.networkID.lowercased()
         // Idempotent: the driver records a network again when Docker repeats a CreateNetwork.
+        if let own = caller.host, body.host != own { throw Caller.hostForbidden(own, "record Docker networks of host '\(body.host)'") }
         return try await mutate(caller) { tx in
             let subnet = try caller.visible(try tx.get(Subnet.self, body.subnet), body.subnet, field: "subnet")
             _ = try tx.require(HostRecord.self, body.host, field: "host")
@@ -32,6 +33,7 @@ extension Registry {
     }
 
     public func dockerNetworks(host: String?, _ caller: Caller) async throws -> ListBody<DockerNetwork> {
+        try caller.requireListingOwnHost(host, of: .dockerNetwork)
         guard let host else { return try await list(DockerNetwork.self, under: nil, caller) }
         try Names.validate(host, field: "host")
         let (items, revision) = try await store.read { (try $0.list(DockerNetwork.self, boundTo: host), try $0.currentRevision()) }

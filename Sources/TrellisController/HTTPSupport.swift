@@ -8,9 +8,12 @@ import TrellisModel
 public struct TrellisRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var caller: Caller?
+    /// The client's IP address; nil on a unix socket.
+    public var clientAddress: String?
 
     public init(source: Source) {
         coreContext = .init(source: source)
+        clientAddress = source.channel.remoteAddress?.ipAddress
     }
 
     /// Bodies above 1 MiB are refused with 413.
@@ -62,10 +65,16 @@ struct JSONErrorMiddleware: RouterMiddleware {
 struct BearerAuthMiddleware: RouterMiddleware {
     typealias Context = TrellisRequestContext
     let registry: Registry
-    static let publicPaths: Set<String> = ["/healthz", "/api/v1/openapi.json"]
+    static let joinPath = "/api/v1/join"
+    /// The controller's CA certificate, which clients check against a fingerprint before trusting it.
+    static let caPath = "/api/v1/ca.pem"
+    static let publicPaths: Set<String> = ["/healthz", "/api/v1/openapi.json", joinPath, caPath]
     static let onBehalfOf = "X-Trellis-On-Behalf-Of"
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.uri.path == Self.joinPath {
+            return try await counted(context) { try await next(request, context) }
+        }
         guard !Self.publicPaths.contains(request.uri.path) else { return try await next(request, context) }
         guard let header = request.headers[.authorization] else {
             throw TrellisError(.unauthorized, "a bearer token is required (Authorization: Bearer …)")
@@ -75,13 +84,31 @@ struct BearerAuthMiddleware: RouterMiddleware {
             throw TrellisError(.unauthorized, "the Authorization header must be 'Bearer TOKEN'")
         }
         var context = context
-        let caller = try await registry.authenticate(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
+        let token = String(parts[1]).trimmingCharacters(in: .whitespaces)
+        let caller = try await counted(context) { try await registry.authenticate(token: token) }
         if let user = request.headers[HTTPField.Name(Self.onBehalfOf)!] {
             context.caller = try await registry.act(for: user, caller)
         } else {
             context.caller = caller
         }
         return try await next(request, context)
+    }
+
+    /// Runs an authentication step for a TCP client under the guard: refused while the client is locked
+    /// out, and a 401 counted as a failure.
+    private func counted<T>(_ context: Context, _ step: () async throws -> T) async throws -> T {
+        guard let client = context.clientAddress else { return try await step() }
+        try await registry.authenticationGuard.check(client)
+        do {
+            return try await step()
+        } catch let error as TrellisError where error.code == .unauthorized {
+            let failure = await registry.authenticationGuard.fail(client)
+            if failure.record {
+                await registry.recordUnauthenticated(client: client, failures: failure.failures,
+                                                     lockedOut: failure.failures >= registry.authenticationGuard.limit)
+            }
+            throw error
+        }
     }
 }
 

@@ -58,7 +58,8 @@ enum OpenAPIDocument {
             answers[String(route.status)] = .object(["description": "done"])
         }
         for (status, meaning) in [("400", "invalid input"), ("401", "missing or bad token"), ("403", "not allowed"),
-                                  ("404", "no such object"), ("409", "conflict"), ("413", "body too large")] {
+                                  ("404", "no such object"), ("409", "conflict"), ("413", "body too large"),
+                                  ("429", "too many failed authentications from this client")] {
             answers[status] = .object(["description": .string(meaning),
                                        "content": .object(["application/json": .object(["schema": ref("Error")])])])
         }
@@ -132,8 +133,9 @@ enum OpenAPIDocument {
             "domain": string, "enterprise": string, "rules": array(policyRule),
         ]) { a, _ in a })
         let user = object(["name", "admin", "revision"], ["name": string, "enterprise": string, "admin": boolean, "revision": integer, "createdAt": time])
+        let actions = enumeration(["created", "updated", "deleted", "refused", "joined", "unauthenticated"])
         let event = object(["id", "revision", "time", "actor", "action", "kind", "path"], [
-            "id": integer, "revision": integer, "time": time, "actor": string, "action": enumeration(["created", "updated", "deleted", "refused"]),
+            "id": integer, "revision": integer, "time": time, "actor": string, "action": actions,
             "kind": enumeration(ResourceKind.allCases.map(\.rawValue)), "path": string, "enterprise": string, "object": .object([:]),
         ])
         let desiredSubnet = object(["path", "cidr", "gateway", "gatewayMAC", "vni", "dhcp", "remoteVTEPs"], [
@@ -187,6 +189,10 @@ enum OpenAPIDocument {
             "Host": host, "HostList": list("Host"),
             "HostRegistration": object(["underlayIP"], ["underlayIP": string]),
             "HostHeartbeat": object([], ["appliedRevision": integer]),
+            "JoinTokenCreate": object([], ["ttlSeconds": integer, "host": string]),
+            "JoinToken": object(["token", "expiresAt"], ["token": string, "expiresAt": time, "host": string]),
+            "HostJoin": object(["host", "joinToken"], ["host": string, "joinToken": string]),
+            "HostCredential": object(["host", "credential"], ["host": string, "credential": string]),
             "Profile": profile, "ProfileList": list("Profile"),
             "ProfileCreate": object(["enterprise", "name"], [
                 "enterprise": string, "name": string, "rules": array(aclRule), "egressRate": rate, "ingressRate": rate,

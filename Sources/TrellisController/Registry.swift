@@ -8,6 +8,8 @@ public struct Registry: Sendable {
     public let store: any Store
     let hub: DesiredStateHub
     let telemetry = TelemetryBoard()
+    let authenticationGuard = AuthenticationGuard()
+    let callers = CallerCache()
     /// How long a host may stay silent before it is reported down.
     public let heartbeatTimeout: TimeInterval
     /// Underlay addresses no floating IP pool may take (VTEPs to come, controllers, the underlay's gateways),
@@ -19,6 +21,10 @@ public struct Registry: Sendable {
         self.hub = DesiredStateHub(store: store)
         self.heartbeatTimeout = heartbeatTimeout
         self.underlayReserved = underlayReserved
+        // Changes other controllers made in a shared store reach this one's watchers as its own do.
+        store.followChanges(madeElsewhere: { [hub, callers] revision, events in
+            await Self.publish(revision: revision, events: events, hub: hub, callers: callers)
+        })
     }
 
     // MARK: Plumbing
@@ -26,8 +32,13 @@ public struct Registry: Sendable {
     /// Runs a write transaction for `caller` and tells the watchers what changed.
     func mutate<T: Sendable>(_ caller: Caller, _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> T {
         let result = try await store.write(actor: caller.name, body)
-        if !result.events.isEmpty { await hub.publish(revision: result.revision, events: result.events) }
+        await Self.publish(revision: result.revision, events: result.events, hub: hub, callers: callers)
         return result.value
+    }
+
+    private static func publish(revision: Int, events: [Event], hub: DesiredStateHub, callers: CallerCache) async {
+        if events.contains(where: { $0.kind == .user || $0.kind == .host }) { callers.invalidate() }
+        if !events.isEmpty { await hub.publish(revision: revision, events: events) }
     }
 
     func get<R: Resource>(_ type: R.Type, _ path: String, _ caller: Caller) async throws -> R {
@@ -245,6 +256,9 @@ public struct Registry: Sendable {
         try body.egressRate?.validate(field: "egressRate")
         try body.ingressRate?.validate(field: "ingressRate")
         return try await create(caller) { tx in
+            if let own = caller.host, body.host != own {
+                throw Caller.hostForbidden(own, "create endpoints placed on \(body.host.map { "host '\($0)'" } ?? "no host")")
+            }
             let subnet = try caller.visible(try tx.get(Subnet.self, body.subnet), body.subnet, field: "subnet")
             let path = subnet.path + "/" + body.name
             if try tx.get(Endpoint.self, path) != nil { throw TrellisError.conflict("endpoint '\(path)' already exists", field: "name") }
@@ -278,6 +292,7 @@ public struct Registry: Sendable {
 
     public func endpoints(subnet: String?, host: String?, _ caller: Caller) async throws -> ListBody<Endpoint> {
         if let subnet { try Names.split(subnet, kind: .subnet, field: "subnet") }
+        try caller.requireListingOwnHost(host, of: .endpoint)
         guard let host else { return try await list(Endpoint.self, under: subnet, caller) }
         try Names.validate(host, field: "host")
         let (items, revision) = try await store.read { (try $0.list(Endpoint.self, boundTo: host), try $0.currentRevision()) }
@@ -294,6 +309,7 @@ public struct Registry: Sendable {
         return try await update(Endpoint.self, path, caller) { tx, endpoint in
             if let hostname = body.hostname { endpoint.hostname = hostname.isEmpty ? nil : hostname }
             if let host = body.host {
+                if let own = caller.host, host != own { throw Caller.hostForbidden(own, "move endpoints to other hosts") }
                 if !host.isEmpty { _ = try tx.require(HostRecord.self, host, field: "host") }
                 endpoint.host = host.isEmpty ? nil : host
             }
@@ -452,23 +468,38 @@ public struct Registry: Sendable {
         let unauthorized = TrellisError(.unauthorized, "the token is not valid")
         guard token.utf8.count <= 256 else { throw unauthorized }
         let hash = SHA256.hex(token)
-        let user = try await store.read { tx -> User? in
-            guard let name = try tx.claimOwner("token", hash) else { return nil }
-            return try tx.get(User.self, name)
+        let (cached, generation) = callers.lookup(hash)
+        if let cached { return cached }
+        let caller: Caller
+        if token.hasPrefix(APIToken.hostPrefix) {
+            caller = try await authenticateHost(token: token, digest: hash)
+        } else {
+            let user = try await store.read { tx -> User? in
+                guard let name = try tx.claimOwner("token", hash) else { return nil }
+                return try tx.get(User.self, name)
+            }
+            guard let user else { throw unauthorized }
+            caller = Caller(name: user.name, enterprise: user.enterprise, admin: user.admin)
         }
-        guard let user else { throw unauthorized }
-        return Caller(name: user.name, enterprise: user.enterprise, admin: user.admin)
+        callers.store(caller, for: hash, generation: generation)
+        return caller
     }
 
     /// The caller an admin becomes when it acts for `user` (an agent attaching a container for its
     /// owner): that user's rights, and both names in the event log.
+    /// A host's credential acting for a user gets that user's enterprise and keeps its host's limits;
+    /// acting for an admin adds nothing to what the host may do on its own.
     public func act(for user: String, _ caller: Caller) async throws -> Caller {
-        try caller.requireAdmin("act on behalf of another user")
+        if caller.host == nil { try caller.requireAdmin("act on behalf of another user") }
         try Names.validate(user, field: "user")
         guard let record = try await store.read({ try $0.get(User.self, user) }) else {
             throw TrellisError(.forbidden, "user: no user '\(user)'", field: "user")
         }
-        return Caller(name: "\(record.name) (via \(caller.name))", enterprise: record.enterprise, admin: record.admin)
+        let name = "\(record.name) (via \(caller.name))"
+        if let host = caller.host {
+            return Caller(name: name, enterprise: record.admin ? nil : record.enterprise, admin: false, host: host)
+        }
+        return Caller(name: name, enterprise: record.enterprise, admin: record.admin)
     }
 
     /// Makes sure `path` holds a working admin token: keeps a valid one, else creates or re-keys the
@@ -493,7 +524,7 @@ public struct Registry: Sendable {
                 try tx.recordChange(.created, try tx.insert(User(name: "admin", enterprise: nil, admin: true, revision: 0, createdAt: Date())))
             }
         }
-        try TokenFile.write(token, to: path)
+        try SecretFile.write(token + "\n", to: path, what: "the admin token")
     }
 
     // MARK: Hosts
@@ -522,7 +553,7 @@ public struct Registry: Sendable {
 
     /// Registers a host or changes its underlay address; idempotent.
     public func registerHost(_ name: String, _ body: HostRegistration, _ caller: Caller) async throws -> HostRecord {
-        try caller.requireAdmin("register hosts")
+        try caller.requireOwnHost(name, "register hosts")
         try Names.validate(name)
         let underlay = try IPv4Address.parse(body.underlayIP, field: "underlayIP")
         let host = try await mutate(caller) { tx -> HostRecord in
@@ -544,21 +575,21 @@ public struct Registry: Sendable {
             try tx.recordChange(existing == nil ? .created : .updated, written)
             return written
         }
-        return try await self.host(host.name, caller)
+        return try await self.host(host.name, .system)
     }
 
     public func heartbeat(_ name: String, _ body: HostHeartbeat, _ caller: Caller) async throws -> HostRecord {
-        try caller.requireAdmin("send heartbeats")
+        try caller.requireOwnHost(name, "send heartbeats")
         _ = try await store.write(actor: caller.name) { tx in
             _ = try tx.require(HostRecord.self, name)
             try tx.setHeartbeat(name, time: Date(), appliedRevision: body.appliedRevision)
         }
-        return try await host(name, caller)
+        return try await host(name, .system)
     }
 
     /// Records in the event log that a host's agent refused to attach a container, and why.
     public func recordRefusal(host: String, _ body: AttachRefusal, _ caller: Caller) async throws {
-        try caller.requireAdmin("report refused attachments")
+        try caller.requireOwnHost(host, "report refused attachments")
         guard (1...512).contains(body.path.utf8.count) else { throw TrellisError.invalid("path: 1 to 512 bytes", field: "path") }
         guard (1...2048).contains(body.reason.utf8.count) else { throw TrellisError.invalid("reason: 1 to 2048 bytes", field: "reason") }
         try Self.checkShort(body.container, field: "container")
@@ -582,6 +613,7 @@ public struct Registry: Sendable {
                 throw TrellisError.conflict("host '\(name)' still has \(bound.count) endpoints; delete or move them first")
             }
             try tx.releaseAll("vtep", ownedBy: name)
+            try tx.releaseAll(Self.hostCredentialClaims, ownedBy: name)
         }
     }
 
@@ -593,30 +625,8 @@ public struct Registry: Sendable {
     }
 
     public func desiredState(host: String, _ caller: Caller) async throws -> DesiredState {
-        try caller.requireAdmin("read a host's desired state")
         try Names.validate(host, field: "host")
+        try caller.requireOwnHost(host, "read the desired state")
         return try await hub.state(for: host)
-    }
-}
-
-extension StoreWriter {
-    /// Records a change of `object` in the event log, with the object itself.
-    func recordChange<R: Resource>(_ action: EventAction, _ object: R) throws {
-        try record(action, kind: R.kind, path: object.path, enterprise: object.enterprise, object: try JSONCoding.value(of: object))
-    }
-}
-
-/// The admin token file: created with mode 0600 in a directory of mode 0700.
-enum TokenFile {
-    static func write(_ token: String, to path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
-        let manager = FileManager.default
-        if !directory.isEmpty, !manager.fileExists(atPath: directory) {
-            try manager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        }
-        try? manager.removeItem(atPath: path)
-        guard manager.createFile(atPath: path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw TrellisError(.unavailable, "cannot write the admin token to \(path)")
-        }
     }
 }

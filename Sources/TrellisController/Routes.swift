@@ -22,7 +22,20 @@ struct APIRoute: Sendable {
     /// Schema name of the answer; nil for 204. A streaming route's items.
     var response: String?
     var streams = false
+    /// Whether a host's credential may call it; the registry then limits it to that host's own objects.
+    var forHosts = false
     var handler: @Sendable (Request, TrellisRequestContext) async throws -> Response
+
+    /// The handler behind the check that a host's credential calls only what hosts may.
+    var guardedHandler: @Sendable (Request, TrellisRequestContext) async throws -> Response {
+        guard !forHosts else { return handler }
+        let plain = summary.range(of: " (", options: .backwards).map { String(summary[..<$0.lowerBound]) } ?? summary
+        let handler = handler, what = plain.prefix(1).lowercased() + plain.dropFirst()
+        return { request, context in
+            if let host = context.caller?.host { throw Caller.hostForbidden(host, what) }
+            return try await handler(request, context)
+        }
+    }
 
     /// The Hummingbird form of `path`. Its trie needs one parameter name per position, so an
     /// endpoint's `{id}` shares the name of the `{enterprise}` that stands there in path routes.
@@ -64,13 +77,13 @@ extension TrellisRequestContext {
 }
 
 /// Every operation of the API.
-func apiRoutes(_ registry: Registry) -> [APIRoute] {
+func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute] {
     var routes: [APIRoute] = []
     func add(_ method: HTTPRequest.Method, _ path: String, _ summary: String, query: [APIRoute.Query] = [], body: String? = nil,
-             status: Int = 200, response: String?, streams: Bool = false,
+             status: Int = 200, response: String?, streams: Bool = false, forHosts: Bool = false,
              _ handler: @escaping @Sendable (Request, TrellisRequestContext) async throws -> Response) {
         routes.append(APIRoute(method: method, path: path, summary: summary, query: query, body: body, status: status,
-                               response: response, streams: streams, handler: handler))
+                               response: response, streams: streams, forHosts: forHosts, handler: handler))
     }
     let created = HTTPResponse.Status.created
 
@@ -105,7 +118,7 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
     add(.post, "/api/v1/domains", "Create a domain", body: "DomainCreate", status: 201, response: "Domain") { req, ctx in
         try JSONResponse.make(try await registry.createDomain(try await req.decodeJSON(DomainCreate.self, context: ctx), try ctx.requireCaller()), created)
     }
-    add(.get, itemPath(.domain), "Get a domain", response: "Domain") { _, ctx in
+    add(.get, itemPath(.domain), "Get a domain", response: "Domain", forHosts: true) { _, ctx in
         try JSONResponse.make(try await registry.get(Domain.self, try ctx.objectPath(.domain), try ctx.requireCaller()), .ok)
     }
     add(.patch, itemPath(.domain), "Change a domain's description", body: "DescriptionUpdate", response: "Domain") { req, ctx in
@@ -147,7 +160,7 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
     add(.post, "/api/v1/subnets", "Create a subnet (allocates its VNI)", body: "SubnetCreate", status: 201, response: "Subnet") { req, ctx in
         try JSONResponse.make(try await registry.createSubnet(try await req.decodeJSON(SubnetCreate.self, context: ctx), try ctx.requireCaller()), created)
     }
-    add(.get, itemPath(.subnet), "Get a subnet", response: "Subnet") { _, ctx in
+    add(.get, itemPath(.subnet), "Get a subnet", response: "Subnet", forHosts: true) { _, ctx in
         try JSONResponse.make(try await registry.get(Subnet.self, try ctx.objectPath(.subnet), try ctx.requireCaller()), .ok)
     }
     add(.patch, itemPath(.subnet), "Change a subnet's DHCP setting or description", body: "SubnetUpdate", response: "Subnet") { req, ctx in
@@ -166,12 +179,12 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
     // Endpoints
     add(.get, "/api/v1/endpoints", "List endpoints",
         query: [.init(name: "subnet", type: "string", description: "only this subnet's (ENTERPRISE/DOMAIN/ZONE/SUBNET)"),
-                .init(name: "host", type: "string", description: "only those placed on this host")],
-        response: "EndpointList") { req, ctx in
+                .init(name: "host", type: "string", description: "only those placed on this host (a host's credential must give its own)")],
+        response: "EndpointList", forHosts: true) { req, ctx in
         try JSONResponse.make(try await registry.endpoints(subnet: req.query("subnet"), host: req.query("host"), try ctx.requireCaller()), .ok)
     }
     add(.post, "/api/v1/endpoints", "Create an endpoint (allocates its address and MAC)", body: "EndpointCreate", status: 201,
-        response: "Endpoint") { req, ctx in
+        response: "Endpoint", forHosts: true) { req, ctx in
         try JSONResponse.make(try await registry.createEndpoint(try await req.decodeJSON(EndpointCreate.self, context: ctx), try ctx.requireCaller()), created)
     }
     typealias Reference = @Sendable (TrellisRequestContext) throws -> String
@@ -181,16 +194,17 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
     ]
     for (path, reference) in endpointReferences {
         let by = path.hasSuffix("{id}") ? " by id" : ""
-        add(.get, path, "Get an endpoint" + by, response: "Endpoint") { _, ctx in
+        add(.get, path, "Get an endpoint" + by, response: "Endpoint", forHosts: true) { _, ctx in
             let caller = try ctx.requireCaller()
             return try JSONResponse.make(try await registry.get(Endpoint.self, try await registry.endpointPath(try reference(ctx), caller), caller), .ok)
         }
-        add(.patch, path, "Change an endpoint's host, state, profile or ids" + by, body: "EndpointUpdate", response: "Endpoint") { req, ctx in
+        add(.patch, path, "Change an endpoint's host, state, profile or ids" + by, body: "EndpointUpdate", response: "Endpoint",
+            forHosts: true) { req, ctx in
             let caller = try ctx.requireCaller()
             let body = try await req.decodeJSON(EndpointUpdate.self, context: ctx)
             return try JSONResponse.make(try await registry.updateEndpoint(try await registry.endpointPath(try reference(ctx), caller), body, caller), .ok)
         }
-        add(.delete, path, "Delete an endpoint and release its address" + by, status: 204, response: nil) { _, ctx in
+        add(.delete, path, "Delete an endpoint and release its address" + by, status: 204, response: nil, forHosts: true) { _, ctx in
             let caller = try ctx.requireCaller()
             try await registry.deleteEndpoint(try await registry.endpointPath(try reference(ctx), caller), caller)
             return JSONResponse.noContent
@@ -208,18 +222,19 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
 
     // Docker networks made with the remote driver
     add(.get, "/api/v1/docker-networks", "List Docker networks backed by subnets",
-        query: [.init(name: "host", type: "string", description: "only those of this host's engine")], response: "DockerNetworkList") { req, ctx in
+        query: [.init(name: "host", type: "string", description: "only those of this host's engine")], response: "DockerNetworkList",
+        forHosts: true) { req, ctx in
         try JSONResponse.make(try await registry.dockerNetworks(host: req.query("host"), try ctx.requireCaller()), .ok)
     }
     add(.post, "/api/v1/docker-networks", "Record a Docker network backed by a subnet", body: "DockerNetworkCreate", status: 201,
-        response: "DockerNetwork") { req, ctx in
+        response: "DockerNetwork", forHosts: true) { req, ctx in
         try JSONResponse.make(try await registry.createDockerNetwork(try await req.decodeJSON(DockerNetworkCreate.self, context: ctx),
                                                                      try ctx.requireCaller()), created)
     }
-    add(.get, itemPath(.dockerNetwork), "Get a Docker network", response: "DockerNetwork") { _, ctx in
+    add(.get, itemPath(.dockerNetwork), "Get a Docker network", response: "DockerNetwork", forHosts: true) { _, ctx in
         try JSONResponse.make(try await registry.get(DockerNetwork.self, try ctx.objectPath(.dockerNetwork), try ctx.requireCaller()), .ok)
     }
-    add(.delete, itemPath(.dockerNetwork), "Forget a Docker network", status: 204, response: nil) { _, ctx in
+    add(.delete, itemPath(.dockerNetwork), "Forget a Docker network", status: 204, response: nil, forHosts: true) { _, ctx in
         try await registry.deleteDockerNetwork(try ctx.objectPath(.dockerNetwork), try ctx.requireCaller())
         return JSONResponse.noContent
     }
@@ -266,35 +281,48 @@ func apiRoutes(_ registry: Registry) -> [APIRoute] {
     add(.get, itemPath(.host), "Get a host (admin)", response: "Host") { _, ctx in
         try JSONResponse.make(try await registry.host(try ctx.objectPath(.host), try ctx.requireCaller()), .ok)
     }
-    add(.put, itemPath(.host), "Register a host or change its underlay address (admin)", body: "HostRegistration", response: "Host") { req, ctx in
+    add(.put, itemPath(.host), "Register a host or change its underlay address (admin, or the host itself)", body: "HostRegistration",
+        response: "Host", forHosts: true) { req, ctx in
         try JSONResponse.make(try await registry.registerHost(try ctx.objectPath(.host), try await req.decodeJSON(HostRegistration.self, context: ctx),
                                                  try ctx.requireCaller()), .ok)
     }
-    add(.delete, itemPath(.host), "Remove a host without endpoints (admin)", status: 204, response: nil) { _, ctx in
+    add(.delete, itemPath(.host), "Remove a host without endpoints and revoke its credential (admin)", status: 204,
+        response: nil) { _, ctx in
         try await registry.deleteHost(try ctx.objectPath(.host), try ctx.requireCaller())
         return JSONResponse.noContent
     }
-    add(.post, itemPath(.host) + "/refusals", "Record that the host's agent refused to attach a container (admin)",
-        body: "AttachRefusal", status: 204, response: nil) { req, ctx in
+    add(.post, "/api/v1/join-tokens", "Make a short-lived, single-use token a host exchanges for its credential (admin)",
+        body: "JoinTokenCreate", status: 201, response: "JoinToken") { req, ctx in
+        try JSONResponse.make(try await registry.createJoinToken(try await req.decodeJSON(JoinTokenCreate.self, context: ctx),
+                                                                 caFingerprint: caFingerprint, try ctx.requireCaller()), created)
+    }
+    add(.post, BearerAuthMiddleware.joinPath, "Exchange a join token for the host's credential (the token is in the body, not a header)",
+        body: "HostJoin", response: "HostCredential") { req, ctx in
+        try JSONResponse.make(try await registry.join(try await req.decodeJSON(HostJoin.self, context: ctx)), .ok)
+    }
+    add(.post, itemPath(.host) + "/refusals", "Record that the host's agent refused to attach a container (admin, or the host itself)",
+        body: "AttachRefusal", status: 204, response: nil, forHosts: true) { req, ctx in
         try await registry.recordRefusal(host: try ctx.objectPath(.host), try await req.decodeJSON(AttachRefusal.self, context: ctx),
                                          try ctx.requireCaller())
         return JSONResponse.noContent
     }
-    add(.post, itemPath(.host) + "/heartbeat", "Report a host alive, with the revision it has applied (admin)",
-        body: "HostHeartbeat", response: "Host") { req, ctx in
+    add(.post, itemPath(.host) + "/heartbeat", "Report a host alive, with the revision it has applied (admin, or the host itself)",
+        body: "HostHeartbeat", response: "Host", forHosts: true) { req, ctx in
         try JSONResponse.make(try await registry.heartbeat(try ctx.objectPath(.host), try await req.decodeJSON(HostHeartbeat.self, context: ctx),
                                               try ctx.requireCaller()), .ok)
     }
-    add(.post, itemPath(.host) + "/stats", "Report a host's endpoint counters and flows (admin)", body: "HostStatsReport", status: 204,
-        response: nil) { req, ctx in
+    add(.post, itemPath(.host) + "/stats", "Report a host's endpoint counters and flows (admin, or the host itself)",
+        body: "HostStatsReport",
+        status: 204, response: nil, forHosts: true) { req, ctx in
         try await registry.recordStats(host: try ctx.objectPath(.host), try await req.decodeJSON(HostStatsReport.self, context: ctx),
                                        try ctx.requireCaller())
         return JSONResponse.noContent
     }
-    add(.get, itemPath(.host) + "/desired", "A host's desired state; with watch=1, a stream of WatchMessage lines (admin)",
+    add(.get, itemPath(.host) + "/desired",
+        "A host's desired state; with watch=1, a stream of WatchMessage lines (admin, or the host itself)",
         query: [.init(name: "watch", type: "boolean", description: "stream newline-delimited WatchMessage objects"),
                 .init(name: "since", type: "integer", description: "the revision the watcher has; a bookmark replaces the first snapshot if nothing changed since")],
-        response: "DesiredState", streams: true) { req, ctx in
+        response: "DesiredState", streams: true, forHosts: true) { req, ctx in
         let caller = try ctx.requireCaller()
         let host = try ctx.objectPath(.host)
         let since = try req.queryInt("since", default: -1, range: -1...Int.max)

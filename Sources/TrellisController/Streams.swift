@@ -21,7 +21,9 @@ extension Registry {
                     }
                 }
                 var last = try await hub.state(for: host)
-                if since >= last.revision {
+                // Only a watcher at exactly this revision can skip the snapshot: one ahead of it saw a store
+                // that has since gone back (restored from a backup) and holds objects this one never had.
+                if since == last.revision {
                     try await send(WatchMessage(type: .bookmark, revision: last.revision))
                 } else {
                     try await send(WatchMessage(type: .snapshot, revision: last.revision, state: last))

@@ -17,10 +17,18 @@ actor TelemetryBoard {
 }
 
 extension Registry {
-    /// Takes an agent's report (admin: agents use the admin token).
+    /// Takes an agent's report (its own host's credential, or an admin).
     public func recordStats(host: String, _ report: HostStatsReport, _ caller: Caller) async throws {
-        try caller.requireAdmin("report traffic statistics")
-        _ = try await store.read { try $0.require(HostRecord.self, host) }
+        try caller.requireOwnHost(host, "report traffic statistics")
+        // A host speaks only for what it serves: its own endpoints, and flows in the domains they are in.
+        let placed = try await store.read { tx -> [Endpoint] in
+            _ = try tx.require(HostRecord.self, host)
+            return try tx.list(Endpoint.self, boundTo: host)
+        }
+        let ids = Set(placed.map(\.id)), domains = Set(placed.map(\.domain))
+        var report = report
+        report.endpoints = report.endpoints.filter { ids.contains($0.id) }
+        report.flows = report.flows.filter { domains.contains($0.domain) && $0.host == host }
         await telemetry.record(report, host: host)
     }
 

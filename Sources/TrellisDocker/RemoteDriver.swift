@@ -66,8 +66,10 @@ public final class RemoteDriver: Sendable {
         for method in ["DiscoverNew", "DiscoverDelete"] {
             ipam(router, method, Empty.self) { _ in Empty() }
         }
-        let app = Application(router: router, configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "trellis-docker-plugin"),
-                              logger: logger)
+        let access = agent.configuration.socketAccess, path = socketPath
+        let app = Application(router: router,
+                              configuration: .init(address: .unixDomainSocket(path: path), serverName: "trellis-docker-plugin"),
+                              onServerRunning: { [logger] _ in access.restrict(path, logger: logger) }, logger: logger)
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     }
 

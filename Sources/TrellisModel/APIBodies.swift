@@ -1,3 +1,5 @@
+import Foundation
+
 /// The JSON bodies of requests to the REST API. Values that need parsing (addresses, CIDRs)
 /// arrive as strings, so that a bad one is reported with the field it was in.
 
@@ -107,6 +109,35 @@ public struct HostRegistration: Codable, Sendable {
 public struct HostHeartbeat: Codable, Sendable {
     public var appliedRevision: Int?
     public init(appliedRevision: Int?) { self.appliedRevision = appliedRevision }
+}
+
+/// `POST /api/v1/join-tokens` (admin): how long the token lives, and optionally the one host it may join.
+public struct JoinTokenCreate: Codable, Sendable {
+    public var ttlSeconds: Int?
+    public var host: String?
+    public init(ttlSeconds: Int? = nil, host: String? = nil) { self.ttlSeconds = ttlSeconds; self.host = host }
+}
+
+/// A join token as made: the text to give the joining host, and when it stops working.
+public struct JoinToken: Codable, Sendable {
+    public var token: String
+    public var expiresAt: Date
+    public var host: String?
+    public init(token: String, expiresAt: Date, host: String?) { self.token = token; self.expiresAt = expiresAt; self.host = host }
+}
+
+/// `POST /api/v1/join`: a host exchanges a join token (its secret part) for its credential.
+public struct HostJoin: Codable, Sendable {
+    public var host: String
+    public var joinToken: String
+    public init(host: String, joinToken: String) { self.host = host; self.joinToken = joinToken }
+}
+
+/// A host's credential: the bearer token its agent uses from then on.
+public struct HostCredential: Codable, Sendable {
+    public var host: String
+    public var credential: String
+    public init(host: String, credential: String) { self.host = host; self.credential = credential }
 }
 
 public struct ProfileCreate: Codable, Sendable {

@@ -288,6 +288,13 @@ public enum EventAction: String, Codable, Sendable {
     case created, updated, deleted
     /// An agent refused to make an object (a container's port) and says why; nothing was stored.
     case refused
+    /// A host exchanged a join token for its credential.
+    case joined
+    /// Requests from one client failed authentication (counted, so a guessing client cannot flood the log).
+    case unauthenticated
+
+    /// Whether the event records a change of an object (which watchers of desired state follow).
+    public var changes: Bool { self == .created || self == .updated || self == .deleted }
 }
 
 /// One recorded change: who did what to which object, when, and at which store revision.
@@ -300,11 +307,25 @@ public struct Event: Codable, Sendable, Equatable {
     public var kind: ResourceKind
     public var path: String
     public var enterprise: String?
+    /// The object as the store wrote it: its JSON bytes, decoded only by whoever reads it.
+    public var encodedObject: Data?
+    /// The object itself, when the event was made in this process (never encoded; not compared).
+    public var resource: (any Resource)?
+
     /// The object after the change (before it, for deletions).
-    public var object: JSONValue?
+    public var object: JSONValue? {
+        get { encodedObject.flatMap { try? JSONCoding.decoder().decode(JSONValue.self, from: $0) } }
+        set { encodedObject = newValue.flatMap { try? JSONCoding.encoder().encode($0) } }
+    }
 
     public init(id: Int, revision: Int, time: Date, actor: String, action: EventAction, kind: ResourceKind,
                 path: String, enterprise: String?, object: JSONValue?) {
+        self.init(id: id, revision: revision, time: time, actor: actor, action: action, kind: kind, path: path,
+                  enterprise: enterprise, encodedObject: object.flatMap { try? JSONCoding.encoder().encode($0) })
+    }
+
+    public init(id: Int, revision: Int, time: Date, actor: String, action: EventAction, kind: ResourceKind,
+                path: String, enterprise: String?, encodedObject: Data?) {
         self.id = id
         self.revision = revision
         self.time = time
@@ -313,7 +334,46 @@ public struct Event: Codable, Sendable, Equatable {
         self.kind = kind
         self.path = path
         self.enterprise = enterprise
-        self.object = object
+        self.encodedObject = encodedObject
+    }
+
+    /// The object decoded as the resource it is.
+    public func decodedObject<R: Resource>(_ type: R.Type) -> R? {
+        if let resource = resource as? R { return resource }
+        return encodedObject.flatMap { try? JSONCoding.decoder().decode(R.self, from: $0) }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, revision, time, actor, action, kind, path, enterprise, object
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(id: try container.decode(Int.self, forKey: .id), revision: try container.decode(Int.self, forKey: .revision),
+                  time: try container.decode(Date.self, forKey: .time), actor: try container.decode(String.self, forKey: .actor),
+                  action: try container.decode(EventAction.self, forKey: .action),
+                  kind: try container.decode(ResourceKind.self, forKey: .kind),
+                  path: try container.decode(String.self, forKey: .path),
+                  enterprise: try container.decodeIfPresent(String.self, forKey: .enterprise),
+                  object: try container.decodeIfPresent(JSONValue.self, forKey: .object))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(revision, forKey: .revision)
+        try container.encode(time, forKey: .time)
+        try container.encode(actor, forKey: .actor)
+        try container.encode(action, forKey: .action)
+        try container.encode(kind, forKey: .kind)
+        try container.encode(path, forKey: .path)
+        try container.encodeIfPresent(enterprise, forKey: .enterprise)
+        try container.encodeIfPresent(object, forKey: .object)
+    }
+
+    public static func == (left: Event, right: Event) -> Bool {
+        (left.id, left.revision, left.time, left.actor, left.path) == (right.id, right.revision, right.time, right.actor, right.path)
+            && (left.action, left.kind, left.enterprise) == (right.action, right.kind, right.enterprise) && left.object == right.object
     }
 }
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// SHA-256 (FIPS 180-4), used to store API tokens as digests rather than as secrets.
 public enum SHA256 {
     private static let k: [UInt32] = [
@@ -40,20 +42,78 @@ public enum SHA256 {
     }
 
     /// The digest as lower-case hex.
-    public static func hex(_ text: String) -> String {
-        digest(Array(text.utf8)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    public static func hex(_ text: String) -> String { hex(bytes: Array(text.utf8)) }
+
+    /// The digest of `bytes` as lower-case hex (a certificate's fingerprint).
+    public static func hex(bytes: some Collection<UInt8>) -> String {
+        digest(bytes).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
     private static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { x >> n | x << (32 - n) }
 }
 
-/// API tokens: `trl_` and 40 random hex digits from the system's CSPRNG.
+/// Bearer secrets: a kind prefix and 40 random hex digits from the system's CSPRNG. The prefix says
+/// what a token is (a user's, a host's credential, a join token), so the controller looks it up in one place.
 public enum APIToken {
-    public static func generate() -> String {
+    /// A user's token.
+    public static let userPrefix = "trl_"
+    /// A host credential, bound to one host's name.
+    public static let hostPrefix = "trh_"
+    /// A short-lived, single-use token a host exchanges for its credential.
+    public static let joinPrefix = "trj_"
+
+    public static func generate(prefix: String = userPrefix) -> String {
         var generator = SystemRandomNumberGenerator()
-        return "trl_" + (0..<20).map { _ in
+        return prefix + (0..<20).map { _ in
             let byte = UInt8.random(in: 0...255, using: &generator)
             return (byte < 16 ? "0" : "") + String(byte, radix: 16)
         }.joined()
+    }
+
+    /// Whether `text` has the shape of a token made with `prefix` (checked before it is looked up).
+    public static func isWellFormed(_ text: String, prefix: String) -> Bool {
+        text.hasPrefix(prefix) && text.utf8.count == prefix.utf8.count + 40
+            && text.utf8.dropFirst(prefix.utf8.count).allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+}
+
+/// What `trellis host join-token create` prints: the secret, and the SHA-256 fingerprint of the
+/// controller's CA when it serves TLS, as `trj_SECRET.FINGERPRINT`, so that a joining agent can verify
+/// the controller from its first connection (kubeadm's `--discovery-token-ca-cert-hash`).
+public struct JoinTokenText: Sendable, Equatable, CustomStringConvertible {
+    public var secret: String
+    /// Lower-case hex of the SHA-256 of the CA certificate's DER, if the controller serves TLS.
+    public var caFingerprint: String?
+
+    public init(secret: String, caFingerprint: String?) {
+        self.secret = secret
+        self.caFingerprint = caFingerprint
+    }
+
+    public init(parsing text: String, field: String = "join-token") throws {
+        let parts = text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), APIToken.isWellFormed(String(parts[0]), prefix: APIToken.joinPrefix) else {
+            throw TrellisError.invalid("\(field): not a join token (trj_ and 40 hex digits, then . and the CA fingerprint)", field: field)
+        }
+        secret = String(parts[0])
+        caFingerprint = nil
+        if parts.count == 2 {
+            caFingerprint = try CAFingerprint.parse(String(parts[1]), field: field)
+        }
+    }
+
+    public var description: String { secret + (caFingerprint.map { "." + $0 } ?? "") }
+}
+
+/// SHA-256 fingerprints of certificates, as 64 lower-case hex digits (`sha256:` and colons accepted).
+public enum CAFingerprint {
+    public static func parse(_ text: String, field: String) throws -> String {
+        var hex = text.lowercased()
+        if hex.hasPrefix("sha256:") { hex = String(hex.dropFirst(7)) }
+        hex = hex.replacingOccurrences(of: ":", with: "")
+        guard hex.utf8.count == 64, hex.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+            throw TrellisError.invalid("\(field): a CA fingerprint is the SHA-256 of its certificate, 64 hex digits", field: field)
+        }
+        return hex
     }
 }

@@ -5,7 +5,7 @@
 public struct TrellisError: Error, Sendable, Equatable, Codable, CustomStringConvertible {
     /// What kind of failure this is; each maps to one HTTP status.
     public enum Code: String, Sendable, Codable {
-        case invalid, unauthorized, forbidden, notFound, conflict, tooLarge, unavailable, internalError
+        case invalid, unauthorized, forbidden, notFound, conflict, tooLarge, tooManyRequests, unavailable, internalError
 
         /// The HTTP status this code is reported with.
         public var httpStatus: Int {
@@ -16,6 +16,7 @@ public struct TrellisError: Error, Sendable, Equatable, Codable, CustomStringCon
             case .notFound: 404
             case .conflict: 409
             case .tooLarge: 413
+            case .tooManyRequests: 429
             case .unavailable: 503
             case .internalError: 500
             }
@@ -28,6 +29,7 @@ public struct TrellisError: Error, Sendable, Equatable, Codable, CustomStringCon
             case 404: self = .notFound
             case 409: self = .conflict
             case 413: self = .tooLarge
+            case 429: self = .tooManyRequests
             case 503: self = .unavailable
             case 400..<500: self = .invalid
             default: self = .internalError

@@ -12,6 +12,16 @@ public protocol Store: Sendable {
     /// Runs `body` in one serializable transaction on behalf of `actor`. If it changed anything, the
     /// store's revision goes up by one and every object it wrote carries the new revision. Throwing rolls back.
     func write<T: Sendable>(actor: String, _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> WriteResult<T>
+    /// Lets go of the store's connections and background work; nothing is read or written after.
+    func close() async
+    /// Calls `handler` with the events of each change that other processes sharing the store committed,
+    /// in revision order (a store only this process writes never calls it).
+    func followChanges(madeElsewhere handler: @escaping @Sendable (_ revision: Int, _ events: [Event]) async -> Void)
+}
+
+extension Store {
+    public func close() async {}
+    public func followChanges(madeElsewhere handler: @escaping @Sendable (_ revision: Int, _ events: [Event]) async -> Void) {}
 }
 
 /// What a write transaction returned, the revision it committed at and the events it recorded.
@@ -62,6 +72,8 @@ public protocol StoreWriter: StoreReader {
     func setCounter(_ name: String, _ value: Int) throws
     /// Appends an event at `pendingRevision`.
     func record(_ action: EventAction, kind: ResourceKind, path: String, enterprise: String?, object: JSONValue?) throws
+    /// Records that `object` was created, updated or deleted (for deletions, as it was).
+    func recordChange<R: Resource>(_ action: EventAction, _ object: R) throws
     /// Records a heartbeat; not a change, so it does not move the revision.
     func setHeartbeat(_ host: String, time: Date, appliedRevision: Int?) throws
 }

@@ -39,14 +39,17 @@ struct ControllerBench: AsyncParsableCommand {
     @Option(help: "Concurrent clients.") var clients = 64
     @Option(help: "Watchers of /desired.") var watchers = 100
     @Option(help: "Changes delivered to the watchers.") var changes = 50
+    @Option(help: "The store: a new SQLite file by default, or etcd:URL,… (use an etcd nothing else uses).") var store: String?
 
     func run() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("trellis-bench-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let configuration = try ControllerConfiguration(listen: "127.0.0.1:0", store: "sqlite:\(directory.path)/trellis.db",
+        var configuration = try ControllerConfiguration(listen: "127.0.0.1:0", store: store ?? "sqlite:\(directory.path)/trellis.db",
                                                         adminTokenFile: "\(directory.path)/admin.token")
-        let controller = try Controller(configuration: configuration)
+        // The cost of the API itself: the baseline request below crosses the same plain-HTTP transport.
+        configuration.insecureHTTP = true
+        let controller = try await Controller(configuration: configuration)
         var logger = Logger(label: "bench")
         logger.logLevel = .critical
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)

@@ -7,7 +7,7 @@ import TrellisTestSupport
 /// The real `trellis` binary against a real controller.
 @Suite struct CLITests {
     func environment(_ controller: RunningController, token: String? = nil) -> [String: String] {
-        ["TRELLIS_CONTROLLER": controller.url, "TRELLIS_TOKEN": token ?? controller.adminToken]
+        ["TRELLIS_CONTROLLER": controller.url, "TRELLIS_TOKEN": token ?? controller.adminToken, "TRELLIS_CA_FILE": controller.caFile]
     }
 
     @discardableResult
@@ -93,37 +93,158 @@ import TrellisTestSupport
         }
     }
 
-    @Test func theControllerCommandServesAndWritesAPrivateAdminToken() async throws {
+    /// The controller command from a fresh state directory: a private admin token, its own CA (0600 key),
+    /// HTTPS on TCP (plain HTTP there is refused) and plain HTTP on its unix socket; the CLI verifies it
+    /// by CA file or by the fingerprint the controller prints, and refuses a controller with another CA.
+    @Test func theControllerCommandServesTLSAndWritesAPrivateAdminToken() async throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: trellisExecutable())
         let port = 20000 + Int.random(in: 0..<20000)
         let socket = "\(directory.path)/controller.sock"
-        process.arguments = ["controller", "--listen", "127.0.0.1:\(port)", "--listen", "unix:\(socket)", "--store", "sqlite:\(directory.path)/state/t.db",
-                             "--admin-token-file", "\(directory.path)/secret/admin.token"]
-        process.standardOutput = FileHandle.nullDevice
+        process.arguments = ["controller", "--listen", "127.0.0.1:\(port)", "--listen", "unix:\(socket)",
+                             "--store", "sqlite:\(directory.path)/state/t.db", "--admin-token-file", "\(directory.path)/secret/admin.token"]
+        let printed = Pipe()
+        process.standardOutput = printed
         process.standardError = FileHandle.nullDevice
         try process.run()
         defer { process.terminate(); process.waitUntilExit() }
-        let tokenPath = "\(directory.path)/secret/admin.token"
+        let tokenPath = "\(directory.path)/secret/admin.token", caFile = "\(directory.path)/secret/tls/ca.pem"
         var health: (status: Int, body: Data)?
         for _ in 0..<100 where health?.status != 200 {
             try await Task.sleep(for: .milliseconds(100))
-            health = try? await ControllerClient(baseURL: "http://127.0.0.1:\(port)", token: nil).exchange("GET", "/healthz", body: nil)
+            guard FileManager.default.fileExists(atPath: caFile) else { continue }
+            let trust = try ControllerTrust(caFile: caFile)
+            let client = ControllerClient(baseURL: "https://127.0.0.1:\(port)", token: nil, trust: trust)
+            health = try? await client.exchange("GET", "/healthz", body: nil)
         }
         #expect(health?.status == 200)
-        let attributes = try FileManager.default.attributesOfItem(atPath: tokenPath)
-        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        #expect((try FileManager.default.attributesOfItem(atPath: tokenPath)[.posixPermissions] as? Int) == 0o600)
+        let keyFile = "\(directory.path)/secret/tls/ca.key"
+        #expect((try FileManager.default.attributesOfItem(atPath: keyFile)[.posixPermissions] as? Int) == 0o600)
         let token = try String(contentsOfFile: tokenPath, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let list = try await runTrellis(["enterprise", "list"], environment: ["TRELLIS_CONTROLLER": "http://127.0.0.1:\(port)", "TRELLIS_TOKEN": token])
-        #expect(list.status == 0 && list.stdout.hasPrefix("NAME"))
-        let overSocket = try await runTrellis(["enterprise", "create", "viasocket"], environment: ["TRELLIS_CONTROLLER": "unix:\(socket)", "TRELLIS_TOKEN": token])
+        let https = ["TRELLIS_CONTROLLER": "https://127.0.0.1:\(port)", "TRELLIS_TOKEN": token]
+        let list = try await runTrellis(["enterprise", "list"], environment: https.merging(["TRELLIS_CA_FILE": caFile]) { $1 })
+        #expect(list.status == 0 && list.stdout.hasPrefix("NAME"), "\(list.stderr)")
+        let overSocket = try await runTrellis(["enterprise", "create", "viasocket"],
+                                              environment: ["TRELLIS_CONTROLLER": "unix:\(socket)", "TRELLIS_TOKEN": token])
         #expect(overSocket.status == 0, "\(overSocket.stderr)")
-        let seen = try await runTrellis(["enterprise", "list"], environment: ["TRELLIS_CONTROLLER": "http://127.0.0.1:\(port)", "TRELLIS_TOKEN": token])
-        #expect(seen.stdout.contains("viasocket"), "one controller behind both addresses")
+
+        // The fingerprint the controller printed, and the CA it serves, are its CA file's.
+        let pem = try String(contentsOfFile: caFile, encoding: .utf8)
+        let der = try #require(Data(base64Encoded: pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()))
+        let fingerprint = SHA256.hex(bytes: Array(der))
+        let pinned = try await runTrellis(["enterprise", "list"],
+                                          environment: https.merging(["TRELLIS_CA_FINGERPRINT": "sha256:" + fingerprint]) { $1 })
+        #expect(pinned.stdout.contains("viasocket"), "one controller behind both addresses: \(pinned.stderr)")
+        let wrong = String(fingerprint.reversed())
+        let impostor = try await runTrellis(["enterprise", "list"], environment: https.merging(["TRELLIS_CA_FINGERPRINT": wrong]) { $1 })
+        #expect(impostor.status != 0 && impostor.stderr.contains("refusing"), "\(impostor.stderr)")
+        let unverified = try await runTrellis(["enterprise", "list"], environment: https)
+        #expect(unverified.status != 0 && unverified.stderr.contains("ca-file"), "\(unverified.stderr)")
+        let plain = try await runTrellis(["enterprise", "list"],
+                                         environment: ["TRELLIS_CONTROLLER": "http://127.0.0.1:\(port)", "TRELLIS_TOKEN": token])
+        #expect(plain.status != 0 && !plain.stdout.contains("viasocket"), "plain HTTP on the TLS port: \(plain.stdout)")
+        // A client holding another controller's CA does not trust this one.
+        let stranger: Int? = try await withController { other in
+            let client = ControllerClient(baseURL: "https://127.0.0.1:\(port)", token: token, trust: other.trust)
+            return try? await rawRequest(client, "GET", "/healthz", body: nil).status
+        }
+        #expect(stranger == nil, "a client trusting another CA was answered")
         process.terminate()
         process.waitUntilExit()
         #expect(process.terminationReason == .exit, "SIGTERM shuts the controller down cleanly")
+        let output = String(decoding: printed.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(output.contains("sha256:\(fingerprint)"), "\(output)")
+    }
+
+    /// An agent whose join token carries another CA's fingerprint refuses the controller before sending
+    /// the token, so the token stays unspent, and stores nothing.
+    @Test func anAgentGivenTheWrongFingerprintRefusesToConnect() async throws {
+        try await withController { controller in
+            let made: JoinToken = try await controller.client().post("/api/v1/join-tokens", JoinTokenCreate(ttlSeconds: 60, host: "hx"))
+            let real = try JoinTokenText(parsing: made.token)
+            #expect(real.caFingerprint == controller.caFingerprint)
+            let forged = JoinTokenText(secret: real.secret, caFingerprint: String(try #require(real.caFingerprint).reversed()))
+            let state = controller.directory.appendingPathComponent("agent").path
+            let tokenFile = controller.directory.appendingPathComponent("join").path
+            try forged.description.write(toFile: tokenFile, atomically: true, encoding: .utf8)
+            let agent = try await runTrellis(["agent", "--controller", controller.url, "--join-token-file", tokenFile, "--state-dir", state,
+                                              "--host", "hx", "--underlay-ip", "10.99.0.5", "--socket", "\(state)/agent.sock"],
+                                             environment: [:])
+            #expect(agent.status != 0 && agent.stderr.contains("refusing to talk to it"), "\(agent.stderr)")
+            for left in ["credential", "ca.pem"] { #expect(!FileManager.default.fileExists(atPath: "\(state)/\(left)")) }
+            let joined: HostCredential = try await controller.anonymousClient().post("/api/v1/join",
+                                                                                     HostJoin(host: "hx", joinToken: made.token))
+            #expect(joined.host == "hx")
+        }
+    }
+
+    /// Plain HTTP on TCP is only for loopback, and only when asked for.
+    @Test func plainHTTPIsRefusedBeyondLoopback() async throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let started = try await runTrellis(["controller", "--listen", "0.0.0.0:0", "--insecure-http",
+                                            "--store", "sqlite:\(directory.path)/t.db",
+                                            "--admin-token-file", "\(directory.path)/admin.token"],
+                                           environment: [:])
+        #expect(started.status != 0 && started.stderr.contains("insecure-http: plain HTTP is served on loopback only"), "\(started.stderr)")
+    }
+}
+
+extension CLITests {
+    /// A backup taken while the controller serves and creates go on is a store a new controller starts from:
+    /// what was there at its revision is there, and allocation goes on without handing out an address twice.
+    @Test(.disabled(if: testStoreIsEtcd, "an etcd store is backed up with etcd's snapshots"))
+    func aBackupOfARunningStoreRestoresIntoANewController() async throws {
+        let restored = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: restored) }
+        let backup = restored.appendingPathComponent("trellis.db").path
+        let (before, revision) = try await withController { controller in
+            let client = try await controller.client()
+            let _: HostRecord = try await client.put("/api/v1/hosts/h1", HostRegistration(underlayIP: "10.99.0.1"))
+            let subnet = try await makeSubnet(client, cidr: "10.20.0.0/24")
+            var made: [Endpoint] = []
+            for index in 0..<5 {
+                made.append(try await client.post("/api/v1/endpoints", EndpointCreate(subnet: subnet, name: "e\(index)", host: "h1")))
+            }
+            // Creates keep coming while the backup is taken.
+            async let more: Void = {
+                for index in 5..<25 {
+                    let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: subnet, name: "e\(index)"))
+                }
+            }()
+            let store = "sqlite:\(controller.directory.path)/trellis.db"
+            let result = try await runTrellis(["store", "backup", "--store", store, "--to", backup], environment: [:])
+            try await more
+            #expect(result.status == 0, "\(result.stderr)")
+            let revision = try #require(Int(result.stdout.split(separator: " ").dropFirst(5).first ?? ""), "\(result.stdout)")
+            try FileManager.default.copyItem(at: controller.directory.appendingPathComponent("admin.token"),
+                                             to: restored.appendingPathComponent("admin.token"))
+            return (made, revision)
+        }
+        let attributes = try FileManager.default.attributesOfItem(atPath: backup)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        try await withController(directory: restored) { controller in
+            let client = try await controller.client()
+            let listed: ListBody<Endpoint> = try await client.get("/api/v1/endpoints?subnet=acme/app1/web/red")
+            #expect(listed.revision == revision, "the restored store is at the backup's revision")
+            #expect(Set(before.map(\.path)).isSubset(of: Set(listed.items.map(\.path))))
+            let next: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: "acme/app1/web/red", name: "after"))
+            #expect(!listed.items.map(\.ip).contains(next.ip), "an address of the backup is not handed out again")
+            #expect(next.revision == revision + 1)
+            // An agent that had seen the old controller's later revisions gets the restored state, not a bookmark.
+            var first: WatchMessage?
+            try await client.stream("/api/v1/hosts/h1/desired?watch=1&since=\(revision + 40)") { (message: WatchMessage) in
+                first = message
+                return false
+            }
+            #expect(first?.type == .snapshot && first?.state?.endpoints.map(\.path).sorted() == before.map(\.path).sorted())
+        }
+        let missing = try await runTrellis(["store", "backup", "--store", "sqlite:/nonexistent/trellis.db", "--to", backup + "2"],
+                                           environment: [:])
+        #expect(missing.status != 0 && missing.stderr.contains("no store at /nonexistent/trellis.db"))
+        #expect(!FileManager.default.fileExists(atPath: backup + "2"))
     }
 }

@@ -90,10 +90,16 @@ import TrellisTestSupport
             let alice: UserWithToken = try await client.post("/api/v1/users", UserCreate(name: "alice", enterprise: "acme"))
             let me: User = try await client.get("/api/v1/users/alice")
             #expect(me.enterprise == "acme" && !me.admin && alice.token.hasPrefix("trl_"))
+            // A token stops working at once when it is replaced or its user deleted, though it was just used.
+            #expect(try await rawRequest(client, "GET", "/api/v1/enterprises", body: nil, token: alice.token).status == 200)
             let rotated: UserWithToken = try await client.post("/api/v1/users/alice/token", [String: String]())
             #expect(rotated.token != alice.token)
             let stale = try await rawRequest(client, "GET", "/api/v1/enterprises", body: nil, token: alice.token)
             #expect(stale.status == 401)
+            let bob: UserWithToken = try await client.post("/api/v1/users", UserCreate(name: "bob", enterprise: "acme"))
+            #expect(try await rawRequest(client, "GET", "/api/v1/enterprises", body: nil, token: bob.token).status == 200)
+            try await client.delete("/api/v1/users/bob")
+            #expect(try await rawRequest(client, "GET", "/api/v1/enterprises", body: nil, token: bob.token).status == 401)
 
             // Deleting in dependency order; parents refuse while children remain.
             let busy = try await rawRequest(client, "DELETE", "/api/v1/subnets/\(subnet)", body: nil)
@@ -150,7 +156,7 @@ import TrellisTestSupport
 
     @Test func openAPIDocumentDescribesTheServedRoutes() async throws {
         try await withController { controller in
-            let client = ControllerClient(baseURL: controller.url, token: nil)
+            let client = controller.anonymousClient()
             let document: JSONValue = try await client.get("/api/v1/openapi.json")
             #expect(document["openapi"]?.stringValue?.hasPrefix("3.") == true)
             guard case .object(let paths)? = document["paths"] else { Issue.record("no paths"); return }

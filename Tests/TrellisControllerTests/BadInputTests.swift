@@ -141,12 +141,39 @@ import TrellisTestSupport
 
     @Test func requestsWithoutAValidTokenAre401() async throws {
         try await withController { controller in
-            let anonymous = ControllerClient(baseURL: controller.url, token: nil)
+            let anonymous = controller.anonymousClient()
             let missing = try await rawRequest(anonymous, "GET", "/api/v1/enterprises", body: nil)
             let wrong = try await rawRequest(anonymous, "GET", "/api/v1/enterprises", body: nil, token: "trl_wrong")
             let health = try await rawRequest(anonymous, "GET", "/healthz", body: nil)
             #expect(missing.status == 401 && missing.error?.error.contains("bearer token") == true)
             #expect(wrong.status == 401 && health.status == 200)
+        }
+    }
+
+    /// A client guessing tokens (user tokens, host credentials, join tokens) is locked out after 20
+    /// failures a minute, even with a good token then, and the admin sees it in the event log.
+    @Test func guessingTokensLocksTheClientOut() async throws {
+        try await withController { controller in
+            let anonymous = controller.anonymousClient()
+            let guesses = (0..<20).map { index in
+                APIToken.generate(prefix: [APIToken.userPrefix, APIToken.hostPrefix, APIToken.joinPrefix][index % 3])
+            }
+            for guess in guesses {
+                let answer = guess.hasPrefix(APIToken.joinPrefix)
+                    ? try await rawRequest(anonymous, "POST", "/api/v1/join", body: #"{"host": "h1", "joinToken": "\#(guess)"}"#)
+                    : try await rawRequest(anonymous, "GET", "/api/v1/enterprises", body: nil, token: guess)
+                #expect(answer.status == 401)
+            }
+            let locked = try await rawRequest(anonymous, "GET", "/api/v1/enterprises", body: nil, token: controller.adminToken)
+            #expect(locked.status == 429 && locked.error?.error.contains("too many failed authentications from 127.0.0.1") == true)
+            let admin = ControllerClient(baseURL: ControllerClient.baseURL(socket: controller.socket), token: controller.adminToken)
+            let events: [String: [Event]] = try await admin.get("/api/v1/events?since=0&limit=1000")
+            let recorded = events["items", default: []].filter { $0.action == .unauthenticated }
+            #expect(recorded.map { $0.object?["failures"] } == [.number(1), .number(20)])
+            #expect(recorded.allSatisfy { $0.path == "127.0.0.1" && $0.object?["lockedOut"] != nil })
+            let logged = try controller.storeBytes()
+            #expect(logged.contains("127.0.0.1"), "the store's files hold the recorded events")
+            #expect(guesses.allSatisfy { !logged.contains($0) }, "a token that was tried is stored as it was sent")
         }
     }
 }

@@ -130,15 +130,21 @@ func follow<T: Decodable & Sendable>(_ client: ControllerClient, _ path: String,
             let (messages, watcher) = follow(client, "/api/v1/hosts/h1/desired?watch=1", as: WatchMessage.self)
             defer { watcher.cancel() }
             let first = try await messages.item(0)
+            // As many workers as the client has connections (64): every request is in flight at once, and none
+            // waits in the client's queue for a connection (over TLS, under load, past its 5 s deadline).
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for index in 0..<200 {
+                for worker in 0..<64 {
                     group.addTask {
-                        let host = ["h1", "h2", "h3"][index % 3]
-                        let made: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "e\(index)", host: host))
-                        if index % 4 == 0 {
-                            let _: Endpoint = try await client.patch("/api/v1/endpoints/\(made.id)", EndpointUpdate(host: ["h2", "h3", "h1"][index % 3]))
+                        for index in stride(from: worker, to: 200, by: 64) {
+                            let host = ["h1", "h2", "h3"][index % 3]
+                            let made: Endpoint = try await client.post("/api/v1/endpoints",
+                                                                       EndpointCreate(subnet: red, name: "e\(index)", host: host))
+                            if index % 4 == 0 {
+                                let _: Endpoint = try await client.patch("/api/v1/endpoints/\(made.id)",
+                                                                         EndpointUpdate(host: ["h2", "h3", "h1"][index % 3]))
+                            }
+                            if index % 5 == 0 { try await client.delete("/api/v1/endpoints/\(made.id)") }
                         }
-                        if index % 5 == 0 { try await client.delete("/api/v1/endpoints/\(made.id)") }
                     }
                 }
                 try await group.waitForAll()

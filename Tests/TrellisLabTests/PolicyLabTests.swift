@@ -143,10 +143,20 @@ extension LabTests {
         let limited = try await lab.member("limited", on: "h1", subnet: "acme/app1/web/red", ip: "10.3.1.11", profile: "acme/limited")
         let peer = try await lab.member("peer", on: "h2", subnet: "acme/app1/web/red", ip: "10.3.1.12")
         try await lab.settle(hosts: 2)
-        let sent = try iperf(from: limited, to: peer).bitsPerSecond
-        let received = try iperf(from: limited, to: peer, reverse: true).bitsPerSecond
-        #expect(abs(sent / 10e6 - 1) <= 0.15, "egress \(sent / 1e6) Mbit/s against 10")
-        #expect(abs(received / 20e6 - 1) <= 0.15, "ingress \(received / 1e6) Mbit/s against 20")
+        // A limiter never lets more through than its rate, but a run starved of CPU by tests beside it moves
+        // less (8.3 of 10 Mbit/s seen once in CI): every run must stay under the rate's tolerance and the best
+        // of up to three must reach it.
+        func rates(reverse: Bool, limit: Double) throws -> [Double] {
+            var rates: [Double] = []
+            repeat {
+                rates.append(try iperf(from: limited, to: peer, reverse: reverse).bitsPerSecond)
+            } while rates.count < 3 && rates.max()! < limit * 0.85
+            print("\(reverse ? "ingress" : "egress") against \(limit / 1e6) Mbit/s: \(rates.map { $0 / 1e6 }) Mbit/s")
+            return rates
+        }
+        let sent = try rates(reverse: false, limit: 10e6), received = try rates(reverse: true, limit: 20e6)
+        #expect(sent.allSatisfy { $0 <= 10e6 * 1.15 } && sent.max()! >= 10e6 * 0.85, "egress \(sent) bit/s against 10 Mbit/s")
+        #expect(received.allSatisfy { $0 <= 20e6 * 1.15 } && received.max()! >= 20e6 * 0.85, "ingress \(received) bit/s against 20 Mbit/s")
         // Without the limits the same path is far faster.
         try await lab.trellis(on: "h1", "endpoint", "set", "acme/app1/web/red/limited", "--profile", "")
         try await lab.settle(hosts: 2)

@@ -4,16 +4,42 @@ import TrellisClient
 import TrellisController
 import TrellisModel
 
-/// A real controller for a test: HTTP on a free loopback port, a SQLite file in its own directory.
+/// A real controller for a test: HTTPS on a free loopback port (its own CA in `tls/`), a unix socket,
+/// and a SQLite file in its own directory (or a store on its own etcd, with TRELLIS_TEST_STORE=etcd).
 public struct RunningController: Sendable {
     public let url: String
     public let adminToken: String
     public let directory: URL
+    /// What clients trust: the controller's CA (nil when it serves plain HTTP).
+    public let trust: ControllerTrust?
+    /// The controller's CA certificate file and its fingerprint.
+    public var caFile: String { directory.appendingPathComponent("tls/ca.pem").path }
+    public let caFingerprint: String?
+    /// The controller's unix socket (its clients are not rate-limited by address).
+    public var socket: String { directory.appendingPathComponent("controller.sock").path }
+    /// The etcd the controller's store is on, when TRELLIS_TEST_STORE=etcd.
+    public let etcd: RunningEtcd?
+
+    /// Everything the store has written to disk: the SQLite file and its log, or etcd's data directory.
+    public func storeBytes() throws -> String {
+        let files: [URL]
+        if let etcd {
+            let data = etcd.directory.appendingPathComponent("data")
+            files = (FileManager.default.enumerator(at: data, includingPropertiesForKeys: nil)?.allObjects as? [URL] ?? [])
+                .filter { !$0.hasDirectoryPath }
+        } else {
+            files = [directory.appendingPathComponent("trellis.db-wal"), directory.appendingPathComponent("trellis.db")]
+        }
+        return try files.map { try String(contentsOf: $0, encoding: .isoLatin1) }.joined()
+    }
 
     /// A client with the admin token, or with `token`.
     public func client(token: String? = nil) -> ControllerClient {
-        ControllerClient(baseURL: url, token: token ?? adminToken)
+        ControllerClient(baseURL: url, token: token ?? adminToken, trust: trust)
     }
+
+    /// A client without a token.
+    public func anonymousClient() -> ControllerClient { ControllerClient(baseURL: url, token: nil, trust: trust) }
 }
 
 /// A new empty directory under the system's temporary directory.
@@ -25,13 +51,19 @@ public func makeTemporaryDirectory() throws -> URL {
 
 /// Runs `body` against a controller whose store lives in `directory` (a new one by default), then
 /// stops the controller; the directory is removed afterwards unless the caller gave it.
-public func withController<T: Sendable>(directory: URL? = nil, underlayReserved: [String] = [],
+public func withController<T: Sendable>(directory: URL? = nil, underlayReserved: [String] = [], tls: Bool = true, store: String? = nil,
                                         _ body: (RunningController) async throws -> T) async throws -> T {
     let ownsDirectory = directory == nil
     let directory = try directory ?? makeTemporaryDirectory()
-    let configuration = try ControllerConfiguration(listen: "127.0.0.1:0", store: "sqlite:\(directory.path)/trellis.db",
+    // TRELLIS_TEST_STORE=etcd runs the same suites against a store on a real etcd of their own.
+    let etcd = testStoreIsEtcd && ownsDirectory && store == nil ? try await RunningEtcd() : nil
+    defer { etcd?.stop() }
+    let storeSetting = store ?? etcd.map { "etcd:\($0.clientURL)" } ?? "sqlite:\(directory.path)/trellis.db"
+    var configuration = try ControllerConfiguration(listen: ["127.0.0.1:0", "unix:\(directory.path)/controller.sock"],
+                                                    store: storeSetting,
                                                     adminTokenFile: "\(directory.path)/admin.token", underlayReserved: underlayReserved)
-    let controller = try Controller(configuration: configuration)
+    configuration.insecureHTTP = !tls
+    let controller = try await Controller(configuration: configuration)
     var logger = Logger(label: "trellis.test")
     logger.logLevel = .critical
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
@@ -43,7 +75,9 @@ public func withController<T: Sendable>(directory: URL? = nil, underlayReserved:
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw TrellisError(.unavailable, "the controller did not start") }
         let token = try String(contentsOfFile: configuration.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let running = RunningController(url: "http://127.0.0.1:\(port)", adminToken: token, directory: directory)
+        let trust = try controller.tls.map { try ControllerTrust(caPEM: $0.caPEM) }
+        let running = RunningController(url: "\(tls ? "https" : "http")://127.0.0.1:\(port)", adminToken: token, directory: directory,
+                                        trust: trust, caFingerprint: controller.tls?.caFingerprint, etcd: etcd)
         do {
             let result = try await body(running)
             group.cancelAll()

@@ -1,0 +1,487 @@
+import Foundation
+import Synchronization
+import TrellisEtcd
+import TrellisModel
+
+/// The clustered store: every key under a prefix of an etcd cluster, mirrored in memory from one watch.
+///
+/// Transactions run synchronously against the mirror at one revision, as SQLite's do, and record what they
+/// read; the commit is one etcd transaction that compares the mod revision of every key read (absent keys:
+/// create revision 0, ranges: nothing in them changed since) and applies the writes, retried against a newer
+/// mirror on conflict (etcd's own STM does the same). Claims are one key each, so two controllers can never
+/// hand out the same address. The store's revision is etcd's.
+public final class EtcdStore: Store {
+    let client: EtcdClient
+    let prefix: String
+    private let state: Mutex<MirrorState>
+    private let decoded = DecodedObjects()
+    private let conflicts = Atomic<Int>(0)
+    private let follower: Mutex<Task<Void, Never>?> = Mutex(nil)
+    private let turns = Turns()
+    /// Marks the events this store records, so the watch can tell them from other controllers'.
+    let origin = UUID().uuidString
+    private let elsewhere = Mutex<(@Sendable (Int, [Event]) async -> Void)?>(nil)
+
+    public func followChanges(madeElsewhere handler: @escaping @Sendable (_ revision: Int, _ events: [Event]) async -> Void) {
+        elsewhere.withLock { $0 = handler }
+    }
+
+    /// Connects to `members`, reads everything under `prefix` and starts following it.
+    public init(members: [String], prefix: String = "/trellis") async throws {
+        client = try EtcdClient(members: members)
+        self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
+        state = Mutex(MirrorState(mirror: Mirror(revision: 0, keys: [:])))
+        do {
+            let snapshot = try await load()
+            state.withLock { $0.mirror = snapshot }
+        } catch {
+            try? await client.shutdown()
+            throw Self.unavailable(error)
+        }
+        let task = Task { [weak self] in _ = await self?.follow() }
+        follower.withLock { $0 = task }
+    }
+
+    /// Stops following etcd and closes the connections.
+    public func close() async {
+        follower.withLock { $0 }?.cancel()
+        try? await client.shutdown()
+    }
+
+    /// Transactions that had to run again because another write changed what they read.
+    public var conflictRetries: Int { conflicts.load(ordering: .relaxed) }
+
+    /// The revision the mirror has reached.
+    public var mirroredRevision: Int { state.withLock { $0.mirror.revision } }
+
+    public func read<T: Sendable>(_ body: @escaping @Sendable (any StoreReader) throws -> T) async throws -> T {
+        let mirror = state.withLock { $0.mirror }
+        return try body(EtcdTransaction(mirror: mirror, prefix: prefix, actor: "", decoded: decoded, origin: origin))
+    }
+
+    /// Writes of this controller take turns, as SQLite's do: they would otherwise conflict with each other on
+    /// every allocation hint and id counter. Writes of other controllers are what the compares guard against.
+    public func write<T: Sendable>(actor: String,
+                                   _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> WriteResult<T> {
+        await turns.acquire()
+        defer { turns.release() }
+        for attempt in 0..<50 {
+            if attempt > 0 { try await Task.sleep(for: .microseconds(Int.random(in: 0...(500 << min(attempt, 6))))) }
+            let mirror = state.withLock { $0.mirror }
+            let transaction = EtcdTransaction(mirror: mirror, prefix: prefix, actor: actor, decoded: decoded, origin: origin)
+            let value = try body(transaction)
+            guard transaction.changed else { return WriteResult(value: value, revision: mirror.revision, events: []) }
+            let answer: EtcdTxnResponse
+            do {
+                answer = try await client.txn(transaction.commitRequest())
+            } catch {
+                throw Self.unavailable(error)
+            }
+            let revision = answer.header.revision
+            try await waitForMirror(revision)
+            guard answer.succeeded else {
+                conflicts.add(1, ordering: .relaxed)
+                continue
+            }
+            return WriteResult(value: Self.stamped(value, guess: transaction.pendingRevision, revision),
+                               revision: revision, events: transaction.events(committedAt: revision))
+        }
+        throw TrellisError(.unavailable, "store error: a write conflicted with others 50 times in a row; try again")
+    }
+
+    /// `value` with the commit's revision when it is an object the transaction wrote: the transaction could only
+    /// guess the revision (`guess`, the mirror's plus one), and other writes may have come between.
+    static func stamped<T>(_ value: T, guess: Int, _ revision: Int) -> T {
+        guard var object = value as? any Resource, object.revision == guess else { return value }
+        object.revision = revision
+        return object as? T ?? value
+    }
+
+    static func unavailable(_ error: any Error) -> any Error {
+        if error is TrellisError { return error }
+        return TrellisError(.unavailable, "store error: \(error)")
+    }
+
+    // MARK: The mirror
+
+    private func load() async throws -> Mirror {
+        let answer = try await client.range(.prefix(EtcdBytes(prefix)))
+        return Mirror(revision: answer.header.revision, keys: Dictionary(uniqueKeysWithValues: answer.kvs.map { ($0.key.text, $0) }))
+    }
+
+    /// Follows the prefix from the mirror's revision on; after a compaction or a lost stream, from a new snapshot
+    /// or the last revision seen.
+    private func follow() async {
+        while !Task.isCancelled {
+            let from = state.withLock { $0.mirror.revision } + 1
+            do {
+                let request = EtcdWatchRequest(key: EtcdBytes(prefix), rangeEnd: EtcdBytes(prefix).prefixEnd, startRevision: from)
+                try await client.watch(request) { message in
+                    if message.canceled {
+                        let snapshot = try await self.load()
+                        self.apply { $0 = snapshot }
+                        return false
+                    }
+                    if !message.events.isEmpty {
+                        self.apply(message.events)
+                        try await self.announce(message.events)
+                    }
+                    return !Task.isCancelled
+                }
+            } catch {
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    /// Hands the events other controllers recorded to the handler, one commit (revision) at a time.
+    private func announce(_ changes: [EtcdEvent]) async throws {
+        guard let handler = elsewhere.withLock({ $0 }) else { return }
+        let start = prefix + "e/"
+        var byRevision: [Int: [Event]] = [:]
+        for change in changes where change.kind == .put && change.keyValue.key.text.hasPrefix(start) {
+            guard let stored = try? JSONCoding.decoder().decode(StoredEvent.self, from: Data(change.keyValue.value.bytes)),
+                  stored.origin != origin else { continue }
+            byRevision[change.keyValue.createRevision, default: []].append(stored.event(createdAt: change.keyValue.createRevision))
+        }
+        for (revision, events) in byRevision.sorted(by: { $0.key < $1.key }) {
+            await handler(revision, events.sorted { $0.id < $1.id })
+        }
+    }
+
+    private func apply(_ events: [EtcdEvent]) {
+        apply { mirror in
+            for event in events {
+                switch event.kind {
+                case .put: mirror.keys[event.keyValue.key.text] = event.keyValue
+                case .delete: mirror.keys[event.keyValue.key.text] = nil
+                }
+                mirror.revision = max(mirror.revision, event.keyValue.modRevision)
+            }
+        }
+    }
+
+    private func apply(_ change: (inout Mirror) -> Void) {
+        let ready = state.withLock { state in
+            change(&state.mirror)
+            let revision = state.mirror.revision
+            let ready = state.waiters.filter { $0.revision <= revision }
+            state.waiters.removeAll { $0.revision <= revision }
+            return ready
+        }
+        ready.forEach { $0.continuation.resume() }
+    }
+
+    /// Waits until the mirror has every change up to `revision`, so what was just written is read back.
+    private func waitForMirror(_ revision: Int) async throws {
+        let id = UUID()
+        let waited = Task {
+            try await Task.sleep(for: .seconds(10))
+            let late = state.withLock { state in
+                let late = state.waiters.first { $0.id == id }
+                state.waiters.removeAll { $0.id == id }
+                return late
+            }
+            late?.continuation.resume()
+        }
+        defer { waited.cancel() }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state in
+                if state.mirror.revision >= revision { return true }
+                state.waiters.append(Waiter(id: id, revision: revision, continuation: continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
+        guard mirroredRevision >= revision else {
+            throw TrellisError(.unavailable, "store error: etcd's changes up to revision \(revision) did not arrive in 10 s")
+        }
+    }
+}
+
+/// A first-come, first-served lock for async code (waiters are resumed in order, never on a blocked thread).
+final class Turns: Sendable {
+    private let state = Mutex<(taken: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state in
+                if state.taken { state.waiting.append(continuation); return false }
+                state.taken = true
+                return true
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// Hands the lock to the next waiter, or frees it.
+    func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.waiting.isEmpty { state.taken = false; return nil }
+            return state.waiting.removeFirst()
+        }
+        next?.resume()
+    }
+}
+
+/// Everything under the prefix at one revision, by key.
+struct Mirror: Sendable {
+    var revision: Int
+    var keys: [String: EtcdKeyValue]
+}
+
+struct Waiter: Sendable {
+    var id: UUID
+    var revision: Int
+    var continuation: CheckedContinuation<Void, Never>
+}
+
+struct MirrorState: Sendable {
+    var mirror: Mirror
+    var waiters: [Waiter] = []
+}
+
+/// An event as the store keeps it: under its own key, its id made from the revision that created that key.
+struct StoredEvent: Codable {
+    /// The store (controller process) that recorded it.
+    var origin: String?
+    var index: Int
+    var time: Date
+    var actor: String
+    var action: EventAction
+    var kind: ResourceKind
+    var path: String
+    var enterprise: String?
+    var object: Data?
+
+    /// The event as committed in the revision that created its key.
+    func event(createdAt revision: Int) -> Event {
+        Event(id: revision * 1000 + index, revision: revision, time: time, actor: actor, action: action, kind: kind, path: path,
+              enterprise: enterprise, encodedObject: object)
+    }
+}
+
+/// One transaction over a mirror: reads from the mirror (and its own writes), records what it read, and
+/// buffers its writes for the commit.
+final class EtcdTransaction: StoreWriter {
+    let mirror: Mirror
+    let prefix: String
+    let actor: String
+    let decoded: DecodedObjects
+    let origin: String
+    var pendingRevision: Int { mirror.revision + 1 }
+    /// The mod revision of each key read (0: it did not exist).
+    private var readKeys: [String: Int] = [:]
+    /// Ranges read, as [start, end): nothing in them may change before the commit.
+    private var readRanges: [(String, String)] = []
+    /// Writes in order; nil deletes.
+    private var written: [String: Data?] = [:]
+    private var order: [String] = []
+    private var recorded: [(event: StoredEvent, resource: (any Resource)?)] = []
+    private let encoder = JSONCoding.encoder()
+    private let decoder = JSONCoding.decoder()
+
+    init(mirror: Mirror, prefix: String, actor: String, decoded: DecodedObjects, origin: String) {
+        (self.mirror, self.prefix, self.actor, self.decoded, self.origin) = (mirror, prefix, actor, decoded, origin)
+    }
+
+    var changed: Bool { !order.isEmpty }
+
+    // MARK: Keys
+
+    private func objectKey(_ kind: ResourceKind, _ path: String) -> String { prefix + "o/" + kind.rawValue + "/" + path }
+    private func claimKey(_ namespace: String, _ value: String) -> String { prefix + "c/" + namespace + "/" + value }
+
+    /// The value of `key` as this transaction sees it, recording the read.
+    private func value(_ key: String) -> (bytes: [UInt8], modRevision: Int)? {
+        if let pending = written[key] { return pending.map { (Array($0), pendingRevision) } }
+        let stored = mirror.keys[key]
+        if readKeys[key] == nil { readKeys[key] = stored?.modRevision ?? 0 }
+        return stored.map { ($0.value.bytes, $0.modRevision) }
+    }
+
+    /// Every key that starts with `start`, as this transaction sees them, sorted; records the range.
+    private func keys(startingWith start: String) -> [(key: String, bytes: [UInt8], modRevision: Int)] {
+        readRanges.append((start, EtcdBytes(start).prefixEnd.text))
+        var found: [String: (bytes: [UInt8], modRevision: Int)] = [:]
+        for (key, stored) in mirror.keys where key.hasPrefix(start) { found[key] = (stored.value.bytes, stored.modRevision) }
+        for (key, pending) in written where key.hasPrefix(start) {
+            found[key] = pending.map { (Array($0), pendingRevision) }
+        }
+        return found.sorted { $0.key < $1.key }.map { ($0.key, $0.value.bytes, $0.value.modRevision) }
+    }
+
+    private func put(_ key: String, _ value: Data?) {
+        if written.updateValue(value, forKey: key) == nil { order.append(key) }
+    }
+
+    private func decode<R: Resource>(_ type: R.Type, _ path: String, _ bytes: [UInt8], modRevision: Int) throws -> R {
+        if modRevision <= mirror.revision, let object = decoded.object(R.self, path, revision: modRevision) { return object }
+        do {
+            var object = try decoder.decode(R.self, from: Data(bytes))
+            object.revision = modRevision
+            if modRevision <= mirror.revision { decoded.keep(object, revision: modRevision) }
+            return object
+        } catch {
+            throw TrellisError(.internalError, "stored \(R.kind.rawValue) could not be read: \(error)")
+        }
+    }
+
+    // MARK: StoreReader
+
+    func currentRevision() throws -> Int { mirror.revision }
+
+    func get<R: Resource>(_ type: R.Type, _ path: String) throws -> R? {
+        try value(objectKey(R.kind, path)).map { try decode(R.self, path, $0.bytes, modRevision: $0.modRevision) }
+    }
+
+    func list<R: Resource>(_ type: R.Type, under prefix: String?) throws -> [R] {
+        let start = objectKey(R.kind, prefix.map { $0 + "/" } ?? "")
+        return try keys(startingWith: start).map { entry in
+            try decode(R.self, String(entry.key.dropFirst(objectKey(R.kind, "").count)), entry.bytes, modRevision: entry.modRevision)
+        }
+    }
+
+    func list<R: Resource>(_ type: R.Type, boundTo host: String) throws -> [R] {
+        try list(R.self, under: nil).filter { $0.boundHost == host }
+    }
+
+    func count(_ kind: ResourceKind, under prefix: String) throws -> Int {
+        keys(startingWith: objectKey(kind, prefix + "/")).count
+    }
+
+    func claimOwner(_ namespace: String, _ value: String) throws -> String? {
+        self.value(claimKey(namespace, value)).map { String(decoding: $0.bytes, as: UTF8.self) }
+    }
+
+    func claimCount(_ namespace: String) throws -> Int {
+        keys(startingWith: claimKey(namespace, "")).count
+    }
+
+    func counter(_ name: String) throws -> Int {
+        value(prefix + "n/" + name).flatMap { Int(String(decoding: $0.bytes, as: UTF8.self)) } ?? 0
+    }
+
+    func events(afterID: Int, limit: Int, enterprise: String?) throws -> [Event] {
+        let start = prefix + "e/"
+        var events: [Event] = []
+        for (key, stored) in mirror.keys where key.hasPrefix(start) {
+            guard let event = try? decoder.decode(StoredEvent.self, from: Data(stored.value.bytes)),
+                  stored.createRevision * 1000 + event.index > afterID,
+                  enterprise == nil || event.enterprise == enterprise else { continue }
+            events.append(event.event(createdAt: stored.createRevision))
+        }
+        return Array(events.sorted { $0.id < $1.id }.prefix(limit))
+    }
+
+    func lastEventID() throws -> Int {
+        let start = prefix + "e/"
+        return mirror.keys.filter { $0.key.hasPrefix(start) }.compactMap { key, stored in
+            (try? decoder.decode(StoredEvent.self, from: Data(stored.value.bytes))).map { stored.createRevision * 1000 + $0.index }
+        }.max() ?? 0
+    }
+
+    /// A host's heartbeat as the store keeps it.
+    private struct Heartbeat: Codable {
+        var time: Date
+        var appliedRevision: Int?
+    }
+
+    func heartbeat(_ host: String) throws -> (time: Date, appliedRevision: Int?)? {
+        guard let stored = mirror.keys[prefix + "h/" + host],
+              let beat = try? decoder.decode(Heartbeat.self, from: Data(stored.value.bytes)) else { return nil }
+        return (beat.time, beat.appliedRevision)
+    }
+
+    // MARK: StoreWriter
+
+    private func write<R: Resource>(_ object: R) throws -> R {
+        var object = object
+        object.revision = pendingRevision
+        put(objectKey(R.kind, object.path), try encoder.encode(object))
+        return object
+    }
+
+    func insert<R: Resource>(_ object: R) throws -> R {
+        if value(objectKey(R.kind, object.path)) != nil {
+            throw TrellisError.conflict("\(R.kind.rawValue) '\(object.path)' already exists", field: "name")
+        }
+        return try write(object)
+    }
+
+    func update<R: Resource>(_ object: R) throws -> R {
+        guard value(objectKey(R.kind, object.path)) != nil else { throw TrellisError.notFound("no \(R.kind.rawValue) '\(object.path)'") }
+        return try write(object)
+    }
+
+    func delete<R: Resource>(_ type: R.Type, _ path: String) throws {
+        guard value(objectKey(R.kind, path)) != nil else { throw TrellisError.notFound("no \(R.kind.rawValue) '\(path)'") }
+        put(objectKey(R.kind, path), nil)
+    }
+
+    func claim(_ namespace: String, _ value: String, owner: String) throws -> Bool {
+        let key = claimKey(namespace, value)
+        guard self.value(key) == nil else { return false }
+        put(key, Data(owner.utf8))
+        return true
+    }
+
+    func release(_ namespace: String, _ value: String) throws {
+        let key = claimKey(namespace, value)
+        if self.value(key) != nil { put(key, nil) }
+    }
+
+    func releaseAll(_ namespace: String, ownedBy owner: String) throws {
+        for entry in keys(startingWith: claimKey(namespace, "")) where entry.bytes == Array(owner.utf8) { put(entry.key, nil) }
+    }
+
+    func setCounter(_ name: String, _ value: Int) throws {
+        put(prefix + "n/" + name, Data(String(value).utf8))
+    }
+
+    func record(_ action: EventAction, kind: ResourceKind, path: String, enterprise: String?, object: JSONValue?) throws {
+        try append(action, kind: kind, path: path, enterprise: enterprise, body: object.map { try encoder.encode($0) }, resource: nil)
+    }
+
+    func recordChange<R: Resource>(_ action: EventAction, _ object: R) throws {
+        try append(action, kind: R.kind, path: object.path, enterprise: object.enterprise, body: try encoder.encode(object),
+                   resource: object)
+    }
+
+    private func append(_ action: EventAction, kind: ResourceKind, path: String, enterprise: String?, body: Data?,
+                        resource: (any Resource)?) throws {
+        let event = StoredEvent(origin: origin, index: recorded.count, time: Date(), actor: actor, action: action, kind: kind,
+                                path: path, enterprise: enterprise, object: body)
+        recorded.append((event, resource))
+        put(prefix + "e/" + UUID().uuidString, try encoder.encode(event))
+    }
+
+    func setHeartbeat(_ host: String, time: Date, appliedRevision: Int?) throws {
+        put(prefix + "h/" + host, try encoder.encode(Heartbeat(time: time, appliedRevision: appliedRevision)))
+    }
+
+    // MARK: Commit
+
+    /// One etcd transaction: the writes, if nothing read has changed since the mirror's revision.
+    func commitRequest() -> EtcdTxnRequest {
+        var compare = readKeys.sorted { $0.key < $1.key }.map { key, revision in
+            revision == 0 ? EtcdCompare.absent(EtcdBytes(key)) : EtcdCompare(EtcdBytes(key), .modRevision(revision))
+        }
+        compare += readRanges.map { start, end in
+            EtcdCompare(EtcdBytes(start), .modRevision(pendingRevision), .less, rangeEnd: EtcdBytes(end))
+        }
+        let operations = order.map { key in
+            written[key]!.map { EtcdOperation.put(EtcdBytes(key), EtcdBytes(Array($0))) } ?? .delete(key: EtcdBytes(key), rangeEnd: nil)
+        }
+        return EtcdTxnRequest(compare: compare, success: operations)
+    }
+
+    /// The events this transaction recorded, as committed at `revision`.
+    func events(committedAt revision: Int) -> [Event] {
+        recorded.map { event, resource in
+            var made = event.event(createdAt: revision)
+            made.resource = resource.map { EtcdStore.stamped($0, guess: pendingRevision, revision) }
+            return made
+        }
+    }
+}

@@ -1,0 +1,215 @@
+import Foundation
+import Testing
+import TrellisModel
+import TrellisController
+import TrellisStore
+import TrellisTestSupport
+
+/// Which store a test runs against.
+enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite, etcd
+    var testDescription: String { rawValue }
+    /// The kinds this machine can run: etcd only where Debian's etcd-server is installed.
+    static let available = allCases.filter { $0 == .sqlite || etcdInstalled }
+}
+
+/// The stores' own promises, below the registry, for SQLite and etcd alike: what a rolled-back write
+/// leaves, what a read sees, what the log records.
+@Suite struct StoreContractTests {
+    func withStore(_ kind: StoreKind, _ body: (any Store) async throws -> Void) async throws {
+        switch kind {
+        case .sqlite:
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("trellis-store-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            try await body(try SQLiteStore(path: directory.appendingPathComponent("trellis.db").path))
+        case .etcd:
+            let etcd = try await RunningEtcd()
+            defer { etcd.stop() }
+            let store = try await EtcdStore(members: [etcd.clientURL])
+            do {
+                try await body(store)
+            } catch {
+                await store.close()
+                throw error
+            }
+            await store.close()
+        }
+    }
+
+    struct Abandoned: Error {}
+
+    /// A write that read its own new object and then failed is rolled back, and its revision is used again by
+    /// the next write: a read must see what that next write stored, not what the abandoned one decoded.
+    @Test(arguments: StoreKind.available) func aRolledBackWriteLeavesNothingBehindItsRevision(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            await #expect(throws: Abandoned.self) {
+                _ = try await store.write(actor: "t") { tx in
+                    _ = try tx.insert(Enterprise(name: "acme", description: "abandoned"))
+                    #expect(try tx.get(Enterprise.self, "acme")?.description == "abandoned")
+                    throw Abandoned()
+                }
+            }
+            let (absent, before) = try await store.read { (try $0.get(Enterprise.self, "acme"), try $0.currentRevision()) }
+            #expect(absent == nil)
+            let written = try await store.write(actor: "t") { tx in
+                let written = try tx.insert(Enterprise(name: "acme", description: "kept"))
+                try tx.recordChange(.created, written)
+                return written
+            }
+            #expect(written.revision == before + 1 && written.value.revision == written.revision)
+            let read = try await store.read { try $0.get(Enterprise.self, "acme") }
+            #expect(read?.description == "kept" && read?.revision == written.revision)
+            #expect(written.events.map(\.revision) == [written.revision])
+            #expect(try await store.write(actor: "t") { try $0.get(Enterprise.self, "acme") }.value?.description == "kept")
+        }
+    }
+
+    /// Every read after an update sees the update, however often the object was read before it.
+    @Test(arguments: StoreKind.available) func readsFollowUpdates(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            _ = try await store.write(actor: "t") { tx in try tx.insert(Enterprise(name: "acme", description: "0")) }
+            for step in 1...5 {
+                #expect(try await store.read { try $0.get(Enterprise.self, "acme") }?.description == String(step - 1))
+                _ = try await store.write(actor: "t") { tx in
+                    var enterprise = try tx.require(Enterprise.self, "acme")
+                    enterprise.description = String(step)
+                    let written = try tx.update(enterprise)
+                    try tx.recordChange(.updated, written)
+                }
+            }
+            #expect(try await store.read { try $0.get(Enterprise.self, "acme") }?.description == "5")
+        }
+    }
+
+    /// A change event records the object as it was stored, read back from the log as from the write.
+    @Test(arguments: StoreKind.available) func changeEventsCarryTheStoredObject(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let result = try await store.write(actor: "t") { tx in
+                let written = try tx.insert(Enterprise(name: "acme", description: "first"))
+                try tx.recordChange(.created, written)
+                var changed = written
+                changed.description = "second"
+                try tx.recordChange(.updated, try tx.update(changed))
+                return written
+            }
+            let logged = try await store.read { try $0.events(afterID: 0, limit: 10, enterprise: nil) }
+            #expect(logged.map { $0.decodedObject(Enterprise.self)?.description } == ["first", "second"])
+            #expect(result.events.map { $0.decodedObject(Enterprise.self)?.description } == ["first", "second"])
+            #expect(logged.map(\.object) == result.events.map(\.object))
+            #expect(logged[0].object?["description"] == .string("first"))
+        }
+    }
+
+    /// Two stores on one etcd, as two controllers: racing for the same addresses, every claim is held once,
+    /// each sees what the other wrote, and losers are retried rather than failed.
+    @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func twoControllersNeverHandOutAnAddressTwice() async throws {
+        let etcd = try await RunningEtcd()
+        defer { etcd.stop() }
+        let first = try await EtcdStore(members: [etcd.clientURL]), second = try await EtcdStore(members: [etcd.clientURL])
+        do {
+            let stores = [first, second]
+            let winners = try await withThrowingTaskGroup(of: [String].self) { group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        var taken: [String] = []
+                        for _ in 0..<6 {
+                            let owner = "w\(worker)-\(taken.count)"
+                            // The lowest free address, as IPAM takes them: every worker wants the same one.
+                            let address = try await stores[worker % 2].write(actor: "t") { tx -> String in
+                                guard let free = try (0..<100).first(where: { try tx.claimOwner("ip:s", "10.0.0.\($0)") == nil }) else {
+                                    throw TrellisError(.conflict, "full")
+                                }
+                                _ = try tx.claim("ip:s", "10.0.0.\(free)", owner: owner)
+                                try tx.record(.created, kind: .endpoint, path: owner, enterprise: nil, object: nil)
+                                return "10.0.0.\(free)"
+                            }.value
+                            taken.append(address)
+                        }
+                        return taken
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(winners.count == 48 && Set(winners).count == 48, "an address was handed out twice: \(winners.sorted())")
+            #expect(first.conflictRetries + second.conflictRetries > 0, "the workers never raced")
+            // Each store has its own writes at once and the other's as its watch brings them.
+            let latest = stores.map(\.mirroredRevision).max() ?? 0
+            for _ in 0..<500 where stores.contains(where: { $0.mirroredRevision < latest }) { try await Task.sleep(for: .milliseconds(10)) }
+            for store in stores {
+                let (count, events) = try await store.read {
+                    (try $0.claimCount("ip:s"), try $0.events(afterID: 0, limit: 100, enterprise: nil))
+                }
+                #expect(count == 48 && events.count == 48 && Set(events.map(\.id)).count == 48)
+            }
+        } catch {
+            await first.close()
+            await second.close()
+            throw error
+        }
+        await first.close()
+        await second.close()
+    }
+
+    /// A controller whose etcd cannot be reached does not start, and says so naming etcd and the member;
+    /// a malformed etcd store setting names the field.
+    @Test func anUnreachableOrMisnamedEtcdIsAClearError() async throws {
+        let dead = "http://127.0.0.1:\(try RunningEtcd.freePort())"
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for (store, words) in [("etcd:\(dead)", ["no etcd member answered", dead]), ("etcd:10.0.0.1:2379", ["--store", "http://"])] {
+            let configuration = try ControllerConfiguration(listen: "127.0.0.1:0", store: store,
+                                                            adminTokenFile: directory.appendingPathComponent("admin.token").path)
+            await #expect {
+                _ = try await Controller(configuration: configuration)
+            } throws: { error in
+                words.allSatisfy { "\(error)".contains($0) }
+            }
+        }
+    }
+
+    /// Two controllers on one etcd serve the same state: a host watching controller B gets, as deltas in
+    /// revision order, the endpoints created through controller A, and the snapshot plus those deltas is
+    /// exactly what B answers afterwards.
+    @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func aWatcherOfOneControllerSeesChangesMadeThroughAnother() async throws {
+        let etcd = try await RunningEtcd()
+        defer { etcd.stop() }
+        let second = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: second) }
+        try await withController(store: "etcd:\(etcd.clientURL)") { a in
+            // Controllers of one cluster share the admin token and the CA, as the README says to set them up.
+            for shared in ["admin.token", "tls"] {
+                try FileManager.default.copyItem(at: a.directory.appendingPathComponent(shared), to: second.appendingPathComponent(shared))
+            }
+            try await withController(directory: second, store: "etcd:\(etcd.clientURL)") { b in
+                #expect(b.caFingerprint == a.caFingerprint)
+                let throughA = a.client(), throughB = b.client(token: a.adminToken)
+                let red = try await makeSubnet(throughA)
+                for (host, ip) in [("h1", "10.99.0.1"), ("h2", "10.99.0.2")] {
+                    let _: HostRecord = try await throughA.put("/api/v1/hosts/\(host)", HostRegistration(underlayIP: ip))
+                }
+                let _: Endpoint = try await throughA.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "local", host: "h1"))
+                let (messages, watcher) = follow(throughB, "/api/v1/hosts/h1/desired?watch=1", as: WatchMessage.self)
+                defer { watcher.cancel() }
+                let first = try await messages.item(0)
+                #expect(first.type == .snapshot && first.state?.endpoints.map(\.name) == ["local"])
+                var replayed = try #require(first.state)
+                var made: [String] = []
+                for index in 0..<5 {
+                    let endpoint: Endpoint = try await throughA.post("/api/v1/endpoints",
+                                                                     EndpointCreate(subnet: red, name: "r\(index)", host: "h2"))
+                    made.append(endpoint.path)
+                }
+                var revisions: [Int] = []
+                while Set(replayed.remoteEndpoints.map(\.path)) != Set(made) {
+                    let message = try await messages.item(revisions.count + 1)
+                    #expect(message.type == .delta)
+                    revisions.append(message.revision)
+                    replayed = replayed.applying(try #require(message.delta), revision: message.revision)
+                }
+                #expect(revisions == revisions.sorted())
+                let fresh: DesiredState = try await throughB.get("/api/v1/hosts/h1/desired")
+                #expect(replayed == fresh)
+            }
+        }
+    }
+}
