@@ -10,7 +10,8 @@ import TrellisStore
 /// a thousand agents watching, one new endpoint costs no store read and a recompile for the hosts
 /// of its domain only.
 actor DesiredStateHub {
-    /// What a watcher is woken for.
+    /// What a watcher is woken for. A watcher's stream keeps only the newest signal, so a keepalive may
+    /// stand in for a change it replaced: whatever wakes it, a watcher compares its state afresh.
     enum Signal: Sendable { case changed, keepalive }
 
     /// One domain as every host serving it sees it.

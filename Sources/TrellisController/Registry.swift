@@ -15,12 +15,16 @@ public struct Registry: Sendable {
     /// Underlay addresses no floating IP pool may take (VTEPs to come, controllers, the underlay's gateways),
     /// besides every registered host's underlay address.
     public let underlayReserved: [IPv4Network]
+    /// How often a quiet desired-state watch sends a bookmark.
+    public let watchKeepalive: Duration
 
-    public init(store: any Store, heartbeatTimeout: TimeInterval = 15, underlayReserved: [IPv4Network] = []) {
+    public init(store: any Store, heartbeatTimeout: TimeInterval = 15, underlayReserved: [IPv4Network] = [],
+                watchKeepalive: Duration = .seconds(15)) {
         self.store = store
         self.hub = DesiredStateHub(store: store)
         self.heartbeatTimeout = heartbeatTimeout
         self.underlayReserved = underlayReserved
+        self.watchKeepalive = watchKeepalive
         // Changes other controllers made in a shared store reach this one's watchers as its own do.
         store.followChanges(madeElsewhere: { [hub, callers] revision, events in
             await Self.publish(revision: revision, events: events, hub: hub, callers: callers)

@@ -8,10 +8,13 @@ extension Registry {
     /// revision, a bookmark), then a delta whenever the state changes, and a bookmark every
     /// `keepalive` seconds so that both ends notice a dead connection. Deltas keep the cost of a
     /// change proportional to what changed, not to the size of the host's state.
-    func streamDesiredState(host: String, since: Int, keepalive: Duration = .seconds(15),
-                            send: (any Encodable & Sendable) async throws -> Void) async throws {
+    ///
+    /// Every wake-up compiles the state afresh, a keepalive's too: the hub keeps only the newest
+    /// signal, so a keepalive may stand in for a change it replaced. A bookmark answering a keepalive
+    /// names the revision the state was compiled at, never one whose changes it has not compared.
+    func streamDesiredState(host: String, since: Int, send: (any Encodable & Sendable) async throws -> Void) async throws {
         let (id, signals) = await hub.watch(host: host)
-        let hub = self.hub
+        let hub = self.hub, keepalive = watchKeepalive
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -31,15 +34,13 @@ extension Registry {
                 // Ends on graceful shutdown: an open watch would otherwise keep a stopping controller
                 // alive, with its agents still listening to it instead of to its successor.
                 for await signal in signals.cancelOnGracefulShutdown() {
-                    switch signal {
-                    case .changed:
-                        let state = try await hub.state(for: host)
-                        let delta = state.delta(from: last)
-                        guard !delta.isEmpty else { continue }
+                    let state = try await hub.state(for: host)
+                    let delta = state.delta(from: last)
+                    if !delta.isEmpty {
                         last = state
                         try await send(WatchMessage(type: .delta, revision: state.revision, delta: delta))
-                    case .keepalive:
-                        try await send(WatchMessage(type: .bookmark, revision: try await hub.revision()))
+                    } else if signal == .keepalive {
+                        try await send(WatchMessage(type: .bookmark, revision: state.revision))
                     }
                 }
                 group.cancelAll()
