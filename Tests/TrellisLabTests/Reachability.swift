@@ -175,9 +175,13 @@ final class TCPFlow {
             throw TrellisError(.unavailable, "listen on \(b.ip):\(port): errno \(errno)")
         }
         let client = try a.namespace.run { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) }
+        // A path that stays broken fails the connect in 10 s (errno EINPROGRESS), not after 127 s of SYN retries.
+        var connectTimeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &connectTimeout, socklen_t(MemoryLayout<timeval>.size))
         guard withSocketAddress(b.ip, port, { connect(client, $0, $1) }) == 0 else {
+            let error = errno
             close(client)
-            throw TrellisError(.unavailable, "connect to \(b.ip):\(port): errno \(errno)")
+            throw TrellisError(.unavailable, "connect from \(a.name) to \(b.name) at \(b.ip):\(port): errno \(error)")
         }
         self.client = client
         server = accept(listener, nil, nil)
