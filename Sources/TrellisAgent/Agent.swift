@@ -6,8 +6,9 @@ import TrellisNetlink
 
 /// How an agent is run.
 public struct AgentConfiguration: Sendable {
-    /// The controller's base URL (`http://…` or `http+unix://…`).
-    public var controller: String
+    /// The base URLs (`https://…`, `http://…` or `http+unix://…`) of the controllers, one or several of one
+    /// cluster: the agent uses one and moves to the next when it cannot be reached.
+    public var controllers: [String]
     public var token: String?
     public var host: String
     public var underlayIP: IPv4Address
@@ -23,8 +24,8 @@ public struct AgentConfiguration: Sendable {
     /// How often endpoint counters and flows are reported to the controller.
     public var statsInterval: Duration = .seconds(5)
 
-    public init(controller: String, token: String?, host: String, underlayIP: IPv4Address, socketPath: String, overlayMTU: UInt32) {
-        self.controller = controller
+    public init(controllers: [String], token: String?, host: String, underlayIP: IPv4Address, socketPath: String, overlayMTU: UInt32) {
+        self.controllers = controllers
         self.token = token
         self.host = host
         self.underlayIP = underlayIP
@@ -72,7 +73,7 @@ public final class Agent: Sendable {
 
     public init(configuration: AgentConfiguration, logger: Logger = Logger(label: "trellis.agent")) throws {
         self.configuration = configuration
-        client = ControllerClient(baseURL: configuration.controller, token: configuration.token, trust: configuration.trust)
+        client = ControllerClient(baseURLs: configuration.controllers, token: configuration.token, trust: configuration.trust)
         let dns = DNSService(host: configuration.host)
         datapath = try Datapath(configuration: DatapathConfiguration(host: configuration.host, underlayIP: configuration.underlayIP,
                                                                      overlayMTU: configuration.overlayMTU),

@@ -9,7 +9,10 @@ import TrellisModel
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "agent", abstract: "Run the host agent: program this host's kernel from the controller.")
 
-    @Option(help: "Controller URL or unix:PATH (env TRELLIS_CONTROLLER; default http://127.0.0.1:7400).")
+    @Option(help: ArgumentHelp("""
+        Controller URL or unix:PATH, or the controllers of one cluster, comma-separated: the agent uses one and \
+        moves to the next when it fails (env TRELLIS_CONTROLLER; default http://127.0.0.1:7400).
+        """))
     var controller: String?
     @Option(help: "A join token to exchange for this host's credential at the first start (env TRELLIS_JOIN_TOKEN; shown by ps).")
     var joinToken: String?
@@ -34,25 +37,25 @@ struct AgentCommand: AsyncParsableCommand {
         try Names.validate(host, field: "host")
         let underlay = try IPv4Address.parse(underlayIP, field: "underlay-ip")
         guard statsInterval >= 0.1 else { throw TrellisError.invalid("stats-interval: at least 0.1 seconds", field: "stats-interval") }
-        let baseURL = ConnectionOptions.baseURL(controller)
+        let baseURLs = try ConnectionOptions.baseURLs(controller)
         let credentials = HostCredentialFile(path: credentialFile ?? stateDir + "/credential")
         let stored = try credentials.load()
         let joinToken = stored == nil ? try givenJoinToken() : nil
-        if baseURL.hasPrefix("https://") {
+        if baseURLs.contains(where: { $0.hasPrefix("https://") }) {
             try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
         }
         let fingerprint = try caFingerprint.map { try CAFingerprint.parse($0, field: "ca-fingerprint") } ?? joinToken?.caFingerprint
-        let trust = try await ControllerTrust.establish(baseURL, caFile: caFile ?? stateDir + "/ca.pem", fingerprint: fingerprint,
+        let trust = try await ControllerTrust.establish(baseURLs, caFile: caFile ?? stateDir + "/ca.pem", fingerprint: fingerprint,
                                                         keep: true)
         let credential: String
         if let stored {
             credential = stored
         } else {
             credential = try await credentials.exchange(host: host, joinToken: joinToken,
-                                                        controller: ControllerClient(baseURL: baseURL, token: nil, trust: trust))
+                                                        controller: ControllerClient(baseURLs: baseURLs, token: nil, trust: trust))
         }
-        var configuration = AgentConfiguration(controller: baseURL, token: credential, host: host, underlayIP: underlay,
+        var configuration = AgentConfiguration(controllers: baseURLs, token: credential, host: host, underlayIP: underlay,
                                                socketPath: socket, overlayMTU: mtu)
         configuration.trust = trust
         configuration.statsInterval = .milliseconds(Int(statsInterval * 1000))

@@ -5,7 +5,10 @@ import TrellisModel
 
 /// Where the controller is and who we are to it.
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "Controller URL or unix:PATH (env TRELLIS_CONTROLLER; default http://127.0.0.1:7400).")
+    @Option(help: ArgumentHelp("""
+        Controller URL or unix:PATH, or several controllers of one cluster, comma-separated \
+        (env TRELLIS_CONTROLLER; default http://127.0.0.1:7400).
+        """))
     var controller: String?
 
     @Option(help: "API token (env TRELLIS_TOKEN; default: the local admin token file when readable).")
@@ -13,9 +16,12 @@ struct ConnectionOptions: ParsableArguments {
 
     static let defaultTokenFile = "/var/lib/trellis/admin.token"
 
-    /// The controller's base URL, from the option, the environment or the default.
-    static func baseURL(_ given: String?) -> String {
-        ControllerClient.baseURL(given ?? ProcessInfo.processInfo.environment["TRELLIS_CONTROLLER"] ?? "http://127.0.0.1:7400")
+    /// The controllers' base URLs, from the option, the environment or the default.
+    static func baseURLs(_ given: String?) throws -> [String] {
+        let text = given ?? ProcessInfo.processInfo.environment["TRELLIS_CONTROLLER"] ?? "http://127.0.0.1:7400"
+        let urls = ControllerClient.baseURLs(text)
+        guard !urls.isEmpty else { throw TrellisError.invalid("controller: no controller URL in '\(text)'", field: "controller") }
+        return urls
     }
 
     @Option(help: "The controller's CA certificate, for HTTPS (env TRELLIS_CA_FILE).")
@@ -28,12 +34,12 @@ struct ConnectionOptions: ParsableArguments {
         let environment = ProcessInfo.processInfo.environment
         let token = token ?? environment["TRELLIS_TOKEN"] ?? FileManager.default.contents(atPath: Self.defaultTokenFile)
             .flatMap { String(data: $0, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines) }
-        let baseURL = Self.baseURL(controller)
+        let baseURLs = try Self.baseURLs(controller)
         let fingerprint = try (caFingerprint ?? environment["TRELLIS_CA_FINGERPRINT"])
             .map { try CAFingerprint.parse($0, field: "ca-fingerprint") }
-        let trust = try await ControllerTrust.establish(baseURL, caFile: caFile ?? environment["TRELLIS_CA_FILE"], fingerprint: fingerprint,
+        let trust = try await ControllerTrust.establish(baseURLs, caFile: caFile ?? environment["TRELLIS_CA_FILE"], fingerprint: fingerprint,
                                                         keep: false)
-        return ControllerClient(baseURL: baseURL, token: token, trust: trust)
+        return ControllerClient(baseURLs: baseURLs, token: token, trust: trust)
     }
 }
 

@@ -78,17 +78,29 @@ public struct ControllerTrust: Sendable {
         return Data(base64Encoded: String(body)).map(Array.init)
     }
 
-    /// Trust for a controller reached at `baseURL`: none for plain HTTP and unix sockets; for HTTPS, the
-    /// CA in `caFile` when it exists, else the CA found by `fingerprint` (then written to `caFile`, if
-    /// one is named, so later starts need no fingerprint).
-    public static func establish(_ baseURL: String, caFile: String?, fingerprint: String?, keep: Bool) async throws -> ControllerTrust? {
-        guard baseURL.hasPrefix("https://") else { return nil }
+    /// Trust for the controllers reached at `baseURLs` (one cluster, one CA): none for plain HTTP and unix
+    /// sockets; for HTTPS, the CA in `caFile` when it exists, else the CA found by `fingerprint` at the
+    /// first controller that answers (then written to `caFile`, if one is named, so later starts need no
+    /// fingerprint).
+    public static func establish(_ baseURLs: [String], caFile: String?, fingerprint: String?, keep: Bool) async throws -> ControllerTrust? {
+        guard baseURLs.contains(where: { $0.hasPrefix("https://") }) else { return nil }
         if let caFile, FileManager.default.fileExists(atPath: caFile) { return try ControllerTrust(caFile: caFile) }
         guard let fingerprint else {
             throw TrellisError.invalid("ca-file: the controller speaks HTTPS; give its CA (--ca-file) or its fingerprint "
                                        + "(--ca-fingerprint, or a join token that carries it)", field: "ca-file")
         }
-        let trust = try await discover(baseURL, fingerprint: fingerprint)
+        var found: ControllerTrust?, failures: [String] = []
+        for baseURL in baseURLs where baseURL.hasPrefix("https://") {
+            do {
+                found = try await discover(baseURL, fingerprint: fingerprint)
+                break
+            } catch let error as TrellisError where error.code == .unavailable && baseURLs.count > 1 {
+                failures.append(error.message)
+            }
+        }
+        guard let trust = found else {
+            throw TrellisError(.unavailable, "no controller answered for its CA: " + failures.joined(separator: "; "))
+        }
         if keep, let caFile {
             guard FileManager.default.createFile(atPath: caFile, contents: Data(trust.caPEM.utf8),
                                                  attributes: [.posixPermissions: 0o644]) else {

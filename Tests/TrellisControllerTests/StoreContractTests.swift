@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TrellisModel
+import TrellisClient
 import TrellisController
 import TrellisStore
 import TrellisTestSupport
@@ -210,6 +211,45 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
                 let fresh: DesiredState = try await throughB.get("/api/v1/hosts/h1/desired")
                 #expect(replayed == fresh)
             }
+        }
+    }
+
+    /// A client given the controllers of one cluster uses the first that answers and moves on when the one in
+    /// use goes away: a create whose connection was refused is sent to the next controller and made once, the
+    /// CLI does the same with TRELLIS_CONTROLLER naming several, and the CA is fetched from whichever answers.
+    @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func clientsMoveToTheNextControllerOfTheCluster() async throws {
+        let etcd = try await RunningEtcd()
+        defer { etcd.stop() }
+        let store = "etcd:\(etcd.clientURL)"
+        let first = try makeTemporaryDirectory(), second = try makeTemporaryDirectory()
+        defer { for directory in [first, second] { try? FileManager.default.removeItem(at: directory) } }
+        // Controllers of one cluster share the admin token and the CA.
+        try await withController(directory: first, store: store) { _ in }
+        for shared in ["admin.token", "tls"] {
+            try FileManager.default.copyItem(at: first.appendingPathComponent(shared), to: second.appendingPathComponent(shared))
+        }
+        let nobody = "https://127.0.0.1:\(try RunningEtcd.freePort())"
+        try await withController(directory: second, store: store) { b in
+            let (client, red, urlOfA) = try await withController(directory: first, store: store) { a in
+                let client = ControllerClient(baseURLs: [nobody, a.url, b.url], token: a.adminToken, trust: a.trust)
+                let red = try await makeSubnet(client)
+                #expect(client.baseURL == a.url, "the first controller that answers is used")
+                let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "before"))
+                return (ControllerClient(baseURLs: [a.url, b.url], token: a.adminToken, trust: a.trust), red, a.url)
+            }
+            // A has stopped: its port refuses connections.
+            let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "after"))
+            #expect(client.baseURL == b.url)
+            let names: ListBody<Endpoint> = try await b.client().get("/api/v1/endpoints")
+            #expect(names.items.map(\.name).sorted() == ["after", "before"], "each create made once")
+
+            let cli = try await runTrellis(["endpoint", "list"], environment: [
+                "TRELLIS_CONTROLLER": "\(nobody),\(urlOfA), \(b.url)", "TRELLIS_TOKEN": b.adminToken,
+                "TRELLIS_CA_FINGERPRINT": "sha256:" + (b.caFingerprint ?? "")])
+            #expect(cli.status == 0 && cli.stdout.contains("after"), "the CLI lists through B: \(cli.stderr)")
+            let none = try await runTrellis(["endpoint", "list"], environment: [
+                "TRELLIS_CONTROLLER": "\(nobody),\(urlOfA)", "TRELLIS_TOKEN": b.adminToken, "TRELLIS_CA_FILE": b.caFile])
+            #expect(none.status != 0 && none.stderr.contains(urlOfA), "with no controller up, the error names the last one tried: \(none.stderr)")
         }
     }
 }
