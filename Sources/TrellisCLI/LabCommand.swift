@@ -12,7 +12,7 @@ import TrellisNetlinkWire
 /// namespace's addresses or routes; the controller and agents are reached through unix sockets.
 struct LabCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "lab", abstract: "A lab of simulated hosts on this machine.",
-                                                    subcommands: [Up.self, Down.self, Start.self, Exec.self, Status.self])
+                                                    subcommands: [Up.self, Down.self, Start.self, Stop.self, Exec.self, Status.self])
 
     struct Options: ParsableArguments {
         @Option(help: "Where the lab keeps its sockets, logs and pids.") var dir = "/run/trellis/lab"
@@ -24,16 +24,20 @@ struct LabCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
         @Option(help: "How many hosts.") var hosts = 2
         @Option(help: "The controller's SQLite file (default: inside the lab directory, removed by lab down).") var store: String?
+        @Option(help: "How many controllers: with more than one, they share a store on a three-member etcd cluster of the lab.")
+        var controllers = 1
         @Flag(help: "Run a Docker engine in every host (its agent follows it and serves it the trellis drivers), with the image trellis/busybox.")
         var docker = false
 
         func validate() throws {
             guard (1...250).contains(hosts) else { throw ValidationError("--hosts must be from 1 to 250") }
+            guard (1...5).contains(controllers) else { throw ValidationError("--controllers must be from 1 to 5") }
+            guard controllers == 1 || store == nil else { throw ValidationError("--store names a SQLite file, for one controller only") }
         }
 
         func run() async throws {
             let lab = options.lab
-            try await lab.up(hosts: hosts, store: store, docker: docker)
+            try await lab.up(hosts: hosts, store: store, controllers: controllers, docker: docker)
             try await lab.printStatus()
         }
     }
@@ -46,14 +50,32 @@ struct LabCommand: AsyncParsableCommand {
     }
 
     struct Start: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Start the controller or a host's agent again, as lab up did (after it was stopped).")
+        static let configuration = CommandConfiguration(
+            abstract: "Start a controller, an etcd member or a host's agent again, as lab up did (after it was stopped).")
         @OptionGroup var options: Options
-        @Argument(help: "controller, or a host (h1…hN).") var name: String
+        @Argument(help: "controller (controller2 … of a cluster), etcd1 … etcd3, or a host (h1…hN).") var name: String
 
         func run() async throws {
             let lab = options.lab
             guard !lab.alive(name) else { throw TrellisError.conflict("\(name) is already running (pid \(lab.pid(name)!))") }
             try await lab.start(name)
+        }
+    }
+
+    struct Stop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop a controller, an etcd member or a host's agent, to see what the rest of the lab does without it.")
+        @OptionGroup var options: Options
+        @Argument(help: "controller (controller2 … of a cluster), etcd1 … etcd3, or a host (h1…hN).") var name: String
+        @Flag(help: "Kill it (SIGKILL) instead of asking it to stop.") var kill = false
+
+        func run() async throws {
+            let lab = options.lab
+            guard lab.processNames.contains(name) else {
+                throw TrellisError.notFound("no lab process '\(name)' (processes: \(lab.processNames.joined(separator: ", ")))")
+            }
+            guard lab.alive(name) else { throw TrellisError.conflict("\(name) is not running") }
+            lab.stop(name, signal: kill ? SIGKILL : SIGTERM)
         }
     }
 
@@ -91,9 +113,26 @@ struct Lab {
     /// The controller's own namespace on the switch: agents reach it over the underlay, by HTTPS.
     static let controllerNamespace = "trellis-lab-ctl"
     static let controllerAddress = underlay(254)
-    static let controllerURL = "https://\(controllerAddress):7443"
+    /// Controller `index` (from 1) listens on its own port of the controller namespace's address.
+    static func controllerURL(_ index: Int) -> String { "https://\(controllerAddress):\(7442 + index)" }
+    static func controllerName(_ index: Int) -> String { index == 1 ? "controller" : "controller\(index)" }
+    /// The etcd members of a lab with several controllers, on the controller namespace's loopback only.
+    static let etcdMembers = 1...3
+    static func etcdClientURL(_ index: Int) -> String { "http://127.0.0.1:\(2379 + 10_000 * (index - 1))" }
+    static func etcdPeerURL(_ index: Int) -> String { "http://127.0.0.1:\(2380 + 10_000 * (index - 1))" }
 
-    var controllerSocket: String { "\(directory)/controller.sock" }
+    func controllerSocket(_ index: Int) -> String { "\(directory)/\(Self.controllerName(index)).sock" }
+    var controllerCountFile: String { "\(directory)/controllers" }
+    /// How many controllers the lab runs (more than one: on the lab's etcd cluster).
+    var controllerCount: Int {
+        (try? String(contentsOfFile: controllerCountFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 1
+    }
+    var controllerIndices: ClosedRange<Int> { 1...controllerCount }
+    var clustered: Bool { controllerCount > 1 }
+    /// Every process the lab may run, by the name its pid file and log have.
+    var processNames: [String] {
+        controllerIndices.map(Self.controllerName) + (clustered ? Self.etcdMembers.map { "etcd\($0)" } : []) + hosts
+    }
     var tokenFile: String { "\(directory)/admin.token" }
     func agentSocket(_ host: String) -> String { "\(directory)/\(host).sock" }
     func credentialFile(_ host: String) -> String { "\(directory)/\(host).credential" }
@@ -114,7 +153,7 @@ struct Lab {
     }
 
     func controllerClient() -> ControllerClient {
-        ControllerClient(baseURL: ControllerClient.baseURL(socket: controllerSocket), token: token)
+        ControllerClient(baseURLs: controllerIndices.map { ControllerClient.baseURL(socket: controllerSocket($0)) }, token: token)
     }
 
     static var executable: String { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0] }
@@ -152,7 +191,7 @@ struct Lab {
         throw TrellisError(.unavailable, "\(what) did not come up; \(directory)/\(log).log ends with:\n\(tail)")
     }
 
-    func up(hosts count: Int, store: String?, docker: Bool = false) async throws {
+    func up(hosts count: Int, store: String?, controllers: Int = 1, docker: Bool = false) async throws {
         guard !alive("controller") else { throw TrellisError.conflict("a lab is already up in \(directory); run trellis lab down first") }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         if docker {
@@ -163,7 +202,10 @@ struct Lab {
         }
         let hosts = (1...count).map { "h\($0)" }
         try hosts.joined(separator: "\n").write(toFile: hostsFile, atomically: true, encoding: .utf8)
-        try (store ?? "\(directory)/trellis.db").write(toFile: storeFile, atomically: true, encoding: .utf8)
+        try String(controllers).write(toFile: controllerCountFile, atomically: true, encoding: .utf8)
+        let storeSetting = controllers > 1 ? "etcd:" + Self.etcdMembers.map(Self.etcdClientURL).joined(separator: ",")
+            : "sqlite:" + (store ?? "\(directory)/trellis.db")
+        try storeSetting.write(toFile: storeFile, atomically: true, encoding: .utf8)
         let switchNamespace = try NetworkNamespace.create(named: Self.switchNamespace)
         let fabric = try RouteNetlink(in: switchNamespace)
         if try fabric.link(named: "sw0") == nil { try fabric.createLink(LinkSpec(name: "sw0", kind: .bridge, up: true)) }
@@ -180,9 +222,17 @@ struct Lab {
             try inside.addAddress(index: try inside.requireLink(named: "eth0").index, address, prefixLength: 16)
         }
         try plug(Self.controllerNamespace, port: "ctl", address: Self.controllerAddress)
-        try await start("controller")
-        try await self.await("the controller", log: "controller") {
-            (try? await controllerClient().exchange("GET", "/healthz", body: nil).status) == 200 && token != nil
+        if controllers > 1 {
+            for member in Self.etcdMembers { try await start("etcd\(member)") }
+            try await self.await("the etcd cluster", log: "etcd1") { Self.etcdMembers.allSatisfy(etcdHealthy) }
+        }
+        // The first controller makes the admin token and the CA; the others share them.
+        for index in 1...controllers {
+            try await start(Self.controllerName(index))
+            try await self.await("controller \(index)", log: Self.controllerName(index)) {
+                let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: controllerSocket(index)), token: nil)
+                return (try? await client.exchange("GET", "/healthz", body: nil).status) == 200 && token != nil
+            }
         }
         for (offset, host) in hosts.enumerated() {
             try plug(Self.hostNamespace(host), port: host, address: Self.underlay(offset + 1))
@@ -205,11 +255,21 @@ struct Lab {
     /// Starts the controller, or the agent of a host inside the host's namespace. An agent holds only its
     /// host's credential: the first start gives it a join token for that host alone, in a file.
     func start(_ name: String) async throws {
-        if name == "controller" {
-            let store = (try? String(contentsOfFile: storeFile, encoding: .utf8)) ?? "\(directory)/trellis.db"
-            try spawn(name, ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.controllerNamespace)", Self.executable,
-                             "controller", "--listen", "unix:\(controllerSocket)", "--listen", "\(Self.controllerAddress):7443",
-                             "--store", "sqlite:\(store)", "--admin-token-file", tokenFile, "--underlay-reserved", Self.hostsUnderlay])
+        let inControllerNamespace = ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.controllerNamespace)"]
+        if let index = controllerIndices.first(where: { Self.controllerName($0) == name }) {
+            let store = (try? String(contentsOfFile: storeFile, encoding: .utf8)) ?? "sqlite:\(directory)/trellis.db"
+            try spawn(name, inControllerNamespace + [Self.executable,
+                             "controller", "--listen", "unix:\(controllerSocket(index))", "--listen", "\(Self.controllerAddress):\(7442 + index)",
+                             "--store", store, "--admin-token-file", tokenFile, "--tls-directory", "\(directory)/tls",
+                             "--underlay-reserved", Self.hostsUnderlay])
+            return
+        }
+        if clustered, let member = Self.etcdMembers.first(where: { "etcd\($0)" == name }) {
+            let cluster = Self.etcdMembers.map { "etcd\($0)=\(Self.etcdPeerURL($0))" }.joined(separator: ",")
+            try spawn(name, inControllerNamespace + ["/usr/bin/etcd", "--name", name, "--data-dir", "\(directory)/\(name).data",
+                             "--listen-client-urls", Self.etcdClientURL(member), "--advertise-client-urls", Self.etcdClientURL(member),
+                             "--listen-peer-urls", Self.etcdPeerURL(member), "--initial-advertise-peer-urls", Self.etcdPeerURL(member),
+                             "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "trellis-lab"])
             return
         }
         guard let offset = hosts.firstIndex(of: name) else {
@@ -220,7 +280,7 @@ struct Lab {
             try SecretFile.write(made.token, to: joinTokenFile(name), what: "\(name)'s join token")
         }
         try spawn(name, ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.hostNamespace(name))", Self.executable, "agent",
-                         "--controller", Self.controllerURL, "--join-token-file", joinTokenFile(name),
+                         "--controller", controllerIndices.map(Self.controllerURL).joined(separator: ","), "--join-token-file", joinTokenFile(name),
                          "--credential-file", credentialFile(name), "--state-dir", "\(directory)/\(name).state", "--host", name,
                          "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(name), "--stats-interval", "2"]
                          + (withDocker ? LabDocker(lab: self, host: name).agentArguments : []))
@@ -230,11 +290,8 @@ struct Lab {
         if withDocker {
             for host in hosts { LabDocker(lab: self, host: host).stop() }
         }
-        for name in hosts + ["controller"] {
-            guard let pid = pid(name), kill(pid, 0) == 0 else { continue }
-            kill(pid, SIGTERM)
-            for _ in 0..<50 where kill(pid, 0) == 0 { usleep(100_000) }
-            if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        for name in hosts + controllerIndices.map(Self.controllerName) + (clustered ? Self.etcdMembers.map { "etcd\($0)" } : []) {
+            stop(name, signal: SIGTERM)
         }
         for host in hosts {
             for name in NetworkNamespace.names() where name.hasPrefix(KernelNames.routerPrefix(host: host)) {
@@ -247,11 +304,51 @@ struct Lab {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    /// Stops a lab process with `signal`, and with SIGKILL if it is still there after 5 s.
+    func stop(_ name: String, signal: Int32) {
+        guard let pid = pid(name), kill(pid, 0) == 0 else { return }
+        kill(pid, signal)
+        for _ in 0..<50 where kill(pid, 0) == 0 { usleep(100_000) }
+        if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+    }
+
+    /// Whether etcd member `index` answers its health check, asked from inside the controller namespace.
+    func etcdHealthy(_ index: Int) -> Bool {
+        guard let namespace = try? NetworkNamespace(named: Self.controllerNamespace) else { return false }
+        let port = UInt16(2379 + 10_000 * (index - 1))
+        let answer = try? namespace.run { () -> String in
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { return "" }
+            defer { close(fd) }
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { return "" }
+            let request = Array("GET /health HTTP/1.0\r\n\r\n".utf8)
+            guard send(fd, request, request.count, 0) == request.count else { return "" }
+            var reply = [UInt8](repeating: 0, count: 4096), count = 0
+            while count < reply.count {
+                let read = reply.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + count, $0.count - count, 0) }
+                guard read > 0 else { break }
+                count += read
+            }
+            return String(decoding: reply[0..<count], as: UTF8.self)
+        }
+        return answer?.contains("\"health\":\"true\"") == true
+    }
+
     /// Replaces this process with `command` running in the host's namespace.
     func exec(host: String, command: [String]) throws {
         guard hosts.contains(host) else { throw TrellisError.notFound("no lab host '\(host)' (hosts: \(hosts.joined(separator: ", ")))") }
         setenv("TRELLIS_AGENT_SOCKET", agentSocket(host), 1)
-        setenv("TRELLIS_CONTROLLER", "unix:\(controllerSocket)", 1)
+        setenv("TRELLIS_CONTROLLER", controllerIndices.map { "unix:" + controllerSocket($0) }.joined(separator: ","), 1)
         setenv("TRELLIS_TOKEN", token ?? "", 1)
         setenv("TRELLIS_LAB_HOST", host, 1)
         if withDocker { setenv("DOCKER_HOST", "unix://" + LabDocker(lab: self, host: host).socket, 1) }
@@ -263,7 +360,20 @@ struct Lab {
 
     func printStatus() async throws {
         guard !hosts.isEmpty else { throw TrellisError.notFound("no lab in \(directory); start one with trellis lab up") }
-        print("controller  \(alive("controller") ? "running" : "stopped")  unix:\(controllerSocket)  \(Self.controllerURL) (for the hosts)")
+        for index in controllerIndices {
+            let name = Self.controllerName(index)
+            let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: controllerSocket(index)), token: nil)
+            let healthy = alive(name) ? (try? await client.exchange("GET", "/healthz", body: nil).status) == 200 : false
+            print("\(name)  \(alive(name) ? (healthy ? "running" : "running, not healthy") : "stopped")  unix:\(controllerSocket(index))  "
+                  + "\(Self.controllerURL(index)) (for the hosts)")
+        }
+        if clustered {
+            for member in Self.etcdMembers {
+                let name = "etcd\(member)"
+                print("\(name)  \(alive(name) ? (etcdHealthy(member) ? "healthy" : "running, not healthy") : "stopped")  "
+                      + "\(Self.etcdClientURL(member)) (in \(Self.controllerNamespace))")
+            }
+        }
         var rows = [["HOST", "UNDERLAY", "AGENT", "CONNECTED", "APPLIED-REVISION"]]
         for (offset, host) in hosts.enumerated() {
             let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: agentSocket(host)), token: nil)

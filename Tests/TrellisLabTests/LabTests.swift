@@ -12,9 +12,10 @@ final class RunningLab: @unchecked Sendable {
     let directory: URL
     private(set) var containers: [String] = []
 
-    init(hosts: Int, docker: Bool = false) async throws {
+    init(hosts: Int, controllers: Int = 1, docker: Bool = false) async throws {
         directory = try makeTemporaryDirectory()
-        let up = try await runTrellis(["lab", "up", "--hosts", String(hosts), "--dir", directory.path] + (docker ? ["--docker"] : []), environment: [:])
+        let up = try await runTrellis(["lab", "up", "--hosts", String(hosts), "--controllers", String(controllers), "--dir", directory.path]
+                                      + (docker ? ["--docker"] : []), environment: [:])
         guard up.status == 0 else { throw TrellisError(.unavailable, "lab up failed: \(up.stderr)\(up.stdout)") }
     }
 
