@@ -116,8 +116,12 @@ public final class Agent: Sendable {
                 let _: HostRecord = try await client.put("/api/v1/hosts/\(configuration.host)",
                                                          HostRegistration(underlayIP: configuration.underlayIP.description))
                 var desired = await state.desired
+                // The revision and digest of what the agent has: the same controller, or another of its cluster,
+                // answers with a bookmark instead of the whole state when it is still current.
                 let since = desired?.revision ?? -1
-                try await client.stream("/api/v1/hosts/\(configuration.host)/desired?watch=1&since=\(since)", as: WatchMessage.self) { message in
+                let resume = desired.map { "&digest=\($0.contentDigest)" } ?? ""
+                try await client.stream("/api/v1/hosts/\(configuration.host)/desired?watch=1&since=\(since)\(resume)",
+                                        as: WatchMessage.self) { message in
                     backoff = .milliseconds(200)
                     await self.state.markConnected(true)
                     switch message.type {

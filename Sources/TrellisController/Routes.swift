@@ -321,15 +321,21 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     add(.get, itemPath(.host) + "/desired",
         "A host's desired state; with watch=1, a stream of WatchMessage lines (admin, or the host itself)",
         query: [.init(name: "watch", type: "boolean", description: "stream newline-delimited WatchMessage objects"),
-                .init(name: "since", type: "integer", description: "the revision the watcher has; a bookmark replaces the first snapshot if nothing changed since")],
+                .init(name: "since", type: "integer", description: "the revision the watcher has; a bookmark replaces the first snapshot if nothing changed since"),
+                .init(name: "digest", type: "string",
+                      description: "the contentDigest of the state the watcher has; a bookmark replaces the first snapshot if it is still current")],
         response: "DesiredState", streams: true, forHosts: true) { req, ctx in
         let caller = try ctx.requireCaller()
         let host = try ctx.objectPath(.host)
         let since = try req.queryInt("since", default: -1, range: -1...Int.max)
+        let digest = req.query("digest")
+        if let digest, digest.count != 64 || !digest.allSatisfy(\.isHexDigit) {
+            throw TrellisError.invalid("digest: a SHA-256 in 64 hex digits, as the watch's contentDigest", field: "digest")
+        }
         let state = try await registry.desiredState(host: host, caller)
         guard req.queryFlag("watch") else { return try JSONResponse.make(state, .ok) }
         return JSONResponse.stream { send in
-            try await registry.streamDesiredState(host: host, since: since, send: send)
+            try await registry.streamDesiredState(host: host, since: since, digest: digest, send: send)
         }
     }
 

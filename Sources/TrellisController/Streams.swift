@@ -12,7 +12,11 @@ extension Registry {
     /// Every wake-up compiles the state afresh, a keepalive's too: the hub keeps only the newest
     /// signal, so a keepalive may stand in for a change it replaced. A bookmark answering a keepalive
     /// names the revision the state was compiled at, never one whose changes it has not compared.
-    func streamDesiredState(host: String, since: Int, send: (any Encodable & Sendable) async throws -> Void) async throws {
+    ///
+    /// A watcher that names the `digest` of the state it has (as another controller sent it) gets a bookmark
+    /// instead of the snapshot when its state is still this one's, whatever revision it has.
+    func streamDesiredState(host: String, since: Int, digest: String? = nil,
+                            send: (any Encodable & Sendable) async throws -> Void) async throws {
         let (id, signals) = await hub.watch(host: host)
         let hub = self.hub, keepalive = watchKeepalive
         do {
@@ -26,7 +30,7 @@ extension Registry {
                 var last = try await hub.state(for: host)
                 // Only a watcher at exactly this revision can skip the snapshot: one ahead of it saw a store
                 // that has since gone back (restored from a backup) and holds objects this one never had.
-                if since == last.revision {
+                if since == last.revision || (digest != nil && digest == last.contentDigest) {
                     try await send(WatchMessage(type: .bookmark, revision: last.revision))
                 } else {
                     try await send(WatchMessage(type: .snapshot, revision: last.revision, state: last))

@@ -178,6 +178,15 @@ extension DesiredState {
         state.profiles.sort { $0.path < $1.path }
         return state
     }
+
+    /// A digest of what the state holds, whatever revision it was compiled at: two controllers of one
+    /// cluster compile the same digest for the same content, so a watcher that moves from one to the other
+    /// can show it has the state already.
+    public var contentDigest: String {
+        var state = canonical
+        state.revision = 0
+        return SHA256.hex(bytes: (try? JSONCoding.encoder().encode(state)).map(Array.init) ?? [])
+    }
 }
 
 /// One line of the desired-state watch stream (newline-delimited JSON): a `snapshot` with the

@@ -210,6 +210,22 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
                 #expect(revisions == revisions.sorted())
                 let fresh: DesiredState = try await throughB.get("/api/v1/hosts/h1/desired")
                 #expect(replayed == fresh)
+
+                // The watcher moves to A after a change that is not its own (the revision moves on, its state
+                // does not): naming its state's digest, it gets a bookmark, not the whole state again.
+                _ = try await makeSubnet(throughA, enterprise: "globex", cidr: "10.77.0.0/24")
+                func firstMessage(_ query: String) async throws -> WatchMessage {
+                    let (messages, watcher) = follow(throughA, "/api/v1/hosts/h1/desired?watch=1&" + query, as: WatchMessage.self)
+                    defer { watcher.cancel() }
+                    return try await messages.item(0)
+                }
+                let resumed = try await firstMessage("since=\(replayed.revision)&digest=\(replayed.contentDigest)")
+                #expect(resumed.type == .bookmark && resumed.revision > replayed.revision)
+                let stale = try await firstMessage("since=\(replayed.revision)&digest=\(String(repeating: "0", count: 64))")
+                #expect(stale.type == .snapshot && stale.state?.remoteEndpoints == replayed.remoteEndpoints)
+                await #expect(throws: TrellisError.self) {
+                    try await throughA.stream("/api/v1/hosts/h1/desired?watch=1&digest=nope", as: WatchMessage.self) { _ in false }
+                }
             }
         }
     }
