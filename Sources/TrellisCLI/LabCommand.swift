@@ -125,7 +125,8 @@ struct Lab {
     var controllerCountFile: String { "\(directory)/controllers" }
     /// How many controllers the lab runs (more than one: on the lab's etcd cluster).
     var controllerCount: Int {
-        (try? String(contentsOfFile: controllerCountFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 1
+        let text = try? String(contentsOfFile: controllerCountFile, encoding: .utf8)
+        return text.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 1
     }
     var controllerIndices: ClosedRange<Int> { 1...controllerCount }
     var clustered: Bool { controllerCount > 1 }
@@ -258,8 +259,8 @@ struct Lab {
         let inControllerNamespace = ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.controllerNamespace)"]
         if let index = controllerIndices.first(where: { Self.controllerName($0) == name }) {
             let store = (try? String(contentsOfFile: storeFile, encoding: .utf8)) ?? "sqlite:\(directory)/trellis.db"
-            try spawn(name, inControllerNamespace + [Self.executable,
-                             "controller", "--listen", "unix:\(controllerSocket(index))", "--listen", "\(Self.controllerAddress):\(7442 + index)",
+            try spawn(name, inControllerNamespace + [Self.executable, "controller",
+                             "--listen", "unix:\(controllerSocket(index))", "--listen", "\(Self.controllerAddress):\(7442 + index)",
                              "--store", store, "--admin-token-file", tokenFile, "--tls-directory", "\(directory)/tls",
                              "--underlay-reserved", Self.hostsUnderlay])
             return
@@ -280,7 +281,8 @@ struct Lab {
             try SecretFile.write(made.token, to: joinTokenFile(name), what: "\(name)'s join token")
         }
         try spawn(name, ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.hostNamespace(name))", Self.executable, "agent",
-                         "--controller", controllerIndices.map(Self.controllerURL).joined(separator: ","), "--join-token-file", joinTokenFile(name),
+                         "--controller", controllerIndices.map(Self.controllerURL).joined(separator: ","),
+                         "--join-token-file", joinTokenFile(name),
                          "--credential-file", credentialFile(name), "--state-dir", "\(directory)/\(name).state", "--host", name,
                          "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(name), "--stats-interval", "2"]
                          + (withDocker ? LabDocker(lab: self, host: name).agentArguments : []))

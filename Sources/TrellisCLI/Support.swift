@@ -37,8 +37,8 @@ struct ConnectionOptions: ParsableArguments {
         let baseURLs = try Self.baseURLs(controller)
         let fingerprint = try (caFingerprint ?? environment["TRELLIS_CA_FINGERPRINT"])
             .map { try CAFingerprint.parse($0, field: "ca-fingerprint") }
-        let trust = try await ControllerTrust.establish(baseURLs, caFile: caFile ?? environment["TRELLIS_CA_FILE"], fingerprint: fingerprint,
-                                                        keep: false)
+        let trust = try await ControllerTrust.establish(baseURLs, caFile: caFile ?? environment["TRELLIS_CA_FILE"],
+                                                        fingerprint: fingerprint, keep: false)
         return ControllerClient(baseURLs: baseURLs, token: token, trust: trust)
     }
 }

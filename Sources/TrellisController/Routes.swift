@@ -321,9 +321,10 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     add(.get, itemPath(.host) + "/desired",
         "A host's desired state; with watch=1, a stream of WatchMessage lines (admin, or the host itself)",
         query: [.init(name: "watch", type: "boolean", description: "stream newline-delimited WatchMessage objects"),
-                .init(name: "since", type: "integer", description: "the revision the watcher has; a bookmark replaces the first snapshot if nothing changed since"),
+                .init(name: "since", type: "integer",
+                      description: "the revision the watcher has; a bookmark replaces the first snapshot if nothing changed since"),
                 .init(name: "digest", type: "string",
-                      description: "the contentDigest of the state the watcher has; a bookmark replaces the first snapshot if it is still current")],
+                      description: "the contentDigest of the watcher's state; a bookmark replaces the first snapshot if it is current")],
         response: "DesiredState", streams: true, forHosts: true) { req, ctx in
         let caller = try ctx.requireCaller()
         let host = try ctx.objectPath(.host)
