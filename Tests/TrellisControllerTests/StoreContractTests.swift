@@ -168,6 +168,35 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         }
     }
 
+    /// etcd goes away under a running controller: a create answers 503 with a message that names etcd (and
+    /// makes nothing), reads keep being served from the controller's mirror, and once etcd is back with its
+    /// data the same create succeeds and the store holds it once.
+    @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func anEtcdThatGoesAwayIsA503NamingItUntilItIsBack() async throws {
+        let etcd = try await RunningEtcd()
+        defer { etcd.stop() }
+        try await withController(store: "etcd:\(etcd.clientURL)") { controller in
+            let client = controller.client()
+            let red = try await makeSubnet(client)
+            etcd.kill()
+            let body = try JSONCoding.encoder().encode(EndpointCreate(subnet: red, name: "while-down"))
+            let refused = try await client.exchange("POST", "/api/v1/endpoints", body: body)
+            let message = String(decoding: refused.body, as: UTF8.self)
+            #expect(refused.status == 503 && message.contains("etcd") && message.contains(etcd.clientURL), "\(refused.status) \(message)")
+            let read = try await client.exchange("GET", "/api/v1/subnets/\(red)", body: nil)
+            #expect(read.status == 200, "reads are served from the mirror while etcd is away")
+
+            try await etcd.start()
+            var made = try await client.exchange("POST", "/api/v1/endpoints", body: body)
+            for _ in 0..<50 where made.status == 503 {
+                try await Task.sleep(for: .milliseconds(200))
+                made = try await client.exchange("POST", "/api/v1/endpoints", body: body)
+            }
+            #expect(made.status == 201, "\(made.status) \(String(decoding: made.body, as: UTF8.self))")
+            let listed: ListBody<Endpoint> = try await client.get("/api/v1/endpoints")
+            #expect(listed.items.map(\.name) == ["while-down"])
+        }
+    }
+
     /// Two controllers on one etcd serve the same state: a host watching controller B gets, as deltas in
     /// revision order, the endpoints created through controller A, and the snapshot plus those deltas is
     /// exactly what B answers afterwards.

@@ -6,19 +6,32 @@ import TrellisEtcd
 public final class RunningEtcd: @unchecked Sendable {
     public let directory: URL
     public let clientURL: String
-    private let process = Process()
+    private let arguments: [String]
+    private var process = Process()
 
     public init() async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("trellis-etcd-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let (clientPort, peerPort) = (try Self.freePort(), try Self.freePort())
         clientURL = "http://127.0.0.1:\(clientPort)"
+        arguments = ["--name", "t", "--data-dir", directory.appendingPathComponent("data").path,
+                     "--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
+                     "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
+                     "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
+                     "--initial-cluster", "t=http://127.0.0.1:\(peerPort)"]
+        do {
+            try await start()
+        } catch {
+            stop()
+            throw error
+        }
+    }
+
+    /// Starts etcd on the same ports and data (again, after `kill()`), and waits until it answers.
+    public func start() async throws {
+        process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/etcd")
-        process.arguments = ["--name", "t", "--data-dir", directory.appendingPathComponent("data").path,
-                             "--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
-                             "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
-                             "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
-                             "--initial-cluster", "t=http://127.0.0.1:\(peerPort)"]
+        process.arguments = arguments
         let log = FileHandle(forWritingAtPath: "/dev/null")
         process.standardOutput = log
         process.standardError = log
@@ -30,13 +43,18 @@ public final class RunningEtcd: @unchecked Sendable {
             if answered { return }
             try await Task.sleep(for: .milliseconds(100))
         }
-        stop()
         throw EtcdError.unreachable(members: [clientURL], reason: "etcd did not start in 10 s")
     }
 
-    public func stop() {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    /// Kills etcd with SIGKILL, keeping its data for `start()`.
+    public func kill() {
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
+    }
+
+    /// Kills etcd and removes its data.
+    public func stop() {
+        kill()
         try? FileManager.default.removeItem(at: directory)
     }
 
