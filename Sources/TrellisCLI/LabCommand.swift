@@ -180,7 +180,13 @@ struct Lab {
         (try? String(contentsOfFile: pidFile(name), encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
-    func alive(_ name: String) -> Bool { pid(name).map { kill($0, 0) == 0 } ?? false }
+    /// Whether the process runs: a killed one may stay a zombie for a while until whoever inherited it reaps it.
+    func alive(_ name: String) -> Bool {
+        guard let pid = pid(name), kill(pid, 0) == 0 else { return false }
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        let state = stat.range(of: ") ").map { stat[$0.upperBound...].prefix(1) } ?? ""
+        return state != "Z"
+    }
 
     /// Waits until `check` passes, or fails with what the process's log says.
     func await(_ what: String, log: String, _ check: () async -> Bool) async throws {
