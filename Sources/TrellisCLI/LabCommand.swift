@@ -118,7 +118,8 @@ struct Lab {
     static func controllerName(_ index: Int) -> String { index == 1 ? "controller" : "controller\(index)" }
     /// The etcd members of a lab with several controllers, on the controller namespace's loopback only.
     static let etcdMembers = 1...3
-    static func etcdClientURL(_ index: Int) -> String { "http://127.0.0.1:\(2379 + 10_000 * (index - 1))" }
+    static func etcdClientPort(_ index: Int) -> UInt16 { UInt16(2379 + 10_000 * (index - 1)) }
+    static func etcdClientURL(_ index: Int) -> String { "http://127.0.0.1:\(etcdClientPort(index))" }
     static func etcdPeerURL(_ index: Int) -> String { "http://127.0.0.1:\(2380 + 10_000 * (index - 1))" }
 
     func controllerSocket(_ index: Int) -> String { "\(directory)/\(Self.controllerName(index)).sock" }
@@ -323,7 +324,7 @@ struct Lab {
     /// Whether etcd member `index` answers its health check, asked from inside the controller namespace.
     func etcdHealthy(_ index: Int) -> Bool {
         guard let namespace = try? NetworkNamespace(named: Self.controllerNamespace) else { return false }
-        let port = UInt16(2379 + 10_000 * (index - 1))
+        let port = Self.etcdClientPort(index)
         let answer = try? namespace.run { () -> String in
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { return "" }
