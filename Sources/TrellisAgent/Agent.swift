@@ -46,11 +46,13 @@ actor AgentCounters {
 actor AgentState {
     private(set) var desired: DesiredState?
     private(set) var applied: Int?
+    /// The state the kernel was last brought to, for its digest in the status.
+    private(set) var appliedState: DesiredState?
     private(set) var connected = false
     private(set) var lastError: String?
 
     func follow(_ state: DesiredState) { desired = state }
-    func markApplied(_ revision: Int) { applied = revision; lastError = nil }
+    func markApplied(_ state: DesiredState) { applied = state.revision; appliedState = state; lastError = nil }
     func markConnected(_ value: Bool, error: String? = nil) {
         connected = value
         if let error { lastError = error }
@@ -155,7 +157,7 @@ public final class Agent: Sendable {
                 try datapath.firewall.sync()
                 dhcp.update(desired)
                 dns.serve(namespaces: await datapath.routerNames())
-                await state.markApplied(desired.revision)
+                await state.markApplied(desired)
                 await counters.count(.reconciles)
                 if !report.isEmpty {
                     logger.info("reconciled revision \(desired.revision): created \(report.created), removed \(report.removed)")
@@ -179,7 +181,8 @@ public final class Agent: Sendable {
 
     func status() async -> AgentStatus {
         AgentStatus(host: configuration.host, underlayIP: configuration.underlayIP, connected: await state.connected,
-                    desiredRevision: await state.desired?.revision, appliedRevision: await state.applied, lastError: await state.lastError)
+                    desiredRevision: await state.desired?.revision, appliedRevision: await state.applied,
+                    appliedDigest: await state.appliedState?.contentDigest, lastError: await state.lastError)
     }
 
     // MARK: Attach and detach

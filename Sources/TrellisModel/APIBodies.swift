@@ -255,11 +255,16 @@ public struct AgentStatus: Codable, Sendable, Equatable {
     public var connected: Bool
     public var desiredRevision: Int?
     public var appliedRevision: Int?
+    /// The `contentDigest` of the desired state the kernel was last brought to: equal to the digest of the
+    /// controller's current desired state for the host when the host is in sync, whatever the revisions say.
+    public var appliedDigest: String?
     public var lastError: String?
 
-    public init(host: String, underlayIP: IPv4Address, connected: Bool, desiredRevision: Int?, appliedRevision: Int?, lastError: String?) {
+    public init(host: String, underlayIP: IPv4Address, connected: Bool, desiredRevision: Int?, appliedRevision: Int?,
+                appliedDigest: String? = nil, lastError: String?) {
         self.host = host; self.underlayIP = underlayIP; self.connected = connected
-        self.desiredRevision = desiredRevision; self.appliedRevision = appliedRevision; self.lastError = lastError
+        self.desiredRevision = desiredRevision; self.appliedRevision = appliedRevision; self.appliedDigest = appliedDigest
+        self.lastError = lastError
     }
 }
 

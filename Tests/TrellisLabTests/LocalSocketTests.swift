@@ -18,7 +18,7 @@ extension LabTests {
         let a = try await lab.member("a", on: "h1", subnet: "acme/app1/web/red", ip: "10.7.2.11")
         let b = try await lab.member("b", on: "h2", subnet: "acme/app1/web/red", ip: "10.7.2.12")
         try await lab.settle(hosts: 2)
-        let flow = try TCPFlow(from: a, to: b, port: 7200)
+        let flow = try lab.flow(from: a, to: b, port: 7200)
         #expect(flow.carries("before"))
         let agentPID = lab.pid("h1")
         let host = try NetworkNamespace(path: "/run/netns/trellis-lab-h1")

@@ -7,16 +7,56 @@ import TrellisNetlink
 import TrellisTestSupport
 
 extension RunningLab {
-    /// Waits until every agent has applied the desired state it was last sent.
+    /// Waits until every agent has brought its kernel to the controller's current desired state for its
+    /// host (the digests of the two agree), and records an issue with what the agent reports if one has
+    /// not within 10 s: a test must not go on to blame the datapath for a state it never reached.
     func settle(hosts: Int) async throws {
-        try await Task.sleep(for: .milliseconds(300))
         for host in 1...hosts {
             let agent = ControllerClient(baseURL: ControllerClient.baseURL(socket: directory.appendingPathComponent("h\(host).sock").path), token: nil)
+            var status: AgentStatus?
+            var wanted = ""
             for _ in 0..<100 {
-                let status: AgentStatus = try await agent.get("/v1/status")
-                if status.appliedRevision != nil, status.appliedRevision == status.desiredRevision { break }
+                let desired: DesiredState = try await controller.get("/api/v1/hosts/h\(host)/desired")
+                wanted = desired.contentDigest
+                status = try await agent.get("/v1/status")
+                if status?.appliedDigest == wanted { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
+            if status?.appliedDigest != wanted {
+                Issue.record("h\(host) did not reach the controller's desired state in 10 s: \(String(describing: status))\n\(diagnosis())")
+            }
+        }
+    }
+
+    /// What the lab's hosts hold, for a failure message: each agent's status and log tail, and each router
+    /// namespace's neighbours, forwarding entries and links.
+    func diagnosis() -> String {
+        var lines: [String] = []
+        let hosts = ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [])
+            .filter { $0.hasPrefix("h") && $0.hasSuffix(".log") }.map { String($0.dropLast(4)) }.sorted()
+        for host in hosts {
+            let status = try? runProgram(["/usr/bin/curl", "-s", "-m", "2", "--unix-socket",
+                                          directory.appendingPathComponent("\(host).sock").path, "http://agent/v1/status"]).output
+            lines.append("== \(host): \(status ?? "no status")")
+            let log = (try? String(contentsOf: directory.appendingPathComponent("\(host).log"), encoding: .isoLatin1)) ?? ""
+            lines += log.split(separator: "\n").suffix(8).map { "  log: \($0)" }
+            for router in NetworkNamespace.names().sorted() where router.hasPrefix("trellis-\(host)-") {
+                for command in [["ip", "-br", "link"], ["ip", "neigh"], ["bridge", "fdb", "show"]] {
+                    let output = (try? runProgram(["/usr/sbin/" + command[0], "-n", router] + command.dropFirst()).output) ?? ""
+                    lines += output.split(separator: "\n").filter { !$0.contains("33:33:") && !$0.contains("01:00:5e") }
+                        .map { "  \(router) \(command.dropFirst().joined(separator: " ")): \($0)" }
+                }
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// A TCP connection from `a` to `b`; when it cannot be made, the error says what the hosts hold.
+    func flow(from a: Member, to b: Member, port: UInt16) throws -> TCPFlow {
+        do {
+            return try TCPFlow(from: a, to: b, port: port)
+        } catch {
+            throw TrellisError(.unavailable, "\(error)\n\(diagnosis())")
         }
     }
 
@@ -100,8 +140,8 @@ extension LabTests {
 
         #expect(paths(try reachable([client, p1, p2], probes: probes)) ==
                 ["c3 → p1 tcp/8080", "c3 → p1 tcp/9000", "c3 → p2 tcp/8080", "c3 → p2 tcp/9000"])
-        let kept = try TCPFlow(from: client, to: p1, port: 8080)
-        let doomed = try TCPFlow(from: client, to: p2, port: 9000)
+        let kept = try lab.flow(from: client, to: p1, port: 8080)
+        let doomed = try lab.flow(from: client, to: p2, port: 9000)
         #expect(kept.carries("before") && doomed.carries("before"))
 
         try await lab.trellis(on: "h1", "profile", "rule", "add", "acme/guarded", "deny tcp port 9000")
@@ -197,7 +237,7 @@ extension LabTests {
         #expect(abs(counted_ / moved - 1) <= 0.05, "counted \(counted_) bytes sent, iperf3 moved \(moved)")
         print("flow statistics: counted \(Int(counted_)) bytes sent, iperf3 moved \(Int(moved)) (ratio \(counted_ / moved))")
 
-        let flow = try TCPFlow(from: peer, to: counted, port: 7777)
+        let flow = try lab.flow(from: peer, to: counted, port: 7777)
         #expect(flow.carries("hello"))
         // Listed once the next report of the host has come in (the lab's agents report every 2 s).
         var listed = ""

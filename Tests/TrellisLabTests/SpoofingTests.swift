@@ -23,8 +23,8 @@ extension LabTests {
         try await lab.settle(hosts: 2)
         let endpoints = Dictionary(try await lab.endpoints().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let victimMAC = try #require(endpoints["victim"]?.mac), attackerMAC = try #require(endpoints["attacker"]?.mac)
-        let flow = try TCPFlow(from: client, to: victim, port: 7100)
-        let remoteFlow = try TCPFlow(from: remote, to: victim, port: 7101)
+        let flow = try lab.flow(from: client, to: victim, port: 7100)
+        let remoteFlow = try lab.flow(from: remote, to: victim, port: 7101)
         #expect(flow.carries("before") && remoteFlow.carries("before"))
         #expect(try ping(from: client.namespace, victim.ip).status == 0)
 
