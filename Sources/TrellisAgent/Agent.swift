@@ -50,9 +50,12 @@ actor AgentState {
     private(set) var appliedState: DesiredState?
     private(set) var connected = false
     private(set) var lastError: String?
+    /// Whether the last reconcile left something undone, to be tried again soon rather than at the next resync.
+    private(set) var reconcileFailed = false
 
     func follow(_ state: DesiredState) { desired = state }
-    func markApplied(_ state: DesiredState) { applied = state.revision; appliedState = state; lastError = nil }
+    func markApplied(_ state: DesiredState) { applied = state.revision; appliedState = state; lastError = nil; reconcileFailed = false }
+    func markReconcileFailed(_ error: String) { lastError = error; reconcileFailed = true }
     func markConnected(_ value: Bool, error: String? = nil) {
         connected = value
         if let error { lastError = error }
@@ -103,6 +106,14 @@ public final class Agent: Sendable {
                 while !Task.isCancelled {
                     try await Task.sleep(for: self.configuration.resyncInterval)
                     trigger.yield()
+                }
+            }
+            // A reconcile that failed (a port the kernel refused, a busy namespace) is tried again every two
+            // seconds until it succeeds, not only at the next resync.
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(2))
+                    if await self.state.reconcileFailed { trigger.yield() }
                 }
             }
             try await group.next()
@@ -165,7 +176,7 @@ public final class Agent: Sendable {
             } catch {
                 logger.error("reconcile of revision \(desired.revision) failed: \(error)")
                 await counters.count(.reconcileErrors)
-                await state.record(error: "\(error)")
+                await state.markReconcileFailed("\(error)")
             }
         }
     }

@@ -25,6 +25,15 @@ public struct ReconcileReport: Sendable, Equatable {
     public var isEmpty: Bool { created.isEmpty && removed.isEmpty }
 }
 
+/// A reconcile that converged everything but what it names.
+public struct ReconcileFailure: Error, CustomStringConvertible {
+    /// What failed, each with the kernel's answer: a port or a domain.
+    public var failures: [String]
+    /// What the reconcile changed all the same.
+    public var report: ReconcileReport
+    public var description: String { failures.joined(separator: "; ") }
+}
+
 /// A domain's router namespace with a netlink handle and a packet socket inside it.
 struct RouterNamespace {
     let name: String
@@ -80,74 +89,29 @@ public actor Datapath {
 
     /// Brings the kernel to `desired`: creates what is missing, fixes what differs, removes what
     /// Trellis made that `desired` no longer names.
+    ///
+    /// A failure stays where it happened: a port that cannot be plugged, or a domain whose kernel objects
+    /// refuse a change, does not stop the other ports and domains from converging (a bad container must
+    /// not leave the host without the forwarding entries of a newcomer elsewhere). The failures are
+    /// thrown together at the end, so the caller does not call the revision applied and tries again.
     @discardableResult
     public func reconcile(_ desired: DesiredState) throws -> ReconcileReport {
         var report = ReconcileReport()
+        var failures: [String] = []
         plugged = plugged.filter { $0.value.revision > desired.revision }
         var keptNamespaces = Set(plugged.values.map(\.router))
         var uplinks: [Int: [FloatingIPTranslation]] = [:]
         let profiles = Dictionary(desired.profiles.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
         for domain in desired.domains {
-            let router = try ensureRouter(domain, &report)
-            keptNamespaces.insert(router.name)
-            var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-            let addresses = try router.netlink.addresses()
-            let fdb = try router.netlink.neighbours(family: NL.AF_BRIDGE)
-            let neighbours = try router.netlink.neighbours()
-            var kept: Set<String> = []
-            var bridges: [String: Link] = [:]
-            for subnet in domain.subnets {
-                let (bridge, vxlan) = try ensureSubnet(subnet, router, &links, addresses, &report)
-                bridges[subnet.path] = bridge
-                kept.formUnion([bridge.name, vxlan.name])
-                let remotes = desired.remoteEndpoints.filter { $0.subnet == subnet.path }
-                try syncForwarding(subnet, remotes, router, bridge: bridge, vxlan: vxlan, fdb: fdb, neighbours: neighbours)
-            }
-            for endpoint in desired.endpoints where endpoint.domain == domain.path {
-                let name = KernelNames.port(of: endpoint)
-                guard let bridge = bridges[endpoint.subnet], !detaching.contains(endpoint.path) else { continue }
-                if endpoint.kind == .vm {
-                    if links[name] == nil, endpoint.externalIds["tap"] != nil {
-                        try plugTap(name, router: router, bridge: bridge)
-                        report.created.append(name)
-                    } else if let link = links[name], link.master != bridge.index || !link.isUp {
-                        try router.netlink.setLink(index: link.index, up: true, master: bridge.index)
-                    }
-                    kept.insert(name)
-                    continue
-                }
-                if let link = links[name] {
-                    kept.insert(name)
-                    if link.master != bridge.index || !link.isUp {
-                        try router.netlink.setLink(index: link.index, up: true, master: bridge.index)
-                    }
-                } else if let path = endpoint.externalIds["netns"], let namespace = try? NetworkNamespace(path: path),
-                          let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }) {
-                    try plug(endpoint, subnet: subnet, router: router, bridge: bridge, into: namespace,
-                             interface: endpoint.externalIds["ifname"] ?? "eth0")
-                    kept.insert(name)
-                    report.created.append(name)
-                }
-            }
-            let local = desired.endpoints.filter { $0.domain == domain.path }
-            let floating = local.compactMap { endpoint in endpoint.floatingIP.map { FloatingIPTranslation(floating: $0, endpoint: endpoint.ip) } }
-            try syncUplink(domain, router, floating, &report)
+            keptNamespaces.insert(KernelNames.routerNamespace(host: configuration.host, domainID: domain.id))
+            let floating = desired.endpoints.filter { $0.domain == domain.path }
+                .compactMap { endpoint in endpoint.floatingIP.map { FloatingIPTranslation(floating: $0, endpoint: endpoint.ip) } }
+            // Kept on the host side even when the domain fails: its translations are what the state says.
             uplinks[domain.id] = floating.isEmpty ? nil : floating
-            let ruleset = compiledRuleset(domain, local, profiles, floating)
-            firewall.plan(ruleset, namespacePath: router.namespace.path)
-            for shaping in ruleset.shaping where shaping.egress != nil {
-                kept.insert(shaping.shaper)
-                if links[shaping.shaper] == nil {
-                    try router.netlink.createLink(LinkSpec(name: shaping.shaper, kind: .ifb, up: true))
-                    report.created.append(shaping.shaper)
-                }
-            }
-            for bridge in bridges.values where bridge.bridgeCallsIPHooks != ruleset.filtersBridgedTraffic {
-                try router.netlink.setBridge(index: bridge.index, callIPHooks: ruleset.filtersBridgedTraffic)
-            }
-            for link in links.values where KernelNames.isOwned(link) && !kept.contains(link.name) && plugged[link.name] == nil {
-                try router.netlink.deleteLink(index: link.index)
-                report.removed.append(link.name)
+            do {
+                try reconcile(domain, desired, profiles, floating, &report, &failures)
+            } catch {
+                failures.append("domain \(domain.path): \(error)")
             }
         }
         let prefix = KernelNames.routerPrefix(host: configuration.host)
@@ -164,7 +128,78 @@ public actor Datapath {
         }
         try syncHostSide(uplinks, &report)
         detaching.formIntersection(desired.endpoints.map(\.path))
+        guard failures.isEmpty else { throw ReconcileFailure(failures: failures, report: report) }
         return report
+    }
+
+    /// One domain's router namespace brought to `desired`, with `floating` its floating IP translations.
+    /// A port that cannot be plugged is noted in `failures` and the rest goes on.
+    private func reconcile(_ domain: DesiredDomain, _ desired: DesiredState, _ profiles: [String: PortProfile],
+                           _ floating: [FloatingIPTranslation], _ report: inout ReconcileReport, _ failures: inout [String]) throws {
+        let router = try ensureRouter(domain, &report)
+        var links = Dictionary(try router.netlink.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let addresses = try router.netlink.addresses()
+        let fdb = try router.netlink.neighbours(family: NL.AF_BRIDGE)
+        let neighbours = try router.netlink.neighbours()
+        var kept: Set<String> = []
+        var bridges: [String: Link] = [:]
+        for subnet in domain.subnets {
+            let (bridge, vxlan) = try ensureSubnet(subnet, router, &links, addresses, &report)
+            bridges[subnet.path] = bridge
+            kept.formUnion([bridge.name, vxlan.name])
+            let remotes = desired.remoteEndpoints.filter { $0.subnet == subnet.path }
+            try syncForwarding(subnet, remotes, router, bridge: bridge, vxlan: vxlan, fdb: fdb, neighbours: neighbours)
+        }
+        for endpoint in desired.endpoints where endpoint.domain == domain.path {
+            let name = KernelNames.port(of: endpoint)
+            guard let bridge = bridges[endpoint.subnet], !detaching.contains(endpoint.path) else { continue }
+            do {
+                if try keepPort(endpoint, named: name, links[name], domain, router, bridge, &report) { kept.insert(name) }
+            } catch {
+                failures.append("port \(name) of \(endpoint.path): \(error)")
+            }
+        }
+        let local = desired.endpoints.filter { $0.domain == domain.path }
+        try syncUplink(domain, router, floating, &report)
+        let ruleset = compiledRuleset(domain, local, profiles, floating)
+        firewall.plan(ruleset, namespacePath: router.namespace.path)
+        for shaping in ruleset.shaping where shaping.egress != nil {
+            kept.insert(shaping.shaper)
+            if links[shaping.shaper] == nil {
+                try router.netlink.createLink(LinkSpec(name: shaping.shaper, kind: .ifb, up: true))
+                report.created.append(shaping.shaper)
+            }
+        }
+        for bridge in bridges.values where bridge.bridgeCallsIPHooks != ruleset.filtersBridgedTraffic {
+            try router.netlink.setBridge(index: bridge.index, callIPHooks: ruleset.filtersBridgedTraffic)
+        }
+        for link in links.values where KernelNames.isOwned(link) && !kept.contains(link.name) && plugged[link.name] == nil {
+            try router.netlink.deleteLink(index: link.index)
+            report.removed.append(link.name)
+        }
+    }
+
+    /// Makes sure a local endpoint's port is on its bridge and up, plugging it when its namespace is known;
+    /// whether the port exists (and is to be kept).
+    private func keepPort(_ endpoint: Endpoint, named name: String, _ link: Link?, _ domain: DesiredDomain, _ router: RouterNamespace,
+                          _ bridge: Link, _ report: inout ReconcileReport) throws -> Bool {
+        if let link {
+            if link.master != bridge.index || !link.isUp {
+                try router.netlink.setLink(index: link.index, up: true, master: bridge.index)
+            }
+            return true
+        }
+        if endpoint.kind == .vm {
+            guard endpoint.externalIds["tap"] != nil else { return false }
+            try plugTap(name, router: router, bridge: bridge)
+        } else {
+            guard let path = endpoint.externalIds["netns"], let namespace = try? NetworkNamespace(path: path),
+                  let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }) else { return false }
+            try plug(endpoint, subnet: subnet, router: router, bridge: bridge, into: namespace,
+                     interface: endpoint.externalIds["ifname"] ?? "eth0")
+        }
+        report.created.append(name)
+        return true
     }
 
     private struct RulesetInputs: Equatable {

@@ -164,6 +164,44 @@ struct DatapathTests {
         #expect(try RouteNetlink(in: container).link(named: "eth0") == nil)
     }
 
+    /// One container that refuses its port (its namespace already has an `eth0`) fails the reconcile
+    /// naming that port, but nothing else waits for it: the healthy container beside it is plugged and a
+    /// remote endpoint's forwarding entries are made in the same pass.
+    @Test func aPortThatCannotBePluggedHoldsUpNothingElse() async throws {
+        let namespaces = Namespaces()
+        let host = try namespaces.make("h"), broken = try namespaces.make("b"), healthy = try namespaces.make("c")
+        let name = "\(tag)h"
+        defer {
+            for router in NetworkNamespace.names() where router.hasPrefix(KernelNames.routerPrefix(host: name)) {
+                try? NetworkNamespace.delete(named: router)
+            }
+        }
+        try RouteNetlink(in: broken).createLink(LinkSpec(name: "eth0", kind: .bridge))
+        let red = "acme/app1/web/red"
+        let desiredSubnet = try subnet(red, "192.168.74.0/24", vni: vnis.0, vteps: ["10.88.1.2"])
+        let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
+        let refused = endpoint(1, red, host: name, ip: "192.168.74.2", netns: broken.path)
+        let fine = endpoint(2, red, host: name, ip: "192.168.74.3", netns: healthy.path)
+        let elsewhere = remote(endpoint(3, red, host: "other", ip: "192.168.74.4", netns: nil), vtep: "10.88.1.2")
+        var state = localState(host: name, revision: 1, domain: domain, endpoints: [refused, fine])
+        state.remoteEndpoints = [elsewhere]
+        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!), hostNamespace: host)
+
+        do {
+            try await datapath.reconcile(state)
+            Issue.record("the reconcile reported success with a port it could not plug")
+        } catch let failure as ReconcileFailure {
+            #expect(failure.failures.count == 1 && failure.description.contains(KernelNames.port(of: refused)), "\(failure)")
+            #expect(failure.report.created.contains(KernelNames.port(of: fine)), "\(failure.report)")
+        }
+        #expect(try RouteNetlink(in: healthy).link(named: "eth0") != nil, "the healthy container got its port")
+        let router = try RouteNetlink(in: try NetworkNamespace(named: KernelNames.routerNamespace(host: name, domainID: domainID)))
+        let bridge = try router.requireLink(named: KernelNames.bridge(vni: vnis.0))
+        #expect(try router.neighbours().contains { $0.index == bridge.index && $0.address == elsewhere.ip && $0.mac == elsewhere.mac },
+                "the remote endpoint is answered for")
+        #expect(try router.link(named: KernelNames.port(of: refused)) == nil, "no half-made port")
+    }
+
     /// The agent starts each router's resolver when the datapath announces the router: that must come
     /// before the first port of the router is plugged (a container may ask for a name at once), for a
     /// router made by a reconcile and by an attach alike, and again for a router found after a restart.
