@@ -22,19 +22,19 @@ extension StoreWriter {
         let full = TrellisError.conflict(
             "subnet \(subnet.path) is full: all \(pool.capacity) addresses of \(subnet.cidr) are in use", field: "subnet")
         let hintKey = "ipam:" + subnet.path
-        let hint = try counter(hintKey)
-        let start = hint > 0 ? IPv4Address(UInt32(truncatingIfNeeded: hint)) : nil
-        // Usually the address after the last one allocated is free and taken at the first try. Only when it
-        // is not are the subnet's claims counted (a scan of all of them), so a full subnet fails at once
-        // instead of trying every address.
+        let start = try allocationHint(hintKey).map { IPv4Address(UInt32(truncatingIfNeeded: $0)) }
+        // Usually the address after the last one allocated is free and taken at the first try. Only after a run
+        // of taken ones are the subnet's claims counted, so a full subnet fails without trying every address.
+        // The count reads every claim of the subnet, which in a cluster conflicts with any allocation made
+        // meanwhile, while stepping over taken addresses conflicts with nothing.
         var tries = 0
         let address = try pool.firstAccepted(startingAt: start) { candidate in
             tries += 1
-            if tries == 2, try claimCount(namespace) >= pool.capacity { throw full }
+            if tries == 16, try claimCount(namespace) >= pool.capacity { throw full }
             return try claim(namespace, candidate.description, owner: owner)
         }
         guard let address else { throw full }
-        try setCounter(hintKey, Int(address.value) + 1)
+        try setAllocationHint(hintKey, Int(address.value) + 1, range: Int(pool.network.firstHost.value)...Int(pool.network.lastHost.value))
         return address
     }
 
@@ -42,8 +42,11 @@ extension StoreWriter {
         try releaseAll("ip:" + subnetPath, ownedBy: owner)
     }
 
-    /// A fresh locally administered unicast MAC, unique across the system.
-    func allocateMAC(owner: String) throws -> MACAddress {
+    /// A fresh locally administered unicast MAC, unique across the system: the one made from `id` (an
+    /// endpoint's, itself unique) unless that is taken, and then the next free one of a sequence.
+    func allocateMAC(owner: String, id: Int) throws -> MACAddress {
+        let preferred = MACAddress.endpoint(sequence: UInt32(truncatingIfNeeded: id))
+        if try claim("mac", preferred.description, owner: owner) { return preferred }
         var sequence = try counter("mac")
         while true {
             sequence += 1
@@ -66,12 +69,5 @@ extension StoreWriter {
             }
         }
         throw TrellisError.conflict("every VXLAN network id is in use", field: "vni")
-    }
-
-    /// The next number of a sequence (domain ids, endpoint ids), never reused.
-    func nextID(_ sequence: String) throws -> Int {
-        let next = try counter(sequence) + 1
-        try setCounter(sequence, next)
-        return next
     }
 }

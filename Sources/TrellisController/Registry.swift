@@ -269,8 +269,8 @@ public struct Registry: Sendable {
             if let host = body.host { _ = try tx.require(HostRecord.self, host, field: "host") }
             let profile = try body.profile.map { try Self.profile($0, for: subnet.enterprise, tx) }
             let ip = try tx.allocateAddress(in: subnet, requested: requested, owner: path)
-            let mac = try tx.allocateMAC(owner: path)
             let id = try tx.nextID("endpoint")
+            let mac = try tx.allocateMAC(owner: path, id: id)
             _ = try tx.claim("endpoint-id", String(id), owner: path)
             var endpoint = Endpoint(id: id, path: path, name: body.name, subnet: subnet.path, domain: subnet.domain,
                                     enterprise: subnet.enterprise, kind: body.kind ?? .container, owner: body.owner, host: body.host,

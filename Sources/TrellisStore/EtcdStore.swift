@@ -17,7 +17,10 @@ public final class EtcdStore: Store {
     private let decoded = DecodedObjects()
     private let conflicts = Atomic<Int>(0)
     private let follower: Mutex<Task<Void, Never>?> = Mutex(nil)
-    private let turns = Turns()
+    /// This controller's blocks of ids and its address hints: what keeps concurrent creates from meeting on a key.
+    let allocation = ClusterAllocation()
+    /// Leases of id blocks take turns: one lease serves every write that waited for it.
+    private let leases = Turns()
     /// Marks the events this store records, so the watch can tell them from other controllers'.
     let origin = UUID().uuidString
     private let elsewhere = Mutex<(@Sendable (Int, [Event]) async -> Void)?>(nil)
@@ -56,20 +59,33 @@ public final class EtcdStore: Store {
 
     public func read<T: Sendable>(_ body: @escaping @Sendable (any StoreReader) throws -> T) async throws -> T {
         let mirror = state.withLock { $0.mirror }
-        return try body(EtcdTransaction(mirror: mirror, prefix: prefix, actor: "", decoded: decoded, origin: origin))
+        return try body(EtcdTransaction(mirror: mirror, prefix: prefix, actor: "", decoded: decoded, origin: origin,
+                                        allocation: allocation))
     }
 
-    /// Writes of this controller take turns, as SQLite's do: they would otherwise conflict with each other on
-    /// every allocation hint and id counter. Writes of other controllers are what the compares guard against.
+    /// Writes run concurrently, in this controller as in others: nothing every create touches is one key. Ids
+    /// come from blocks each controller leases (`ClusterAllocation`), address searches start from hints kept in
+    /// memory, and what a transaction read is compared at commit, so a conflict is two writes on one object or
+    /// one claim; it runs again against the newer mirror.
     public func write<T: Sendable>(actor: String,
                                    _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> WriteResult<T> {
-        await turns.acquire()
-        defer { turns.release() }
-        for attempt in 0..<50 {
+        var attempt = 0
+        while attempt < 50 {
             if attempt > 0 { try await Task.sleep(for: .microseconds(Int.random(in: 0...(500 << min(attempt, 6))))) }
             let mirror = state.withLock { $0.mirror }
-            let transaction = EtcdTransaction(mirror: mirror, prefix: prefix, actor: actor, decoded: decoded, origin: origin)
-            let value = try body(transaction)
+            let transaction = EtcdTransaction(mirror: mirror, prefix: prefix, actor: actor, decoded: decoded, origin: origin,
+                                              allocation: allocation)
+            let value: T
+            do {
+                value = try body(transaction)
+            } catch let needed as IDBlockNeeded {
+                allocation.restore(transaction.hintsSet)
+                try await lease(needed.sequence)
+                continue
+            } catch {
+                allocation.restore(transaction.hintsSet)
+                throw error
+            }
             guard transaction.changed else { return WriteResult(value: value, revision: mirror.revision, events: []) }
             let answer: EtcdTxnResponse
             do {
@@ -81,12 +97,42 @@ public final class EtcdStore: Store {
             try await waitForMirror(revision)
             guard answer.succeeded else {
                 conflicts.add(1, ordering: .relaxed)
+                allocation.scatter(transaction.hintsSet.map(\.name))
+                attempt += 1
                 continue
             }
             return WriteResult(value: Self.stamped(value, guess: transaction.pendingRevision, revision),
                                revision: revision, events: transaction.events(committedAt: revision))
         }
         throw TrellisError(.unavailable, "store error: a write conflicted with others 50 times in a row; try again")
+    }
+
+    /// Leases this controller a block of `sequence`'s ids: the sequence's counter moves on by a block in a
+    /// transaction of its own, so the ids are this controller's whatever becomes of the write that asked.
+    private func lease(_ sequence: String) async throws {
+        await leases.acquire()
+        defer { leases.release() }
+        guard !allocation.hasIDs(sequence) else { return }
+        let key = prefix + "n/" + sequence
+        for _ in 0..<50 {
+            let stored = state.withLock { $0.mirror.keys[key] }
+            let last = stored.flatMap { Int(String(decoding: $0.value.bytes, as: UTF8.self)) } ?? 0
+            let end = last + ClusterAllocation.blockSize
+            let compare = stored.map { EtcdCompare(EtcdBytes(key), .modRevision($0.modRevision)) } ?? .absent(EtcdBytes(key))
+            let answer: EtcdTxnResponse
+            do {
+                answer = try await client.txn(EtcdTxnRequest(compare: [compare], success: [.put(EtcdBytes(key), EtcdBytes(String(end)))]))
+            } catch {
+                throw Self.unavailable(error)
+            }
+            try await waitForMirror(answer.header.revision)
+            if answer.succeeded {
+                allocation.grant(sequence, last + 1...end)
+                return
+            }
+            conflicts.add(1, ordering: .relaxed)
+        }
+        throw TrellisError(.unavailable, "store error: leasing ids of '\(sequence)' conflicted 50 times in a row; try again")
     }
 
     /// `value` with the commit's revision when it is an object the transaction wrote: the transaction could only
@@ -199,6 +245,56 @@ public final class EtcdStore: Store {
     }
 }
 
+/// Thrown inside a transaction that needs an id of a sequence this controller holds no block of.
+struct IDBlockNeeded: Error {
+    var sequence: String
+}
+
+/// What one controller of a cluster allocates from without touching a shared key on every create.
+///
+/// - Ids: blocks of `blockSize` leased from the sequence's counter, handed out in order. An id taken by a
+///   transaction that then fails is skipped, never reused.
+/// - Address hints: where this controller's last search of a subnet ended, in memory and moved at once (so
+///   concurrent transactions of one controller look at different addresses). When a commit conflicts, the
+///   hints it moved jump to a random place in their range: controllers whose searches meet (they all start
+///   at a new subnet's first address) spread over the subnet instead of taking turns at one frontier.
+final class ClusterAllocation: Sendable {
+    static let blockSize = 100
+    private let blocks = Mutex<[String: ClosedRange<Int>]>([:])
+    private let hints = Mutex<[String: (value: Int, range: ClosedRange<Int>)]>([:])
+
+    func hasIDs(_ sequence: String) -> Bool { blocks.withLock { $0[sequence] != nil } }
+
+    func grant(_ sequence: String, _ ids: ClosedRange<Int>) { blocks.withLock { $0[sequence] = ids } }
+
+    func takeID(_ sequence: String) -> Int? {
+        blocks.withLock { blocks in
+            guard let block = blocks[sequence] else { return nil }
+            blocks[sequence] = block.count > 1 ? block.lowerBound + 1...block.upperBound : nil
+            return block.lowerBound
+        }
+    }
+
+    func hint(_ name: String) -> Int? { hints.withLock { $0[name]?.value } }
+
+    func setHint(_ name: String, _ value: Int, range: ClosedRange<Int>) { hints.withLock { $0[name] = (value, range) } }
+
+    /// Puts hints back as they were before a transaction that did not commit, unless another moved them since.
+    func restore(_ moved: [(name: String, previous: Int?, value: Int)]) {
+        hints.withLock { hints in
+            for hint in moved.reversed() where hints[hint.name]?.value == hint.value {
+                if let previous = hint.previous { hints[hint.name]!.value = previous } else { hints[hint.name] = nil }
+            }
+        }
+    }
+
+    func scatter(_ names: [String]) {
+        hints.withLock { hints in
+            for name in names { if let range = hints[name]?.range { hints[name]!.value = Int.random(in: range) } }
+        }
+    }
+}
+
 /// A first-come, first-served lock for async code (waiters are resumed in order, never on a blocked thread).
 final class Turns: Sendable {
     private let state = Mutex<(taken: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
@@ -269,7 +365,11 @@ final class EtcdTransaction: StoreWriter {
     let actor: String
     let decoded: DecodedObjects
     let origin: String
+    let allocation: ClusterAllocation
     var pendingRevision: Int { mirror.revision + 1 }
+    /// The address hints this transaction moved on, with the value each had before: scattered if the commit
+    /// conflicts, put back if the transaction fails or runs again for an id block.
+    private(set) var hintsSet: [(name: String, previous: Int?, value: Int)] = []
     /// The mod revision of each key read (0: it did not exist).
     private var readKeys: [String: Int] = [:]
     /// Ranges read, as [start, end): nothing in them may change before the commit.
@@ -281,8 +381,9 @@ final class EtcdTransaction: StoreWriter {
     private let encoder = JSONCoding.encoder()
     private let decoder = JSONCoding.decoder()
 
-    init(mirror: Mirror, prefix: String, actor: String, decoded: DecodedObjects, origin: String) {
+    init(mirror: Mirror, prefix: String, actor: String, decoded: DecodedObjects, origin: String, allocation: ClusterAllocation) {
         (self.mirror, self.prefix, self.actor, self.decoded, self.origin) = (mirror, prefix, actor, decoded, origin)
+        self.allocation = allocation
     }
 
     var changed: Bool { !order.isEmpty }
@@ -419,8 +520,12 @@ final class EtcdTransaction: StoreWriter {
         put(objectKey(R.kind, path), nil)
     }
 
+    /// A claim found taken is not compared at commit: were it released meanwhile, the caller only looked on
+    /// (an address search steps over it) or said it was in use a moment late. So a search that steps over many
+    /// taken addresses stays one small etcd transaction, and conflicts with nothing it stepped over.
     func claim(_ namespace: String, _ value: String, owner: String) throws -> Bool {
         let key = claimKey(namespace, value)
+        if written[key] == nil, mirror.keys[key] != nil { return false }
         guard self.value(key) == nil else { return false }
         put(key, Data(owner.utf8))
         return true
@@ -437,6 +542,18 @@ final class EtcdTransaction: StoreWriter {
 
     func setCounter(_ name: String, _ value: Int) throws {
         put(prefix + "n/" + name, Data(String(value).utf8))
+    }
+
+    func nextID(_ sequence: String) throws -> Int {
+        guard let id = allocation.takeID(sequence) else { throw IDBlockNeeded(sequence: sequence) }
+        return id
+    }
+
+    func allocationHint(_ name: String) throws -> Int? { allocation.hint(name) }
+
+    func setAllocationHint(_ name: String, _ value: Int, range: ClosedRange<Int>) throws {
+        hintsSet.append((name, allocation.hint(name), value))
+        allocation.setHint(name, value, range: range)
     }
 
     func record(_ action: EventAction, kind: ResourceKind, path: String, enterprise: String?, object: JSONValue?) throws {

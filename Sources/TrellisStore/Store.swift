@@ -70,12 +70,37 @@ public protocol StoreWriter: StoreReader {
     /// Releases every claim `owner` holds in `namespace`.
     func releaseAll(_ namespace: String, ownedBy owner: String) throws
     func setCounter(_ name: String, _ value: Int) throws
+    /// The next number of a sequence (domain ids, endpoint ids): unique, never reused, and increasing in the
+    /// order one controller hands them out (the controllers of a cluster each draw from blocks of their own).
+    func nextID(_ sequence: String) throws -> Int
+    /// Where the last search of `name` (a subnet's addresses) ended; nil before the first.
+    func allocationHint(_ name: String) throws -> Int?
+    /// Records where a search of `name` ended; `range` is what the search covers.
+    func setAllocationHint(_ name: String, _ value: Int, range: ClosedRange<Int>) throws
     /// Appends an event at `pendingRevision`.
     func record(_ action: EventAction, kind: ResourceKind, path: String, enterprise: String?, object: JSONValue?) throws
     /// Records that `object` was created, updated or deleted (for deletions, as it was).
     func recordChange<R: Resource>(_ action: EventAction, _ object: R) throws
     /// Records a heartbeat; not a change, so it does not move the revision.
     func setHeartbeat(_ host: String, time: Date, appliedRevision: Int?) throws
+}
+
+extension StoreWriter {
+    /// A counter of the store, in the transaction: one controller's writes take turns anyway.
+    public func nextID(_ sequence: String) throws -> Int {
+        let next = try counter(sequence) + 1
+        try setCounter(sequence, next)
+        return next
+    }
+
+    public func allocationHint(_ name: String) throws -> Int? {
+        let hint = try counter(name)
+        return hint > 0 ? hint : nil
+    }
+
+    public func setAllocationHint(_ name: String, _ value: Int, range: ClosedRange<Int>) throws {
+        try setCounter(name, value)
+    }
 }
 
 extension StoreReader {
