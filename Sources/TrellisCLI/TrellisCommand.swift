@@ -92,6 +92,11 @@ struct ControllerCommand: AsyncParsableCommand {
 
     @Flag(help: "Serve plain HTTP on the TCP listeners; refused unless all are on loopback.") var insecureHTTP = false
 
+    @Option(help: "The newest events the store keeps (older ones are removed every 5 minutes; in etcd its history is compacted).")
+    var eventRetention = 100_000
+
+    @Option(help: "Events older than this many days are removed even below --event-retention.") var eventMaxAgeDays = 30
+
     func run() async throws {
         var configuration = try ControllerConfiguration(listen: listen, store: store, adminTokenFile: adminTokenFile,
                                                         underlayReserved: underlayReserved)
@@ -101,6 +106,9 @@ struct ControllerCommand: AsyncParsableCommand {
         configuration.tlsDirectory = tlsDirectory
         configuration.tlsNames = tlsName
         configuration.insecureHTTP = insecureHTTP
+        guard eventRetention >= 1 else { throw ValidationError("--event-retention: keep at least 1 event") }
+        guard eventMaxAgeDays >= 1 else { throw ValidationError("--event-max-age-days: keep events at least 1 day") }
+        configuration.retention = HistoryRetention(events: eventRetention, maxAge: .seconds(eventMaxAgeDays * 86_400))
         let controller = try await Controller(configuration: configuration)
         try await controller.run { [configuration] port in
             let addresses = configuration.listen.map(\.description).joined(separator: ", ")

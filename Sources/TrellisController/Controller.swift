@@ -61,6 +61,8 @@ public struct ControllerConfiguration: Sendable {
     public var tlsNames: [String] = []
     /// Plain HTTP on the TCP listeners, allowed only when every one is on loopback (`--insecure-http`).
     public var insecureHTTP = false
+    /// How much event history the store keeps.
+    public var retention = HistoryRetention()
 
     public init(listen: [String] = ["127.0.0.1:7400"], store: String = "sqlite:/var/lib/trellis/trellis.db",
                 adminTokenFile: String = "/var/lib/trellis/admin.token", underlayReserved: [String] = []) throws {
@@ -171,7 +173,8 @@ public struct Controller: Sendable {
                 logger: logger
             )
         }
-        let group = ServiceGroup(services: applications, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let trimmer = HistoryTrimmer(store: registry.store, retention: configuration.retention, logger: logger)
+        let group = ServiceGroup(services: applications + [trimmer], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()
         } catch {

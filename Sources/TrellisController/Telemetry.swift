@@ -72,6 +72,11 @@ extension Registry {
         }
         lines += ["# HELP trellis_stats_reports_total Traffic reports received from agents.", "# TYPE trellis_stats_reports_total counter",
                   "trellis_stats_reports_total \(await telemetry.received)",
+                  "# HELP trellis_store_commits_total Write transactions this controller committed.",
+                  "# TYPE trellis_store_commits_total counter",
+                  "trellis_store_commits_total \(store.commits)",
+                  "# HELP trellis_store_conflict_retries_total Write transactions run again because another write changed what they read.",
+                  "# TYPE trellis_store_conflict_retries_total counter", "trellis_store_conflict_retries_total \(store.conflictRetries)",
                   "# HELP trellis_endpoint_bytes_total Bytes an endpoint sent or received, as its host last counted them.",
                   "# TYPE trellis_endpoint_bytes_total counter"]
         let reports = await telemetry.all()

@@ -16,6 +16,9 @@ public final class EtcdStore: Store {
     private let state: Mutex<MirrorState>
     private let decoded = DecodedObjects()
     private let conflicts = Atomic<Int>(0)
+    private let committed = Atomic<Int>(0)
+    /// The revision the previous history trim started from: the next one compacts up to it.
+    private let previousTrim = Atomic<Int>(0)
     private let follower: Mutex<Task<Void, Never>?> = Mutex(nil)
     /// This controller's blocks of ids and its address hints: what keeps concurrent creates from meeting on a key.
     let allocation = ClusterAllocation()
@@ -53,6 +56,7 @@ public final class EtcdStore: Store {
 
     /// Transactions that had to run again because another write changed what they read.
     public var conflictRetries: Int { conflicts.load(ordering: .relaxed) }
+    public var commits: Int { committed.load(ordering: .relaxed) }
 
     /// The revision the mirror has reached.
     public var mirroredRevision: Int { state.withLock { $0.mirror.revision } }
@@ -101,6 +105,7 @@ public final class EtcdStore: Store {
                 attempt += 1
                 continue
             }
+            committed.add(1, ordering: .relaxed)
             return WriteResult(value: Self.stamped(value, guess: transaction.pendingRevision, revision),
                                revision: revision, events: transaction.events(committedAt: revision))
         }
@@ -164,8 +169,14 @@ public final class EtcdStore: Store {
                 let request = EtcdWatchRequest(key: EtcdBytes(prefix), rangeEnd: EtcdBytes(prefix).prefixEnd, startRevision: from)
                 try await client.watch(request) { message in
                     if message.canceled {
+                        // Behind a compaction: what changed meanwhile is found by comparing the mirror with a snapshot.
                         let snapshot = try await self.load()
-                        self.apply { $0 = snapshot }
+                        var previous = snapshot
+                        self.apply { swap(&$0, &previous) }
+                        if let handler = self.elsewhere.withLock({ $0 }) {
+                            let changes = Self.changes(from: previous, to: snapshot, prefix: self.prefix)
+                            if !changes.isEmpty { await handler(snapshot.revision, changes) }
+                        }
                         return false
                     }
                     if !message.events.isEmpty {
@@ -177,6 +188,57 @@ public final class EtcdStore: Store {
             } catch {
                 try? await Task.sleep(for: .milliseconds(200))
             }
+        }
+    }
+
+    /// The objects that differ between two mirrors, as events at `new`'s revision (deletions carry the object
+    /// as it was): what a controller that missed the history between them must take in.
+    static func changes(from old: Mirror, to new: Mirror, prefix: String) -> [Event] {
+        let objects = prefix + "o/"
+        var events: [Event] = []
+        for key in Set(old.keys.keys).union(new.keys.keys).sorted() where key.hasPrefix(objects) {
+            let before = old.keys[key], after = new.keys[key]
+            guard before?.value != after?.value || before?.modRevision != after?.modRevision else { continue }
+            let name = key.dropFirst(objects.count)
+            guard let slash = name.firstIndex(of: "/"), let kind = ResourceKind(rawValue: String(name[..<slash])) else { continue }
+            let path = String(name[name.index(after: slash)...])
+            let action: EventAction = after == nil ? .deleted : before == nil ? .created : .updated
+            let bytes = (after ?? before).map { Data($0.value.bytes) }
+            events.append(Event(id: new.revision * 1000 + events.count, revision: new.revision, time: Date(), actor: "etcd", action: action,
+                                kind: kind, path: path, enterprise: Names.prefix(path, 1), encodedObject: bytes))
+        }
+        return events
+    }
+
+    // MARK: History
+
+    /// Events go in transactions of at most this many deletes: etcd refuses more than 128 operations in one.
+    static let deletesPerTransaction = 100
+
+    public func trimHistory(keepingEvents count: Int, recordedAfter cutoff: Date) async throws -> HistoryTrim {
+        let mirror = state.withLock { $0.mirror }
+        let start = prefix + "e/"
+        let decoder = JSONCoding.decoder()
+        let events = mirror.keys.filter { $0.key.hasPrefix(start) }.compactMap { key, stored -> (key: String, id: Int, time: Date)? in
+            guard let event = try? decoder.decode(StoredEvent.self, from: Data(stored.value.bytes)) else { return nil }
+            return (key, stored.createRevision * 1000 + event.index, event.time)
+        }.sorted { $0.id < $1.id }
+        let doomed = events.enumerated().filter { index, event in index < events.count - count || event.time < cutoff }.map(\.element.key)
+        do {
+            for start in stride(from: 0, to: doomed.count, by: Self.deletesPerTransaction) {
+                let batch = doomed[start..<min(start + Self.deletesPerTransaction, doomed.count)]
+                _ = try await client.txn(EtcdTxnRequest(compare: [], success: batch.map { .delete(key: EtcdBytes($0), rangeEnd: nil) }))
+            }
+            // Compacting only up to where the previous trim started leaves a controller whose watch lags by less than
+            // one interval the history it still needs; one further behind starts over from a snapshot.
+            let compactTo = previousTrim.exchange(mirror.revision, ordering: .relaxed)
+            guard compactTo > 0 else { return HistoryTrim(events: doomed.count) }
+            try await client.compact(revision: compactTo)
+            return HistoryTrim(events: doomed.count, compactedTo: compactTo)
+        } catch EtcdError.failed(let failure) where failure.compacted {
+            return HistoryTrim(events: doomed.count)
+        } catch {
+            throw Self.unavailable(error)
         }
     }
 

@@ -3,10 +3,19 @@ import GRDB
 import Synchronization
 import TrellisModel
 
+/// A count shared with the database's write closures.
+final class CommitCount: Sendable {
+    private let count = Atomic<Int>(0)
+    var value: Int { count.load(ordering: .relaxed) }
+    func add() { count.add(1, ordering: .relaxed) }
+}
+
 /// The embedded store: one SQLite file in WAL mode, migrated on open.
 public final class SQLiteStore: Store {
     private let pool: DatabasePool
     private let decoded = DecodedObjects()
+    private let committed = CommitCount()
+    public var commits: Int { committed.value }
 
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     public init(path: String) throws {
@@ -62,13 +71,24 @@ public final class SQLiteStore: Store {
 
     public func write<T: Sendable>(actor: String, _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> WriteResult<T> {
         try await mapErrors {
-            try await pool.write { db in
+            try await pool.write { [committed] db in
                 let current = try Int.fetchOne(db.cachedStatement(sql: "SELECT value FROM meta WHERE key = 'revision'")) ?? 0
                 let transaction = SQLiteTransaction(db: db, pendingRevision: current + 1, actor: actor, decoded: decoded)
                 let value = try body(transaction)
                 guard transaction.changed else { return WriteResult(value: value, revision: current, events: []) }
                 try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'revision'").execute(arguments: [current + 1])
+                committed.add()
                 return WriteResult(value: value, revision: current + 1, events: transaction.recorded)
+            }
+        }
+    }
+
+    public func trimHistory(keepingEvents count: Int, recordedAfter cutoff: Date) async throws -> HistoryTrim {
+        try await mapErrors {
+            try await pool.write { db in
+                try db.execute(sql: "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ? OR time < ?",
+                               arguments: [count, cutoff.timeIntervalSince1970])
+                return HistoryTrim(events: db.changesCount)
             }
         }
     }

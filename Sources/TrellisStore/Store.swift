@@ -17,11 +17,30 @@ public protocol Store: Sendable {
     /// Calls `handler` with the events of each change that other processes sharing the store committed,
     /// in revision order (a store only this process writes never calls it).
     func followChanges(madeElsewhere handler: @escaping @Sendable (_ revision: Int, _ events: [Event]) async -> Void)
+    /// Keeps the newest `count` events and none older than `cutoff`; in etcd, also compacts the history up to
+    /// the revision the trim started from, so the store does not grow without bound.
+    func trimHistory(keepingEvents count: Int, recordedAfter cutoff: Date) async throws -> HistoryTrim
+    /// Write transactions this process committed that changed something.
+    var commits: Int { get }
+    /// Write transactions run again because another write changed what they read (0 for a store only this
+    /// process writes).
+    var conflictRetries: Int { get }
 }
 
 extension Store {
+    public var conflictRetries: Int { 0 }
     public func close() async {}
     public func followChanges(madeElsewhere handler: @escaping @Sendable (_ revision: Int, _ events: [Event]) async -> Void) {}
+}
+
+/// What one trim of the store's history removed.
+public struct HistoryTrim: Sendable, Equatable {
+    /// Events removed.
+    public var events: Int
+    /// The revision etcd's history was compacted to, if it was.
+    public var compactedTo: Int?
+
+    public init(events: Int, compactedTo: Int? = nil) { self.events = events; self.compactedTo = compactedTo }
 }
 
 /// What a write transaction returned, the revision it committed at and the events it recorded.

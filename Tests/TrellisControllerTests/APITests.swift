@@ -151,6 +151,12 @@ import TrellisTestSupport
             try await client.delete("/api/v1/endpoints/\(subnet)/e2")
             let stat: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: subnet, name: "e6", ip: "10.1.0.4"))
             #expect(stat.ip.description == "10.1.0.4", "a released address can be requested statically")
+
+            // Each change above was one committed write transaction, and /metrics counts them.
+            let metrics = String(decoding: try await client.exchange("GET", "/metrics", body: nil).body, as: UTF8.self)
+            let commits = metrics.split(separator: "\n").first { $0.hasPrefix("trellis_store_commits_total ") }
+            #expect(commits.flatMap { Int($0.split(separator: " ")[1]) } ?? 0 >= 13, "\(String(describing: commits))")
+            #expect(metrics.contains("\ntrellis_store_conflict_retries_total "))
         }
     }
 
