@@ -132,7 +132,7 @@ let package = Package(
         .target(
             name: "TrellisTestSupport",
             dependencies: [
-                "TrellisModel", "TrellisController", "TrellisClient", "TrellisEtcd",
+                "TrellisModel", "TrellisController", "TrellisClient", "TrellisEtcd", "TrellisStore",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TrellisTestSupport",

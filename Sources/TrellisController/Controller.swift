@@ -123,9 +123,14 @@ public struct Controller: Sendable {
     public let tls: ControllerTLS?
 
     public init(configuration: ControllerConfiguration) async throws {
+        try self.init(configuration: configuration, store: try await configuration.openStore())
+    }
+
+    /// A controller on a store already opened, in place of the one `configuration.store` names.
+    public init(configuration: ControllerConfiguration, store: any Store) throws {
         self.configuration = configuration
         tls = try configuration.loadTLS()
-        registry = Registry(store: try await configuration.openStore(), underlayReserved: configuration.underlayReserved)
+        registry = Registry(store: store, underlayReserved: configuration.underlayReserved)
     }
 
     /// The router with every API route, the OpenAPI document, authentication and JSON errors.

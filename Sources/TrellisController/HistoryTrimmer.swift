@@ -31,8 +31,9 @@ struct HistoryTrimmer: Service {
             do {
                 let cutoff = Date().addingTimeInterval(-Double(retention.maxAge.components.seconds))
                 let trim = try await store.trimHistory(keepingEvents: retention.events, recordedAfter: cutoff)
-                if trim.events > 0 || trim.compactedTo != nil {
-                    logger.info("trimmed history", metadata: ["events": "\(trim.events)", "compacted-to": "\(trim.compactedTo ?? 0)"])
+                if trim.events > 0 || trim.chunks > 0 || trim.compactedTo != nil {
+                    logger.info("trimmed history", metadata: ["events": "\(trim.events)", "chunks": "\(trim.chunks)",
+                                                              "compacted-to": "\(trim.compactedTo ?? 0)"])
                 }
             } catch {
                 logger.warning("history trim failed; tried again at the next interval", metadata: ["error": "\(error)"])

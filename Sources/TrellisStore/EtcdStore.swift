@@ -33,7 +33,12 @@ public final class EtcdStore: Store {
     }
 
     /// Connects to `members`, reads everything under `prefix` and starts following it.
-    public init(members: [String], prefix: String = "/trellis") async throws {
+    public convenience init(members: [String], prefix: String = "/trellis") async throws {
+        try await self.init(members: members, prefix: prefix, following: true)
+    }
+
+    /// A store that follows the changes of others only once `startFollowing()` is called (tests make it fall behind).
+    init(members: [String], prefix: String, following: Bool) async throws {
         client = try EtcdClient(members: members)
         self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
         state = Mutex(MirrorState(mirror: Mirror(revision: 0, keys: [:])))
@@ -44,6 +49,11 @@ public final class EtcdStore: Store {
             try? await client.shutdown()
             throw Self.unavailable(error)
         }
+        if following { startFollowing() }
+    }
+
+    /// Follows the prefix from the mirror's revision on.
+    func startFollowing() {
         let task = Task { [weak self] in _ = await self?.follow() }
         follower.withLock { $0 = task }
     }
@@ -93,6 +103,10 @@ public final class EtcdStore: Store {
             guard transaction.changed else { return WriteResult(value: value, revision: mirror.revision, events: []) }
             let answer: EtcdTxnResponse
             do {
+                // A large object's chunks go first, each in a request of its own, under keys no other write uses.
+                for chunk in transaction.chunks {
+                    _ = try await client.txn(EtcdTxnRequest(compare: [], success: [.put(chunk.key, chunk.value)]))
+                }
                 answer = try await client.txn(transaction.commitRequest())
             } catch {
                 throw Self.unavailable(error)
@@ -203,7 +217,7 @@ public final class EtcdStore: Store {
             guard let slash = name.firstIndex(of: "/"), let kind = ResourceKind(rawValue: String(name[..<slash])) else { continue }
             let path = String(name[name.index(after: slash)...])
             let action: EventAction = after == nil ? .deleted : before == nil ? .created : .updated
-            let bytes = (after ?? before).map { Data($0.value.bytes) }
+            let bytes = after.map { new.resolved($0.value.bytes) } ?? before.map { old.resolved($0.value.bytes) } ?? nil
             events.append(Event(id: new.revision * 1000 + events.count, revision: new.revision, time: Date(), actor: "etcd", action: action,
                                 kind: kind, path: path, enterprise: Names.prefix(path, 1), encodedObject: bytes))
         }
@@ -217,26 +231,43 @@ public final class EtcdStore: Store {
 
     public func trimHistory(keepingEvents count: Int, recordedAfter cutoff: Date) async throws -> HistoryTrim {
         let mirror = state.withLock { $0.mirror }
-        let start = prefix + "e/"
+        // Compacting only up to where the previous trim started leaves a controller whose watch lags by less than
+        // one interval the history it still needs; one further behind starts over from a snapshot.
+        let previous = previousTrim.exchange(mirror.revision, ordering: .relaxed)
         let decoder = JSONCoding.decoder()
-        let events = mirror.keys.filter { $0.key.hasPrefix(start) }.compactMap { key, stored -> (key: String, id: Int, time: Date)? in
+        let events = mirror.keys.filter { $0.key.hasPrefix(prefix + "e/") }.compactMap {
+            key, stored -> (key: String, id: Int, event: StoredEvent)? in
             guard let event = try? decoder.decode(StoredEvent.self, from: Data(stored.value.bytes)) else { return nil }
-            return (key, stored.createRevision * 1000 + event.index, event.time)
+            return (key, stored.createRevision * 1000 + event.index, event)
         }.sorted { $0.id < $1.id }
-        let doomed = events.enumerated().filter { index, event in index < events.count - count || event.time < cutoff }.map(\.element.key)
+        let doomed = events.enumerated().filter { index, event in index < events.count - count || event.event.time < cutoff }
+        let doomedKeys = Set(doomed.map(\.element.key))
+        // Chunks no object or kept event refers to, written before the previous trim (so no write still in flight).
+        var referenced = Set(mirror.keys.filter { $0.key.hasPrefix(prefix + "o/") }.compactMap {
+            ChunkedValue(manifest: $0.value.value.bytes)?.keyPrefix
+        })
+        for event in events where !doomedKeys.contains(event.key) {
+            if let object = event.event.object, let chunked = ChunkedValue(manifest: Array(object)) { referenced.insert(chunked.keyPrefix) }
+        }
+        let unreferenced = mirror.keys.filter { key, stored in
+            key.hasPrefix(prefix + "x/") && stored.createRevision <= previous
+                && !referenced.contains(String(key[...key.lastIndex(of: "/")!]))
+        }.map(\.key)
+        let deletions = doomed.map(\.element.key) + unreferenced
         do {
-            for start in stride(from: 0, to: doomed.count, by: Self.deletesPerTransaction) {
-                let batch = doomed[start..<min(start + Self.deletesPerTransaction, doomed.count)]
-                _ = try await client.txn(EtcdTxnRequest(compare: [], success: batch.map { .delete(key: EtcdBytes($0), rangeEnd: nil) }))
+            var revision = 0
+            for start in stride(from: 0, to: deletions.count, by: Self.deletesPerTransaction) {
+                let batch = deletions[start..<min(start + Self.deletesPerTransaction, deletions.count)]
+                let deletes = batch.map { EtcdOperation.delete(key: EtcdBytes($0), rangeEnd: nil) }
+                let answer = try await client.txn(EtcdTxnRequest(compare: [], success: deletes))
+                revision = answer.header.revision
             }
-            // Compacting only up to where the previous trim started leaves a controller whose watch lags by less than
-            // one interval the history it still needs; one further behind starts over from a snapshot.
-            let compactTo = previousTrim.exchange(mirror.revision, ordering: .relaxed)
-            guard compactTo > 0 else { return HistoryTrim(events: doomed.count) }
-            try await client.compact(revision: compactTo)
-            return HistoryTrim(events: doomed.count, compactedTo: compactTo)
+            try await waitForMirror(revision)
+            guard previous > 0 else { return HistoryTrim(events: doomed.count, chunks: unreferenced.count) }
+            try await client.compact(revision: previous)
+            return HistoryTrim(events: doomed.count, chunks: unreferenced.count, compactedTo: previous)
         } catch EtcdError.failed(let failure) where failure.compacted {
-            return HistoryTrim(events: doomed.count)
+            return HistoryTrim(events: doomed.count, chunks: unreferenced.count)
         } catch {
             throw Self.unavailable(error)
         }
@@ -246,10 +277,12 @@ public final class EtcdStore: Store {
     private func announce(_ changes: [EtcdEvent]) async throws {
         guard let handler = elsewhere.withLock({ $0 }) else { return }
         let start = prefix + "e/"
+        let mirror = state.withLock { $0.mirror }
         var byRevision: [Int: [Event]] = [:]
         for change in changes where change.kind == .put && change.keyValue.key.text.hasPrefix(start) {
-            guard let stored = try? JSONCoding.decoder().decode(StoredEvent.self, from: Data(change.keyValue.value.bytes)),
+            guard var stored = try? JSONCoding.decoder().decode(StoredEvent.self, from: Data(change.keyValue.value.bytes)),
                   stored.origin != origin else { continue }
+            stored.object = stored.object.flatMap { mirror.resolved(Array($0)) }
             byRevision[change.keyValue.createRevision, default: []].append(stored.event(createdAt: change.keyValue.createRevision))
         }
         for (revision, events) in byRevision.sorted(by: { $0.key < $1.key }) {
@@ -386,6 +419,64 @@ final class Turns: Sendable {
 struct Mirror: Sendable {
     var revision: Int
     var keys: [String: EtcdKeyValue]
+
+    /// A stored value as written: a large one's chunks put together again (nil if they are gone).
+    func resolved(_ bytes: [UInt8]) -> Data? {
+        guard let manifest = ChunkedValue(manifest: bytes) else { return Data(bytes) }
+        return manifest.assemble { keys[$0]?.value.bytes }
+    }
+}
+
+/// A value too large for one etcd request (1.5 MiB, and an object's event carries it again): its bytes are kept
+/// in chunks under `x/ID/N`, written before the transaction that stores it, and the object's key and its event hold
+/// a short manifest naming them. Chunks are never changed; the history trim removes those nothing refers to.
+struct ChunkedValue: Equatable {
+    /// Values larger than this are chunked, in chunks of this size.
+    static let chunkBytes = 256 * 1024
+    /// A manifest starts with a byte no JSON value starts with.
+    static let marker: UInt8 = 1
+
+    var chunkKeys: [String]
+    var byteCount: Int
+
+    init(keyPrefix: String, byteCount: Int) {
+        let count = (byteCount + Self.chunkBytes - 1) / Self.chunkBytes
+        self.chunkKeys = (0..<count).map { keyPrefix + String($0) }
+        self.byteCount = byteCount
+    }
+
+    init?(manifest bytes: [UInt8]) {
+        guard bytes.first == Self.marker else { return nil }
+        let fields = String(decoding: bytes.dropFirst(), as: UTF8.self).split(separator: " ")
+        guard fields.count == 3, let count = Int(fields[1]), let byteCount = Int(fields[2]), count > 0 else { return nil }
+        chunkKeys = (0..<count).map { String(fields[0]) + String($0) }
+        self.byteCount = byteCount
+    }
+
+    /// The manifest: the marker, the chunks' common key prefix, their count and the value's size.
+    var manifest: Data {
+        let keyPrefix = chunkKeys[0].dropLast(1)
+        return Data([Self.marker]) + Data("\(keyPrefix) \(chunkKeys.count) \(byteCount)".utf8)
+    }
+
+    /// The chunks' key prefix (`…x/ID/`).
+    var keyPrefix: String { String(chunkKeys[0].dropLast(1)) }
+
+    func chunks(of value: Data) -> [(key: EtcdBytes, value: EtcdBytes)] {
+        chunkKeys.enumerated().map { index, key in
+            let start = value.startIndex + index * Self.chunkBytes
+            return (EtcdBytes(key), EtcdBytes(Array(value[start..<min(start + Self.chunkBytes, value.endIndex)])))
+        }
+    }
+
+    func assemble(_ chunk: (String) -> [UInt8]?) -> Data? {
+        var data = Data(capacity: byteCount)
+        for key in chunkKeys {
+            guard let bytes = chunk(key) else { return nil }
+            data.append(contentsOf: bytes)
+        }
+        return data.count == byteCount ? data : nil
+    }
 }
 
 struct Waiter: Sendable {
@@ -440,6 +531,11 @@ final class EtcdTransaction: StoreWriter {
     private var written: [String: Data?] = [:]
     private var order: [String] = []
     private var recorded: [(event: StoredEvent, resource: (any Resource)?)] = []
+    /// The chunks of this transaction's large values, to be written before it commits.
+    private(set) var chunks: [(key: EtcdBytes, value: EtcdBytes)] = []
+    private var pendingChunks: [String: [UInt8]] = [:]
+    /// The manifest of the last large value stored, reused when its event stores the same bytes.
+    private var lastChunked: (value: Data, manifest: Data)?
     private let encoder = JSONCoding.encoder()
     private let decoder = JSONCoding.decoder()
 
@@ -478,10 +574,30 @@ final class EtcdTransaction: StoreWriter {
         if written.updateValue(value, forKey: key) == nil { order.append(key) }
     }
 
+    /// What is put under a key for `value`: the value, or if it is large the manifest of its new chunks.
+    private func storable(_ value: Data) -> Data {
+        guard value.count > ChunkedValue.chunkBytes else { return value }
+        if let lastChunked, lastChunked.value == value { return lastChunked.manifest }
+        let chunked = ChunkedValue(keyPrefix: prefix + "x/" + UUID().uuidString + "/", byteCount: value.count)
+        for chunk in chunked.chunks(of: value) {
+            chunks.append(chunk)
+            pendingChunks[chunk.key.text] = chunk.value.bytes
+        }
+        lastChunked = (value, chunked.manifest)
+        return chunked.manifest
+    }
+
+    /// A stored value as written, its chunks found among this transaction's or the mirror's.
+    private func resolved(_ bytes: [UInt8]) -> Data? {
+        guard let manifest = ChunkedValue(manifest: bytes) else { return Data(bytes) }
+        return manifest.assemble { pendingChunks[$0] ?? mirror.keys[$0]?.value.bytes }
+    }
+
     private func decode<R: Resource>(_ type: R.Type, _ path: String, _ bytes: [UInt8], modRevision: Int) throws -> R {
         if modRevision <= mirror.revision, let object = decoded.object(R.self, path, revision: modRevision) { return object }
         do {
-            var object = try decoder.decode(R.self, from: Data(bytes))
+            guard let data = resolved(bytes) else { throw TrellisError(.internalError, "its chunks are missing") }
+            var object = try decoder.decode(R.self, from: data)
             object.revision = modRevision
             if modRevision <= mirror.revision { decoded.keep(object, revision: modRevision) }
             return object
@@ -534,7 +650,11 @@ final class EtcdTransaction: StoreWriter {
                   enterprise == nil || event.enterprise == enterprise else { continue }
             events.append(event.event(createdAt: stored.createRevision))
         }
-        return Array(events.sorted { $0.id < $1.id }.prefix(limit))
+        return events.sorted { $0.id < $1.id }.prefix(limit).map { event in
+            var event = event
+            event.encodedObject = event.encodedObject.flatMap { resolved(Array($0)) }
+            return event
+        }
     }
 
     func lastEventID() throws -> Int {
@@ -561,7 +681,7 @@ final class EtcdTransaction: StoreWriter {
     private func write<R: Resource>(_ object: R) throws -> R {
         var object = object
         object.revision = pendingRevision
-        put(objectKey(R.kind, object.path), try encoder.encode(object))
+        put(objectKey(R.kind, object.path), storable(try encoder.encode(object)))
         return object
     }
 
@@ -629,9 +749,10 @@ final class EtcdTransaction: StoreWriter {
 
     private func append(_ action: EventAction, kind: ResourceKind, path: String, enterprise: String?, body: Data?,
                         resource: (any Resource)?) throws {
-        let event = StoredEvent(origin: origin, index: recorded.count, time: Date(), actor: actor, action: action, kind: kind,
+        var event = StoredEvent(origin: origin, index: recorded.count, time: Date(), actor: actor, action: action, kind: kind,
                                 path: path, enterprise: enterprise, object: body)
         recorded.append((event, resource))
+        event.object = body.map(storable)
         put(prefix + "e/" + UUID().uuidString, try encoder.encode(event))
     }
 

@@ -37,10 +37,16 @@ extension Store {
 public struct HistoryTrim: Sendable, Equatable {
     /// Events removed.
     public var events: Int
+    /// Chunks of large values that nothing refers to any more (etcd).
+    public var chunks: Int
     /// The revision etcd's history was compacted to, if it was.
     public var compactedTo: Int?
 
-    public init(events: Int, compactedTo: Int? = nil) { self.events = events; self.compactedTo = compactedTo }
+    public init(events: Int, chunks: Int = 0, compactedTo: Int? = nil) {
+        self.events = events
+        self.chunks = chunks
+        self.compactedTo = compactedTo
+    }
 }
 
 /// What a write transaction returned, the revision it committed at and the events it recorded.

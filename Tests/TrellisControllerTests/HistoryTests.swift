@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TrellisClient
 import TrellisEtcd
 import TrellisModel
 @testable import TrellisStore
@@ -73,6 +74,103 @@ import TrellisTestSupport
             throw error
         }
         await first.close(); await second.close()
+    }
+
+    /// A value over 256 KiB is kept in chunks: read back whole by this store and another, logged whole, and its
+    /// chunks removed by the trim once neither the object nor a kept event refers to them.
+    @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func largeValuesAreChunkedAndTheirChunksCollected() async throws {
+        let etcd = try await RunningEtcd()
+        defer { etcd.stop() }
+        let client = try EtcdClient(members: [etcd.clientURL])
+        let first = try await EtcdStore(members: [etcd.clientURL]), second = try await EtcdStore(members: [etcd.clientURL])
+        func chunkKeys() async throws -> Int { try await client.range(.prefix(EtcdBytes("/trellis/x/"))).kvs.count }
+        do {
+            @Sendable func large(_ letter: Character) -> String { String(repeating: letter, count: 600_000) }
+            for letter: Character in ["a", "b", "c"] {
+                _ = try await first.write(actor: "t") { tx in
+                    var enterprise = try tx.get(Enterprise.self, "acme") ?? Enterprise(name: "acme", description: nil)
+                    enterprise.description = large(letter)
+                    let written = enterprise.revision == 0 ? try tx.insert(enterprise) : try tx.update(enterprise)
+                    try tx.recordChange(.updated, written)
+                }
+            }
+            #expect(try await chunkKeys() == 9, "three versions of three chunks; the event shares its object's")
+            let revision = try await first.read { try $0.currentRevision() }
+            while second.mirroredRevision < revision { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(try await second.read { try $0.get(Enterprise.self, "acme") }?.description == large("c"))
+            let logged = try await second.read { try $0.events(afterID: 0, limit: 10, enterprise: nil) }
+            #expect(logged.map { $0.decodedObject(Enterprise.self)?.description?.first } == ["a", "b", "c"])
+
+            #expect(try await first.trimHistory(keepingEvents: 2, recordedAfter: .distantPast).chunks == 0, "too young")
+            let trim = try await first.trimHistory(keepingEvents: 2, recordedAfter: .distantPast)
+            #expect(trim.chunks == 3 && trim.compactedTo != nil)
+            #expect(try await chunkKeys() == 6)
+            #expect(try await first.read { try $0.get(Enterprise.self, "acme") }?.description == large("c"))
+        } catch {
+            try? await client.shutdown(); await first.close(); await second.close()
+            throw error
+        }
+        try await client.shutdown(); await first.close(); await second.close()
+    }
+
+    /// A controller whose etcd watch falls behind a compaction starts over from a snapshot, and a host watching it
+    /// ends exactly equal to a fresh read: endpoints made, changed and deleted meanwhile through another controller.
+    @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func aWatcherBehindACompactionEndsEqualToAFreshRead() async throws {
+        let etcd = try await RunningEtcd()
+        defer { etcd.stop() }
+        let second = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: second) }
+        let store = "etcd:\(etcd.clientURL)"
+        let storeOfA = try await EtcdStore(members: [etcd.clientURL])
+        try await withController(store: store, opened: storeOfA) { a in
+            let throughA = a.client()
+            let red = try await makeSubnet(throughA)
+            for (host, ip) in [("h1", "10.99.0.1"), ("h2", "10.99.0.2")] {
+                let _: HostRecord = try await throughA.put("/api/v1/hosts/\(host)", HostRegistration(underlayIP: ip))
+            }
+            let _: Endpoint = try await throughA.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "local", host: "h1"))
+            for index in 0..<3 {
+                let _: Endpoint = try await throughA.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "old\(index)", host: "h2"))
+            }
+            for shared in ["admin.token", "tls"] {
+                try FileManager.default.copyItem(at: a.directory.appendingPathComponent(shared), to: second.appendingPathComponent(shared))
+            }
+            let lagging = try await EtcdStore(members: [etcd.clientURL], prefix: "/trellis", following: false)
+            try await withController(directory: second, store: store, opened: lagging) { b in
+                let throughB = b.client(token: a.adminToken)
+                let (messages, watcher) = follow(throughB, "/api/v1/hosts/h1/desired?watch=1", as: WatchMessage.self)
+                defer { watcher.cancel() }
+                let first = try await messages.item(0)
+                var replayed = try #require(first.state)
+                #expect(replayed.remoteEndpoints.count == 3)
+
+                // Through A, while B does not follow: new endpoints, one moved to h1, one deleted, one changed.
+                for index in 0..<4 {
+                    let _: Endpoint = try await throughA.post("/api/v1/endpoints",
+                                                              EndpointCreate(subnet: red, name: "new\(index)", host: "h2"))
+                }
+                let _: Endpoint = try await throughA.patch("/api/v1/endpoints/\(red)/old0", EndpointUpdate(host: "h1"))
+                try await throughA.delete("/api/v1/endpoints/\(red)/old1")
+                let _: Endpoint = try await throughA.patch("/api/v1/endpoints/\(red)/old2", EndpointUpdate(hostname: "renamed"))
+                _ = try await storeOfA.trimHistory(keepingEvents: 1, recordedAfter: .distantPast)
+                let _: Endpoint = try await throughA.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "late", host: "h2"))
+                let trim = try await storeOfA.trimHistory(keepingEvents: 1, recordedAfter: .distantPast)
+                #expect((trim.compactedTo ?? 0) > replayed.revision)
+
+                lagging.startFollowing()
+                let fresh: DesiredState = try await throughA.get("/api/v1/hosts/h1/desired")
+                var index = 1
+                while replayed.contentDigest != fresh.contentDigest {
+                    let message = try await messages.item(index)
+                    index += 1
+                    if message.type == .snapshot { replayed = try #require(message.state) }
+                    if message.type == .delta { replayed = replayed.applying(try #require(message.delta), revision: message.revision) }
+                }
+                let names = replayed.remoteEndpoints.map { String($0.path.split(separator: "/").last!) }.sorted()
+                #expect(names == ["late", "new0", "new1", "new2", "new3", "old2"])
+                #expect(replayed == (try await throughB.get("/api/v1/hosts/h1/desired") as DesiredState))
+            }
+        }
     }
 
     /// What a controller behind a compaction is told: each object that differs between its mirror and the

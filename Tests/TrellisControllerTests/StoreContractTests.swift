@@ -101,6 +101,40 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         }
     }
 
+    /// A 10,000-rule profile, about 1 MiB of JSON, is stored, replaced, read back through another controller and
+    /// logged, although etcd refuses any request over 1.5 MiB (and the object and its event together are more).
+    @Test(arguments: StoreKind.available) func aProfileOfTenThousandRulesIsStored(_ kind: StoreKind) async throws {
+        let etcd = kind == .etcd ? try await RunningEtcd() : nil
+        defer { etcd?.stop() }
+        let second = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: second) }
+        let store = etcd.map { "etcd:\($0.clientURL)" }
+        try await withController(store: store) { a in
+            let client = a.client()
+            let _: Enterprise = try await client.post("/api/v1/enterprises", EnterpriseCreate(name: "acme"))
+            let rules = (0..<10_000).map {
+                ACLRule(action: .deny, direction: .ingress, protocol: .tcp, remote: "172.16.\($0 / 250).\($0 % 250)/32",
+                        ports: [try! PortRange(1 + $0 % 60_000)])
+            }
+            let made: PortProfile = try await client.post("/api/v1/profiles", ProfileCreate(enterprise: "acme", name: "many", rules: rules))
+            #expect(made.rules == rules)
+            let update = ProfileUpdate(rules: rules.reversed(), egressRate: nil, ingressRate: nil, flowStats: false, description: nil)
+            let replaced: PortProfile = try await client.put("/api/v1/profiles/acme/many", update)
+            #expect(replaced.rules == rules.reversed())
+            let events: [String: [Event]] = try await client.get("/api/v1/events?limit=5")
+            #expect(events["items"]?.last?.decodedObject(PortProfile.self)?.rules == rules.reversed())
+            guard let store else { return }
+            for shared in ["admin.token", "tls"] {
+                try FileManager.default.copyItem(at: a.directory.appendingPathComponent(shared), to: second.appendingPathComponent(shared))
+            }
+            try await withController(directory: second, store: store) { b in
+                let read: PortProfile = try await b.client(token: a.adminToken).get("/api/v1/profiles/acme/many")
+                #expect(read.rules == rules.reversed() && read.revision == replaced.revision)
+            }
+            try await client.delete("/api/v1/profiles/acme/many")
+        }
+    }
+
     /// Two stores on one etcd, as two controllers: racing for the same addresses, every claim is held once,
     /// each sees what the other wrote, and losers are retried rather than failed.
     @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func twoControllersNeverHandOutAnAddressTwice() async throws {
@@ -149,6 +183,59 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         }
         await first.close()
         await second.close()
+    }
+
+    /// Three controllers on one etcd fill a /21 from 48 parallel clients: every address of the subnet handed out
+    /// once (2,045: all but the network, gateway and broadcast addresses), every MAC distinct, each controller
+    /// listing them all, and the next create answered 409 "full" by every controller.
+    @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func threeControllersFillASubnetWithoutADuplicate() async throws {
+        let etcd = try await RunningEtcd()
+        defer { etcd.stop() }
+        let store = "etcd:\(etcd.clientURL)"
+        let (second, third) = (try makeTemporaryDirectory(), try makeTemporaryDirectory())
+        defer { for directory in [second, third] { try? FileManager.default.removeItem(at: directory) } }
+        try await withController(store: store) { a in
+            for directory in [second, third] {
+                for shared in ["admin.token", "tls"] {
+                    try FileManager.default.copyItem(at: a.directory.appendingPathComponent(shared),
+                                                     to: directory.appendingPathComponent(shared))
+                }
+            }
+            let subnet = try await makeSubnet(a.client(), cidr: "10.80.0.0/21")
+            try await withController(directory: second, store: store) { b in
+                try await withController(directory: third, store: store) { c in
+                    let clients = [a.client(), b.client(token: a.adminToken), c.client(token: a.adminToken)]
+                    let made = try await withThrowingTaskGroup(of: [Endpoint].self) { group in
+                        for worker in 0..<48 {
+                            group.addTask {
+                                var made: [Endpoint] = []
+                                while true {
+                                    let body = EndpointCreate(subnet: subnet, name: "w\(worker)-\(made.count)")
+                                    do {
+                                        made.append(try await clients[worker % 3].post("/api/v1/endpoints", body))
+                                    } catch let error as TrellisError where error.code == .conflict {
+                                        #expect(error.message.contains("full"), "\(error.message)")
+                                        return made
+                                    }
+                                }
+                            }
+                        }
+                        return try await group.reduce(into: []) { $0 += $1 }
+                    }
+                    #expect(made.count == 2045)
+                    #expect(Set(made.map(\.ip)).count == made.count, "an address was handed out twice")
+                    #expect(Set(made.map(\.mac)).count == made.count, "a MAC was handed out twice")
+                    #expect(Set(made.map(\.id)).count == made.count, "an id was handed out twice")
+                    for client in clients {
+                        let listed: ListBody<Endpoint> = try await client.get("/api/v1/endpoints?subnet=\(subnet)")
+                        #expect(listed.items.count == made.count)
+                        let full = try await rawRequest(client, "POST", "/api/v1/endpoints",
+                                                        body: #"{"subnet":"\#(subnet)","name":"one-more"}"#)
+                        #expect(full.status == 409 && full.error?.error.contains("full") == true)
+                    }
+                }
+            }
+        }
     }
 
     /// A controller whose etcd cannot be reached does not start, and says so naming etcd and the member;

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import TrellisClient
 import TrellisController
+import TrellisStore
 import TrellisModel
 
 /// A real controller for a test: HTTPS on a free loopback port (its own CA in `tls/`), a unix socket,
@@ -52,6 +53,7 @@ public func makeTemporaryDirectory() throws -> URL {
 /// Runs `body` against a controller whose store lives in `directory` (a new one by default), then
 /// stops the controller; the directory is removed afterwards unless the caller gave it.
 public func withController<T: Sendable>(directory: URL? = nil, underlayReserved: [String] = [], tls: Bool = true, store: String? = nil,
+                                        opened: (any Store)? = nil,
                                         _ body: (RunningController) async throws -> T) async throws -> T {
     let ownsDirectory = directory == nil
     let directory = try directory ?? makeTemporaryDirectory()
@@ -63,7 +65,8 @@ public func withController<T: Sendable>(directory: URL? = nil, underlayReserved:
                                                     store: storeSetting,
                                                     adminTokenFile: "\(directory.path)/admin.token", underlayReserved: underlayReserved)
     configuration.insecureHTTP = !tls
-    let controller = try await Controller(configuration: configuration)
+    let controller = if let opened { try Controller(configuration: configuration, store: opened) }
+                     else { try await Controller(configuration: configuration) }
     var logger = Logger(label: "trellis.test")
     logger.logLevel = .critical
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
