@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         .target(name: "TrellisModel", swiftSettings: strict),
@@ -65,7 +66,8 @@ let package = Package(
         .testTarget(name: "TrellisEtcdTests", dependencies: ["TrellisEtcd", "TrellisTestSupport"], swiftSettings: strict),
         .target(
             name: "TrellisStore",
-            dependencies: ["TrellisModel", "TrellisEtcd", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["TrellisModel", "TrellisEtcd", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "HashTreeCollections", package: "swift-collections")],
             swiftSettings: strict
         ),
         .target(

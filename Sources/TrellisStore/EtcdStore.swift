@@ -1,4 +1,5 @@
 import Foundation
+import HashTreeCollections
 import Synchronization
 import TrellisEtcd
 import TrellisModel
@@ -171,7 +172,7 @@ public final class EtcdStore: Store {
 
     private func load() async throws -> Mirror {
         let answer = try await client.range(.prefix(EtcdBytes(prefix)))
-        return Mirror(revision: answer.header.revision, keys: Dictionary(uniqueKeysWithValues: answer.kvs.map { ($0.key.text, $0) }))
+        return Mirror(revision: answer.header.revision, keys: TreeDictionary(uniqueKeysWithValues: answer.kvs.map { ($0.key.text, $0) }))
     }
 
     /// Follows the prefix from the mirror's revision on; after a compaction or a lost stream, from a new snapshot
@@ -418,7 +419,17 @@ final class Turns: Sendable {
 /// Everything under the prefix at one revision, by key.
 struct Mirror: Sendable {
     var revision: Int
-    var keys: [String: EtcdKeyValue]
+    /// A persistent map: a transaction holding one revision's mirror does not make the next change copy every key.
+    var keys: TreeDictionary<String, EtcdKeyValue>
+
+    init(revision: Int, keys: TreeDictionary<String, EtcdKeyValue>) {
+        self.revision = revision
+        self.keys = keys
+    }
+
+    init(revision: Int, keyValues: [String: EtcdKeyValue]) {
+        self.init(revision: revision, keys: TreeDictionary(keyValues))
+    }
 
     /// A stored value as written: a large one's chunks put together again (nil if they are gone).
     func resolved(_ bytes: [UInt8]) -> Data? {

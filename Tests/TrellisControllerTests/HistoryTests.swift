@@ -180,11 +180,11 @@ import TrellisTestSupport
             ("/t/" + name,
              EtcdKeyValue(key: EtcdBytes("/t/" + name), value: EtcdBytes(value), createRevision: revision, modRevision: revision))
         }
-        let old = Mirror(revision: 10, keys: Dictionary(uniqueKeysWithValues: [
+        let old = Mirror(revision: 10, keyValues: Dictionary(uniqueKeysWithValues: [
             key("o/enterprise/same", "{}", 3), key("o/enterprise/gone", #"{"name":"gone"}"#, 4),
             key("o/domain/acme/changed", "{\"v\":1}", 5), key("c/ip/10.0.0.2", "x", 6), key("e/1", "{}", 7),
         ]))
-        let new = Mirror(revision: 20, keys: Dictionary(uniqueKeysWithValues: [
+        let new = Mirror(revision: 20, keyValues: Dictionary(uniqueKeysWithValues: [
             key("o/enterprise/same", "{}", 3), key("o/domain/acme/changed", "{\"v\":2}", 15), key("o/host/h9", "{}", 16),
             key("c/ip/10.0.0.3", "x", 17), key("e/2", "{}", 18),
         ]))
