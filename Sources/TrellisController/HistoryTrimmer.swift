@@ -27,7 +27,8 @@ struct HistoryTrimmer: Service {
     let logger: Logger
 
     func run() async throws {
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+        // The first trim waits an interval too: starting a controller does no work for it.
+        while (try? await cancelWhenGracefulShutdown { try await Task.sleep(for: retention.interval) }) != nil {
             do {
                 let cutoff = Date().addingTimeInterval(-Double(retention.maxAge.components.seconds))
                 let trim = try await store.trimHistory(keepingEvents: retention.events, recordedAfter: cutoff)
@@ -38,7 +39,6 @@ struct HistoryTrimmer: Service {
             } catch {
                 logger.warning("history trim failed; tried again at the next interval", metadata: ["error": "\(error)"])
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: retention.interval) }
         }
     }
 }

@@ -465,10 +465,7 @@ struct ChunkedValue: Equatable {
     }
 
     /// The manifest: the marker, the chunks' common key prefix, their count and the value's size.
-    var manifest: Data {
-        let keyPrefix = chunkKeys[0].dropLast(1)
-        return Data([Self.marker]) + Data("\(keyPrefix) \(chunkKeys.count) \(byteCount)".utf8)
-    }
+    var manifest: Data { Data([Self.marker]) + Data("\(keyPrefix) \(chunkKeys.count) \(byteCount)".utf8) }
 
     /// The chunks' key prefix (`…x/ID/`).
     var keyPrefix: String { String(chunkKeys[0].dropLast(1)) }
@@ -542,9 +539,9 @@ final class EtcdTransaction: StoreWriter {
     private var written: [String: Data?] = [:]
     private var order: [String] = []
     private var recorded: [(event: StoredEvent, resource: (any Resource)?)] = []
-    /// The chunks of this transaction's large values, to be written before it commits.
-    private(set) var chunks: [(key: EtcdBytes, value: EtcdBytes)] = []
+    /// The chunks of this transaction's large values by key, to be written before it commits.
     private var pendingChunks: [String: [UInt8]] = [:]
+    var chunks: [(key: EtcdBytes, value: EtcdBytes)] { pendingChunks.map { (EtcdBytes($0.key), EtcdBytes($0.value)) } }
     /// The manifest of the last large value stored, reused when its event stores the same bytes.
     private var lastChunked: (value: Data, manifest: Data)?
     private let encoder = JSONCoding.encoder()
@@ -590,10 +587,7 @@ final class EtcdTransaction: StoreWriter {
         guard value.count > ChunkedValue.chunkBytes else { return value }
         if let lastChunked, lastChunked.value == value { return lastChunked.manifest }
         let chunked = ChunkedValue(keyPrefix: prefix + "x/" + UUID().uuidString + "/", byteCount: value.count)
-        for chunk in chunked.chunks(of: value) {
-            chunks.append(chunk)
-            pendingChunks[chunk.key.text] = chunk.value.bytes
-        }
+        for chunk in chunked.chunks(of: value) { pendingChunks[chunk.key.text] = chunk.value.bytes }
         lastChunked = (value, chunked.manifest)
         return chunked.manifest
     }

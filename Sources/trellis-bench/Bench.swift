@@ -99,23 +99,8 @@ struct ControllerBench: AsyncParsableCommand {
         let sequentialRate = Double(sequential) / (milliseconds(since: sequentialStart) / 1000)
 
         let second = try await makeSubnet(client, "par", cidr: "10.2.0.0/16")
-        let clients = self.clients, concurrent = self.concurrent
-        let concurrentStart = ContinuousClock.now
-        let concurrentLatency = try await withThrowingTaskGroup(of: Samples.self) { group in
-            for worker in 0..<clients {
-                group.addTask {
-                    var samples = Samples()
-                    for index in stride(from: worker, to: concurrent, by: clients) {
-                        let start = ContinuousClock.now
-                        let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: second, name: "e\(index)"))
-                        samples.add(milliseconds(since: start))
-                    }
-                    return samples
-                }
-            }
-            return try await group.reduce(into: Samples()) { $0.values += $1.values }
-        }
-        let concurrentRate = Double(concurrent) / (milliseconds(since: concurrentStart) / 1000)
+        let (concurrentRate, concurrentLatency) = try await parallelCreates(through: [client], subnet: second, count: concurrent,
+                                                                            clients: clients)
 
         print("controller benchmark (debug builds are several times slower; use -c release)")
         print(String(format: "  baseline GET one object, sequential: %.0f req/s, %@", baselineRate, baseline.summary))
@@ -128,6 +113,29 @@ struct ControllerBench: AsyncParsableCommand {
         print(String(format: "  change → all %d watchers of /desired: %@ (target p99 ≤ 50 ms); p99 / create p50 = %.1f",
                      watchers, delivery.delivery.summary, delivery.delivery.percentile(99) / delivery.roundTrip.percentile(50)))
     }
+}
+
+/// `count` endpoint creates into `subnet` from `clients` workers, worker i through controller i mod the count:
+/// their rate per second and latencies.
+func parallelCreates(through controllers: [ControllerClient], subnet: String, count: Int,
+                     clients: Int) async throws -> (rate: Double, latency: Samples) {
+    let start = ContinuousClock.now
+    let latency = try await withThrowingTaskGroup(of: Samples.self) { group in
+        for worker in 0..<clients {
+            let client = controllers[worker % controllers.count]
+            group.addTask {
+                var samples = Samples()
+                for index in stride(from: worker, to: count, by: clients) {
+                    let begun = ContinuousClock.now
+                    let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: subnet, name: "e\(index)"))
+                    samples.add(milliseconds(since: begun))
+                }
+                return samples
+            }
+        }
+        return try await group.reduce(into: Samples()) { $0.values += $1.values }
+    }
+    return (Double(count) / (milliseconds(since: start) / 1000), latency)
 }
 
 /// `watchers` hosts all serve one domain of the `bench` enterprise, watching through `watching`; each change,

@@ -22,7 +22,7 @@ struct ClusterBench: AsyncParsableCommand {
         let baseline: CreateRun
         do {
             try await sqlite.subnet("10.64.0.0/16")
-            baseline = try await createRun([sqlite.controller], sqlite, label: "SQLite, one controller")
+            baseline = try await createRun([sqlite.controller], label: "SQLite, one controller")
         } catch {
             sqlite.down()
             throw error
@@ -50,10 +50,10 @@ struct ClusterBench: AsyncParsableCommand {
                              http: http)
         }
         try await lab.subnet("10.64.0.0/16")
-        let one = try await createRun([controllers[0]], lab, label: "etcd, one controller", baseline: baseline)
+        let one = try await createRun([controllers[0]], label: "etcd, one controller", baseline: baseline)
         let _: Subnet = try await lab.controller.post("/api/v1/subnets",
                                                       SubnetCreate(zone: "bench/d/z", name: "three", cidr: "10.65.0.0/16"))
-        let three = try await createRun(controllers, lab, label: "etcd, three controllers", subnet: "bench/d/z/three", baseline: baseline)
+        let three = try await createRun(controllers, label: "etcd, three controllers", subnet: "bench/d/z/three", baseline: baseline)
         print(String(format: "  three controllers against one on etcd: %.2f ×", three.rate / one.rate))
 
         let (roundTrip, delivery) = try await measureWatch(watching: controllers[1], changing: controllers[0], subnetName: "watch",
@@ -69,27 +69,10 @@ struct ClusterBench: AsyncParsableCommand {
 
     /// `creates` creates into `subnet` from `clients` workers, worker i through controller i mod the count; prints the
     /// rate, the latencies and the conflict retries the controllers counted meanwhile.
-    func createRun(_ controllers: [ControllerClient], _ lab: BenchLab, label: String, subnet: String = "bench/d/z/s",
+    func createRun(_ controllers: [ControllerClient], label: String, subnet: String = "bench/d/z/s",
                    baseline: CreateRun? = nil) async throws -> CreateRun {
         let before = try await storeCounters(controllers)
-        let clients = self.clients, creates = self.creates
-        let start = ContinuousClock.now
-        let latency = try await withThrowingTaskGroup(of: Samples.self) { group in
-            for worker in 0..<clients {
-                let client = controllers[worker % controllers.count]
-                group.addTask {
-                    var samples = Samples()
-                    for index in stride(from: worker, to: creates, by: clients) {
-                        let begun = ContinuousClock.now
-                        let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: subnet, name: "e\(index)"))
-                        samples.add(milliseconds(since: begun))
-                    }
-                    return samples
-                }
-            }
-            return try await group.reduce(into: Samples()) { $0.values += $1.values }
-        }
-        let rate = Double(creates) / (milliseconds(since: start) / 1000)
+        let (rate, latency) = try await parallelCreates(through: controllers, subnet: subnet, count: creates, clients: clients)
         let after = try await storeCounters(controllers)
         let commits = after.commits - before.commits, retries = after.retries - before.retries
         let ratio = baseline.map { String(format: " — %.2f × SQLite", rate / $0.rate) } ?? ""
