@@ -136,6 +136,7 @@ let package = Package(
             dependencies: [
                 "TrellisModel", "TrellisController", "TrellisClient", "TrellisEtcd", "TrellisStore",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ],
             path: "Tests/TrellisTestSupport",
             swiftSettings: strict

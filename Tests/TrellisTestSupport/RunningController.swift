@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ServiceLifecycleTestKit
 import TrellisClient
 import TrellisController
 import TrellisStore
@@ -71,23 +72,37 @@ public func withController<T: Sendable>(directory: URL? = nil, underlayReserved:
     logger.logLevel = .critical
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     defer { if ownsDirectory { try? FileManager.default.removeItem(at: directory) } }
-    return try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { [logger] in
-            try await controller.run(logger: logger) { port in continuation.yield(port) }
-        }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw TrellisError(.unavailable, "the controller did not start") }
-        let token = try String(contentsOfFile: configuration.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let trust = try controller.tls.map { try ControllerTrust(caPEM: $0.caPEM) }
-        let running = RunningController(url: "\(tls ? "https" : "http")://127.0.0.1:\(port)", adminToken: token, directory: directory,
-                                        trust: trust, caFingerprint: controller.tls?.caFingerprint, etcd: etcd)
-        do {
-            let result = try await body(running)
+    // The controller is stopped by a graceful shutdown, as SIGTERM stops it: cancelling its task instead can
+    // drop a connection the server accepted but had not begun to serve, and NIO traps on that connection's writer.
+    return try await testGracefulShutdown { shutdown in
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { [logger] in
+                defer { continuation.finish() }
+                try await controller.run(logger: logger) { port in continuation.yield(port) }
+            }
+            var iterator = ports.makeAsyncIterator()
+            guard let port = await iterator.next() else {
+                try await group.next()
+                throw TrellisError(.unavailable, "the controller stopped before it listened")
+            }
+            let outcome: Result<T, any Error>
+            do {
+                let token = try String(contentsOfFile: configuration.adminTokenFile, encoding: .utf8)
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+                let trust = try controller.tls.map { try ControllerTrust(caPEM: $0.caPEM) }
+                let running = RunningController(url: "\(tls ? "https" : "http")://127.0.0.1:\(port)", adminToken: token,
+                                                directory: directory, trust: trust, caFingerprint: controller.tls?.caFingerprint,
+                                                etcd: etcd)
+                outcome = .success(try await body(running))
+            } catch {
+                outcome = .failure(error)
+            }
+            shutdown.triggerGracefulShutdown()
+            // A connection a test left open could hold the shutdown; after a while the controller is cancelled.
+            group.addTask { try? await Task.sleep(for: .seconds(20)) }
+            _ = try? await group.next()
             group.cancelAll()
-            return result
-        } catch {
-            group.cancelAll()
-            throw error
+            return try outcome.get()
         }
     }
 }
