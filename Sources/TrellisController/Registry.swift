@@ -10,19 +10,20 @@ public struct Registry: Sendable {
     let telemetry = TelemetryBoard()
     let authenticationGuard = AuthenticationGuard()
     let callers = CallerCache()
-    /// How long a host may stay silent before it is reported down.
-    public let heartbeatTimeout: TimeInterval
+    /// The heartbeats this controller received; how long a host may stay silent before it is reported down.
+    let heartbeats: HeartbeatBook
+    public var heartbeatTimeout: TimeInterval { heartbeats.timeout }
     /// Underlay addresses no floating IP pool may take (VTEPs to come, controllers, the underlay's gateways),
     /// besides every registered host's underlay address.
     public let underlayReserved: [IPv4Network]
     /// How often a quiet desired-state watch sends a bookmark.
     public let watchKeepalive: Duration
 
-    public init(store: any Store, heartbeatTimeout: TimeInterval = 15, underlayReserved: [IPv4Network] = [],
-                watchKeepalive: Duration = .seconds(15)) {
+    public init(store: any Store, heartbeatTimeout: TimeInterval = 15, heartbeatStoreEvery: TimeInterval = 30,
+                underlayReserved: [IPv4Network] = [], watchKeepalive: Duration = .seconds(15)) {
         self.store = store
         self.hub = DesiredStateHub(store: store)
-        self.heartbeatTimeout = heartbeatTimeout
+        self.heartbeats = HeartbeatBook(timeout: heartbeatTimeout, storeEvery: heartbeatStoreEvery)
         self.underlayReserved = underlayReserved
         self.watchKeepalive = watchKeepalive
         // Changes other controllers made in a shared store reach this one's watchers as its own do.
@@ -533,11 +534,12 @@ public struct Registry: Sendable {
 
     // MARK: Hosts
 
-    func withStatus(_ host: HostRecord, heartbeat: (time: Date, appliedRevision: Int?)?, now: Date = Date()) -> HostRecord {
+    func withStatus(_ host: HostRecord, stored: (time: Date, appliedRevision: Int?)?) -> HostRecord {
         var host = host
-        host.lastHeartbeat = heartbeat?.time
-        host.appliedRevision = heartbeat?.appliedRevision
-        host.status = heartbeat.map { now.timeIntervalSince($0.time) <= heartbeatTimeout } == true ? .up : .down
+        let (beat, up) = heartbeats.latest(host.name, stored: stored.map { Heartbeat(time: $0.time, appliedRevision: $0.appliedRevision) })
+        host.lastHeartbeat = beat?.time
+        host.appliedRevision = beat?.appliedRevision
+        host.status = up ? .up : .down
         return host
     }
 
@@ -546,13 +548,13 @@ public struct Registry: Sendable {
         let (items, revision) = try await store.read { tx in
             (try tx.list(HostRecord.self, under: nil).map { ($0, try tx.heartbeat($0.name)) }, try tx.currentRevision())
         }
-        return ListBody(items: items.map { withStatus($0.0, heartbeat: $0.1) }, revision: revision)
+        return ListBody(items: items.map { withStatus($0.0, stored: $0.1) }, revision: revision)
     }
 
     public func host(_ name: String, _ caller: Caller) async throws -> HostRecord {
         try caller.requireAdmin("read hosts")
         let (host, heartbeat) = try await store.read { tx in (try tx.require(HostRecord.self, name), try tx.heartbeat(name)) }
-        return withStatus(host, heartbeat: heartbeat)
+        return withStatus(host, stored: heartbeat)
     }
 
     /// Registers a host or changes its underlay address; idempotent.
@@ -582,13 +584,19 @@ public struct Registry: Sendable {
         return try await self.host(host.name, .system)
     }
 
+    /// Notes a host's heartbeat, and stores it when this controller has not stored one for the host lately (`HeartbeatBook`).
     public func heartbeat(_ name: String, _ body: HostHeartbeat, _ caller: Caller) async throws -> HostRecord {
         try caller.requireOwnHost(name, "send heartbeats")
-        _ = try await store.write(actor: caller.name) { tx in
-            _ = try tx.require(HostRecord.self, name)
-            try tx.setHeartbeat(name, time: Date(), appliedRevision: body.appliedRevision)
+        let beat = Heartbeat(time: Date(), appliedRevision: body.appliedRevision)
+        let (host, stored) = try await store.read { tx in (try tx.require(HostRecord.self, name), try tx.heartbeat(name)) }
+        if heartbeats.receive(name, beat) {
+            _ = try await store.write(actor: caller.name) { tx in
+                _ = try tx.require(HostRecord.self, name)
+                try tx.setHeartbeat(name, time: beat.time, appliedRevision: beat.appliedRevision)
+            }
+            heartbeats.stored(name, at: beat.time)
         }
-        return try await host(name, .system)
+        return withStatus(host, stored: stored)
     }
 
     /// Records in the event log that a host's agent refused to attach a container, and why.
@@ -619,6 +627,7 @@ public struct Registry: Sendable {
             try tx.releaseAll("vtep", ownedBy: name)
             try tx.releaseAll(Self.hostCredentialClaims, ownedBy: name)
         }
+        heartbeats.forget(name)
     }
 
     // MARK: Events and desired state

@@ -75,7 +75,10 @@ public final class SQLiteStore: Store {
                 let current = try Int.fetchOne(db.cachedStatement(sql: "SELECT value FROM meta WHERE key = 'revision'")) ?? 0
                 let transaction = SQLiteTransaction(db: db, pendingRevision: current + 1, actor: actor, decoded: decoded)
                 let value = try body(transaction)
-                guard transaction.changed else { return WriteResult(value: value, revision: current, events: []) }
+                guard transaction.changed else {
+                    if transaction.wroteHeartbeat { committed.add() }
+                    return WriteResult(value: value, revision: current, events: [])
+                }
                 try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'revision'").execute(arguments: [current + 1])
                 committed.add()
                 return WriteResult(value: value, revision: current + 1, events: transaction.recorded)
@@ -150,6 +153,8 @@ final class SQLiteTransaction: StoreWriter {
     let pendingRevision: Int
     let actor: String
     private(set) var changed = false
+    /// A heartbeat is written without changing the revision.
+    private(set) var wroteHeartbeat = false
     private(set) var recorded: [Event] = []
     /// The object written last and its bytes, which its change event records without encoding it again.
     private var lastWritten: (object: any Resource, body: Data)?
@@ -332,5 +337,6 @@ final class SQLiteTransaction: StoreWriter {
     func setHeartbeat(_ host: String, time: Date, appliedRevision: Int?) throws {
         try run("INSERT OR REPLACE INTO heartbeats(host, time, applied_revision) VALUES (?, ?, ?)",
                 [host, time.timeIntervalSince1970, appliedRevision])
+        wroteHeartbeat = true
     }
 }

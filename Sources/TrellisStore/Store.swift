@@ -20,7 +20,7 @@ public protocol Store: Sendable {
     /// Keeps the newest `count` events and none older than `cutoff`; in etcd, also compacts the history up to
     /// the revision the trim started from, so the store does not grow without bound.
     func trimHistory(keepingEvents count: Int, recordedAfter cutoff: Date) async throws -> HistoryTrim
-    /// Write transactions this process committed that changed something.
+    /// Write transactions this process committed that wrote something (a heartbeat included).
     var commits: Int { get }
     /// Write transactions run again because another write changed what they read (0 for a store only this
     /// process writes).
