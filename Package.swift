@@ -35,13 +35,15 @@ let package = Package(
         .target(name: "TrellisModel", swiftSettings: strict),
         // The CNI wire format, on FoundationEssentials alone: the plugin that links it starts in milliseconds.
         .target(name: "TrellisCNI", swiftSettings: strict),
+        // Policy compiled to first-match rule runs: what the agent loads into nftables and the controller explains.
+        .target(name: "TrellisPolicy", dependencies: ["TrellisModel"], swiftSettings: strict),
         .target(name: "TrellisNetlinkWire", dependencies: ["TrellisModel"], swiftSettings: strict),
         .target(name: "CTrellisLinux"),
         .target(name: "TrellisNetlink", dependencies: ["CTrellisLinux", "TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
         .target(
             name: "TrellisAgent",
             dependencies: [
-                "CTrellisLinux", "TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient", "TrellisCNI",
+                "CTrellisLinux", "TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient", "TrellisCNI", "TrellisPolicy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -73,7 +75,7 @@ let package = Package(
         .target(
             name: "TrellisController",
             dependencies: [
-                "TrellisModel", "TrellisStore",
+                "TrellisModel", "TrellisStore", "TrellisPolicy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -126,10 +128,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "TrellisModelTests", dependencies: ["TrellisModel"], swiftSettings: strict),
+        .testTarget(name: "TrellisPolicyTests", dependencies: ["TrellisModel", "TrellisPolicy"], swiftSettings: strict),
         .testTarget(name: "TrellisCNITests", dependencies: ["TrellisCNI"], swiftSettings: strict),
         .testTarget(name: "TrellisNetlinkWireTests", dependencies: ["TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
         .testTarget(name: "TrellisNetlinkTests",
-                    dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisAgent", "TrellisTestSupport"],
+                    dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisAgent", "TrellisPolicy", "TrellisTestSupport"],
                     swiftSettings: strict),
         .target(
             name: "TrellisTestSupport",

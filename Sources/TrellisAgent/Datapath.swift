@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import TrellisModel
+import TrellisPolicy
 import TrellisNetlink
 import TrellisNetlinkWire
 

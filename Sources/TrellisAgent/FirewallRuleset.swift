@@ -1,102 +1,7 @@
 import Foundation
 import TrellisModel
 import TrellisNetlink
-
-/// An inclusive range of one field of an nftables concatenation (an address, a protocol, a port).
-struct FieldRange: Hashable, Sendable {
-    var low: UInt32
-    var high: UInt32
-
-    static func exactly(_ value: UInt32) -> FieldRange { FieldRange(low: value, high: value) }
-    static let anyProtocol = FieldRange(low: 0, high: 255)
-    static let anyPort = FieldRange(low: 0, high: 65535)
-
-    init(low: UInt32, high: UInt32) { self.low = low; self.high = high }
-    init(_ network: IPv4Network) { self.init(low: network.network.value, high: network.broadcast.value) }
-
-    func intersects(_ other: FieldRange) -> Bool { low <= other.high && other.low <= high }
-
-    var number: String { low == high ? "\(low)" : "\(low)-\(high)" }
-
-    /// As an address field: a CIDR when the range is one, else `first-last`.
-    var address: String {
-        let size = UInt64(high) - UInt64(low) + 1
-        if size & (size - 1) == 0, UInt64(low) % size == 0 {
-            let prefix = 32 - size.trailingZeroBitCount
-            return "\(IPv4Address(low))/\(prefix)"
-        }
-        return "\(IPv4Address(low))-\(IPv4Address(high))"
-    }
-}
-
-/// One element of a concatenated interval set: a tuple of field ranges.
-struct SetElement: Hashable, Sendable {
-    var fields: [FieldRange]
-    /// How each field is written: addresses as CIDRs, the rest as numbers.
-    var addressFields: Int
-
-    func overlaps(_ other: SetElement) -> Bool {
-        zip(fields, other.fields).allSatisfy { $0.intersects($1) }
-    }
-
-    var text: String {
-        fields.enumerated().map { $0.offset < addressFields ? $0.element.address : $0.element.number }.joined(separator: " . ")
-    }
-}
-
-/// Ordered first-match rules compiled into as few set lookups as the rules allow: consecutive rules with
-/// the same verdict share one concatenated interval set (order among them does not matter), and a new
-/// set starts only where the verdict changes or an element would overlap one already in the set (the
-/// kernel refuses overlapping elements). The cost per packet grows with the verdict changes, not with
-/// the number of rules.
-struct RuleRuns: Sendable {
-    struct Run: Sendable {
-        var verdict: RuleAction
-        var elements: [SetElement] = []
-        /// Indices of elements by their last field when it is one value (a port), and of the rest:
-        /// an element that names one port can only overlap those with that port or a range.
-        var byValue: [UInt32: [Int]] = [:]
-        var ranged: [Int] = []
-
-        func overlapping(_ element: SetElement) -> SetElement? {
-            let last = element.fields[element.fields.count - 1]
-            let candidates = last.low == last.high ? (byValue[last.low] ?? []) + ranged : Array(elements.indices)
-            return candidates.lazy.map { elements[$0] }.first { $0.overlaps(element) }
-        }
-
-        mutating func append(_ element: SetElement) {
-            let last = element.fields[element.fields.count - 1]
-            if last.low == last.high { byValue[last.low, default: []].append(elements.count) } else { ranged.append(elements.count) }
-            elements.append(element)
-        }
-    }
-
-    private(set) var runs: [Run] = []
-
-    mutating func add(_ elements: [SetElement], _ verdict: RuleAction) {
-        for element in elements {
-            if let last = runs.last, last.verdict == verdict {
-                switch last.overlapping(element) {
-                case element?: continue
-                case nil:
-                    runs[runs.count - 1].append(element)
-                    continue
-                default: break
-                }
-            }
-            var run = Run(verdict: verdict)
-            run.append(element)
-            runs.append(run)
-        }
-    }
-
-    /// One nftables rule per run: `KEY { elements } VERDICT`.
-    func rules(key: String, allow: String, deny: String) -> [String] {
-        runs.map { run in
-            "\(key) { \(run.elements.map(\.text).joined(separator: ", ")) } \(run.verdict == .allow ? allow : deny)"
-        }
-    }
-}
+import TrellisPolicy
 
 /// Rate limits of one port: `ingress` (towards the endpoint) shapes the port's own egress; `egress` (from
 /// the endpoint) is redirected from the port's ingress to an ifb and shaped there.
@@ -133,17 +38,6 @@ public struct PortShaping: Hashable, Sendable {
     static func tbf(_ limit: RateLimit) -> String {
         let burst = limit.burstBytes ?? max(16_000, limit.bitsPerSecond / 8 / 100)
         return "rate \(limit.bitsPerSecond)bit burst \(burst) latency 50ms"
-    }
-}
-
-/// A floating IP as the datapath of its endpoint's host instantiates it.
-public struct FloatingIPTranslation: Hashable, Sendable {
-    public var floating: IPv4Address
-    public var endpoint: IPv4Address
-
-    public init(floating: IPv4Address, endpoint: IPv4Address) {
-        self.floating = floating
-        self.endpoint = endpoint
     }
 }
 
@@ -221,16 +115,13 @@ public struct FirewallRuleset: Sendable {
         let fast = body.count
 
         // Port ACLs: one egress and one ingress chain per profile with rules, entered by the port's address.
-        var egress: [String] = [], ingress: [String] = []
         let used = Set(local.compactMap(\.profile)).sorted()
+        let program = PolicyProgram(domain: domain, profiles: used.compactMap { profiles[$0] }, floatingIPs: floatingIPs)
+        var egress: [String] = [], ingress: [String] = []
         for (index, path) in used.enumerated() {
-            guard let profile = profiles[path], !profile.rules.isEmpty else { continue }
+            guard let acl = program.profileACLs[path] else { continue }
             for direction in [RuleDirection.egress, .ingress] {
-                var runs = RuleRuns()
-                for rule in profile.rules where rule.direction == direction {
-                    let remote = rule.remote.flatMap { try? IPv4Network.parse($0, field: nil) } ?? IPv4Network(network: IPv4Address(0), prefixLength: 0)!
-                    runs.add(Self.elements([[FieldRange(remote)]], rule.protocol, rule.ports, addressFields: 1), rule.action)
-                }
+                let runs = direction == .egress ? acl.egress : acl.ingress
                 guard !runs.runs.isEmpty else { continue }
                 let name = "profile\(index)_\(direction.rawValue)"
                 let key = direction == .egress ? "ip daddr . meta l4proto . th dport" : "ip saddr . meta l4proto . th dport"
@@ -243,7 +134,7 @@ public struct FirewallRuleset: Sendable {
         if !ingress.isEmpty { body.append("ip daddr vmap { \(ingress.joined(separator: ", ")) }") }
 
         // Inside one subnet traffic flows; between subnets only as the policies say.
-        let subnets = domain.subnets.sorted { $0.path < $1.path }
+        let subnets = program.subnets
         if !subnets.isEmpty {
             body.append("ip saddr . ip daddr { \(subnets.map { "\($0.cidr) . \($0.cidr)" }.joined(separator: ", ")) } ct mark set GEN accept")
         }
@@ -251,15 +142,7 @@ public struct FirewallRuleset: Sendable {
             body.append("iifname \"\(Self.uplink)\" ct status dnat ct mark set GEN accept")
             body.append("oifname \"\(Self.uplink)\" ip saddr { \(floatingIPs.map(\.endpoint.description).joined(separator: ", ")) } ct mark set GEN accept")
         }
-        var policyRuns = RuleRuns()
-        for policy in domain.policies.sorted(by: { $0.path < $1.path }) {
-            for rule in policy.rules {
-                let from = Self.networks(rule.from, in: subnets), to = Self.networks(rule.to, in: subnets)
-                let pairs = from.flatMap { source in to.map { [FieldRange(source), FieldRange($0)] } }
-                policyRuns.add(Self.elements(pairs, rule.protocol, rule.ports, addressFields: 2), rule.action)
-            }
-        }
-        body += policyRuns.rules(key: "ip saddr . ip daddr . meta l4proto . th dport", allow: "ct mark set GEN accept", deny: "drop")
+        body += program.policyRuns.rules(key: "ip saddr . ip daddr . meta l4proto . th dport", allow: "ct mark set GEN accept", deny: "drop")
 
         var nat: [String] = []
         if !floatingIPs.isEmpty {
@@ -319,25 +202,6 @@ public struct FirewallRuleset: Sendable {
 
         filtersBridgedTraffic = filters
         self.counters = counters
-    }
-
-    /// The elements of one rule: each address tuple with the protocol and each port range.
-    static func elements(_ addresses: [[FieldRange]], _ proto: RuleProtocol, _ ports: [PortRange], addressFields: Int) -> [SetElement] {
-        let protocolRange: FieldRange = switch proto {
-        case .tcp: .exactly(6)
-        case .udp: .exactly(17)
-        case .icmp: .exactly(1)
-        case .any: .anyProtocol
-        }
-        let portRanges = ports.isEmpty ? [FieldRange.anyPort] : ports.map { FieldRange(low: UInt32($0.first), high: UInt32($0.last)) }
-        return addresses.flatMap { tuple in portRanges.map { SetElement(fields: tuple + [protocolRange, $0], addressFields: addressFields) } }
-    }
-
-    /// The networks a policy rule's `from` or `to` names: any, a CIDR, a zone's subnets, or a subnet.
-    static func networks(_ reference: String, in subnets: [DesiredSubnet]) -> [IPv4Network] {
-        if reference == "any" { return [IPv4Network(network: IPv4Address(0), prefixLength: 0)!] }
-        if let network = try? IPv4Network.parse(reference, field: nil) { return [network] }
-        return subnets.filter { $0.path == reference || $0.path.hasPrefix(reference + "/") }.map(\.cidr)
     }
 
     static func chain(_ name: String, hook: String? = nil, comment: String? = nil, _ rules: [String]) -> String {

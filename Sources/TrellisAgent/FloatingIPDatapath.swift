@@ -1,5 +1,6 @@
 import Foundation
 import TrellisModel
+import TrellisPolicy
 import TrellisNetlink
 import TrellisNetlinkWire
 

@@ -318,3 +318,62 @@ public struct FloatingIPList: Codable, Sendable {
     public var items: [FloatingIPBinding]
     public init(items: [FloatingIPBinding]) { self.items = items }
 }
+
+/// Which rule decides a new flow between two ends, and every stage the flow passes on the way
+/// (`GET /api/v1/explain`), computed from the same compiled rules the agents load.
+public struct PolicyExplanation: Codable, Sendable, Equatable {
+    public var from: FlowEndDescription
+    public var to: FlowEndDescription
+    public var `protocol`: RuleProtocol
+    public var port: Int?
+    public var verdict: RuleAction
+    public var steps: [PolicyStep]
+
+    public init(from: FlowEndDescription, to: FlowEndDescription, protocol: RuleProtocol, port: Int?, verdict: RuleAction,
+                steps: [PolicyStep]) {
+        self.from = from; self.to = to; self.protocol = `protocol`; self.port = port; self.verdict = verdict; self.steps = steps
+    }
+
+    /// The step that decided the verdict (the last one).
+    public var deciding: PolicyStep? { steps.last }
+}
+
+/// One end of an explained flow: an endpoint (by path) or an address range.
+public struct FlowEndDescription: Codable, Sendable, Equatable {
+    public var endpoint: String?
+    public var address: String
+    public var subnet: String?
+    public var profile: String?
+    public var floatingIP: IPv4Address?
+
+    public init(endpoint: String? = nil, address: String, subnet: String? = nil, profile: String? = nil, floatingIP: IPv4Address? = nil) {
+        self.endpoint = endpoint; self.address = address; self.subnet = subnet; self.profile = profile; self.floatingIP = floatingIP
+    }
+
+    public var label: String { endpoint.map { "\($0) (\(address))" } ?? address }
+}
+
+/// One stage of the forwarding ruleset and what it did with the flow.
+public struct PolicyStep: Codable, Sendable, Equatable {
+    /// The ruleset's stages, in the order a new flow meets them.
+    public enum Stage: String, Codable, Sendable {
+        case routing, sourceProfile = "source-profile", destinationProfile = "destination-profile", sameSubnet = "same-subnet"
+        case floatingIP = "floating-ip", networkPolicy = "network-policy", isolation
+    }
+
+    /// `accept` and `drop` end the flow's way; `pass` lets it on to the next stage (a port ACL's allow).
+    public enum Outcome: String, Codable, Sendable { case accept, drop, pass, noMatch = "no-match", notApplicable = "not-applicable" }
+
+    public var stage: Stage
+    public var outcome: Outcome
+    /// The profile or policy whose rule this is.
+    public var object: String?
+    /// The rule, as the CLI writes it, and its position (from 1) in the object's rules.
+    public var rule: String?
+    public var ruleNumber: Int?
+    public var detail: String
+
+    public init(stage: Stage, outcome: Outcome, object: String? = nil, rule: String? = nil, ruleNumber: Int? = nil, detail: String) {
+        self.stage = stage; self.outcome = outcome; self.object = object; self.rule = rule; self.ruleNumber = ruleNumber; self.detail = detail
+    }
+}

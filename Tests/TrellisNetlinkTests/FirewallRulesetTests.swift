@@ -3,6 +3,7 @@ import Glibc
 import Testing
 @testable import TrellisAgent
 import TrellisModel
+import TrellisPolicy
 import TrellisNetlink
 
 struct FirewallRulesetTests {
