@@ -127,3 +127,30 @@ struct PolicyCommand: AsyncParsableCommand {
         }
     }
 }
+
+struct ExplainCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "explain",
+        abstract: "Show which rule decides a new flow between two ends, and every stage it passes.",
+        discussion: "Each end is an endpoint's path, an endpoint's address, or a CIDR. The answer is computed from the rules the "
+            + "agents load: the source's egress ACL, the destination's ingress ACL, the subnet, floating IPs, the network "
+            + "policies (first match), and isolation.")
+    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var output: OutputOptions
+    @Argument(help: ArgumentHelp("Where the flow starts.", valueName: "FROM")) var from: String
+    @Argument(help: ArgumentHelp("Where it goes.", valueName: "TO")) var to: String
+    @Argument(help: ArgumentHelp("tcp/PORT, udp/PORT or icmp.", valueName: "SERVICE")) var service: String
+
+    func run() async throws {
+        let words = service.split(separator: "/", maxSplits: 1).map(String.init)
+        var query: [(String, String?)] = [("from", from), ("to", to), ("protocol", words.first ?? service)]
+        if words.count == 2 { query.append(("port", words[1])) }
+        let answer: PolicyExplanation = try await connection.client().get("/api/v1/explain" + ControllerClient.query(query))
+        if output.output == .json { return try printJSON(answer) }
+        print("\(answer.from.label) → \(answer.to.label) \(service): \(answer.verdict == .allow ? "ALLOWED" : "DENIED")")
+        printTable(answer.steps.enumerated().map { index, step in
+            let rule = step.rule.map { " [\($0)]" } ?? ""
+            return ["\(index + 1).", step.stage.rawValue, step.outcome.rawValue, step.detail + rule]
+        })
+    }
+}

@@ -13,7 +13,7 @@ public struct TrellisCommand: AsyncParsableCommand {
         subcommands: [
             ControllerCommand.self, EnterpriseCommand.self, DomainCommand.self, ZoneCommand.self, SubnetCommand.self,
             EndpointCommand.self, HostCommand.self, ProfileCommand.self, PolicyCommand.self, UserCommand.self, EventsCommand.self,
-            FloatingIPCommand.self, StatsCommand.self, FlowsCommand.self, AgentCommand.self, AttachCommand.self, DetachCommand.self,
+            FloatingIPCommand.self, StatsCommand.self, FlowsCommand.self, ExplainCommand.self, AgentCommand.self, AttachCommand.self, DetachCommand.self,
             CNICommand.self, StoreCommand.self,
             LabCommand.self,
         ]

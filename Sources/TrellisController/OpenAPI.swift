@@ -233,6 +233,19 @@ enum OpenAPIDocument {
             "FloatingIPBinding": binding,
             "FloatingIPList": object(["items"], ["items": array(binding)]),
             "FlowList": object(["items"], ["items": array(ref("Flow"))]),
+            "FlowEnd": object(["address"], [
+                "endpoint": string, "address": string, "subnet": string, "profile": string, "floatingIP": string,
+            ]),
+            "PolicyStep": object(["stage", "outcome", "detail"], [
+                "stage": enumeration(["routing", "source-profile", "destination-profile", "same-subnet", "floating-ip",
+                                      "network-policy", "isolation"]),
+                "outcome": enumeration(["accept", "drop", "pass", "no-match", "not-applicable"]),
+                "object": string, "rule": string, "ruleNumber": integer, "detail": string,
+            ]),
+            "PolicyExplanation": object(["from", "to", "protocol", "verdict", "steps"], [
+                "from": ref("FlowEnd"), "to": ref("FlowEnd"), "protocol": enumeration(["tcp", "udp", "icmp"]), "port": integer,
+                "verdict": enumeration(["allow", "deny"]), "steps": array(ref("PolicyStep")),
+            ]),
             "HostStatsReport": object(["collectedAt", "endpoints", "flows"], [
                 "collectedAt": string, "endpoints": array(ref("EndpointStats")), "flows": array(ref("Flow")),
             ]),

@@ -214,6 +214,15 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     add(.get, "/api/v1/endpoints/{id}/stats", "An endpoint's traffic counters, as its host last reported them", response: "EndpointStats") { _, ctx in
         try JSONResponse.make(try await registry.endpointStats(try ctx.parameters.require("enterprise"), try ctx.requireCaller()), .ok)
     }
+    add(.get, "/api/v1/explain", "Which rule decides a new flow between two ends, and the stages it passes",
+        query: [.init(name: "from", type: "string", description: "an endpoint path, an endpoint's address, or a CIDR; required"),
+                .init(name: "to", type: "string", description: "an endpoint path, an endpoint's address, or a CIDR; required"),
+                .init(name: "protocol", type: "string", description: "tcp (default), udp or icmp"),
+                .init(name: "port", type: "integer", description: "the destination port; required for tcp and udp")],
+        response: "PolicyExplanation") { req, ctx in
+        try JSONResponse.make(try await registry.explain(from: req.query("from"), to: req.query("to"), protocol: req.query("protocol"),
+                                                         port: req.query("port"), try ctx.requireCaller()), .ok)
+    }
     add(.get, "/api/v1/flows", "Current flows in which a subnet's addresses take part",
         query: [.init(name: "subnet", type: "string", description: "the subnet (ENTERPRISE/DOMAIN/ZONE/SUBNET); required")],
         response: "FlowList") { req, ctx in

@@ -98,14 +98,15 @@ extension PolicyProgram {
             if let match, index == decidingPolicy {
                 let number = policyRules[match.source].rule + 1
                 let denied = match.verdict == .deny
-                let before = number > 1 ? "; rules 1–\(number - 1) do not match" : ""
+                let before = number == 2 ? "; rule 1 does not match" : number > 2 ? "; rules 1–\(number - 1) do not match" : ""
                 steps.append(PolicyStep(stage: .networkPolicy, outcome: denied ? .drop : .accept, object: policy.path,
                                         rule: policy.rules[number - 1].description, ruleNumber: number,
                                         detail: "rule \(number) of policy \(policy.path) \(denied ? "drops" : "accepts") it\(before)"))
                 return finish(match.verdict)
             }
-            steps.append(PolicyStep(stage: .networkPolicy, outcome: .noMatch, object: policy.path,
-                                    detail: "none of the \(policy.rules.count) rules of policy \(policy.path) matches"))
+            steps.append(PolicyStep(stage: .networkPolicy, outcome: .noMatch, object: policy.path, detail: policy.rules.count == 1
+                                    ? "the rule of policy \(policy.path) does not match"
+                                    : "none of the \(policy.rules.count) rules of policy \(policy.path) matches"))
         }
         steps.append(PolicyStep(stage: .isolation, outcome: .drop,
                                 detail: "no network policy allows it, and subnets are isolated from each other by default"))

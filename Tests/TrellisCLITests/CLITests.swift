@@ -69,6 +69,27 @@ import TrellisTestSupport
         }
     }
 
+    @Test func explainNamesTheDecidingRule() async throws {
+        try await withController { controller in
+            let admin = controller.client()
+            let red = try await makeSubnet(admin, zone: "web", subnet: "red", cidr: "10.1.1.0/24")
+            let green = try await makeSubnet(admin, zone: "db", subnet: "green", cidr: "10.1.2.0/24")
+            let _: Endpoint = try await admin.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web1"))
+            let db: Endpoint = try await admin.post("/api/v1/endpoints", EndpointCreate(subnet: green, name: "db1"))
+            try await trellis(controller, "policy", "create", "acme/app1/db-in", "--rule", "allow tcp from acme/app1/web to acme/app1/db port 5432")
+
+            let allowed = try await trellis(controller, "explain", "\(red)/web1", db.ip.description, "tcp/5432")
+            let lines = allowed.stdout.split(separator: "\n")
+            #expect(lines.first == "\(red)/web1 (10.1.1.2) → \(green)/db1 (10.1.2.2) tcp/5432: ALLOWED", "\(allowed.stdout)")
+            #expect(lines.last?.contains("network-policy") == true && lines.last?.contains("[allow tcp from acme/app1/web") == true)
+            let json = try await trellis(controller, "explain", "\(red)/web1", "\(green)/db1", "icmp", "-o", "json")
+            let denied = try JSONCoding.decoder().decode(PolicyExplanation.self, from: Data(json.stdout.utf8))
+            #expect(denied.verdict == .deny && denied.deciding?.stage == .isolation)
+            let missingPort = try await runTrellis(["explain", "\(red)/web1", "\(green)/db1", "tcp"], environment: environment(controller))
+            #expect(missingPort.status != 0 && missingPort.stderr.contains("port"))
+        }
+    }
+
     @Test func errorsAreOneClearLineAndANonZeroExit() async throws {
         try await withController { controller in
             try await trellis(controller, "enterprise", "create", "acme")

@@ -1,0 +1,99 @@
+import Foundation
+import TrellisModel
+import TrellisPolicy
+import TrellisStore
+
+/// A flow's end as the caller named it: an endpoint path, an address (an endpoint's, if the caller sees one
+/// with it), or a CIDR.
+enum FlowReference {
+    case endpoint(Endpoint)
+    /// An address some of the caller's endpoints have, in different domains.
+    case address(IPv4Address, candidates: [Endpoint])
+    case network(IPv4Network)
+
+    var endpoint: Endpoint? { if case .endpoint(let endpoint) = self { endpoint } else { nil } }
+}
+
+extension Registry {
+    /// Which rule decides a new flow from `from` to `to` (`GET /api/v1/explain`): the domain's rules compiled as
+    /// the agents compile them (`PolicyProgram`), evaluated for this one flow.
+    public func explain(from: String?, to: String?, protocol protoText: String?, port portText: String?,
+                        _ caller: Caller) async throws -> PolicyExplanation {
+        if let host = caller.host { throw Caller.hostForbidden(host, "explain flows") }
+        let proto = try Self.flowProtocol(protoText)
+        let port = try Self.flowPort(portText, proto)
+        guard let from, !from.isEmpty else { throw TrellisError.invalid("from: give an endpoint path, an address or a CIDR", field: "from") }
+        guard let to, !to.isEmpty else { throw TrellisError.invalid("to: give an endpoint path, an address or a CIDR", field: "to") }
+        let scope = caller.admin ? nil : caller.enterprise ?? ""
+        return try await store.read { tx in
+            var ends = [try Self.flowReference(from, field: "from", scope: scope, caller, tx),
+                        try Self.flowReference(to, field: "to", scope: scope, caller, tx)]
+            // An address several domains use is the endpoint in the domain of the other end.
+            for (index, field) in [(0, "from"), (1, "to")] {
+                guard case .address(let address, let candidates) = ends[index] else { continue }
+                let other = ends[1 - index].endpoint?.domain
+                guard let other, let chosen = candidates.first(where: { $0.domain == other }) else {
+                    throw TrellisError.invalid("\(field): \(address) is an address in several domains; name the endpoint by its path",
+                                               field: field)
+                }
+                ends[index] = .endpoint(chosen)
+            }
+            guard let anchor = ends[0].endpoint ?? ends[1].endpoint else {
+                throw TrellisError.invalid("from: one end at least must be an endpoint (a path or its address)", field: "from")
+            }
+            let subnets = try tx.list(Subnet.self, under: anchor.domain).map {
+                DesiredSubnet(path: $0.path, cidr: $0.cidr, gateway: $0.gateway, gatewayMAC: $0.gatewayMAC, vni: $0.vni, dhcp: $0.dhcp,
+                              remoteVTEPs: [])
+            }
+            let policies = try tx.list(NetworkPolicy.self, under: anchor.domain)
+            let endpoints = ends.compactMap(\.endpoint)
+            let profiles = try Set(endpoints.compactMap(\.profile)).sorted().compactMap { try tx.get(PortProfile.self, $0) }
+            let floating = endpoints.filter { $0.domain == anchor.domain }
+                .compactMap { endpoint in endpoint.floatingIP.map { FloatingIPTranslation(floating: $0, endpoint: endpoint.ip) } }
+            let program = PolicyProgram(domain: DesiredDomain(path: anchor.domain, id: 0, subnets: subnets, policies: policies),
+                                        profiles: profiles, floatingIPs: floating)
+            let flowEnds = ends.map { end -> FlowEnd in
+                switch end {
+                case .endpoint(let endpoint): FlowEnd(endpoint: endpoint)
+                case .network(let network): FlowEnd(network: network)
+                case .address(let address, _): FlowEnd(network: IPv4Network(network: address, prefixLength: 32)!)
+                }
+            }
+            return program.explain(from: flowEnds[0], to: flowEnds[1], protocol: proto, port: port)
+        }
+    }
+
+    static func flowProtocol(_ text: String?) throws -> RuleProtocol {
+        guard let text else { return .tcp }
+        guard let proto = RuleProtocol(rawValue: text.lowercased()), proto != .any else {
+            throw TrellisError.invalid("protocol: '\(text)' is not tcp, udp or icmp", field: "protocol")
+        }
+        return proto
+    }
+
+    static func flowPort(_ text: String?, _ proto: RuleProtocol) throws -> Int? {
+        guard proto.hasPorts else {
+            guard text == nil else { throw TrellisError.invalid("port: \(proto.rawValue) has no ports", field: "port") }
+            return nil
+        }
+        guard let text else { throw TrellisError.invalid("port: give the destination port of the \(proto.rawValue) flow", field: "port") }
+        guard let port = Int(text), (1...65535).contains(port) else {
+            throw TrellisError.invalid("port: '\(text)' is not a port from 1 to 65535", field: "port")
+        }
+        return port
+    }
+
+    static func flowReference(_ text: String, field: String, scope: String?, _ caller: Caller,
+                              _ tx: any StoreReader) throws -> FlowReference {
+        if let address = IPv4Address(text) {
+            let candidates = try tx.list(Endpoint.self, under: scope).filter { $0.ip == address && caller.sees($0.enterprise) }
+            if candidates.count == 1 { return .endpoint(candidates[0]) }
+            return candidates.isEmpty ? .network(IPv4Network(network: address, prefixLength: 32)!) : .address(address, candidates: candidates)
+        }
+        if let first = text.split(separator: "/").first, IPv4Address(first) != nil {
+            return .network(try IPv4Network.parse(text, field: field))
+        }
+        guard text.utf8.count <= 512 else { throw TrellisError.invalid("\(field): at most 512 bytes", field: field) }
+        return .endpoint(try caller.visible(try tx.get(Endpoint.self, text), text, field: field))
+    }
+}
