@@ -28,14 +28,21 @@ struct FlowsCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
     @Option(help: ArgumentHelp("The subnet.", valueName: "ENTERPRISE/DOMAIN/ZONE/SUBNET")) var subnet: String
 
-    static let columns = ["HOST", "PROTO", "SOURCE", "DESTINATION", "STATE", "PACKETS", "BYTES"]
+    static let columns = ["HOST", "PROTO", "SOURCE", "DESTINATION", "STATE", "PACKETS", "BYTES", "DECIDED-BY"]
 
     static func row(_ flow: Flow) -> [String] {
         func end(_ address: IPv4Address, _ port: Int?) -> String { port.map { "\(address):\($0)" } ?? address.description }
         var destination = end(flow.destination, flow.destinationPort)
         if let translated = flow.translatedDestination { destination += " (→ \(translated))" }
         return [flow.host, flow.protocol, end(flow.source, flow.sourcePort), destination, flow.state ?? "-",
-                "\(flow.original.packets)/\(flow.reply.packets)", "\(flow.original.bytes)/\(flow.reply.bytes)"]
+                "\(flow.original.packets)/\(flow.reply.packets)", "\(flow.original.bytes)/\(flow.reply.bytes)",
+                flow.decidedBy.map(Self.decision) ?? "-"]
+    }
+
+    /// The deciding stage, its profile or policy, and the rule's number: `network-policy acme/app1/db-in #2`.
+    static func decision(_ step: PolicyStep) -> String {
+        ([step.stage.rawValue, step.object ?? ""].filter { !$0.isEmpty } + [step.ruleNumber.map { "#\($0)" } ?? ""])
+            .filter { !$0.isEmpty }.joined(separator: " ")
     }
 
     func run() async throws {

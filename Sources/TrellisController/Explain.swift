@@ -41,17 +41,8 @@ extension Registry {
             guard let anchor = ends[0].endpoint ?? ends[1].endpoint else {
                 throw TrellisError.invalid("from: one end at least must be an endpoint (a path or its address)", field: "from")
             }
-            let subnets = try tx.list(Subnet.self, under: anchor.domain).map {
-                DesiredSubnet(path: $0.path, cidr: $0.cidr, gateway: $0.gateway, gatewayMAC: $0.gatewayMAC, vni: $0.vni, dhcp: $0.dhcp,
-                              remoteVTEPs: [])
-            }
-            let policies = try tx.list(NetworkPolicy.self, under: anchor.domain)
             let endpoints = ends.compactMap(\.endpoint)
-            let profiles = try Set(endpoints.compactMap(\.profile)).sorted().compactMap { try tx.get(PortProfile.self, $0) }
-            let floating = endpoints.filter { $0.domain == anchor.domain }
-                .compactMap { endpoint in endpoint.floatingIP.map { FloatingIPTranslation(floating: $0, endpoint: endpoint.ip) } }
-            let program = PolicyProgram(domain: DesiredDomain(path: anchor.domain, id: 0, subnets: subnets, policies: policies),
-                                        profiles: profiles, floatingIPs: floating)
+            let program = try Self.policyProgram(domain: anchor.domain, endpoints: endpoints.filter { $0.domain == anchor.domain }, tx)
             let flowEnds = ends.map { end -> FlowEnd in
                 switch end {
                 case .endpoint(let endpoint): FlowEnd(endpoint: endpoint)
@@ -60,6 +51,45 @@ extension Registry {
                 }
             }
             return program.explain(from: flowEnds[0], to: flowEnds[1], protocol: proto, port: port)
+        }
+    }
+
+    /// The domain's rules compiled as an agent with `endpoints` compiles them.
+    static func policyProgram(domain: String, endpoints: [Endpoint], _ tx: any StoreReader) throws -> PolicyProgram {
+        let subnets = try tx.list(Subnet.self, under: domain).map {
+            DesiredSubnet(path: $0.path, cidr: $0.cidr, gateway: $0.gateway, gatewayMAC: $0.gatewayMAC, vni: $0.vni, dhcp: $0.dhcp,
+                          remoteVTEPs: [])
+        }
+        let policies = try tx.list(NetworkPolicy.self, under: domain)
+        let profiles = try Set(endpoints.compactMap(\.profile)).sorted().compactMap { try tx.get(PortProfile.self, $0) }
+        let floating = endpoints.compactMap { endpoint in endpoint.floatingIP.map { FloatingIPTranslation(floating: $0, endpoint: endpoint.ip) } }
+        return PolicyProgram(domain: DesiredDomain(path: domain, id: 0, subnets: subnets, policies: policies), profiles: profiles,
+                             floatingIPs: floating)
+    }
+
+    /// Each flow with the step that let it in under the current rules (flows of unknown protocols are left as they are).
+    func explained(_ flows: [Flow]) async throws -> [Flow] {
+        let domains = Set(flows.map(\.domain))
+        guard !domains.isEmpty else { return flows }
+        return try await store.read { tx in
+            var byDomain: [String: (program: PolicyProgram, endpoints: [IPv4Address: Endpoint])] = [:]
+            for domain in domains {
+                let endpoints = try tx.list(Endpoint.self, under: domain)
+                byDomain[domain] = (try Self.policyProgram(domain: domain, endpoints: endpoints, tx),
+                                    Dictionary(endpoints.map { ($0.ip, $0) }, uniquingKeysWith: { a, _ in a }))
+            }
+            return flows.map { reported in
+                // What an agent said decided the flow is not taken from it.
+                var flow = reported
+                flow.decidedBy = nil
+                guard let compiled = byDomain[flow.domain], let proto = RuleProtocol(rawValue: flow.protocol), proto != .any else { return flow }
+                func end(_ address: IPv4Address) -> FlowEnd {
+                    compiled.endpoints[address].map(FlowEnd.init(endpoint:)) ?? FlowEnd(network: IPv4Network(network: address, prefixLength: 32)!)
+                }
+                flow.decidedBy = compiled.program.explain(from: end(flow.source), to: end(flow.translatedDestination ?? flow.destination),
+                                                          protocol: proto, port: proto.hasPorts ? flow.destinationPort : nil).deciding
+                return flow
+            }
         }
     }
 

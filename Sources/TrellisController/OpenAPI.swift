@@ -158,6 +158,7 @@ enum OpenAPIDocument {
         let flow = object(["domain", "host", "protocol", "source", "destination", "original", "reply"], [
             "domain": string, "host": string, "protocol": string, "source": string, "sourcePort": integer, "destination": string,
             "destinationPort": integer, "state": string, "original": counters, "reply": counters, "translatedDestination": string,
+            "decidedBy": ref("PolicyStep"),
         ])
         return [
             "Error": object(["error"], ["error": string, "field": string]),

@@ -50,7 +50,8 @@ extension Registry {
             flow.domain == domain && (subnet.cidr.contains(flow.source) || subnet.cidr.contains(flow.destination)
                                       || flow.translatedDestination.map(subnet.cidr.contains) == true)
         }
-        return FlowList(items: flows.sorted { ($0.host, $0.source, $0.sourcePort ?? 0) < ($1.host, $1.source, $1.sourcePort ?? 0) })
+        let sorted = flows.sorted { ($0.host, $0.source, $0.sourcePort ?? 0) < ($1.host, $1.source, $1.sourcePort ?? 0) }
+        return FlowList(items: try await explained(sorted))
     }
 
     /// Prometheus text exposition of the controller's own numbers and the hosts' latest counters.

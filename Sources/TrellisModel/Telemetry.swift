@@ -46,12 +46,15 @@ public struct Flow: Codable, Sendable, Equatable {
     public var reply: TrafficCounters
     /// The address the destination answered from when it differs (a floating IP's endpoint).
     public var translatedDestination: IPv4Address?
+    /// The stage and rule that let the flow in, as the controller explains it under the current rules.
+    public var decidedBy: PolicyStep?
 
     public init(domain: String, host: String, protocol: String, source: IPv4Address, sourcePort: Int?, destination: IPv4Address,
-                destinationPort: Int?, state: String?, original: TrafficCounters, reply: TrafficCounters, translatedDestination: IPv4Address?) {
+                destinationPort: Int?, state: String?, original: TrafficCounters, reply: TrafficCounters, translatedDestination: IPv4Address?,
+                decidedBy: PolicyStep? = nil) {
         self.domain = domain; self.host = host; self.protocol = `protocol`; self.source = source; self.sourcePort = sourcePort
         self.destination = destination; self.destinationPort = destinationPort; self.state = state; self.original = original
-        self.reply = reply; self.translatedDestination = translatedDestination
+        self.reply = reply; self.translatedDestination = translatedDestination; self.decidedBy = decidedBy
     }
 }
 

@@ -105,6 +105,8 @@ import TrellisTestSupport
                     "h1 reported counters of h2's endpoint")
             let flows: FlowList = try await admin.get("/api/v1/flows?subnet=\(subnet)")
             #expect(flows.items.map(\.source.description) == ["192.168.10.50"])
+            #expect(flows.items.first?.decidedBy?.stage == .sameSubnet && flows.items.first?.decidedBy?.object == subnet,
+                    "the controller explains each flow under the current rules")
             let unserved: FlowList = try await admin.get("/api/v1/flows?subnet=initech/app1/web/red")
             #expect(unserved.items.isEmpty, "h1 reported flows of a domain it does not serve")
 

@@ -246,8 +246,8 @@ extension LabTests {
             if listed.split(separator: "\n").contains(where: { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777") && $0.contains("ESTABLISHED") }) { break }
             try await Task.sleep(for: .milliseconds(500))
         }
-        #expect(listed.split(separator: "\n").contains { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777") && $0.contains("ESTABLISHED") },
-                "\(listed)")
+        #expect(listed.split(separator: "\n").contains { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777") && $0.contains("ESTABLISHED")
+                                                        && $0.hasSuffix("same-subnet acme/app1/web/red") }, "\(listed)")
         let shown = try await lab.trellis(on: "h1", "stats", "acme/app1/web/red/counted")
         #expect(shown.stdout.contains("counted-by") && shown.stdout.contains("nftables"))
         let metrics = try await controller.exchange("GET", "/metrics", body: nil)
