@@ -60,6 +60,24 @@ extension RunningLab {
         }
     }
 
+    /// The paths the controller's explanation allows (`GET /api/v1/explain` for each pair and probe), to hold
+    /// against what the kernel let through.
+    func explained(_ members: [Member], probes: [Probe]) async throws -> Set<Path> {
+        let byName = Dictionary(uniqueKeysWithValues: members.map { ($0.name, $0) })
+        var allowed: Set<Path> = []
+        for path in allPaths(members, probes: probes) {
+            let service = switch path.probe {
+            case .icmp: [("protocol", "icmp")]
+            case .tcp(let port): [("protocol", "tcp"), ("port", "\(port)")]
+            case .udp(let port): [("protocol", "udp"), ("port", "\(port)")]
+            }
+            let ends = [("from", "\(byName[path.from]!.subnet)/\(path.from)"), ("to", "\(byName[path.to]!.subnet)/\(path.to)")]
+            let answer: PolicyExplanation = try await controller.get("/api/v1/explain" + ControllerClient.query(ends + service))
+            if answer.verdict == .allow { allowed.insert(path) }
+        }
+        return allowed
+    }
+
     /// Attaches a new container namespace on `host` with a static address.
     func member(_ name: String, on host: String, subnet: String, ip: String, profile: String? = nil) async throws -> Member {
         let namespace = try container(name)
@@ -112,6 +130,8 @@ extension LabTests {
         let wantedBefore = expected(["red>blue tcp/5432", "red>blue icmp"])
         #expect(before.subtracting(wantedBefore).sorted() == [], "passed but should not")
         #expect(wantedBefore.subtracting(before).sorted() == [], "should pass but did not")
+        let explainedBefore = try await lab.explained(members, probes: probes)
+        #expect(explainedBefore.symmetricDifference(before).sorted() == [], "explain and the kernel disagree")
 
         // The deny goes (so the later allow covers udp/5353) and blue may open port 8080 on red.
         try await lab.trellis(on: "h1", "policy", "rule", "del", "acme/app1/web-db", "2")
@@ -121,6 +141,8 @@ extension LabTests {
         let wantedAfter = expected(["red>blue tcp/5432", "red>blue icmp", "red>blue udp/5353", "blue>red tcp/8080"])
         #expect(after.subtracting(wantedAfter).sorted() == [], "passed but should not")
         #expect(wantedAfter.subtracting(after).sorted() == [], "should pass but did not")
+        let explainedAfter = try await lab.explained(members, probes: probes)
+        #expect(explainedAfter.symmetricDifference(after).sorted() == [], "explain and the kernel disagree")
     }
 }
 
@@ -148,7 +170,10 @@ extension LabTests {
         try await lab.settle(hosts: 3)
         #expect(kept.carries("after the reload"), "an established flow the profile still allows survives")
         #expect(!doomed.carries("after the reload"), "an established flow the profile now forbids stops")
-        #expect(paths(try reachable([client, p1, p2], probes: probes)) == ["c3 → p1 tcp/8080", "c3 → p2 tcp/8080"])
+        let final = try reachable([client, p1, p2], probes: probes)
+        #expect(paths(final) == ["c3 → p1 tcp/8080", "c3 → p2 tcp/8080"])
+        let explained = try await lab.explained([client, p1, p2], probes: probes)
+        #expect(explained.symmetricDifference(final).sorted() == [], "explain and the kernel disagree")
     }
 }
 
