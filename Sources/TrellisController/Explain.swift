@@ -22,8 +22,8 @@ extension Registry {
         if let host = caller.host { throw Caller.hostForbidden(host, "explain flows") }
         let proto = try Self.flowProtocol(protoText)
         let port = try Self.flowPort(portText, proto)
-        guard let from, !from.isEmpty else { throw TrellisError.invalid("from: give an endpoint path, an address or a CIDR", field: "from") }
-        guard let to, !to.isEmpty else { throw TrellisError.invalid("to: give an endpoint path, an address or a CIDR", field: "to") }
+        guard let from, !from.isEmpty else { throw Self.missingEnd("from") }
+        guard let to, !to.isEmpty else { throw Self.missingEnd("to") }
         let scope = caller.admin ? nil : caller.enterprise ?? ""
         return try await store.read { tx in
             var ends = [try Self.flowReference(from, field: "from", scope: scope, caller, tx),
@@ -47,7 +47,7 @@ extension Registry {
                 switch end {
                 case .endpoint(let endpoint): FlowEnd(endpoint: endpoint)
                 case .network(let network): FlowEnd(network: network)
-                case .address(let address, _): FlowEnd(network: IPv4Network(network: address, prefixLength: 32)!)
+                case .address(let address, _): FlowEnd(network: IPv4Network(single: address))
                 }
             }
             return program.explain(from: flowEnds[0], to: flowEnds[1], protocol: proto, port: port)
@@ -62,7 +62,9 @@ extension Registry {
         }
         let policies = try tx.list(NetworkPolicy.self, under: domain)
         let profiles = try Set(endpoints.compactMap(\.profile)).sorted().compactMap { try tx.get(PortProfile.self, $0) }
-        let floating = endpoints.compactMap { endpoint in endpoint.floatingIP.map { FloatingIPTranslation(floating: $0, endpoint: endpoint.ip) } }
+        let floating = endpoints.compactMap { endpoint in
+            endpoint.floatingIP.map { FloatingIPTranslation(floating: $0, endpoint: endpoint.ip) }
+        }
         return PolicyProgram(domain: DesiredDomain(path: domain, id: 0, subnets: subnets, policies: policies), profiles: profiles,
                              floatingIPs: floating)
     }
@@ -82,15 +84,21 @@ extension Registry {
                 // What an agent said decided the flow is not taken from it.
                 var flow = reported
                 flow.decidedBy = nil
-                guard let compiled = byDomain[flow.domain], let proto = RuleProtocol(rawValue: flow.protocol), proto != .any else { return flow }
+                guard let compiled = byDomain[flow.domain], let proto = RuleProtocol(rawValue: flow.protocol), proto != .any else {
+                    return flow
+                }
                 func end(_ address: IPv4Address) -> FlowEnd {
-                    compiled.endpoints[address].map(FlowEnd.init(endpoint:)) ?? FlowEnd(network: IPv4Network(network: address, prefixLength: 32)!)
+                    compiled.endpoints[address].map(FlowEnd.init(endpoint:)) ?? FlowEnd(network: IPv4Network(single: address))
                 }
                 flow.decidedBy = compiled.program.explain(from: end(flow.source), to: end(flow.translatedDestination ?? flow.destination),
                                                           protocol: proto, port: proto.hasPorts ? flow.destinationPort : nil).deciding
                 return flow
             }
         }
+    }
+
+    static func missingEnd(_ field: String) -> TrellisError {
+        TrellisError.invalid("\(field): give an endpoint path, an address or a CIDR", field: field)
     }
 
     static func flowProtocol(_ text: String?) throws -> RuleProtocol {
@@ -118,7 +126,7 @@ extension Registry {
         if let address = IPv4Address(text) {
             let candidates = try tx.list(Endpoint.self, under: scope).filter { $0.ip == address && caller.sees($0.enterprise) }
             if candidates.count == 1 { return .endpoint(candidates[0]) }
-            return candidates.isEmpty ? .network(IPv4Network(network: address, prefixLength: 32)!) : .address(address, candidates: candidates)
+            return candidates.isEmpty ? .network(IPv4Network(single: address)) : .address(address, candidates: candidates)
         }
         if let first = text.split(separator: "/").first, IPv4Address(first) != nil {
             return .network(try IPv4Network.parse(text, field: field))

@@ -105,6 +105,12 @@ enum OpenAPIDocument {
         "action": enumeration(["allow", "deny"]), "protocol": enumeration(["tcp", "udp", "icmp", "any"]),
         "from": string, "to": string, "ports": ports,
     ])
+    /// A rule in a request body: an object, or its one-line form as the CLI writes it.
+    static func ruleInput(_ rule: JSONValue, example: String) -> JSONValue {
+        .object(["oneOf": .array([.object(["type": "string", "example": .string(example)]), rule])])
+    }
+    static let aclRuleInput = ruleInput(aclRule, example: "deny tcp port 22")
+    static let policyRuleInput = ruleInput(policyRule, example: "allow tcp from any to any port 80")
     static let common: [String: JSONValue] = ["path": string, "name": string, "revision": integer, "createdAt": time, "description": string]
 
     static var schemas: [String: JSONValue] {
@@ -196,15 +202,17 @@ enum OpenAPIDocument {
             "HostCredential": object(["host", "credential"], ["host": string, "credential": string]),
             "Profile": profile, "ProfileList": list("Profile"),
             "ProfileCreate": object(["enterprise", "name"], [
-                "enterprise": string, "name": string, "rules": array(aclRule), "egressRate": rate, "ingressRate": rate,
+                "enterprise": string, "name": string, "rules": array(aclRuleInput), "egressRate": rate, "ingressRate": rate,
                 "flowStats": boolean, "description": string,
             ]),
             "ProfileUpdate": object(["rules", "flowStats"], [
-                "rules": array(aclRule), "egressRate": rate, "ingressRate": rate, "flowStats": boolean, "description": string,
+                "rules": array(aclRuleInput), "egressRate": rate, "ingressRate": rate, "flowStats": boolean, "description": string,
             ]),
             "Policy": policy, "PolicyList": list("Policy"),
-            "PolicyCreate": object(["domain", "name"], ["domain": string, "name": string, "rules": array(policyRule), "description": string]),
-            "PolicyUpdate": object(["rules"], ["rules": array(policyRule), "description": string]),
+            "PolicyCreate": object(["domain", "name"], [
+                "domain": string, "name": string, "rules": array(policyRuleInput), "description": string,
+            ]),
+            "PolicyUpdate": object(["rules"], ["rules": array(policyRuleInput), "description": string]),
             "User": user, "UserList": list("User"),
             "UserCreate": object(["name"], ["name": string, "enterprise": string, "admin": boolean]),
             "UserWithToken": object(["user", "token"], ["user": ref("User"), "token": string]),

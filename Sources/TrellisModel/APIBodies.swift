@@ -374,6 +374,7 @@ public struct PolicyStep: Codable, Sendable, Equatable {
     public var detail: String
 
     public init(stage: Stage, outcome: Outcome, object: String? = nil, rule: String? = nil, ruleNumber: Int? = nil, detail: String) {
-        self.stage = stage; self.outcome = outcome; self.object = object; self.rule = rule; self.ruleNumber = ruleNumber; self.detail = detail
+        self.stage = stage; self.outcome = outcome; self.object = object
+        self.rule = rule; self.ruleNumber = ruleNumber; self.detail = detail
     }
 }

@@ -51,6 +51,9 @@ public struct IPv4Network: Hashable, Sendable, TextCodable {
 
     /// Parses `a.b.c.d/n` with a clear error: a bad address, a bad prefix, or host bits set
     /// (with the network the user probably meant).
+    /// The /32 of one address.
+    public init(single address: IPv4Address) { self.init(network: address, prefixLength: 32)! }
+
     public static func parse(_ text: String, field: String? = "cidr") throws -> IPv4Network {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, let address = IPv4Address(parts[0]),

@@ -72,7 +72,12 @@ public struct ACLRule: Hashable, Sendable, Codable, CustomStringConvertible {
 
     enum CodingKeys: String, CodingKey { case action, direction, `protocol`, remote, ports }
 
+    /// An object, or the one-line form (`"deny tcp port 22"`).
     public init(from decoder: any Decoder) throws {
+        if let line = try? decoder.singleValueContainer().decode(String.self) {
+            self = try Self.parsed(line, decoder, ACLRule.parse)
+            return
+        }
         let c = try decoder.container(keyedBy: CodingKeys.self)
         action = try c.decode(RuleAction.self, forKey: .action)
         direction = try c.decodeIfPresent(RuleDirection.self, forKey: .direction) ?? .ingress
@@ -136,7 +141,12 @@ public struct PolicyRule: Hashable, Sendable, Codable, CustomStringConvertible {
 
     enum CodingKeys: String, CodingKey { case action, `protocol`, from, to, ports }
 
+    /// An object, or the one-line form (`"allow tcp from acme/app1/web to acme/app1/db port 5432"`).
     public init(from decoder: any Decoder) throws {
+        if let line = try? decoder.singleValueContainer().decode(String.self) {
+            self = try ACLRule.parsed(line, decoder, PolicyRule.parse)
+            return
+        }
         let c = try decoder.container(keyedBy: CodingKeys.self)
         action = try c.decode(RuleAction.self, forKey: .action)
         self.protocol = try c.decodeIfPresent(RuleProtocol.self, forKey: .protocol) ?? .any
@@ -167,6 +177,17 @@ public struct PolicyRule: Hashable, Sendable, Codable, CustomStringConvertible {
             throw TrellisError.invalid("rule: ports need tcp or udp, not \(rule.protocol.rawValue)", field: "rule")
         }
         return rule
+    }
+}
+
+extension ACLRule {
+    /// A rule parsed from its one-line form inside a JSON body, a parse failure reported at the rule's path.
+    static func parsed<Rule>(_ line: String, _ decoder: any Decoder, _ parse: (String) throws -> Rule) throws -> Rule {
+        do {
+            return try parse(line)
+        } catch let error as TrellisError {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.message))
+        }
     }
 }
 

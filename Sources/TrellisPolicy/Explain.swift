@@ -8,7 +8,7 @@ public struct FlowEnd: Sendable {
 
     public init(endpoint: Endpoint) {
         self.endpoint = endpoint
-        network = IPv4Network(network: endpoint.ip, prefixLength: 32)!
+        network = IPv4Network(single: endpoint.ip)
         range = FieldRange(network)
     }
 

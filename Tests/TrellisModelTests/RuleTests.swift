@@ -3,6 +3,22 @@ import Testing
 @testable import TrellisModel
 
 @Suite struct RuleTests {
+    @Test func rulesDecodeFromTheirOneLineFormWithTheErrorAtTheirPath() throws {
+        struct Body: Decodable { var rules: [PolicyRule]; var acl: [ACLRule] }
+        let json = #"{"rules": ["allow tcp from acme/app1/web to acme/app1/db port 5432", {"action": "deny"}], "acl": ["deny tcp port 22"]}"#
+        let body = try JSONCoding.decoder().decode(Body.self, from: Data(json.utf8))
+        #expect(body.rules == [try PolicyRule.parse("allow tcp from acme/app1/web to acme/app1/db port 5432"),
+                               PolicyRule(action: .deny, protocol: .any, from: "any", to: "any")])
+        #expect(body.acl == [try ACLRule.parse("deny tcp port 22")])
+        do {
+            _ = try JSONCoding.decoder().decode(Body.self, from: Data(#"{"rules": ["allow tcp", "permit all"], "acl": []}"#.utf8))
+            Issue.record("a bad rule line was accepted")
+        } catch let error as DecodingError {
+            let described = JSONCoding.describe(error)
+            #expect(described.field == "rules[1]" && described.message.contains("allow or deny"), "\(described)")
+        }
+    }
+
     @Test func parsesPolicyRules() throws {
         let rule = try PolicyRule.parse("allow tcp from acme/app1/web/red to acme/app1/db/green port 5432")
         #expect(rule == PolicyRule(action: .allow, protocol: .tcp, from: "acme/app1/web/red", to: "acme/app1/db/green",

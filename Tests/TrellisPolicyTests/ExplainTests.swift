@@ -9,7 +9,8 @@ import TrellisPolicy
 
     func subnet(_ path: String, _ cidr: String) -> DesiredSubnet {
         let network = try! IPv4Network.parse(cidr)
-        return DesiredSubnet(path: path, cidr: network, gateway: IPv4Address(network.network.value + 1), gatewayMAC: MACAddress("02:00:00:00:00:01")!,
+        return DesiredSubnet(path: path, cidr: network, gateway: IPv4Address(network.network.value + 1),
+                             gatewayMAC: MACAddress("02:00:00:00:00:01")!,
                              vni: 100, dhcp: false, remoteVTEPs: [])
     }
 
@@ -129,10 +130,12 @@ import TrellisPolicy
             var runs = RuleRuns()
             var rules: [(SetElement, RuleAction)] = []
             for index in 0..<Int.random(in: 1...30, using: &generator) {
-                let base = UInt32.random(in: 0...15, using: &generator) << 4, size = UInt32(1) << UInt32.random(in: 0...4, using: &generator)
+                let base = UInt32.random(in: 0...15, using: &generator) << 4
+                let size = UInt32(1) << UInt32.random(in: 0...4, using: &generator)
                 let low = UInt16.random(in: 0...20, using: &generator)
-                let element = SetElement(fields: [FieldRange(low: base, high: base + size - 1), FieldRange.of([.tcp, .udp, .any].randomElement()!),
-                                                  FieldRange(low: UInt32(low), high: UInt32(low) + UInt32.random(in: 0...5))], addressFields: 1)
+                let fields = [FieldRange(low: base, high: base + size - 1), FieldRange.of([.tcp, .udp, .any].randomElement()!),
+                              FieldRange(low: UInt32(low), high: UInt32(low) + UInt32.random(in: 0...5))]
+                let element = SetElement(fields: fields, addressFields: 1)
                 let action: RuleAction = Bool.random() ? .allow : .deny
                 runs.add([element], action, source: index)
                 rules.append((element, action))
