@@ -87,6 +87,8 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            // The web console's files, compiled into the controller as bytes.
+            resources: [.embedInCode("Console/index.html"), .embedInCode("Console/app.js"), .embedInCode("Console/style.css")],
             swiftSettings: strict
         ),
         .target(

@@ -156,6 +156,7 @@ public struct Controller: Sendable {
             let text = try await registry.metrics(try ctx.requireCaller())
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
+        Console.addRoutes(to: router)
         return router
     }
 

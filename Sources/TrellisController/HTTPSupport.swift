@@ -75,7 +75,9 @@ struct BearerAuthMiddleware: RouterMiddleware {
         if request.uri.path == Self.joinPath {
             return try await counted(context) { try await next(request, context) }
         }
-        guard !Self.publicPaths.contains(request.uri.path) else { return try await next(request, context) }
+        guard !Self.publicPaths.contains(request.uri.path), request.uri.path != "/ui", !request.uri.path.hasPrefix("/ui/") else {
+            return try await next(request, context)
+        }
         guard let header = request.headers[.authorization] else {
             throw TrellisError(.unauthorized, "a bearer token is required (Authorization: Bearer …)")
         }
