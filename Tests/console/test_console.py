@@ -258,8 +258,9 @@ def main() -> int:
         driver.save_screenshot(f"{screenshots}/hosts.png")
 
         # No script error, no refused script or style: only the API's deliberate 4xx answers are logged.
-        errors = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
-                  and not ("Failed to load resource" in entry["message"] and any(f" {code} " in entry["message"] for code in (400, 401, 403, 404)))]
+        def deliberate(message: str) -> bool:
+            return "Failed to load resource" in message and any(f" {code} " in message for code in (400, 401, 403, 404))
+        errors = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE" and not deliberate(entry["message"])]
         check(not errors, f"no error in the browser's console: {errors}")
     finally:
         if driver is not None:

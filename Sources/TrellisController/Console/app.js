@@ -304,7 +304,9 @@ function topologyView() {
     const query = (topologyView.query || '').trim().toLowerCase();
     const matches = (endpoint) => !query || [endpoint.name, endpoint.ip, endpoint.mac, endpoint.host || '', endpoint.path]
       .some((text) => text.toLowerCase().includes(query));
-    if (!model.enterprises.length) return [h('p', { class: 'empty' }, 'No enterprise yet: create one with trellis enterprise create NAME.')];
+    if (!model.enterprises.length) {
+      return [h('p', { class: 'empty' }, 'No enterprise yet: create one with trellis enterprise create NAME.')];
+    }
     return model.enterprises.map((enterprise) => h('section', { class: 'enterprise', 'data-enterprise': enterprise.name },
       h('h2', {}, enterprise.name, enterprise.description ? h('small', {}, ` ${enterprise.description}`) : null),
       model.domains.filter((domain) => domain.enterprise === enterprise.name).map((domain) => {
@@ -353,7 +355,8 @@ function policyGraph(domain) {
     const text = `${rule.protocol}${formatPorts(rule.ports).replace(' port ', '/')}`;
     const title = s('title', {}, `${policy.name} #${index + 1}: ${policyRuleText(rule)}`);
     if (from === to) {
-      const d = `M ${from.x - 12} ${from.y - 14} C ${from.x - 50} ${from.y - 70}, ${from.x + 50} ${from.y - 70}, ${from.x + 12} ${from.y - 14}`;
+      const d = `M ${from.x - 12} ${from.y - 14} C ${from.x - 50} ${from.y - 70}, `
+        + `${from.x + 50} ${from.y - 70}, ${from.x + 12} ${from.y - 14}`;
       return s('g', { class: `rule ${rule.action}` }, title, s('path', { d, 'marker-end': `url(#head-${rule.action})` }),
         s('text', { x: from.x, y: from.y - 58 - 12 * (order % 2), 'text-anchor': 'middle' }, text));
     }
@@ -423,7 +426,8 @@ function endpointView(id) {
       .filter(({ rule }) => termCovers(rule.from || 'any', endpoint) || termCovers(rule.to || 'any', endpoint)));
     const facts = [['path', endpoint.path], ['address', endpoint.ip], ['MAC', endpoint.mac], ['host', endpoint.host || '(not placed)'],
       ['kind', endpoint.kind], ['state', endpoint.state], ['interface', endpoint.interface], ['hostname', endpoint.hostname],
-      ['owner', endpoint.owner], ['floating IP', endpoint.floatingIP], ['egress limit', endpoint.egressRate && formatRate(endpoint.egressRate)],
+      ['owner', endpoint.owner], ['floating IP', endpoint.floatingIP],
+      ['egress limit', endpoint.egressRate && formatRate(endpoint.egressRate)],
       ['ingress limit', endpoint.ingressRate && formatRate(endpoint.ingressRate)], ['created', endpoint.createdAt]]
       .filter(([, value]) => value);
     return [
@@ -455,11 +459,12 @@ function trafficChart(samples, stats) {
   });
   const width = 480, height = 120;
   const highest = Math.max(1, ...rates.flatMap((rate) => [rate.sent, rate.received]));
-  const line = (key) => rates.map((rate, index) => `${(index / Math.max(1, rates.length - 1)) * width},${height - (rate[key] / highest) * height}`)
-    .join(' ');
+  const point = (rate, index, key) => `${(index / Math.max(1, rates.length - 1)) * width},${height - (rate[key] / highest) * height}`;
+  const line = (key) => rates.map((rate, index) => point(rate, index, key)).join(' ');
   return h('div', {},
-    h('p', { class: 'totals' }, `sent ${stats.sent.packets} packets, ${formatBytes(stats.sent.bytes)} · received ${stats.received.packets} `
-      + `packets, ${formatBytes(stats.received.bytes)} · reported by ${stats.host} at ${stats.collectedAt}`),
+    h('p', { class: 'totals' }, `sent ${stats.sent.packets} packets, ${formatBytes(stats.sent.bytes)} · `
+      + `received ${stats.received.packets} packets, ${formatBytes(stats.received.bytes)} · `
+      + `reported by ${stats.host} at ${stats.collectedAt}`),
     rates.length ? s('svg', { class: 'chart', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'traffic' },
       s('polyline', { class: 'sent', points: line('sent') }), s('polyline', { class: 'received', points: line('received') }),
       s('text', { x: 4, y: 14 }, `${formatBytes(highest)}/s`)) : h('p', { class: 'empty' }, 'the chart starts with the next report'));
@@ -482,7 +487,8 @@ function flowTable(flows) {
 }
 
 function explainView(query) {
-  const field = (name, value, placeholder) => h('input', { name, id: `explain-${name}`, value: value || '', placeholder, required: name !== 'port' });
+  const field = (name, value, placeholder) => h('input', { name, id: `explain-${name}`, value: value || '', placeholder,
+    required: name !== 'port' });
   const from = field('from', query.get('from'), 'endpoint path, address or CIDR');
   const to = field('to', query.get('to'), 'endpoint path, address or CIDR');
   const protocol = h('select', { name: 'protocol', id: 'explain-protocol' },
@@ -505,8 +511,10 @@ async function explain(parameters, answer) {
   try {
     const result = await api('GET', `/api/v1/explain?${parameters}`);
     const end = (side) => [side.endpoint || side.address, side.subnet ? `in ${side.subnet}` : null,
-      side.profile ? `profile ${side.profile}` : null, side.floatingIP ? `floating IP ${side.floatingIP}` : null].filter(Boolean).join(' · ');
-    answer.replaceChildren(h('p', { class: `verdict ${result.verdict}`, id: 'verdict' }, result.verdict === 'allow' ? 'allowed' : 'dropped'),
+      side.profile ? `profile ${side.profile}` : null, side.floatingIP ? `floating IP ${side.floatingIP}` : null]
+      .filter(Boolean).join(' · ');
+    const verdict = result.verdict === 'allow' ? 'allowed' : 'dropped';
+    answer.replaceChildren(h('p', { class: `verdict ${result.verdict}`, id: 'verdict' }, verdict),
       h('p', {}, `from ${end(result.from)}`), h('p', {}, `to ${end(result.to)}`),
       h('table', { class: 'list steps' }, h('tr', {}, ['stage', 'outcome', 'object', 'rule', 'detail'].map((title) => h('th', {}, title))),
         result.steps.map((step) => h('tr', { class: step.outcome }, h('td', {}, step.stage), h('td', {}, step.outcome),
@@ -515,6 +523,22 @@ async function explain(parameters, answer) {
   } catch (error) {
     answer.replaceChildren(h('p', { class: 'error' }, error.field ? `${error.field}: ${error.message}` : error.message));
   }
+}
+
+/** A numbered rule list with a button removing each rule and a form adding one in its one-line form; every
+ * change sends the whole new list with `put`. */
+function ruleEditor(owner, rules, lines, input, put) {
+  const without = (index) => lines.filter((_, other) => other !== index);
+  return [
+    lines.length ? h('ol', { class: 'rules' }, lines.map((line, index) => h('li', { class: rules[index].action }, line, ' ',
+      h('button', { class: 'remove', title: 'remove this rule',
+        onclick: () => attempt(() => put(without(index)), `rule ${index + 1} removed from ${owner}`) }, '×'))))
+      : h('p', { class: 'empty' }, 'no rules'),
+    h('form', { class: 'inline', onsubmit: (event) => {
+      event.preventDefault();
+      attempt(async () => { await put([...lines, input.value.trim()]); input.value = ''; }, `rule added to ${owner}`);
+    } }, input, h('button', { type: 'submit' }, 'Add rule')),
+  ];
 }
 
 function policiesView() {
@@ -540,15 +564,10 @@ function policiesView() {
       const lines = policy.rules.map(policyRuleText);
       return h('section', { class: 'policy', 'data-policy': policy.path },
         h('h3', {}, policy.path, ' ', h('button', { class: 'danger', onclick: () => {
-          if (confirm(`Delete policy ${policy.path}?`)) attempt(() => api('DELETE', objectURL('policies', policy.path)), `${policy.path} deleted`);
+          if (!confirm(`Delete policy ${policy.path}?`)) return;
+          attempt(() => api('DELETE', objectURL('policies', policy.path)), `${policy.path} deleted`);
         } }, 'Delete')),
-        lines.length ? h('ol', { class: 'rules' }, lines.map((line, index) => h('li', { class: policy.rules[index].action }, line, ' ',
-          h('button', { class: 'remove', title: 'remove this rule', onclick: () => attempt(() => put(lines.filter((_, other) => other !== index)),
-            `rule ${index + 1} removed from ${policy.path}`) }, '×')))) : h('p', { class: 'empty' }, 'no rules'),
-        h('form', { class: 'inline', onsubmit: (event) => {
-          event.preventDefault();
-          attempt(async () => { await put([...lines, input.value.trim()]); input.value = ''; }, `rule added to ${policy.path}`);
-        } }, input, h('button', { type: 'submit' }, 'Add rule')));
+        ruleEditor(policy.path, policy.rules, lines, input, put));
     });
   });
 }
@@ -568,13 +587,7 @@ function profilesView() {
         h('h3', {}, profile.path),
         h('p', {}, `egress ${formatRate(profile.egressRate)} · ingress ${formatRate(profile.ingressRate)}`
           + `${profile.flowStats ? ' · flow statistics' : ''}`),
-        lines.length ? h('ol', { class: 'rules' }, lines.map((line, index) => h('li', { class: profile.rules[index].action }, line, ' ',
-          h('button', { class: 'remove', title: 'remove this rule', onclick: () => attempt(() => put(lines.filter((_, other) => other !== index)),
-            `rule ${index + 1} removed from ${profile.path}`) }, '×')))) : h('p', { class: 'empty' }, 'no rules'),
-        h('form', { class: 'inline', onsubmit: (event) => {
-          event.preventDefault();
-          attempt(async () => { await put([...lines, input.value.trim()]); input.value = ''; }, `rule added to ${profile.path}`);
-        } }, input, h('button', { type: 'submit' }, 'Add rule')),
+        ruleEditor(profile.path, profile.rules, lines, input, put),
         h('p', {}, `${users.length} ports: `, users.map(endpointChip)));
     });
   });
@@ -587,26 +600,30 @@ function hostsView() {
       .map((title) => h('th', {}, title))),
     model.hosts.map((host) => {
       const behind = host.appliedRevision === undefined ? 'nothing applied yet'
-        : host.appliedRevision >= model.revision ? `in step (${host.appliedRevision})` : `${model.revision - host.appliedRevision} revisions behind`;
-      return h('tr', { 'data-host': host.name }, h('td', {}, host.name), h('td', {}, host.underlayIP), h('td', { class: `state ${host.status}` },
-        host.status), h('td', {}, host.lastHeartbeat || 'never'), h('td', {}, behind),
+        : host.appliedRevision >= model.revision ? `in step (${host.appliedRevision})`
+          : `${model.revision - host.appliedRevision} revisions behind`;
+      return h('tr', { 'data-host': host.name }, h('td', {}, host.name), h('td', {}, host.underlayIP),
+        h('td', { class: `state ${host.status}` }, host.status), h('td', {}, host.lastHeartbeat || 'never'), h('td', {}, behind),
       h('td', {}, String(model.endpoints.filter((endpoint) => endpoint.host === host.name).length)));
     }))];
   });
 }
 
 function eventsView() {
-  const kind = h('select', { id: 'event-kind', 'aria-label': 'kind', onchange: () => currentView.update() }, h('option', { value: '' }, 'every kind'),
-    ['enterprise', 'domain', 'zone', 'subnet', 'endpoint', 'profile', 'policy', 'host', 'fippool', 'user'].map((name) => h('option', {}, name)));
+  const kinds = ['enterprise', 'domain', 'zone', 'subnet', 'endpoint', 'profile', 'policy', 'host', 'fippool', 'user'];
+  const kind = h('select', { id: 'event-kind', 'aria-label': 'kind', onchange: () => currentView.update() },
+    h('option', { value: '' }, 'every kind'), kinds.map((name) => h('option', {}, name)));
   const actor = h('input', { id: 'event-actor', placeholder: 'actor', oninput: () => currentView.update() });
   const refusals = h('input', { id: 'event-refusals', type: 'checkbox', onchange: () => currentView.update() });
-  view([h('h2', {}, 'Events'), h('div', { class: 'toolbar' }, kind, ' ', actor, ' ', h('label', {}, refusals, ' refused attachments only'))], () => {
+  const toolbar = h('div', { class: 'toolbar' }, kind, ' ', actor, ' ', h('label', {}, refusals, ' refused attachments only'));
+  view([h('h2', {}, 'Events'), toolbar], () => {
     const shown = session.events.filter((event) => (!kind.value || event.kind === kind.value)
-      && (!actor.value || (event.actor || '').includes(actor.value)) && (!refusals.checked || event.action === 'refused')).slice(-300).reverse();
+      && (!actor.value || (event.actor || '').includes(actor.value)) && (!refusals.checked || event.action === 'refused'))
+      .slice(-300).reverse();
     return [h('table', { class: 'list', id: 'events' }, h('tr', {}, ['#', 'time', 'actor', 'action', 'kind', 'path', 'detail']
       .map((title) => h('th', {}, title))),
-    shown.map((event) => h('tr', { class: event.action }, h('td', {}, String(event.id)), h('td', {}, event.time), h('td', {}, event.actor || ''),
-      h('td', {}, event.action), h('td', {}, event.kind), h('td', {}, event.path),
+    shown.map((event) => h('tr', { class: event.action }, h('td', {}, String(event.id)), h('td', {}, event.time),
+      h('td', {}, event.actor || ''), h('td', {}, event.action), h('td', {}, event.kind), h('td', {}, event.path),
       h('td', {}, event.action === 'refused' && event.object ? `${event.object.host}: ${event.object.reason}` : ''))))];
   }, { onEvent: () => currentView.update() });
 }
