@@ -135,6 +135,14 @@ struct Lab {
     var processNames: [String] {
         controllerIndices.map(Self.controllerName) + (clustered ? Self.etcdMembers.map { "etcd\($0)" } : []) + hosts
     }
+    /// The forwarder that gives a browser in the root namespace the first controller, on a loopback port
+    /// (the controller itself lives in the lab's controller namespace): socat, from TCP to the controller's socket.
+    static let consoleName = "console"
+    var consolePortFile: String { "\(directory)/console.port" }
+    var consoleURL: String? {
+        (try? String(contentsOfFile: consolePortFile, encoding: .utf8))
+            .map { "http://127.0.0.1:\($0.trimmingCharacters(in: .whitespacesAndNewlines))/ui" }
+    }
     var tokenFile: String { "\(directory)/admin.token" }
     func agentSocket(_ host: String) -> String { "\(directory)/\(host).sock" }
     func credentialFile(_ host: String) -> String { "\(directory)/\(host).credential" }
@@ -242,6 +250,7 @@ struct Lab {
                 return (try? await client.exchange("GET", "/healthz", body: nil).status) == 200 && token != nil
             }
         }
+        try await startConsole()
         for (offset, host) in hosts.enumerated() {
             try plug(Self.hostNamespace(host), port: host, address: Self.underlay(offset + 1))
             if docker { try LabDocker(lab: self, host: host).start() }
@@ -299,6 +308,7 @@ struct Lab {
         if withDocker {
             for host in hosts { LabDocker(lab: self, host: host).stop() }
         }
+        stop(Self.consoleName, signal: SIGTERM)
         for name in hosts + controllerIndices.map(Self.controllerName) + (clustered ? Self.etcdMembers.map { "etcd\($0)" } : []) {
             stop(name, signal: SIGTERM)
         }
@@ -312,6 +322,24 @@ struct Lab {
         try NetworkNamespace.delete(named: Self.switchNamespace)
         try? FileManager.default.removeItem(atPath: directory)
     }
+
+    /// Starts the console's forwarder on a free loopback port of the root namespace (nothing routable), if
+    /// socat is installed; the lab works without it.
+    func startConsole() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.socat) else { return }
+        for _ in 0..<5 {
+            let port = Int.random(in: 20_000...40_000)
+            try spawn(Self.consoleName, [Self.socat, "TCP-LISTEN:\(port),bind=127.0.0.1,reuseaddr,fork",
+                                         "UNIX-CONNECT:\(controllerSocket(1))"])
+            try await Task.sleep(for: .milliseconds(200))
+            if alive(Self.consoleName) {
+                try String(port).write(toFile: consolePortFile, atomically: true, encoding: .utf8)
+                return
+            }
+        }
+        throw TrellisError(.unavailable, "the console's forwarder (socat) did not start; see \(directory)/\(Self.consoleName).log")
+    }
+    static let socat = "/usr/bin/socat"
 
     /// Stops a lab process with `signal`, and with SIGKILL if it is still there after 5 s.
     func stop(_ name: String, signal: Int32) {
@@ -382,6 +410,9 @@ struct Lab {
                 print("\(name)  \(alive(name) ? (etcdHealthy(member) ? "healthy" : "running, not healthy") : "stopped")  "
                       + "\(Self.etcdClientURL(member)) (in \(Self.controllerNamespace))")
             }
+        }
+        if let consoleURL, alive(Self.consoleName) {
+            print("console  \(consoleURL)  (log in with the admin token: \(tokenFile))")
         }
         var rows = [["HOST", "UNDERLAY", "AGENT", "CONNECTED", "APPLIED-REVISION"]]
         for (offset, host) in hosts.enumerated() {
