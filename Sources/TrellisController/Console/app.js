@@ -277,7 +277,8 @@ function view(controls, update, extra = {}) {
   currentView = { update: () => {
     // An input kept across redraws (see `kept`) keeps what is typed in it, and its focus.
     const focused = document.activeElement;
-    content.replaceChildren(...update());
+    content.replaceChildren();
+    fill(content, {}, update());
     if (focused && focused !== document.activeElement && focused.isConnected) focused.focus();
   }, ...extra };
   currentView.update();
@@ -455,19 +456,32 @@ function trafficChart(samples, stats) {
   const rates = samples.slice(1).map((sample, index) => {
     const before = samples[index];
     const seconds = Math.max(0.001, (Date.parse(sample.at) - Date.parse(before.at)) / 1000);
-    return { sent: (sample.sent.bytes - before.sent.bytes) / seconds, received: (sample.received.bytes - before.received.bytes) / seconds };
+    const per = (side, unit) => (sample[side][unit] - before[side][unit]) / seconds;
+    return { bytes: { sent: per('sent', 'bytes'), received: per('received', 'bytes') },
+      packets: { sent: per('sent', 'packets'), received: per('received', 'packets') } };
   });
-  const width = 480, height = 120;
-  const highest = Math.max(1, ...rates.flatMap((rate) => [rate.sent, rate.received]));
-  const point = (rate, index, key) => `${(index / Math.max(1, rates.length - 1)) * width},${height - (rate[key] / highest) * height}`;
-  const line = (key) => rates.map((rate, index) => point(rate, index, key)).join(' ');
   return h('div', {},
     h('p', { class: 'totals' }, `sent ${stats.sent.packets} packets, ${formatBytes(stats.sent.bytes)} · `
       + `received ${stats.received.packets} packets, ${formatBytes(stats.received.bytes)} · `
       + `reported by ${stats.host} at ${stats.collectedAt}`),
-    rates.length ? s('svg', { class: 'chart', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'traffic' },
-      s('polyline', { class: 'sent', points: line('sent') }), s('polyline', { class: 'received', points: line('received') }),
-      s('text', { x: 4, y: 14 }, `${formatBytes(highest)}/s`)) : h('p', { class: 'empty' }, 'the chart starts with the next report'));
+    rates.length ? h('div', { class: 'charts' },
+      chart(rates.map((rate) => rate.bytes), (value) => `${formatBytes(value)}/s`, 'bytes per second'),
+      chart(rates.map((rate) => rate.packets), (value) => `${Math.round(value)} packets/s`, 'packets per second'),
+      h('p', { class: 'legend' }, h('span', { class: 'sent' }, '— sent'), ' ', h('span', { class: 'received' }, '— received')))
+      : h('p', { class: 'empty' }, 'the chart starts with the next report'));
+}
+
+/** Sent and received rates over the last reports as two lines, scaled to the highest. */
+function chart(rates, label, title) {
+  const width = 480, height = 120;
+  const highest = Math.max(1, ...rates.flatMap((rate) => [rate.sent, rate.received]));
+  // One rate is drawn as a level line across the chart.
+  const drawn = rates.length === 1 ? [rates[0], rates[0]] : rates;
+  const point = (rate, index, key) => `${(index / (drawn.length - 1)) * width},${height - (rate[key] / highest) * height}`;
+  const line = (key) => drawn.map((rate, index) => point(rate, index, key)).join(' ');
+  return s('svg', { class: 'chart', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': title },
+    s('polyline', { class: 'sent', points: line('sent') }), s('polyline', { class: 'received', points: line('received') }),
+    s('text', { x: 4, y: 14 }, `${title}, up to ${label(highest)}`));
 }
 
 function stepText(step) {
