@@ -25,6 +25,7 @@ extension Registry {
         guard let from, !from.isEmpty else { throw Self.missingEnd("from") }
         guard let to, !to.isEmpty else { throw Self.missingEnd("to") }
         let scope = caller.admin ? nil : caller.enterprise ?? ""
+        let programs = self.programs
         return try await store.read { tx in
             var ends = [try Self.flowReference(from, field: "from", scope: scope, caller, tx),
                         try Self.flowReference(to, field: "to", scope: scope, caller, tx)]
@@ -42,7 +43,8 @@ extension Registry {
                 throw TrellisError.invalid("from: one end at least must be an endpoint (a path or its address)", field: "from")
             }
             let endpoints = ends.compactMap(\.endpoint)
-            let program = try Self.policyProgram(domain: anchor.domain, endpoints: endpoints.filter { $0.domain == anchor.domain }, tx)
+            let program = try Self.policyProgram(domain: anchor.domain, endpoints: endpoints.filter { $0.domain == anchor.domain }, tx,
+                                                 programs)
             let flowEnds = ends.map { end -> FlowEnd in
                 switch end {
                 case .endpoint(let endpoint): FlowEnd(endpoint: endpoint)
@@ -54,9 +56,11 @@ extension Registry {
         }
     }
 
-    /// The domain's rules compiled as an agent with `endpoints` compiles them.
-    static func policyProgram(domain: String, endpoints: [Endpoint], _ tx: any StoreReader) throws -> PolicyProgram {
-        let subnets = try tx.list(Subnet.self, under: domain).map {
+    /// The domain's rules compiled as an agent with `endpoints` compiles them (once per change of what goes in).
+    static func policyProgram(domain: String, endpoints: [Endpoint], _ tx: any StoreReader, _ programs: CompiledPrograms) throws
+        -> PolicyProgram {
+        let storedSubnets = try tx.list(Subnet.self, under: domain)
+        let subnets = storedSubnets.map {
             DesiredSubnet(path: $0.path, cidr: $0.cidr, gateway: $0.gateway, gatewayMAC: $0.gatewayMAC, vni: $0.vni, dhcp: $0.dhcp,
                           remoteVTEPs: [])
         }
@@ -65,19 +69,24 @@ extension Registry {
         let floating = endpoints.compactMap { endpoint in
             endpoint.floatingIP.map { FloatingIPTranslation(floating: $0, endpoint: endpoint.ip) }
         }
-        return PolicyProgram(domain: DesiredDomain(path: domain, id: 0, subnets: subnets, policies: policies), profiles: profiles,
-                             floatingIPs: floating)
+        let inputs = storedSubnets.map { "\($0.path)@\($0.revision)" } + policies.map { "\($0.path)@\($0.revision)" }
+            + profiles.map { "\($0.path)@\($0.revision)" } + floating.map { "\($0.floating)>\($0.endpoint)" }
+        return programs.program(for: ([domain] + inputs).joined(separator: " ")) {
+            PolicyProgram(domain: DesiredDomain(path: domain, id: 0, subnets: subnets, policies: policies), profiles: profiles,
+                          floatingIPs: floating)
+        }
     }
 
     /// Each flow with the step that let it in under the current rules (flows of unknown protocols are left as they are).
     func explained(_ flows: [Flow]) async throws -> [Flow] {
         let domains = Set(flows.map(\.domain))
         guard !domains.isEmpty else { return flows }
+        let programs = self.programs
         return try await store.read { tx in
             var byDomain: [String: (program: PolicyProgram, endpoints: [IPv4Address: Endpoint])] = [:]
             for domain in domains {
                 let endpoints = try tx.list(Endpoint.self, under: domain)
-                byDomain[domain] = (try Self.policyProgram(domain: domain, endpoints: endpoints, tx),
+                byDomain[domain] = (try Self.policyProgram(domain: domain, endpoints: endpoints, tx, programs),
                                     Dictionary(endpoints.map { ($0.ip, $0) }, uniquingKeysWith: { a, _ in a }))
             }
             return flows.map { reported in

@@ -10,6 +10,7 @@ public struct Registry: Sendable {
     let telemetry = TelemetryBoard()
     let authenticationGuard = AuthenticationGuard()
     let callers = CallerCache()
+    let programs = CompiledPrograms()
     /// The heartbeats this controller received; how long a host may stay silent before it is reported down.
     let heartbeats: HeartbeatBook
     public var heartbeatTimeout: TimeInterval { heartbeats.timeout }
