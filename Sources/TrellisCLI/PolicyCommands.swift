@@ -140,17 +140,57 @@ struct ExplainCommand: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("Where the flow starts.", valueName: "FROM")) var from: String
     @Argument(help: ArgumentHelp("Where it goes.", valueName: "TO")) var to: String
     @Argument(help: ArgumentHelp("tcp/PORT, udp/PORT or icmp.", valueName: "SERVICE")) var service: String
+    @Flag(help: ArgumentHelp("Also send one real packet from FROM (a container on this host) with nftables tracing on, through "
+        + "this host's agent, and show what the kernel did next to the computed answer; a disagreement exits with status 3."))
+    var verify = false
+    @OptionGroup var agent: AgentOptions
+
+    /// The computed explanation and, with --verify, the kernel's.
+    struct Verified: Encodable {
+        var explanation: PolicyExplanation
+        var kernel: ProbeResult?
+        var agrees: Bool?
+    }
 
     func run() async throws {
         let words = service.split(separator: "/", maxSplits: 1).map(String.init)
         var query: [(String, String?)] = [("from", from), ("to", to), ("protocol", words.first ?? service)]
         if words.count == 2 { query.append(("port", words[1])) }
         let answer: PolicyExplanation = try await connection.client().get("/api/v1/explain" + ControllerClient.query(query))
-        if output.output == .json { return try printJSON(answer) }
-        print("\(answer.from.label) → \(answer.to.label) \(service): \(answer.verdict == .allow ? "ALLOWED" : "DENIED")")
-        printTable(answer.steps.enumerated().map { index, step in
-            let rule = step.rule.map { " [\($0)]" } ?? ""
-            return ["\(index + 1).", step.stage.rawValue, step.outcome.rawValue, step.detail + rule]
-        })
+        var kernel: ProbeResult?
+        if verify {
+            guard let source = answer.from.endpoint else {
+                throw TrellisError.invalid("--verify sends its packet from an endpoint: FROM must name one", field: "from")
+            }
+            let single = answer.to.address.hasSuffix("/32") ? String(answer.to.address.dropLast(3)) : answer.to.address
+            guard let destination = try? IPv4Address.parse(single, field: "to") else {
+                throw TrellisError.invalid("--verify sends its packet to one address: TO must be an endpoint or an address", field: "to")
+            }
+            kernel = try await agent.client().post("/v1/probe", ProbeRequest(from: source, to: destination,
+                                                                            protocol: answer.protocol, port: answer.port))
+        }
+        let agrees = kernel.map { $0.verdict == answer.verdict }
+        if output.output == .json {
+            try printJSON(Verified(explanation: answer, kernel: kernel, agrees: agrees))
+        } else {
+            print("\(answer.from.label) → \(answer.to.label) \(service): \(answer.verdict == .allow ? "ALLOWED" : "DENIED")")
+            printTable(answer.steps.enumerated().map { index, step in
+                let rule = step.rule.map { " [\($0)]" } ?? ""
+                return ["\(index + 1).", step.stage.rawValue, step.outcome.rawValue, step.detail + rule]
+            })
+            if let kernel {
+                let answered = kernel.answered.map { $0 ? ", answered" : ", no answer" } ?? ""
+                print("kernel: \(kernel.verdict == .allow ? "ALLOWED" : "DENIED")\(answered) (one traced packet)")
+                printTable(kernel.steps.enumerated().map { index, step in
+                    ["\(index + 1).", "\(step.family) \(step.table) \(step.chain)", step.handle.map { "handle \($0)" } ?? step.kind,
+                     step.verdict, step.rule ?? ""]
+                })
+            }
+        }
+        if agrees == false {
+            FileHandle.standardError.write(Data(
+                "THE KERNEL DISAGREES: computed \(answer.verdict.rawValue), the kernel did \(kernel!.verdict.rawValue)\n".utf8))
+            throw ExitCode(3)
+        }
     }
 }

@@ -378,3 +378,47 @@ public struct PolicyStep: Codable, Sendable, Equatable {
         self.rule = rule; self.ruleNumber = ruleNumber; self.detail = detail
     }
 }
+
+/// A request to a host's agent to send one real packet from a local container endpoint's port with nftables
+/// tracing on (`trellis explain --verify`).
+public struct ProbeRequest: Codable, Sendable, Equatable {
+    /// The source endpoint's path; it must be a container attached on this host.
+    public var from: String
+    public var to: IPv4Address
+    public var `protocol`: RuleProtocol
+    public var port: Int?
+    public init(from: String, to: IPv4Address, protocol: RuleProtocol, port: Int?) {
+        self.from = from; self.to = to; self.protocol = `protocol`; self.port = port
+    }
+}
+
+/// What the kernel did with a probe: each nftables rule, return and policy it met (from the trace events), the
+/// verdict they add up to, and whether the destination answered.
+public struct ProbeResult: Codable, Sendable, Equatable {
+    /// `accept` or `drop`, as Trellis's chains decided; `accept` also when none of them saw the packet.
+    public var verdict: RuleAction
+    public var steps: [ProbeStep]
+    /// Whether an answer came back: a TCP connection or refusal, an echo reply; nil for UDP (nothing to wait for).
+    public var answered: Bool?
+    public init(verdict: RuleAction, steps: [ProbeStep], answered: Bool?) {
+        self.verdict = verdict; self.steps = steps; self.answered = answered
+    }
+}
+
+/// One trace event: the chain, the rule's handle and text, and its verdict.
+public struct ProbeStep: Codable, Sendable, Equatable {
+    /// `inet`, `bridge`, `netdev`, …
+    public var family: String
+    public var table: String
+    public var chain: String
+    public var handle: Int?
+    /// The rule as `nft -a list` writes it; nil for a policy or a return.
+    public var rule: String?
+    /// `rule`, `return` or `policy`.
+    public var kind: String
+    public var verdict: String
+    public init(family: String, table: String, chain: String, handle: Int?, rule: String?, kind: String, verdict: String) {
+        self.family = family; self.table = table; self.chain = chain; self.handle = handle; self.rule = rule
+        self.kind = kind; self.verdict = verdict
+    }
+}

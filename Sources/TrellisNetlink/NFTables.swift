@@ -17,7 +17,7 @@ public enum NFTables {
 
     /// Runs `nft ARGUMENTS` in the namespace at `namespacePath` with `input` on its standard input.
     @discardableResult
-    static func run(_ arguments: [String], input: String? = nil, namespacePath: String) throws -> Data {
+    public static func run(_ arguments: [String], input: String? = nil, namespacePath: String) throws -> Data {
         try runProgram(program, arguments, input: input, namespacePath: namespacePath)
     }
 

@@ -46,6 +46,30 @@ public final class NetlinkSocket: @unchecked Sendable {
 
     deinit { close(fd) }
 
+    /// Joins multicast `group` of the socket's family: its events then arrive through `events(within:)`.
+    public func join(group: UInt32) throws {
+        var group = group
+        guard setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, socklen_t(MemoryLayout<UInt32>.size)) == 0 else {
+            throw NetlinkError(code: errno, operation: "join netlink group \(group)")
+        }
+    }
+
+    /// The messages of the next datagram to arrive within `milliseconds`, or none.
+    public func events(within milliseconds: Int32) throws -> [NetlinkMessage] {
+        var waiting = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let ready = poll(&waiting, 1, milliseconds)
+        if ready < 0 && errno != EINTR { throw NetlinkError(code: errno, operation: "poll(netlink)") }
+        guard ready > 0 else { return [] }
+        return try lock.withLock {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if count < 0 {
+                if errno == EAGAIN || errno == EINTR { return [] }
+                throw NetlinkError(code: errno, operation: "recv(netlink)")
+            }
+            return try NetlinkMessage.parseAll(Array(buffer[0..<count]))
+        }
+    }
+
     private func send(_ message: NetlinkMessage) throws -> UInt32 {
         sequence &+= 1
         var message = message
