@@ -182,12 +182,19 @@ extension Agent {
         let router = try NetworkNamespace(named: KernelNames.routerNamespace(host: configuration.host, domainID: domain.id))
         let container = try NetworkNamespace(path: path)
         let port = KernelNames.port(of: endpoint)
-        return try await Task.detached {
-            try Self.traced(request, from: endpoint.ip, port: port, router: router, container: container)
-        }.value
+        let source = endpoint.ip
+        // The probe blocks on the netlink socket and on the packet's answer for up to a second or two: a thread of its
+        // own, never the cooperative pool.
+        return try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                continuation.resume(with: Result {
+                    try Self.traced(request, from: source, port: port, router: router, container: container)
+                })
+            }.start()
+        }
     }
 
-    /// The probe itself, on a thread of its own: it blocks on the netlink socket and on the packet's answer.
+    /// The probe itself: marks, sends, collects the trace, removes its tables.
     private static func traced(_ request: ProbeRequest, from source: IPv4Address, port: String, router: NetworkNamespace,
                                container: NetworkNamespace) throws -> ProbeResult {
         let trace = try router.run { try NetlinkSocket(family: Conntrack.NETLINK_NETFILTER) }
