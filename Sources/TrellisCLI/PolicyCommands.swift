@@ -171,7 +171,7 @@ struct ExplainCommand: AsyncParsableCommand {
         }
         let agrees = kernel.map { $0.verdict == answer.verdict }
         if output.output == .json {
-            try printJSON(Verified(explanation: answer, kernel: kernel, agrees: agrees))
+            if verify { try printJSON(Verified(explanation: answer, kernel: kernel, agrees: agrees)) } else { try printJSON(answer) }
         } else {
             print("\(answer.from.label) → \(answer.to.label) \(service): \(answer.verdict == .allow ? "ALLOWED" : "DENIED")")
             printTable(answer.steps.enumerated().map { index, step in
