@@ -384,6 +384,12 @@ function policyGraph(domain) {
     'aria-label': `policy rules of ${domain.path}` }, s('defs', {}, marker('allow'), marker('deny')), arrows, nodes);
 }
 
+/** Whether a policy rule names the endpoint as the source (out), the destination (in), or both. */
+function direction(rule, endpoint) {
+  const out = termCovers(rule.from || 'any', endpoint), into = termCovers(rule.to || 'any', endpoint);
+  return out && into ? 'in+out' : out ? 'out' : 'in';
+}
+
 function endpointView(id) {
   const samples = [];
   const traffic = h('div', { class: 'traffic' }, h('p', { class: 'empty' }, 'waiting for counters…'));
@@ -429,7 +435,8 @@ function endpointView(id) {
       ['kind', endpoint.kind], ['state', endpoint.state], ['interface', endpoint.interface], ['hostname', endpoint.hostname],
       ['owner', endpoint.owner], ['floating IP', endpoint.floatingIP],
       ['egress limit', endpoint.egressRate && formatRate(endpoint.egressRate)],
-      ['ingress limit', endpoint.ingressRate && formatRate(endpoint.ingressRate)], ['created', endpoint.createdAt]]
+      ['ingress limit', endpoint.ingressRate && formatRate(endpoint.ingressRate)], ['created', endpoint.createdAt],
+      ...Object.entries(endpoint.externalIds || {}).sort().map(([key, value]) => [`external id ${key}`, value])]
       .filter(([, value]) => value);
     return [
       h('h2', {}, endpoint.name, ' ', h('span', { class: `state ${endpoint.state}` }, endpoint.state)),
@@ -442,6 +449,7 @@ function endpointView(id) {
           : h('p', { class: 'empty' }, 'no rules: the port takes what the policies allow')) : null,
       h('h3', {}, 'Policy rules that name it'),
       applicable.length ? h('ol', { class: 'rules' }, applicable.map(({ rule, policy, index }) => h('li', { class: rule.action },
+        h('span', { class: 'direction' }, direction(rule, endpoint)), ' ',
         h('a', { href: '#/policies' }, `${policy.name} #${index + 1}`), ` ${policyRuleText(rule)}`)))
         : h('p', { class: 'empty' }, 'none: only its own subnet reaches it'),
       h('h3', {}, 'Traffic'), traffic,
