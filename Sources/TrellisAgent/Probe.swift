@@ -91,14 +91,13 @@ enum Probe {
 
 /// Sends the probe's one packet from inside a namespace and reports whether an answer came within the wait.
 struct ProbeSender {
-    var destination: IPv4Address
     var request: ProbeRequest
 
     func send(waiting milliseconds: Int32) throws -> Bool? {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = UInt16(request.port ?? 0).bigEndian
-        address.sin_addr.s_addr = destination.value.bigEndian
+        address.sin_addr.s_addr = request.to.value.bigEndian
         let type: Int32, proto: Int32
         switch request.protocol {
         case .tcp: (type, proto) = (Int32(SOCK_STREAM.rawValue), Int32(IPPROTO_TCP))
@@ -201,7 +200,7 @@ extension Agent {
         try trace.join(group: NFTraceEvent.group)
         try NFTables.load(Probe.tracingRuleset(port: port, source: source, request: request), namespacePath: router.path)
         defer { try? NFTables.load(Probe.removal, namespacePath: router.path) }
-        let answered = try container.run { try ProbeSender(destination: request.to, request: request).send(waiting: 1000) }
+        let answered = try container.run { try ProbeSender(request: request).send(waiting: 1000) }
         var events: [NFTraceEvent] = []
         while case let messages = try trace.events(within: 300), !messages.isEmpty {
             events += messages.compactMap { try? NFTraceEvent($0) }

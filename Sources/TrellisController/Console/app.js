@@ -53,7 +53,6 @@ function fill(element, attributes, children) {
   for (const [key, value] of Object.entries(attributes)) {
     if (value === undefined || value === null || value === false) continue;
     if (key.startsWith('on')) element.addEventListener(key.slice(2), value);
-    else if (key === 'class') element.setAttribute('class', value);
     else element.setAttribute(key, value === true ? '' : String(value));
   }
   for (const child of children.flat(Infinity)) {
