@@ -101,6 +101,7 @@ public final class Agent: Sendable {
             group.addTask { await self.beat() }
             group.addTask { await self.report() }
             group.addTask { await self.sweepCNI() }
+            group.addTask { await self.takeProbes() }
             for service in services { group.addTask { try await service() } }
             group.addTask {
                 while !Task.isCancelled {

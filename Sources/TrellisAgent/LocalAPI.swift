@@ -20,9 +20,6 @@ extension Agent {
             return Response(status: .noContent)
         }
         router.get("/v1/status") { _, _ -> Response in try encode(await self.status()) }
-        router.post("/v1/probe") { request, context -> Response in
-            try encode(try await self.probe(try await decode(ProbeRequest.self, request, context)))
-        }
         router.post("/v1/cni/add") { request, context -> Response in
             try encode(try await self.cniAdd(try await decode(CNIAddRequest.self, request, context)), status: .created)
         }

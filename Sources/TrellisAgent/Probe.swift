@@ -162,6 +162,37 @@ struct ProbeSender {
 }
 
 extension Agent {
+    /// Sends the probes the controller hands this host (`explain/verify` from the console or the API) and reports
+    /// what the kernel did, one at a time, over a long poll that is open again as soon as it answers.
+    func takeProbes() async {
+        var backoff = Duration.milliseconds(500)
+        let host = configuration.host
+        while !Task.isCancelled {
+            do {
+                let probes: ListBody<HostProbe> = try await client.get("/api/v1/hosts/\(host)/probes?wait=20")
+                backoff = .milliseconds(500)
+                for probe in probes.items {
+                    let report: ProbeReport
+                    do {
+                        report = ProbeReport(result: try await self.probe(probe.request))
+                    } catch {
+                        report = ProbeReport(error: String("\(error)".prefix(2048)))
+                    }
+                    _ = try await client.send(.POST, "/api/v1/hosts/\(host)/probes/\(probe.id)",
+                                              body: try JSONCoding.encoder().encode(report))
+                }
+            } catch {
+                logger.debug("taking probes: \(error)")
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+}
+
+private let probeInProgress = NSLock()
+
+extension Agent {
     /// Sends a traced probe from a container endpoint attached on this host and reports what the kernel did.
     func probe(_ request: ProbeRequest) async throws -> ProbeResult {
         guard let desired = await state.desired,
@@ -196,6 +227,9 @@ extension Agent {
     /// The probe itself: marks, sends, collects the trace, removes its tables.
     private static func traced(_ request: ProbeRequest, from source: IPv4Address, port: String, router: NetworkNamespace,
                                container: NetworkNamespace) throws -> ProbeResult {
+        // One probe at a time: each loads the same tracing tables.
+        probeInProgress.lock()
+        defer { probeInProgress.unlock() }
         let trace = try router.run { try NetlinkSocket(family: Conntrack.NETLINK_NETFILTER) }
         try trace.join(group: NFTraceEvent.group)
         try NFTables.load(Probe.tracingRuleset(port: port, source: source, request: request), namespacePath: router.path)

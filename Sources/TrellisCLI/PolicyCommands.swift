@@ -140,38 +140,30 @@ struct ExplainCommand: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("Where the flow starts.", valueName: "FROM")) var from: String
     @Argument(help: ArgumentHelp("Where it goes.", valueName: "TO")) var to: String
     @Argument(help: ArgumentHelp("tcp/PORT, udp/PORT or icmp.", valueName: "SERVICE")) var service: String
-    @Flag(help: ArgumentHelp("Also send one real packet from FROM (a container on this host) with nftables tracing on, through "
-        + "this host's agent, and show what the kernel did next to the computed answer; a disagreement exits with status 3."))
+    @Flag(help: ArgumentHelp("Also send one real packet from FROM (a container endpoint) with nftables tracing on, through the "
+        + "agent of its host, and show what the kernel did next to the computed answer; a disagreement exits with status 3."))
     var verify = false
-    @OptionGroup var agent: AgentOptions
-
-    /// The computed explanation and, with --verify, the kernel's.
-    struct Verified: Encodable {
-        var explanation: PolicyExplanation
-        var kernel: ProbeResult?
-        var agrees: Bool?
-    }
 
     func run() async throws {
         let words = service.split(separator: "/", maxSplits: 1).map(String.init)
-        var query: [(String, String?)] = [("from", from), ("to", to), ("protocol", words.first ?? service)]
-        if words.count == 2 { query.append(("port", words[1])) }
-        let answer: PolicyExplanation = try await connection.client().get("/api/v1/explain" + ControllerClient.query(query))
-        var kernel: ProbeResult?
+        let port = words.count == 2 ? words[1] : nil
+        let answer: PolicyExplanation, kernel: ProbeResult?
         if verify {
-            guard let source = answer.from.endpoint else {
-                throw TrellisError.invalid("--verify sends its packet from an endpoint: FROM must name one", field: "from")
+            guard port.map({ Int($0) != nil }) ?? true else {
+                throw TrellisError.invalid("port: '\(port ?? "")' is not a port number", field: "port")
             }
-            let single = answer.to.address.hasSuffix("/32") ? String(answer.to.address.dropLast(3)) : answer.to.address
-            guard let destination = try? IPv4Address.parse(single, field: "to") else {
-                throw TrellisError.invalid("--verify sends its packet to one address: TO must be an endpoint or an address", field: "to")
-            }
-            kernel = try await agent.client().post("/v1/probe", ProbeRequest(from: source, to: destination,
-                                                                            protocol: answer.protocol, port: answer.port))
+            let verified: VerifiedExplanation = try await connection.client().post(
+                "/api/v1/explain/verify", FlowQuery(from: from, to: to, protocol: words.first ?? service, port: port.flatMap { Int($0) }))
+            (answer, kernel) = (verified.explanation, verified.kernel)
+        } else {
+            var query: [(String, String?)] = [("from", from), ("to", to), ("protocol", words.first ?? service)]
+            if let port { query.append(("port", port)) }
+            answer = try await connection.client().get("/api/v1/explain" + ControllerClient.query(query))
+            kernel = nil
         }
         let agrees = kernel.map { $0.verdict == answer.verdict }
         if output.output == .json {
-            if verify { try printJSON(Verified(explanation: answer, kernel: kernel, agrees: agrees)) } else { try printJSON(answer) }
+            if let kernel { try printJSON(VerifiedExplanation(explanation: answer, kernel: kernel)) } else { try printJSON(answer) }
         } else {
             print("\(answer.from.label) → \(answer.to.label) \(service): \(answer.verdict == .allow ? "ALLOWED" : "DENIED")")
             printTable(answer.steps.enumerated().map { index, step in

@@ -56,6 +56,59 @@ extension Registry {
         }
     }
 
+    /// The explanation of a flow from a container endpoint beside what the kernel of its host did with one real
+    /// packet of it (`POST /api/v1/explain/verify`): the source host's agent sends and traces the packet.
+    public func verify(_ query: FlowQuery, _ caller: Caller) async throws -> VerifiedExplanation {
+        let explanation = try await explain(from: query.from, to: query.to, protocol: query.protocol, port: query.port.map(String.init),
+                                            caller)
+        guard let source = explanation.from.endpoint else {
+            throw TrellisError.invalid("from: the probe is sent from an endpoint; name one by its path or address", field: "from")
+        }
+        let single = explanation.to.address.hasSuffix("/32") ? String(explanation.to.address.dropLast(3)) : explanation.to.address
+        guard let destination = IPv4Address(single) else {
+            throw TrellisError.invalid("to: the probe goes to one address; name an endpoint or an address, not \(explanation.to.address)",
+                                       field: "to")
+        }
+        let endpoint = try await store.read { try $0.require(Endpoint.self, source) }
+        guard endpoint.kind == .container else {
+            throw TrellisError.invalid("from: a probe is sent from a container's namespace; \(source) is a VM", field: "from")
+        }
+        guard let host = endpoint.host else {
+            throw TrellisError(.conflict, "\(source) is not attached to a host: there is no port to send the probe from")
+        }
+        let report = try await probes.submit(host: host, ProbeRequest(from: source, to: destination, protocol: explanation.protocol,
+                                                                      port: explanation.port))
+        guard let result = report.result else {
+            throw TrellisError(.conflict, "host '\(host)' could not send the probe: \(report.error ?? "it gave no reason")")
+        }
+        return VerifiedExplanation(explanation: explanation, kernel: result)
+    }
+
+    /// The probes for `host`'s agent to send, waiting up to `wait` seconds for one (the agent's long poll).
+    public func hostProbes(_ host: String, wait: Int, _ caller: Caller) async throws -> ListBody<HostProbe> {
+        try caller.requireOwnHost(host, "take probes")
+        let revision = try await store.read { tx in
+            _ = try tx.require(HostRecord.self, host)
+            return try tx.currentRevision()
+        }
+        return ListBody(items: await probes.take(host: host, wait: .seconds(wait)), revision: revision)
+    }
+
+    /// An agent's report on a probe it was handed.
+    public func reportProbe(_ host: String, id: String, _ report: ProbeReport, _ caller: Caller) throws {
+        try caller.requireOwnHost(host, "report probes")
+        guard (report.result == nil) != (report.error == nil) else {
+            throw TrellisError.invalid("result: give either the probe's result or the error that stopped it", field: "result")
+        }
+        guard report.error.map({ (1...2048).contains($0.utf8.count) }) ?? true else {
+            throw TrellisError.invalid("error: 1 to 2048 bytes", field: "error")
+        }
+        guard (report.result?.steps.count ?? 0) <= 1000 else {
+            throw TrellisError.invalid("result.steps: at most 1000 steps", field: "result.steps")
+        }
+        try probes.complete(host: host, id: id, report)
+    }
+
     /// The domain's rules compiled as an agent with `endpoints` compiles them (once per change of what goes in).
     static func policyProgram(domain: String, endpoints: [Endpoint], _ tx: any StoreReader, _ programs: CompiledPrograms) throws
         -> PolicyProgram {

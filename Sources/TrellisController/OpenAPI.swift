@@ -59,7 +59,8 @@ enum OpenAPIDocument {
         }
         for (status, meaning) in [("400", "invalid input"), ("401", "missing or bad token"), ("403", "not allowed"),
                                   ("404", "no such object"), ("409", "conflict"), ("413", "body too large"),
-                                  ("429", "too many failed authentications from this client")] {
+                                  ("429", "too many failed authentications from this client"),
+                                  ("503", "the store, or an agent the request waits for, did not answer in time")] {
             answers[status] = .object(["description": .string(meaning),
                                        "content": .object(["application/json": .object(["schema": ref("Error")])])])
         }
@@ -254,6 +255,25 @@ enum OpenAPIDocument {
             "PolicyExplanation": object(["from", "to", "protocol", "verdict", "steps"], [
                 "from": ref("FlowEnd"), "to": ref("FlowEnd"), "protocol": enumeration(["tcp", "udp", "icmp"]), "port": integer,
                 "verdict": enumeration(["allow", "deny"]), "steps": array(ref("PolicyStep")),
+            ]),
+            "FlowQuery": object(["from", "to"], [
+                "from": string, "to": string, "protocol": enumeration(["tcp", "udp", "icmp"]), "port": integer,
+            ]),
+            "ProbeRequest": object(["from", "to", "protocol"], [
+                "from": string, "to": string, "protocol": enumeration(["tcp", "udp", "icmp"]), "port": integer,
+            ]),
+            "ProbeStep": object(["family", "table", "chain", "kind", "verdict"], [
+                "family": string, "table": string, "chain": string, "handle": integer, "rule": string, "kind": string, "verdict": string,
+            ]),
+            "ProbeResult": object(["verdict", "steps"], [
+                "verdict": enumeration(["allow", "deny"]), "steps": array(ref("ProbeStep")), "answered": boolean,
+            ]),
+            "ProbeReport": object([], ["result": ref("ProbeResult"), "error": string]),
+            "HostProbeList": object(["items", "revision"], [
+                "items": array(object(["id", "request"], ["id": string, "request": ref("ProbeRequest")])), "revision": integer,
+            ]),
+            "VerifiedExplanation": object(["explanation"], [
+                "explanation": ref("PolicyExplanation"), "kernel": ref("ProbeResult"), "agrees": boolean,
             ]),
             "HostStatsReport": object(["collectedAt", "endpoints", "flows"], [
                 "collectedAt": string, "endpoints": array(ref("EndpointStats")), "flows": array(ref("Flow")),

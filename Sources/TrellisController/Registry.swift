@@ -11,6 +11,8 @@ public struct Registry: Sendable {
     let authenticationGuard = AuthenticationGuard()
     let callers = CallerCache()
     let programs = CompiledPrograms()
+    /// Probes waiting for their hosts' agents (`explain/verify`).
+    let probes = ProbeDesk()
     /// The heartbeats this controller received; how long a host may stay silent before it is reported down.
     let heartbeats: HeartbeatBook
     public var heartbeatTimeout: TimeInterval { heartbeats.timeout }

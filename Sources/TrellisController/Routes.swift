@@ -223,6 +223,11 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
         try JSONResponse.make(try await registry.explain(from: req.query("from"), to: req.query("to"), protocol: req.query("protocol"),
                                                          port: req.query("port"), try ctx.requireCaller()), .ok)
     }
+    add(.post, "/api/v1/explain/verify",
+        "Explain a flow from a container endpoint and send one real packet of it, traced in its host's kernel, to compare",
+        body: "FlowQuery", response: "VerifiedExplanation") { req, ctx in
+        try JSONResponse.make(try await registry.verify(try await req.decodeJSON(FlowQuery.self, context: ctx), try ctx.requireCaller()), .ok)
+    }
     add(.get, "/api/v1/flows", "Current flows in which a subnet's addresses take part",
         query: [.init(name: "subnet", type: "string", description: "the subnet (ENTERPRISE/DOMAIN/ZONE/SUBNET); required")],
         response: "FlowList") { req, ctx in
@@ -325,6 +330,18 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
         status: 204, response: nil, forHosts: true) { req, ctx in
         try await registry.recordStats(host: try ctx.objectPath(.host), try await req.decodeJSON(HostStatsReport.self, context: ctx),
                                        try ctx.requireCaller())
+        return JSONResponse.noContent
+    }
+    add(.get, itemPath(.host) + "/probes", "Probes for the host's agent to send; waits up to `wait` seconds for one (admin, or the host itself)",
+        query: [.init(name: "wait", type: "integer", description: "seconds to wait for a probe when none is queued (0-25, default 0)")],
+        response: "HostProbeList", forHosts: true) { req, ctx in
+        try JSONResponse.make(try await registry.hostProbes(try ctx.objectPath(.host), wait: try req.queryInt("wait", default: 0, range: 0...25),
+                                                            try ctx.requireCaller()), .ok)
+    }
+    add(.post, itemPath(.host) + "/probes/{probe}", "Report what the kernel did with a probe (the host itself, or admin)",
+        body: "ProbeReport", status: 204, response: nil, forHosts: true) { req, ctx in
+        try registry.reportProbe(try ctx.objectPath(.host), id: try ctx.parameters.require("probe"),
+                                 try await req.decodeJSON(ProbeReport.self, context: ctx), try ctx.requireCaller())
         return JSONResponse.noContent
     }
     add(.get, itemPath(.host) + "/desired",

@@ -405,6 +405,42 @@ public struct ProbeResult: Codable, Sendable, Equatable {
     }
 }
 
+/// A probe the controller hands to the agent of the source's host (`GET /api/v1/hosts/{host}/probes`).
+public struct HostProbe: Codable, Sendable, Equatable {
+    public var id: String
+    public var request: ProbeRequest
+    public init(id: String, request: ProbeRequest) { self.id = id; self.request = request }
+}
+
+/// An agent's answer to a probe: what the kernel did, or why the probe could not be sent.
+public struct ProbeReport: Codable, Sendable, Equatable {
+    public var result: ProbeResult?
+    public var error: String?
+    public init(result: ProbeResult? = nil, error: String? = nil) { self.result = result; self.error = error }
+}
+
+/// A flow to explain and verify in the kernel (`POST /api/v1/explain/verify`), named as `GET /api/v1/explain` names it.
+public struct FlowQuery: Codable, Sendable, Equatable {
+    public var from: String
+    public var to: String
+    public var `protocol`: String?
+    public var port: Int?
+    public init(from: String, to: String, protocol: String? = nil, port: Int? = nil) {
+        self.from = from; self.to = to; self.protocol = `protocol`; self.port = port
+    }
+}
+
+/// The computed explanation of a flow beside what the kernel did with one real packet of it.
+public struct VerifiedExplanation: Codable, Sendable, Equatable {
+    public var explanation: PolicyExplanation
+    public var kernel: ProbeResult?
+    /// Whether the kernel's verdict is the computed one; nil when no packet was sent.
+    public var agrees: Bool?
+    public init(explanation: PolicyExplanation, kernel: ProbeResult?) {
+        self.explanation = explanation; self.kernel = kernel; self.agrees = kernel.map { $0.verdict == explanation.verdict }
+    }
+}
+
 /// One trace event: the chain, the rule's handle and text, and its verdict.
 public struct ProbeStep: Codable, Sendable, Equatable {
     /// `inet`, `bridge`, `netdev`, …

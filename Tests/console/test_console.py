@@ -125,9 +125,9 @@ def browser() -> webdriver.Chrome:
 
 def browser_errors(driver) -> list[str]:
     """The browser console's errors, but for the API's deliberate 4xx answers (a refused token, a tenant's 403, a 404
-    for counters not reported yet, a refused rule)."""
+    for counters not reported yet, a refused rule, a 409 for a probe no agent can send)."""
     def deliberate(message: str) -> bool:
-        return "Failed to load resource" in message and any(f" {code} " in message for code in (400, 401, 403, 404))
+        return "Failed to load resource" in message and any(f" {code} " in message for code in (400, 401, 403, 404, 409))
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE" and not deliberate(entry["message"])]
 
 
@@ -193,7 +193,8 @@ class Lab:
 
 def lab_checks(binary: str, screenshots: str) -> None:
     """Through a real lab: counters that grow while traffic flows, and a rule added on the page that opens a path
-    the kernel dropped, with explain's verdict on the page matching what the kernel did before and after."""
+    the kernel dropped, with explain's verdict on the page matching what the kernel did before and after, as its verify
+    button shows from one traced packet."""
     lab = Lab(binary)
     driver = None
     try:
@@ -235,13 +236,19 @@ def lab_checks(binary: str, screenshots: str) -> None:
         driver.save_screenshot(f"{screenshots}/lab-endpoint-traffic.png")
         check(grown > first, f"lab: web1's sent packets grow on its page while it pings ({first} → {grown}) and are charted")
 
-        def explained() -> str:
+        def explained() -> tuple[str, str]:
+            """The page's computed verdict and what it says of the kernel after its verify button sent a traced packet."""
             driver.get(f"{lab.url}/ui#/explain?from=acme/app/web/red/web1&to={db1['ip']}&protocol=tcp&port=5432")
             driver.refresh()
-            return wait(driver, lambda: driver.find_element(By.ID, "verdict").text)
-        before, kernel_before = explained(), lab.connects(web, db1["ip"], 5432)
-        check(before == "dropped" and not kernel_before, f"lab: web1 → db1 tcp/5432 is {before} on the page, and the kernel "
-                                                         f"{'let it through' if kernel_before else 'dropped it too'}")
+            wait(driver, lambda: driver.find_element(By.ID, "verdict").text)
+            driver.find_element(By.ID, "verify").click()
+            agreement = wait(driver, lambda: driver.find_element(By.ID, "agreement").text, seconds=30)
+            return driver.find_element(By.ID, "verdict").text, agreement
+        (before, kernel_said_before), kernel_before = explained(), lab.connects(web, db1["ip"], 5432)
+        check(before == "dropped" and not kernel_before and kernel_said_before == "The kernel agrees: dropped, no answer.",
+              f"lab: web1 → db1 tcp/5432 is {before} on the page, its verify button says '{kernel_said_before}', and the kernel "
+              f"{'let a connection through' if kernel_before else 'dropped a real connection too'}")
+        driver.save_screenshot(f"{screenshots}/lab-explain-verified-drop.png")
 
         # A policy made on the page opens the path for real traffic.
         driver.get(f"{lab.url}/ui#/policies")
@@ -254,11 +261,12 @@ def lab_checks(binary: str, screenshots: str) -> None:
             if opened:
                 break
             time.sleep(0.2)
-        after = explained()
+        after, kernel_said_after = explained()
         driver.save_screenshot(f"{screenshots}/lab-explain.png")
-        check(opened and after == "allowed" and "web-to-db" in driver.find_element(By.ID, "explanation").text,
-              f"lab: after the policy made on the page, the kernel lets web1 reach db1:5432 ({opened}) and explain says {after} "
-              "naming web-to-db")
+        check(opened and after == "allowed" and "web-to-db" in driver.find_element(By.ID, "explanation").text
+              and kernel_said_after == "The kernel agrees: allowed, answered.",
+              f"lab: after the policy made on the page, the kernel lets web1 reach db1:5432 ({opened}), explain says {after} "
+              f"naming web-to-db, and its verify button says '{kernel_said_after}'")
         check(driver.find_element(By.ID, "live").get_attribute("class") == "live", "lab: the page follows the event stream")
         web1_now = lab.must("GET", f"/api/v1/endpoints/{web1['id']}")
         check(web1_now["state"] == "up" and web1_now["host"] == "h1", "lab: web1 is up on h1")
@@ -433,6 +441,10 @@ def main() -> int:
               f"explain shows the API's verdict ({expected['verdict']}) and its {len(expected['steps'])} steps: {verdict}")
         check("web-to-db" in driver.find_element(By.ID, "explanation").text, "the deciding policy is named")
         driver.save_screenshot(f"{screenshots}/explain.png")
+        # Without an agent for the source's host, the verify button says why nothing was sent.
+        driver.find_element(By.ID, "verify").click()
+        refusal = wait(driver, lambda: driver.find_element(By.CSS_SELECTOR, "#explanation p.error").text)
+        check("is not taking probes" in refusal, f"verify with no agent polling says so: {refusal}")
 
         # A rule added on the policies page is in the API; a bad one is refused with its field and changes nothing.
         driver.get(f"{controller.url}/ui#/policies")

@@ -516,34 +516,67 @@ function explainView(query) {
     ['tcp', 'udp', 'icmp'].map((name) => h('option', { selected: name === (query.get('protocol') || 'tcp') }, name)));
   const port = field('port', query.get('port'), 'port');
   const answer = h('div', { id: 'explanation' });
+  const parameters = () => {
+    const chosen = new URLSearchParams({ from: from.value.trim(), to: to.value.trim(), protocol: protocol.value });
+    if (protocol.value !== 'icmp') chosen.set('port', port.value.trim());
+    history.replaceState(null, '', `#/explain?${chosen}`);
+    return chosen;
+  };
+  const verify = h('button', { type: 'button', id: 'verify', title: 'the agent of the source\'s host sends one real packet, traced',
+    onclick: () => { if (form.reportValidity()) explain(parameters(), answer, true); } }, 'Explain and verify in the kernel');
   const form = h('form', { class: 'explain', onsubmit: (event) => {
     event.preventDefault();
-    const parameters = new URLSearchParams({ from: from.value.trim(), to: to.value.trim(), protocol: protocol.value });
-    if (protocol.value !== 'icmp') parameters.set('port', port.value.trim());
-    history.replaceState(null, '', `#/explain?${parameters}`);
-    explain(parameters, answer);
+    explain(parameters(), answer, false);
   } }, h('label', {}, 'from ', from), h('label', {}, 'to ', to), h('label', {}, 'protocol ', protocol), h('label', {}, 'port ', port),
-  h('button', { type: 'submit' }, 'Explain'));
+  h('button', { type: 'submit' }, 'Explain'), verify);
   view([h('h2', {}, 'Which rule decides a new flow'), form, answer], () => []);
-  if (query.get('from') && query.get('to')) explain(query, answer);
+  if (query.get('from') && query.get('to')) explain(query, answer, false);
 }
 
-async function explain(parameters, answer) {
+/** The computed decision path; with `verify`, also one real packet sent by the source's agent and what the kernel did. */
+async function explain(parameters, answer, verify) {
   try {
-    const result = await api('GET', `/api/v1/explain?${parameters}`);
+    let result = null;
+    let verified = null;
+    if (verify) {
+      answer.replaceChildren(h('p', { class: 'empty' }, 'sending a traced packet from the source\'s port…'));
+      const port = parameters.get('port');
+      verified = await api('POST', '/api/v1/explain/verify', { from: parameters.get('from'), to: parameters.get('to'),
+        protocol: parameters.get('protocol'), port: port ? Number(port) : undefined });
+      result = verified.explanation;
+    } else {
+      result = await api('GET', `/api/v1/explain?${parameters}`);
+    }
     const end = (side) => [side.endpoint || side.address, side.subnet ? `in ${side.subnet}` : null,
       side.profile ? `profile ${side.profile}` : null, side.floatingIP ? `floating IP ${side.floatingIP}` : null]
       .filter(Boolean).join(' · ');
-    const verdict = result.verdict === 'allow' ? 'allowed' : 'dropped';
-    answer.replaceChildren(h('p', { class: `verdict ${result.verdict}`, id: 'verdict' }, verdict),
+    const words = (verdict) => (verdict === 'allow' ? 'allowed' : 'dropped');
+    answer.replaceChildren(h('p', { class: `verdict ${result.verdict}`, id: 'verdict' }, words(result.verdict)),
       h('p', {}, `from ${end(result.from)}`), h('p', {}, `to ${end(result.to)}`),
       h('table', { class: 'list steps' }, h('tr', {}, ['stage', 'outcome', 'object', 'rule', 'detail'].map((title) => h('th', {}, title))),
         result.steps.map((step) => h('tr', { class: step.outcome }, h('td', {}, step.stage), h('td', {}, step.outcome),
           h('td', {}, step.object || ''), h('td', {}, step.ruleNumber ? `#${step.ruleNumber} ${step.rule || ''}` : step.rule || ''),
-          h('td', {}, step.detail || '')))));
+          h('td', {}, step.detail || '')))),
+      verified ? kernelVerdict(verified) : null);
   } catch (error) {
     answer.replaceChildren(h('p', { class: 'error' }, error.field ? `${error.field}: ${error.message}` : error.message));
   }
+}
+
+/** What the kernel did with the traced packet, and whether that is the computed verdict (loudly when it is not). */
+function kernelVerdict(verified) {
+  const kernel = verified.kernel;
+  const words = (verdict) => (verdict === 'allow' ? 'allowed' : 'dropped');
+  const answered = kernel.answered === undefined || kernel.answered === null ? '' : (kernel.answered ? ', answered' : ', no answer');
+  return h('section', { id: 'kernel' }, h('h3', {}, 'In the kernel (one traced packet)'),
+    verified.agrees
+      ? h('p', { class: 'agreement agrees', id: 'agreement' }, `The kernel agrees: ${words(kernel.verdict)}${answered}.`)
+      : h('p', { class: 'agreement disagrees', id: 'agreement' },
+        `THE KERNEL DISAGREES: computed ${words(verified.explanation.verdict)}, the kernel ${words(kernel.verdict)} it${answered}.`),
+    h('table', { class: 'list steps' }, h('tr', {}, ['chain', 'handle', 'verdict', 'rule'].map((title) => h('th', {}, title))),
+      kernel.steps.map((step) => h('tr', { class: step.verdict === 'drop' ? 'drop' : '' },
+        h('td', {}, `${step.family} ${step.table} ${step.chain}`), h('td', {}, step.handle ? String(step.handle) : step.kind),
+        h('td', {}, step.verdict), h('td', {}, step.rule || '')))));
 }
 
 /** A numbered rule list with a button removing each rule and a form adding one in its one-line form; every
