@@ -226,7 +226,8 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     add(.post, "/api/v1/explain/verify",
         "Explain a flow from a container endpoint and send one real packet of it, traced in its host's kernel, to compare",
         body: "FlowQuery", response: "VerifiedExplanation") { req, ctx in
-        try JSONResponse.make(try await registry.verify(try await req.decodeJSON(FlowQuery.self, context: ctx), try ctx.requireCaller()), .ok)
+        let query = try await req.decodeJSON(FlowQuery.self, context: ctx)
+        return try JSONResponse.make(try await registry.verify(query, try ctx.requireCaller()), .ok)
     }
     add(.get, "/api/v1/flows", "Current flows in which a subnet's addresses take part",
         query: [.init(name: "subnet", type: "string", description: "the subnet (ENTERPRISE/DOMAIN/ZONE/SUBNET); required")],
@@ -332,11 +333,12 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
                                        try ctx.requireCaller())
         return JSONResponse.noContent
     }
-    add(.get, itemPath(.host) + "/probes", "Probes for the host's agent to send; waits up to `wait` seconds for one (admin, or the host itself)",
+    add(.get, itemPath(.host) + "/probes",
+        "Probes for the host's agent to send; waits up to `wait` seconds for one (admin, or the host itself)",
         query: [.init(name: "wait", type: "integer", description: "seconds to wait for a probe when none is queued (0-25, default 0)")],
         response: "HostProbeList", forHosts: true) { req, ctx in
-        try JSONResponse.make(try await registry.hostProbes(try ctx.objectPath(.host), wait: try req.queryInt("wait", default: 0, range: 0...25),
-                                                            try ctx.requireCaller()), .ok)
+        let wait = try req.queryInt("wait", default: 0, range: 0...25)
+        return try JSONResponse.make(try await registry.hostProbes(try ctx.objectPath(.host), wait: wait, try ctx.requireCaller()), .ok)
     }
     add(.post, itemPath(.host) + "/probes/{probe}", "Report what the kernel did with a probe (the host itself, or admin)",
         body: "ProbeReport", status: 204, response: nil, forHosts: true) { req, ctx in
