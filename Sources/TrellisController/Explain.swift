@@ -1,4 +1,5 @@
 import Foundation
+import ServiceLifecycle
 import TrellisModel
 import TrellisPolicy
 import TrellisStore
@@ -76,8 +77,9 @@ extension Registry {
         guard let host = endpoint.host else {
             throw TrellisError(.conflict, "\(source) is not attached to a host: there is no port to send the probe from")
         }
-        let report = try await probes.submit(host: host, ProbeRequest(from: source, to: destination, protocol: explanation.protocol,
-                                                                      port: explanation.port))
+        let request = ProbeRequest(from: source, to: destination, protocol: explanation.protocol, port: explanation.port)
+        // A stopping controller does not wait for agents.
+        let report = try await cancelWhenGracefulShutdown { [probes] in try await probes.submit(host: host, request) }
         guard let result = report.result else {
             throw TrellisError(.conflict, "host '\(host)' could not send the probe: \(report.error ?? "it gave no reason")")
         }
@@ -91,7 +93,9 @@ extension Registry {
             _ = try tx.require(HostRecord.self, host)
             return try tx.currentRevision()
         }
-        return ListBody(items: await probes.take(host: host, wait: .seconds(wait)), revision: revision)
+        let probes = self.probes
+        let items = await (try? cancelWhenGracefulShutdown { await probes.take(host: host, wait: .seconds(wait)) }) ?? []
+        return ListBody(items: items, revision: revision)
     }
 
     /// An agent's report on a probe it was handed.

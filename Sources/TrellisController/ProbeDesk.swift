@@ -54,7 +54,10 @@ final class ProbeDesk: Sendable {
                     desk.poll = (token, continuation)
                     return true
                 }
-                if waits { Task { try? await Task.sleep(for: wait); self.endPoll(host: host, token: token) } }
+                guard waits else { return }
+                // A cancellation that came before the poll was registered ends it now.
+                if Task.isCancelled { return endPoll(host: host, token: token) }
+                Task { try? await Task.sleep(for: wait); self.endPoll(host: host, token: token) }
             }
         } onCancel: {
             endPoll(host: host, token: token)
@@ -74,7 +77,16 @@ final class ProbeDesk: Sendable {
     func submit(host: String, _ request: ProbeRequest) async throws -> ProbeReport {
         let id = UUID().uuidString.lowercased()
         let grace = pollGrace, within = answerWithin
-        return try await withCheckedThrowingContinuation { continuation in
+        return try await withTaskCancellationHandler {
+            try await handOver(id: id, host: host, request, grace: grace, within: within)
+        } onCancel: {
+            abandon(id, host: host, because: "the request was cancelled (the controller is stopping, or its caller left)")
+        }
+    }
+
+    private func handOver(id: String, host: String, _ request: ProbeRequest, grace: Duration, within: Duration) async throws
+        -> ProbeReport {
+        try await withCheckedThrowingContinuation { continuation in
             let refusal: TrellisError? = state.withLock { state in
                 var desk = state.hosts[host] ?? HostDesk()
                 guard desk.poll != nil || desk.lastPoll.map({ $0.duration(to: .now) < grace }) == true else {
@@ -93,19 +105,20 @@ final class ProbeDesk: Sendable {
                 return nil
             }
             if let refusal { return continuation.resume(throwing: refusal) }
+            if Task.isCancelled { return abandon(id, host: host, because: "the request was cancelled") }
             Task {
                 try? await Task.sleep(for: within)
-                self.abandon(id, host: host, after: within)
+                let seconds = within.components.seconds
+                self.abandon(id, host: host, because: "the agent of host '\(host)' did not report the probe within \(seconds) s")
             }
         }
     }
 
-    private func abandon(_ id: String, host: String, after: Duration) {
+    private func abandon(_ id: String, host: String, because reason: String) {
         state.withLock { state in
             state.hosts[host]?.queued.removeAll { $0.id == id }
             guard let waiting = state.waiting.removeValue(forKey: id) else { return }
-            waiting.continuation.resume(throwing: TrellisError(
-                .unavailable, "the agent of host '\(host)' did not report the probe within \(after.components.seconds) s"))
+            waiting.continuation.resume(throwing: TrellisError(.unavailable, reason))
         }
     }
 
