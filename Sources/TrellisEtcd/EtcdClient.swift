@@ -54,9 +54,10 @@ public final class EtcdClient: Sendable {
     }
 
     /// Forgets the history before `revision`; watches from earlier revisions are then canceled as compacted.
-    public func compact(revision: Int) async throws {
+    /// `physical`: returns only once the backend has let go of it.
+    public func compact(revision: Int, physical: Bool = false) async throws {
         struct Answer: Decodable { var header: EtcdHeader }
-        let _: Answer = try await call("/v3/kv/compaction", EtcdCompactionRequest(revision: revision))
+        let _: Answer = try await call("/v3/kv/compaction", EtcdCompactionRequest(revision: revision, physical: physical))
     }
 
     /// Calls `body` with each message of a watch until the stream ends, `body` returns false, or the task is

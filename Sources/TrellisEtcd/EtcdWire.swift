@@ -392,15 +392,21 @@ public struct EtcdWatchResponse: Decodable, Sendable, Equatable {
 /// `POST /v3/kv/compaction`: forgets the history before `revision`.
 public struct EtcdCompactionRequest: Encodable, Sendable, Equatable {
     public var revision: Int
+    /// Answer only once the history is gone from the backend, not when the compaction is merely decided.
+    public var physical: Bool
 
-    public init(revision: Int) { self.revision = revision }
+    public init(revision: Int, physical: Bool = false) {
+        self.revision = revision
+        self.physical = physical
+    }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(EtcdInt(revision), forKey: .revision)
+        if physical { try container.encode(true, forKey: .physical) }
     }
 
-    enum CodingKeys: String, CodingKey { case revision }
+    enum CodingKeys: String, CodingKey { case revision, physical }
 }
 
 /// The gateway's error body: a gRPC status code and etcd's message.

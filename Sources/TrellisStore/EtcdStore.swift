@@ -21,6 +21,12 @@ public final class EtcdStore: Store {
     /// The revision the previous history trim started from: the next one compacts up to it.
     private let previousTrim = Atomic<Int>(0)
     private let follower: Mutex<Task<Void, Never>?> = Mutex(nil)
+    /// Revisions of etcd's history kept behind the newest this store committed; a controller whose watch lags
+    /// further starts over from a snapshot.
+    let historyKept: Int
+    /// The revision this store last compacted etcd's history to (or found it compacted to), and whether it is at it.
+    private let compactedTo = Atomic<Int>(0)
+    private let compacting = Atomic<Bool>(false)
     /// This controller's blocks of ids and its address hints: what keeps concurrent creates from meeting on a key.
     let allocation = ClusterAllocation()
     /// Leases of id blocks take turns: one lease serves every write that waited for it.
@@ -34,13 +40,14 @@ public final class EtcdStore: Store {
     }
 
     /// Connects to `members`, reads everything under `prefix` and starts following it.
-    public convenience init(members: [String], prefix: String = "/trellis") async throws {
-        try await self.init(members: members, prefix: prefix, following: true)
+    public convenience init(members: [String], prefix: String = "/trellis", historyKept: Int = 10_000) async throws {
+        try await self.init(members: members, prefix: prefix, following: true, historyKept: historyKept)
     }
 
     /// A store that follows the changes of others only once `startFollowing()` is called (tests make it fall behind).
-    init(members: [String], prefix: String, following: Bool) async throws {
+    init(members: [String], prefix: String, following: Bool, historyKept: Int = 10_000) async throws {
         client = try EtcdClient(members: members)
+        self.historyKept = historyKept
         self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
         state = Mutex(MirrorState(mirror: Mirror(revision: 0, keys: [:])))
         do {
@@ -101,6 +108,7 @@ public final class EtcdStore: Store {
                 allocation.restore(transaction.hintsSet)
                 throw error
             }
+            leaseAhead()
             guard transaction.changed else { return WriteResult(value: value, revision: mirror.revision, events: []) }
             let answer: EtcdTxnResponse
             do {
@@ -121,10 +129,16 @@ public final class EtcdStore: Store {
                 continue
             }
             committed.add(1, ordering: .relaxed)
+            compact(behind: revision)
             return WriteResult(value: Self.stamped(value, guess: transaction.pendingRevision, revision),
                                revision: revision, events: transaction.events(committedAt: revision))
         }
         throw TrellisError(.unavailable, "store error: a write conflicted with others 50 times in a row; try again")
+    }
+
+    /// Leases the blocks that transactions found half used, in the background.
+    private func leaseAhead() {
+        for sequence in allocation.takeWanted() { Task { try? await self.lease(sequence) } }
     }
 
     /// Leases this controller a block of `sequence`'s ids: the sequence's counter moves on by a block in a
@@ -132,7 +146,7 @@ public final class EtcdStore: Store {
     private func lease(_ sequence: String) async throws {
         await leases.acquire()
         defer { leases.release() }
-        guard !allocation.hasIDs(sequence) else { return }
+        guard allocation.needsBlock(sequence) else { return }
         let key = prefix + "n/" + sequence
         for _ in 0..<50 {
             let stored = state.withLock { $0.mirror.keys[key] }
@@ -153,6 +167,27 @@ public final class EtcdStore: Store {
             conflicts.add(1, ordering: .relaxed)
         }
         throw TrellisError(.unavailable, "store error: leasing ids of '\(sequence)' conflicted 50 times in a row; try again")
+    }
+
+    /// Compacts etcd's history to `historyKept` revisions behind `revision` once twice that has piled up, in the
+    /// background. etcd slows as its uncompacted history grows (here, 3,000 create-shaped transactions and their
+    /// deletion halved the rate of the next 3,000; a compaction restored it), so waiting for the history trim's
+    /// interval would let a busy cluster slow down for minutes. Several controllers may race: whichever
+    /// compacts first wins, the others find it done.
+    private func compact(behind revision: Int) {
+        let target = revision - historyKept
+        guard target - compactedTo.load(ordering: .relaxed) >= historyKept,
+              compacting.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        Task {
+            defer { compacting.store(false, ordering: .releasing) }
+            do {
+                try await client.compact(revision: target)
+            } catch EtcdError.failed(let failure) where failure.compacted {
+            } catch {
+                return
+            }
+            compactedTo.store(target, ordering: .relaxed)
+        }
     }
 
     /// `value` with the commit's revision when it is an object the transaction wrote: the transaction could only
@@ -356,18 +391,52 @@ struct IDBlockNeeded: Error {
 ///   at a new subnet's first address) spread over the subnet instead of taking turns at one frontier.
 final class ClusterAllocation: Sendable {
     static let blockSize = 100
-    private let blocks = Mutex<[String: ClosedRange<Int>]>([:])
+    /// Per sequence: the block ids are taken from, the one leased ahead, and whether a lease ahead is wanted.
+    private struct Blocks {
+        var current: ClosedRange<Int>?
+        var next: ClosedRange<Int>?
+        var wanted = false
+    }
+    private let blocks = Mutex<[String: Blocks]>([:])
     private let hints = Mutex<[String: (value: Int, range: ClosedRange<Int>)]>([:])
 
-    func hasIDs(_ sequence: String) -> Bool { blocks.withLock { $0[sequence] != nil } }
+    /// True when `sequence` has no block to take ids from, or none ahead of a block half used.
+    func needsBlock(_ sequence: String) -> Bool {
+        blocks.withLock { blocks in
+            guard let current = blocks[sequence]?.current else { return true }
+            return blocks[sequence]?.next == nil && current.count <= Self.blockSize / 2
+        }
+    }
 
-    func grant(_ sequence: String, _ ids: ClosedRange<Int>) { blocks.withLock { $0[sequence] = ids } }
+    /// Gives `sequence` a block: the one to take ids from if it has none, else the one ahead.
+    func grant(_ sequence: String, _ ids: ClosedRange<Int>) {
+        blocks.withLock { blocks in
+            var entry = blocks[sequence] ?? Blocks()
+            if entry.current == nil { entry.current = ids } else { entry.next = ids }
+            entry.wanted = false
+            blocks[sequence] = entry
+        }
+    }
 
+    /// The next id of `sequence`, nil when this controller holds none. Once a block is half used, the next one is
+    /// wanted (`takeWanted()`), so the writes of a busy controller do not all stop at the end of each block.
     func takeID(_ sequence: String) -> Int? {
         blocks.withLock { blocks in
-            guard let block = blocks[sequence] else { return nil }
-            blocks[sequence] = block.count > 1 ? block.lowerBound + 1...block.upperBound : nil
+            guard var entry = blocks[sequence], let block = entry.current else { return nil }
+            entry.current = block.count > 1 ? block.lowerBound + 1...block.upperBound : entry.next
+            if block.count == 1 { entry.next = nil }
+            if entry.next == nil, (entry.current?.count ?? 0) <= Self.blockSize / 2 { entry.wanted = true }
+            blocks[sequence] = entry
             return block.lowerBound
+        }
+    }
+
+    /// The sequences whose next block is wanted and not yet asked for; each is named once.
+    func takeWanted() -> [String] {
+        blocks.withLock { blocks in
+            let wanted = blocks.filter { $0.value.wanted }.map(\.key)
+            for sequence in wanted { blocks[sequence]?.wanted = false }
+            return wanted
         }
     }
 

@@ -76,6 +76,41 @@ import TrellisTestSupport
         await first.close(); await second.close()
     }
 
+    /// A busy store compacts etcd's history behind it without waiting for the trim: with 10 revisions kept, 30
+    /// writes leave the early revisions unreadable, and another store following it still ends at the newest state.
+    @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func aBusyStoreCompactsBehindItself() async throws {
+        let etcd = try await RunningEtcd()
+        defer { etcd.stop() }
+        let client = try EtcdClient(members: [etcd.clientURL])
+        let first = try await EtcdStore(members: [etcd.clientURL], prefix: "/trellis", following: true, historyKept: 10)
+        let second = try await EtcdStore(members: [etcd.clientURL])
+        do {
+            var early = EtcdRangeRequest(key: EtcdBytes("/trellis/o/enterprise/acme"))
+            try await updates(first, 5)
+            early.revision = try await first.read { try $0.currentRevision() }
+            _ = try await client.range(early)
+            try await updates(first, 25)
+            let deadline = ContinuousClock.now + .seconds(10)
+            var compacted = false
+            while !compacted && ContinuousClock.now < deadline {
+                do {
+                    _ = try await client.range(early)
+                    try await Task.sleep(for: .milliseconds(20))
+                } catch EtcdError.failed(let failure) where failure.compacted {
+                    compacted = true
+                }
+            }
+            #expect(compacted, "revision \(early.revision) is still readable after 30 writes with 10 revisions kept")
+            let revision = try await first.read { try $0.currentRevision() }
+            while second.mirroredRevision < revision && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(try await second.read { try $0.get(Enterprise.self, "acme") }?.description == "30")
+        } catch {
+            await first.close(); await second.close(); try? await client.shutdown()
+            throw error
+        }
+        await first.close(); await second.close(); try? await client.shutdown()
+    }
+
     /// A value over 256 KiB is kept in chunks: read back whole by this store and another, logged whole, and its
     /// chunks removed by the trim once neither the object nor a kept event refers to them.
     @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func largeValuesAreChunkedAndTheirChunksCollected() async throws {
