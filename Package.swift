@@ -122,6 +122,7 @@ let package = Package(
             name: "trellis-bench",
             dependencies: [
                 "CTrellisLinux", "TrellisModel", "TrellisClient", "TrellisController", "TrellisAgent", "TrellisNetlink", "TrellisNetlinkWire",
+                "TrellisEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),

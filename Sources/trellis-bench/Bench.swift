@@ -11,7 +11,8 @@ import TrellisModel
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trellis-bench",
-        subcommands: [ControllerBench.self, ClusterBench.self, DatapathBench.self, PolicyBench.self, DockerBench.self, CNIBench.self])
+        subcommands: [ControllerBench.self, ClusterBench.self, DatapathBench.self, PolicyBench.self, DockerBench.self, CNIBench.self,
+                      EtcdTxnBench.self])
 }
 
 /// Latency samples and their percentiles.

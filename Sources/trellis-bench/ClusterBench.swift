@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Foundation
 import TrellisClient
 import TrellisModel
+import TrellisNetlink
 
 /// Endpoint creates through one controller on SQLite (the baseline), then through the controllers of a lab
 /// cluster on a three-member etcd: all clients on one controller, then spread over three. Then a change made
@@ -49,11 +50,13 @@ struct ClusterBench: AsyncParsableCommand {
             ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(lab.directory)/\(name).sock"), token: lab.controller.token,
                              http: http)
         }
+        let alone = try etcdAlone(lab)
         try await lab.subnet("10.64.0.0/16")
-        let one = try await createRun([controllers[0]], label: "etcd, one controller", baseline: baseline)
+        let one = try await createRun([controllers[0]], label: "etcd, one controller", baseline: baseline, etcd: alone)
         let _: Subnet = try await lab.controller.post("/api/v1/subnets",
                                                       SubnetCreate(zone: "bench/d/z", name: "three", cidr: "10.65.0.0/16"))
-        let three = try await createRun(controllers, label: "etcd, three controllers", subnet: "bench/d/z/three", baseline: baseline)
+        let three = try await createRun(controllers, label: "etcd, three controllers", subnet: "bench/d/z/three", baseline: baseline,
+                                        etcd: alone)
         print(String(format: "  three controllers against one on etcd: %.2f ×", three.rate / one.rate))
 
         let (roundTrip, delivery) = try await measureWatch(watching: controllers[1], changing: controllers[0], subnetName: "watch",
@@ -67,15 +70,31 @@ struct ClusterBench: AsyncParsableCommand {
         var latency: Samples
     }
 
+    /// Transactions shaped like a create's commit straight to the lab's etcd, from inside the lab's controller
+    /// namespace (where etcd listens): the rate a controller's creates cannot exceed on this machine.
+    func etcdAlone(_ lab: BenchLab) throws -> Double {
+        // The lab's members: client ports 2379, 12379, 22379 on the controller namespace's loopback.
+        let members = [2379, 12379, 22379].map { "http://127.0.0.1:\($0)" }.joined(separator: ",")
+        let output = try sh(["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/trellis-lab-ctl", CommandLine.arguments[0],
+                             "etcd-txns", "--members", members, "--count", String(creates), "--clients", String(clients)])
+        guard let line = output.split(separator: "\n").last, let rate = Double(line.split(separator: " ")[0]) else {
+            throw TrellisError(.unavailable, "the etcd baseline failed: \(output)")
+        }
+        print("  etcd alone, create-shaped transactions from \(clients) clients: \(line.split(separator: " ", maxSplits: 1)[0]) txn/s, "
+              + line.split(separator: " ", maxSplits: 1)[1])
+        return rate
+    }
+
     /// `creates` creates into `subnet` from `clients` workers, worker i through controller i mod the count; prints the
     /// rate, the latencies and the conflict retries the controllers counted meanwhile.
     func createRun(_ controllers: [ControllerClient], label: String, subnet: String = "bench/d/z/s",
-                   baseline: CreateRun? = nil) async throws -> CreateRun {
+                   baseline: CreateRun? = nil, etcd: Double? = nil) async throws -> CreateRun {
         let before = try await storeCounters(controllers)
         let (rate, latency) = try await parallelCreates(through: controllers, subnet: subnet, count: creates, clients: clients)
         let after = try await storeCounters(controllers)
         let commits = after.commits - before.commits, retries = after.retries - before.retries
-        let ratio = baseline.map { String(format: " — %.2f × SQLite", rate / $0.rate) } ?? ""
+        let ratio = (baseline.map { String(format: " — %.2f × SQLite", rate / $0.rate) } ?? "")
+            + (etcd.map { String(format: ", %.2f × etcd alone", rate / $0) } ?? "")
         print(String(format: "  %@: %.0f creates/s, %@%@; %d conflict retries in %d commits (%.1f %%)", label, rate, latency.summary,
                      ratio, retries, commits, commits > 0 ? 100 * Double(retries) / Double(commits) : 0))
         return CreateRun(rate: rate, latency: latency)
