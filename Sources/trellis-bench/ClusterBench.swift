@@ -71,17 +71,23 @@ struct ClusterBench: AsyncParsableCommand {
     }
 
     /// Transactions shaped like a create's commit straight to the lab's etcd, from inside the lab's controller
-    /// namespace (where etcd listens): the rate a controller's creates cannot exceed on this machine.
+    /// namespace (where etcd listens): without watchers, and with three following every change as the lab's three
+    /// controllers do — the rate a controller's creates cannot exceed on this machine.
     func etcdAlone(_ lab: BenchLab) throws -> Double {
         // The lab's members: client ports 2379, 12379, 22379 on the controller namespace's loopback.
         let members = [2379, 12379, 22379].map { "http://127.0.0.1:\($0)" }.joined(separator: ",")
-        let output = try sh(["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/trellis-lab-ctl", CommandLine.arguments[0],
-                             "etcd-txns", "--members", members, "--count", String(creates), "--clients", String(clients)])
-        guard let line = output.split(separator: "\n").last, let rate = Double(line.split(separator: " ")[0]) else {
-            throw TrellisError(.unavailable, "the etcd baseline failed: \(output)")
+        var rate = 0.0
+        for watchers in [0, 3] {
+            let output = try sh(["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/trellis-lab-ctl", CommandLine.arguments[0],
+                                 "etcd-txns", "--members", members, "--count", String(creates), "--clients", String(clients),
+                                 "--watchers", String(watchers)])
+            let fields = output.split(separator: "\n").last?.split(separator: " ", maxSplits: 1) ?? []
+            guard fields.count == 2, let measured = Double(fields[0]) else {
+                throw TrellisError(.unavailable, "the etcd baseline failed: \(output)")
+            }
+            print("  etcd alone, create-shaped transactions from \(clients) clients, \(watchers) watchers: \(fields[0]) txn/s, \(fields[1])")
+            rate = measured
         }
-        print("  etcd alone, create-shaped transactions from \(clients) clients: \(line.split(separator: " ", maxSplits: 1)[0]) txn/s, "
-              + line.split(separator: " ", maxSplits: 1)[1])
         return rate
     }
 
@@ -94,7 +100,7 @@ struct ClusterBench: AsyncParsableCommand {
         let after = try await storeCounters(controllers)
         let commits = after.commits - before.commits, retries = after.retries - before.retries
         let ratio = (baseline.map { String(format: " — %.2f × SQLite", rate / $0.rate) } ?? "")
-            + (etcd.map { String(format: ", %.2f × etcd alone", rate / $0) } ?? "")
+            + (etcd.map { String(format: ", %.2f × etcd alone with watchers", rate / $0) } ?? "")
         print(String(format: "  %@: %.0f creates/s, %@%@; %d conflict retries in %d commits (%.1f %%)", label, rate, latency.summary,
                      ratio, retries, commits, commits > 0 ? 100 * Double(retries) / Double(commits) : 0))
         return CreateRun(rate: rate, latency: latency)

@@ -14,6 +14,8 @@ struct EtcdTxnBench: AsyncParsableCommand {
     @Option(help: "etcd client URLs, comma-separated.") var members: String
     @Option(help: "Transactions.") var count = 3000
     @Option(help: "Concurrent clients.") var clients = 64
+    @Option(help: "Watchers of the transactions' keys, each on a connection of its own (as each controller of a cluster watches).")
+    var watchers = 0
 
     func run() async throws {
         let client = try EtcdClient(members: members.split(separator: ",").map(String.init), connections: clients + 4)
@@ -21,6 +23,7 @@ struct EtcdTxnBench: AsyncParsableCommand {
         // Sizes as measured on a create's commit: the object ~300 bytes, its event ~600.
         let object = EtcdBytes(Array(repeating: UInt8(ascii: "o"), count: 300))
         let event = EtcdBytes(Array(repeating: UInt8(ascii: "e"), count: 600))
+        let watching = try await watch(prefix, watchers: watchers, until: count * 5)
         let start = ContinuousClock.now
         let latency = try await withThrowingTaskGroup(of: Samples.self) { group in
             for worker in 0..<clients {
@@ -45,11 +48,42 @@ struct EtcdTxnBench: AsyncParsableCommand {
             return try await group.reduce(into: Samples()) { $0.values += $1.values }
         }
         let rate = Double(count) / (milliseconds(since: start) / 1000)
+        try await watching.value
         // What it wrote goes, and so does the history, so the runs measured after start from the store as it was.
         let deleted = try await client.txn(EtcdTxnRequest(compare: [], success: [.delete(key: EtcdBytes(prefix),
                                                                                          rangeEnd: EtcdBytes(prefix).prefixEnd)]))
         try await client.compact(revision: deleted.header.revision, physical: true)
         try await client.shutdown()
         print(String(format: "%.0f %@", rate, latency.summary))
+    }
+
+    /// `watchers` watches of `prefix` that each end once `keys` changes arrived; they have begun when this returns.
+    func watch(_ prefix: String, watchers: Int, until keys: Int) async throws -> Task<Void, any Error> {
+        let started = AsyncStream<Void>.makeStream()
+        if watchers == 0 { started.continuation.finish() }
+        let task = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<watchers {
+                    group.addTask {
+                        let client = try EtcdClient(members: members.split(separator: ",").map(String.init), connections: 2)
+                        var seen = 0
+                        try await client.watch(EtcdWatchRequest(key: EtcdBytes(prefix), rangeEnd: EtcdBytes(prefix).prefixEnd,
+                                                                startRevision: 0)) { message in
+                            if message.created { started.continuation.yield() }
+                            seen += message.events.count
+                            return seen < keys
+                        }
+                        try await client.shutdown()
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        var begun = 0
+        for await _ in started.stream where watchers > 0 {
+            begun += 1
+            if begun == watchers { break }
+        }
+        return task
     }
 }
