@@ -85,7 +85,8 @@ struct ClusterBench: AsyncParsableCommand {
             guard fields.count == 2, let measured = Double(fields[0]) else {
                 throw TrellisError(.unavailable, "the etcd baseline failed: \(output)")
             }
-            print("  etcd alone, create-shaped transactions from \(clients) clients, \(watchers) watchers: \(fields[0]) txn/s, \(fields[1])")
+            print("  etcd alone, create-shaped transactions from \(clients) clients, \(watchers) watchers: "
+                  + "\(fields[0]) txn/s, \(fields[1])")
             rate = measured
         }
         return rate
