@@ -21,6 +21,7 @@ public final class EtcdStore: Store {
     /// The revision the previous history trim started from: the next one compacts up to it.
     private let previousTrim = Atomic<Int>(0)
     private let follower: Mutex<Task<Void, Never>?> = Mutex(nil)
+    private let catchingUp = SharedRuns()
     /// Revisions of etcd's history kept behind the newest this store committed; a controller whose watch lags
     /// further starts over from a snapshot.
     let historyKept: Int
@@ -79,7 +80,14 @@ public final class EtcdStore: Store {
     /// The revision the mirror has reached.
     public var mirroredRevision: Int { state.withLock { $0.mirror.revision } }
 
+    /// Reads are linearizable across the controllers of a cluster: before reading the mirror, a read asks etcd
+    /// (a linearizable range, no write) for the revision of the last change under the prefix, which every write
+    /// marks on one key, and waits until the mirror has it. So what was written through another controller before
+    /// a read began is in it. With etcd unreachable, reads are answered from the mirror as it is (what the
+    /// controller last saw), as etcd's own serializable reads would: the API stays readable while writes get 503.
+    /// Concurrent reads share one such round trip: those that arrive while one runs wait for the next.
     public func read<T: Sendable>(_ body: @escaping @Sendable (any StoreReader) throws -> T) async throws -> T {
+        try await catchingUp.join { try await self.catchUp() }
         let mirror = state.withLock { $0.mirror }
         return try body(EtcdTransaction(mirror: mirror, prefix: prefix, actor: "", decoded: decoded, origin: origin,
                                         allocation: allocation))
@@ -136,6 +144,15 @@ public final class EtcdStore: Store {
         throw TrellisError(.unavailable, "store error: a write conflicted with others 50 times in a row; try again")
     }
 
+    /// Waits until the mirror has every change committed under the prefix before this call.
+    private func catchUp() async throws {
+        guard let answer = try? await client.range(EtcdRangeRequest(key: EtcdTransaction.lastChangeKey(prefix))) else { return }
+        try await waitForMirror(answer.kvs.first?.modRevision ?? 0)
+    }
+
+    /// The put that marks a change under the prefix (see `read`).
+    private var lastChange: EtcdOperation { .put(EtcdTransaction.lastChangeKey(prefix), EtcdBytes(origin)) }
+
     /// Leases the blocks that transactions found half used, in the background.
     private func leaseAhead() {
         for sequence in allocation.takeWanted() { Task { try? await self.lease(sequence) } }
@@ -155,7 +172,8 @@ public final class EtcdStore: Store {
             let compare = stored.map { EtcdCompare(EtcdBytes(key), .modRevision($0.modRevision)) } ?? .absent(EtcdBytes(key))
             let answer: EtcdTxnResponse
             do {
-                answer = try await client.txn(EtcdTxnRequest(compare: [compare], success: [.put(EtcdBytes(key), EtcdBytes(String(end)))]))
+                answer = try await client.txn(EtcdTxnRequest(compare: [compare], success: [.put(EtcdBytes(key), EtcdBytes(String(end))),
+                                                                                                  lastChange]))
             } catch {
                 throw Self.unavailable(error)
             }
@@ -294,7 +312,7 @@ public final class EtcdStore: Store {
             var revision = 0
             for start in stride(from: 0, to: deletions.count, by: Self.deletesPerTransaction) {
                 let batch = deletions[start..<min(start + Self.deletesPerTransaction, deletions.count)]
-                let deletes = batch.map { EtcdOperation.delete(key: EtcdBytes($0), rangeEnd: nil) }
+                let deletes = batch.map { EtcdOperation.delete(key: EtcdBytes($0), rangeEnd: nil) } + [lastChange]
                 let answer = try await client.txn(EtcdTxnRequest(compare: [], success: deletes))
                 revision = answer.header.revision
             }
@@ -456,6 +474,47 @@ final class ClusterAllocation: Sendable {
     func scatter(_ names: [String]) {
         hints.withLock { hints in
             for name in names { if let range = hints[name]?.range { hints[name]!.value = Int.random(in: range) } }
+        }
+    }
+}
+
+/// Runs of an async operation shared by the callers that wait for one: a caller joins the next run to start, never
+/// one already under way (which may have begun before what the caller must see), and one run serves all who joined.
+final class SharedRuns: Sendable {
+    private struct State {
+        var running = false
+        var next: [CheckedContinuation<Void, any Error>] = []
+    }
+    private let state = Mutex(State())
+
+    func join(_ run: @escaping @Sendable () async throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let starts = state.withLock { state in
+                state.next.append(continuation)
+                defer { state.running = true }
+                return !state.running
+            }
+            if starts { Task { await self.drive(run) } }
+        }
+    }
+
+    private func drive(_ run: @Sendable () async throws -> Void) async {
+        while true {
+            let batch: [CheckedContinuation<Void, any Error>]? = state.withLock { state in
+                guard !state.next.isEmpty else {
+                    state.running = false
+                    return nil
+                }
+                defer { state.next = [] }
+                return state.next
+            }
+            guard let batch else { return }
+            do {
+                try await run()
+                batch.forEach { $0.resume() }
+            } catch {
+                batch.forEach { $0.resume(throwing: error) }
+            }
         }
     }
 }
@@ -847,8 +906,11 @@ final class EtcdTransaction: StoreWriter {
         let operations = order.map { key in
             written[key]!.map { EtcdOperation.put(EtcdBytes(key), EtcdBytes(Array($0))) } ?? .delete(key: EtcdBytes(key), rangeEnd: nil)
         }
-        return EtcdTxnRequest(compare: compare, success: operations)
+        return EtcdTxnRequest(compare: compare, success: operations + [.put(Self.lastChangeKey(prefix), EtcdBytes(origin))])
     }
+
+    /// The key every write puts, so its mod revision is the revision of the last change under `prefix`.
+    static func lastChangeKey(_ prefix: String) -> EtcdBytes { EtcdBytes(prefix + "r") }
 
     /// The events this transaction recorded, as committed at `revision`.
     func events(committedAt revision: Int) -> [Event] {
