@@ -121,8 +121,8 @@ let package = Package(
         .executableTarget(
             name: "trellis-bench",
             dependencies: [
-                "CTrellisLinux", "TrellisModel", "TrellisClient", "TrellisController", "TrellisAgent", "TrellisNetlink", "TrellisNetlinkWire",
-                "TrellisEtcd",
+                "CTrellisLinux", "TrellisModel", "TrellisClient", "TrellisController", "TrellisAgent", "TrellisNetlink",
+                "TrellisNetlinkWire", "TrellisEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -135,7 +135,8 @@ let package = Package(
         .testTarget(name: "TrellisCNITests", dependencies: ["TrellisCNI"], swiftSettings: strict),
         .testTarget(name: "TrellisNetlinkWireTests", dependencies: ["TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
         .testTarget(name: "TrellisNetlinkTests",
-                    dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisAgent", "TrellisPolicy", "TrellisTestSupport"],
+                    dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisAgent", "TrellisPolicy",
+                                   "TrellisTestSupport"],
                     swiftSettings: strict),
         .target(
             name: "TrellisTestSupport",

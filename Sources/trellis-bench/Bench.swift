@@ -61,7 +61,8 @@ struct ControllerBench: AsyncParsableCommand {
             group.addTask { [logger] in try await controller.run(logger: logger) { continuation.yield($0) } }
             var iterator = ports.makeAsyncIterator()
             let port = await iterator.next()!
-            let token = try String(contentsOfFile: configuration.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let token = try String(contentsOfFile: configuration.adminTokenFile, encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
             let client = ControllerClient(baseURL: "http://127.0.0.1:\(port)", token: token, http: http)
             try await measure(client)
             group.cancelAll()
@@ -214,7 +215,9 @@ actor SeenChanges {
     func waitForWatchers(_ count: Int) async throws {
         let deadline = ContinuousClock.now + .seconds(30)
         while ready.count < count {
-            guard ContinuousClock.now < deadline else { throw TrellisError(.unavailable, "only \(ready.count) of \(count) watchers started") }
+            guard ContinuousClock.now < deadline else {
+                throw TrellisError(.unavailable, "only \(ready.count) of \(count) watchers started")
+            }
             try await Task.sleep(for: .milliseconds(10))
         }
     }
@@ -222,7 +225,9 @@ actor SeenChanges {
     func arrivals(of name: String, count: Int) async throws -> [ContinuousClock.Instant] {
         let deadline = ContinuousClock.now + .seconds(30)
         while got.count < count {
-            guard ContinuousClock.now < deadline else { throw TrellisError(.unavailable, "only \(got.count) of \(count) watchers saw \(name)") }
+            guard ContinuousClock.now < deadline else {
+                throw TrellisError(.unavailable, "only \(got.count) of \(count) watchers saw \(name)")
+            }
             try await Task.sleep(for: .milliseconds(1))
         }
         return times
@@ -268,7 +273,9 @@ struct BenchLab {
                 let status: AgentStatus = try await agent(host).get("/v1/status")
                 if (status.appliedRevision ?? 0) >= revision { pending.remove(host) }
             }
-            guard ContinuousClock.now - start < .seconds(60) else { throw TrellisError(.unavailable, "hosts \(pending) did not apply \(revision)") }
+            guard ContinuousClock.now - start < .seconds(60) else {
+                throw TrellisError(.unavailable, "hosts \(pending) did not apply \(revision)")
+            }
             if !pending.isEmpty { try await Task.sleep(for: interval) }
         }
         return ContinuousClock.now - start
