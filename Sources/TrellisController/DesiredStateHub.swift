@@ -70,6 +70,8 @@ actor DesiredStateHub {
     private var loading: [String: (generation: Int, task: Task<DomainView?, any Error>)] = [:]
     private var generations: [String: Int] = [:]
     private var hostsByName: [String: HostRecord]?
+    /// Moves on with every host change, so a read of the hosts that a change overtook is not kept.
+    private var hostsGeneration = 0
     /// The domains each known host serves (has endpoints in); entries may be stale supersets.
     private var hostDomains: [String: Set<String>] = [:]
     private var watchers: [String: [UUID: AsyncStream<Signal>.Continuation]] = [:]
@@ -94,6 +96,7 @@ actor DesiredStateHub {
             switch event.kind {
             case .host:
                 hostsByName = nil
+                hostsGeneration += 1
                 wake.formUnion(watchers.keys)
             case .domain, .zone, .subnet, .endpoint, .policy:
                 let domain = Names.prefix(event.path, 2)
@@ -185,9 +188,12 @@ actor DesiredStateHub {
 
     private func hosts() async throws -> [String: HostRecord] {
         if let hostsByName { return hostsByName }
+        let generation = hostsGeneration
         let hosts = try await store.read { try $0.list(HostRecord.self, under: nil) }
         let byName = Dictionary(hosts.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        hostsByName = byName
+        // A host change published while this read was away may be missing from it: then it is used once, not kept
+        // (kept, it would hide the new host's endpoints from every other host until the next host change).
+        if hostsGeneration == generation { hostsByName = byName }
         return byName
     }
 
