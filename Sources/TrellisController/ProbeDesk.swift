@@ -76,17 +76,16 @@ final class ProbeDesk: Sendable {
     /// Hands `request` to `host`'s agent and waits for its report.
     func submit(host: String, _ request: ProbeRequest) async throws -> ProbeReport {
         let id = UUID().uuidString.lowercased()
-        let grace = pollGrace, within = answerWithin
         return try await withTaskCancellationHandler {
-            try await handOver(id: id, host: host, request, grace: grace, within: within)
+            try await handOver(id: id, host: host, request)
         } onCancel: {
             abandon(id, host: host, because: "the request was cancelled (the controller is stopping, or its caller left)")
         }
     }
 
-    private func handOver(id: String, host: String, _ request: ProbeRequest, grace: Duration, within: Duration) async throws
-        -> ProbeReport {
-        try await withCheckedThrowingContinuation { continuation in
+    private func handOver(id: String, host: String, _ request: ProbeRequest) async throws -> ProbeReport {
+        let grace = pollGrace, within = answerWithin
+        return try await withCheckedThrowingContinuation { continuation in
             let refusal: TrellisError? = state.withLock { state in
                 var desk = state.hosts[host] ?? HostDesk()
                 guard desk.poll != nil || desk.lastPoll.map({ $0.duration(to: .now) < grace }) == true else {

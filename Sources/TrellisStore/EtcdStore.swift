@@ -151,7 +151,7 @@ public final class EtcdStore: Store {
     }
 
     /// The put that marks a change under the prefix (see `read`).
-    private var lastChange: EtcdOperation { .put(EtcdTransaction.lastChangeKey(prefix), EtcdBytes(origin)) }
+    private var lastChange: EtcdOperation { EtcdTransaction.lastChange(prefix, origin: origin) }
 
     /// Leases the blocks that transactions found half used, in the background.
     private func leaseAhead() {
@@ -414,6 +414,8 @@ final class ClusterAllocation: Sendable {
         var current: ClosedRange<Int>?
         var next: ClosedRange<Int>?
         var wanted = false
+        /// No block is leased ahead, and the current one is half used or gone.
+        var wantsNext: Bool { next == nil && (current?.count ?? 0) <= ClusterAllocation.blockSize / 2 }
     }
     private let blocks = Mutex<[String: Blocks]>([:])
     private let hints = Mutex<[String: (value: Int, range: ClosedRange<Int>)]>([:])
@@ -421,8 +423,8 @@ final class ClusterAllocation: Sendable {
     /// True when `sequence` has no block to take ids from, or none ahead of a block half used.
     func needsBlock(_ sequence: String) -> Bool {
         blocks.withLock { blocks in
-            guard let current = blocks[sequence]?.current else { return true }
-            return blocks[sequence]?.next == nil && current.count <= Self.blockSize / 2
+            guard let entry = blocks[sequence], entry.current != nil else { return true }
+            return entry.wantsNext
         }
     }
 
@@ -443,7 +445,7 @@ final class ClusterAllocation: Sendable {
             guard var entry = blocks[sequence], let block = entry.current else { return nil }
             entry.current = block.count > 1 ? block.lowerBound + 1...block.upperBound : entry.next
             if block.count == 1 { entry.next = nil }
-            if entry.next == nil, (entry.current?.count ?? 0) <= Self.blockSize / 2 { entry.wanted = true }
+            if entry.wantsNext { entry.wanted = true }
             blocks[sequence] = entry
             return block.lowerBound
         }
@@ -906,11 +908,14 @@ final class EtcdTransaction: StoreWriter {
         let operations = order.map { key in
             written[key]!.map { EtcdOperation.put(EtcdBytes(key), EtcdBytes(Array($0))) } ?? .delete(key: EtcdBytes(key), rangeEnd: nil)
         }
-        return EtcdTxnRequest(compare: compare, success: operations + [.put(Self.lastChangeKey(prefix), EtcdBytes(origin))])
+        return EtcdTxnRequest(compare: compare, success: operations + [Self.lastChange(prefix, origin: origin)])
     }
 
     /// The key every write puts, so its mod revision is the revision of the last change under `prefix`.
     static func lastChangeKey(_ prefix: String) -> EtcdBytes { EtcdBytes(prefix + "r") }
+
+    /// The put of that key by the store `origin`, which goes in every write.
+    static func lastChange(_ prefix: String, origin: String) -> EtcdOperation { .put(lastChangeKey(prefix), EtcdBytes(origin)) }
 
     /// The events this transaction recorded, as committed at `revision`.
     func events(committedAt revision: Int) -> [Event] {
