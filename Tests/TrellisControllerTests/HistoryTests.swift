@@ -55,10 +55,7 @@ import TrellisTestSupport
 
     /// A second controller keeps following after the first has trimmed and compacted the history.
     @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func aFollowerGoesOnAfterCompaction() async throws {
-        let etcd = try await RunningEtcd()
-        defer { etcd.stop() }
-        let first = try await EtcdStore(members: [etcd.clientURL]), second = try await EtcdStore(members: [etcd.clientURL])
-        do {
+        try await withTwoEtcdStores { first, second in
             for _ in 0..<3 {
                 try await updates(first, 10)
                 _ = try await first.trimHistory(keepingEvents: 1, recordedAfter: .distantPast)
@@ -69,11 +66,7 @@ import TrellisTestSupport
             while second.mirroredRevision < revision && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
             #expect(second.mirroredRevision >= revision)
             #expect(try await second.read { try $0.get(Enterprise.self, "acme") }?.description == "31")
-        } catch {
-            await first.close(); await second.close()
-            throw error
         }
-        await first.close(); await second.close()
     }
 
     /// A busy store compacts etcd's history behind it without waiting for the trim: with 10 revisions kept, 30

@@ -141,10 +141,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     /// while the second one's watch lags behind a busy first one: 32 writers, each reading its object back through
     /// the other store at once.
     @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func aReadThroughAnotherControllerSeesEveryEarlierWrite() async throws {
-        let etcd = try await RunningEtcd()
-        defer { etcd.stop() }
-        let first = try await EtcdStore(members: [etcd.clientURL]), second = try await EtcdStore(members: [etcd.clientURL])
-        do {
+        try await withTwoEtcdStores { first, second in
             let missed = try await withThrowingTaskGroup(of: [String].self) { group in
                 for worker in 0..<32 {
                     group.addTask {
@@ -162,18 +159,11 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
                 return try await group.reduce(into: []) { $0 += $1 }
             }
             #expect(missed.isEmpty, "\(missed.count) of 320 objects were not read back through the other store: \(missed.prefix(5))")
-        } catch {
-            await first.close(); await second.close()
-            throw error
         }
-        await first.close(); await second.close()
     }
 
     @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func twoControllersNeverHandOutAnAddressTwice() async throws {
-        let etcd = try await RunningEtcd()
-        defer { etcd.stop() }
-        let first = try await EtcdStore(members: [etcd.clientURL]), second = try await EtcdStore(members: [etcd.clientURL])
-        do {
+        try await withTwoEtcdStores { first, second in
             let stores = [first, second]
             let winners = try await withThrowingTaskGroup(of: [String].self) { group in
                 for worker in 0..<8 {
@@ -208,13 +198,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
                 }
                 #expect(count == 48 && events.count == 48 && Set(events.map(\.id)).count == 48)
             }
-        } catch {
-            await first.close()
-            await second.close()
-            throw error
         }
-        await first.close()
-        await second.close()
     }
 
     /// Three controllers on one etcd fill a /21 from 48 parallel clients: every address of the subnet handed out
@@ -416,4 +400,18 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
             #expect(none.status != 0 && none.stderr.contains(urlOfA), "with no controller up, the error names them: \(none.stderr)")
         }
     }
+}
+
+/// Two stores, as two controllers of a cluster, on a new etcd of their own; both are closed whatever `body` does.
+func withTwoEtcdStores(_ body: (EtcdStore, EtcdStore) async throws -> Void) async throws {
+    let etcd = try await RunningEtcd()
+    defer { etcd.stop() }
+    let first = try await EtcdStore(members: [etcd.clientURL]), second = try await EtcdStore(members: [etcd.clientURL])
+    do {
+        try await body(first, second)
+    } catch {
+        await first.close(); await second.close()
+        throw error
+    }
+    await first.close(); await second.close()
 }
