@@ -87,9 +87,17 @@ extension LabTests {
         check.command = "CHECK"
         let checked = try check.run(lab.cniConfiguration(host: "h1", extra: #", "prevResult": \#(added.output)"#))
         #expect(checked.status == 0 && checked.output.isEmpty, "CHECK after ADD: \(checked.output)")
-        try inside.deleteLink(index: link.index)
+        // The agent re-plugs a port whose veth is gone, so a broken interface is made by changing what only the
+        // container's side holds: its MAC.
+        try inside.setLink(index: link.index, mac: MACAddress("02:00:00:00:00:99")!)
         let broken = try check.run(configuration)
-        #expect(broken.status == 1 && (broken.json?["msg"] as? String)?.contains("interface eth0 is missing") == true, "\(broken.output)")
+        #expect(broken.status == 1 && (broken.json?["msg"] as? String)?.contains("interface eth0 has MAC 02:00:00:00:00:99") == true,
+                "\(broken.output)")
+        try inside.deleteLink(index: link.index)
+        let missing = try check.run(configuration)
+        let replugged = try inside.link(named: "eth0")?.mac == endpoint.mac
+        #expect((missing.status == 1 && (missing.json?["msg"] as? String)?.contains("interface eth0 is missing") == true) || replugged,
+                "CHECK with eth0 deleted fails unless the agent has already plugged it again: \(missing.output)")
 
         var delete = CNICall(command: "DEL", containerID: "c0ffee01")
         for round in 1...2 {
