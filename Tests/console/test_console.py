@@ -465,8 +465,9 @@ def main() -> int:
 
         # The events page lists the tenant's changes, not the other tenant's.
         driver.get(f"{controller.url}/ui#/events")
-        wait(driver, lambda: driver.find_elements(By.CSS_SELECTOR, "#events tr.created"))
-        events = driver.find_element(By.ID, "events").text
+        # The table is redrawn as events arrive: its text is read inside the wait, which retries a redrawn element.
+        events = wait(driver, lambda: (lambda text: text if "acme/app/web/red/live4" in text else None)(
+            driver.find_element(By.ID, "events").text))
         check("acme/app/web/red/live4" in events and "globex" not in events, "events show acme's changes and none of globex")
 
         # Logging out forgets the token.
