@@ -52,10 +52,19 @@ actor AgentState {
     private(set) var lastError: String?
     /// Whether the last reconcile left something undone, to be tried again soon rather than at the next resync.
     private(set) var reconcileFailed = false
+    /// Whether the next reconcile reads the kernel whole (at start, on the resync tick, after a failure)
+    /// rather than planning against what the last one left.
+    private var resyncDue = true
 
     func follow(_ state: DesiredState) { desired = state }
     func markApplied(_ state: DesiredState) { applied = state.revision; appliedState = state; lastError = nil; reconcileFailed = false }
-    func markReconcileFailed(_ error: String) { lastError = error; reconcileFailed = true }
+    func markReconcileFailed(_ error: String) { lastError = error; reconcileFailed = true; resyncDue = true }
+    func requestResync() { resyncDue = true }
+    /// Whether a resync is due, which the reconcile about to run carries out.
+    func takeResync() -> Bool {
+        defer { resyncDue = false }
+        return resyncDue
+    }
     func markConnected(_ value: Bool, error: String? = nil) {
         connected = value
         if let error { lastError = error }
@@ -106,6 +115,7 @@ public final class Agent: Sendable {
             group.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: self.configuration.resyncInterval)
+                    await self.state.requestResync()
                     trigger.yield()
                 }
             }
@@ -160,12 +170,12 @@ public final class Agent: Sendable {
         }
     }
 
-    /// Reconciles whenever the desired state changed (coalesced) and on every resync tick.
+    /// Reconciles whenever the desired state changed (coalesced), reading the kernel whole on every resync tick.
     func reconcile(_ signals: AsyncStream<Void>) async {
         for await _ in signals {
             guard let desired = await state.desired else { continue }
             do {
-                let report = try await datapath.reconcile(desired)
+                let report = try await datapath.reconcile(desired, resync: await state.takeResync())
                 try datapath.firewall.sync()
                 dhcp.update(desired)
                 dns.serve(namespaces: await datapath.routerNames())

@@ -1,6 +1,8 @@
 /// A 48-bit Ethernet MAC address.
-public struct MACAddress: Hashable, Sendable, TextCodable {
+public struct MACAddress: Hashable, Comparable, Sendable, TextCodable {
     public let value: UInt64
+
+    public static func < (a: MACAddress, b: MACAddress) -> Bool { a.value < b.value }
 
     public init?(_ value: UInt64) {
         guard value >> 48 == 0 else { return nil }

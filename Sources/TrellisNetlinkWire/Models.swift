@@ -19,6 +19,20 @@ public struct Link: Equatable, Sendable {
 
     public var isUp: Bool { flags & NL.IFF_UP != 0 }
 
+    /// A link as a kernel would report it, for plans made and tested without one.
+    public init(index: Int32, name: String, up: Bool, mtu: UInt32? = nil, mac: MACAddress? = nil, master: Int32? = nil,
+                kind: String? = nil, vni: UInt32? = nil, bridgeCallsIPHooks: Bool? = nil) {
+        self.index = index
+        self.name = name
+        flags = up ? NL.IFF_UP : 0
+        self.mtu = mtu
+        self.mac = mac
+        self.master = master
+        self.kind = kind
+        self.vni = vni
+        self.bridgeCallsIPHooks = bridgeCallsIPHooks
+    }
+
     public init(_ message: NetlinkMessage) throws {
         let (header, attributes) = try message.decode(InterfaceInfo.self)
         index = header.index
@@ -40,6 +54,12 @@ public struct InterfaceAddress: Equatable, Sendable {
     public var index: Int32
     public var address: IPv4Address
     public var prefixLength: Int
+
+    public init(index: Int32, address: IPv4Address, prefixLength: Int) {
+        self.index = index
+        self.address = address
+        self.prefixLength = prefixLength
+    }
 
     public init?(_ message: NetlinkMessage) throws {
         let (header, attributes) = try message.decode(AddressInfo.self)
@@ -78,6 +98,16 @@ public struct Neighbour: Equatable, Sendable {
     public var mac: MACAddress?
     /// For FDB entries of a bridge port: the bridge (`bridge fdb … master`).
     public var master: Int32?
+
+    public init(family: UInt8, index: Int32, state: UInt16, flags: UInt8, address: IPv4Address?, mac: MACAddress?, master: Int32? = nil) {
+        self.family = family
+        self.index = index
+        self.state = state
+        self.flags = flags
+        self.address = address
+        self.mac = mac
+        self.master = master
+    }
 
     public init(_ message: NetlinkMessage) throws {
         let (header, attributes) = try message.decode(NeighbourInfo.self)

@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
-import TrellisAgent
+@testable import TrellisAgent
 import TrellisModel
 import TrellisNetlink
 import TrellisNetlinkWire
@@ -29,6 +29,13 @@ struct DatapathTests {
     func localState(host: String, revision: Int, domain: DesiredDomain, endpoints: [Endpoint]) -> DesiredState {
         DesiredState(host: host, revision: revision, underlayIP: IPv4Address("10.88.1.1"), domains: endpoints.isEmpty ? [] : [domain],
                      endpoints: endpoints, remoteEndpoints: [], profiles: [])
+    }
+
+    /// Deletes the router namespaces the test's datapath made for `host`.
+    func deleteRouters(of host: String) {
+        for router in NetworkNamespace.names() where router.hasPrefix(KernelNames.routerPrefix(host: host)) {
+            try? NetworkNamespace.delete(named: router)
+        }
     }
 
     func remote(_ endpoint: Endpoint, vtep: String) -> RemoteEndpoint {
@@ -133,11 +140,7 @@ struct DatapathTests {
         let namespaces = Namespaces()
         let host = try namespaces.make("h"), container = try namespaces.make("c")
         let name = "\(tag)h"
-        defer {
-            for router in NetworkNamespace.names() where router.hasPrefix(KernelNames.routerPrefix(host: name)) {
-                try? NetworkNamespace.delete(named: router)
-            }
-        }
+        defer { deleteRouters(of: name) }
         let red = "acme/app1/web/red"
         let desiredSubnet = try subnet(red, "192.168.72.0/24", vni: vnis.0, vteps: [])
         let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
@@ -171,11 +174,7 @@ struct DatapathTests {
         let namespaces = Namespaces()
         let host = try namespaces.make("h"), broken = try namespaces.make("b"), healthy = try namespaces.make("c")
         let name = "\(tag)h"
-        defer {
-            for router in NetworkNamespace.names() where router.hasPrefix(KernelNames.routerPrefix(host: name)) {
-                try? NetworkNamespace.delete(named: router)
-            }
-        }
+        defer { deleteRouters(of: name) }
         try RouteNetlink(in: broken).createLink(LinkSpec(name: "eth0", kind: .bridge))
         let red = "acme/app1/web/red"
         let desiredSubnet = try subnet(red, "192.168.74.0/24", vni: vnis.0, vteps: ["10.88.1.2"])
@@ -209,11 +208,7 @@ struct DatapathTests {
         let namespaces = Namespaces()
         let host = try namespaces.make("h"), container = try namespaces.make("c")
         let name = "\(tag)h"
-        defer {
-            for router in NetworkNamespace.names() where router.hasPrefix(KernelNames.routerPrefix(host: name)) {
-                try? NetworkNamespace.delete(named: router)
-            }
-        }
+        defer { deleteRouters(of: name) }
         let red = "acme/app1/web/red"
         let desiredSubnet = try subnet(red, "192.168.73.0/24", vni: vnis.0, vteps: [])
         let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
@@ -244,5 +239,57 @@ struct DatapathTests {
         let resynced = try await restarted.reconcile(state(3, endpoints: [member]))
         #expect(resynced.isEmpty, "\(resynced)")
         #expect(announced.withLock { $0.map(\.router) } == [routerName, routerName, routerName], "a restarted agent serves the router it finds")
+    }
+
+    /// Reconciles between resyncs plan against the executor's record instead of reading the kernel: after
+    /// remote endpoints came and went, and a port was plugged by an attach, the record must hold what the
+    /// kernel holds, or the next plan would be wrong. A resync still finds a port removed behind its back.
+    @Test func theRecordKeptBetweenResyncsIsWhatTheKernelHolds() async throws {
+        let namespaces = Namespaces()
+        let host = try namespaces.make("h"), c1 = try namespaces.make("c1"), c2 = try namespaces.make("c2")
+        let name = "\(tag)h"
+        defer { deleteRouters(of: name) }
+        let red = "acme/app1/web/red"
+        let desiredSubnet = try subnet(red, "192.168.75.0/24", vni: vnis.0, vteps: ["10.88.1.2"])
+        let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
+        let first = endpoint(1, red, host: name, ip: "192.168.75.2", netns: c1.path)
+        var second = endpoint(2, red, host: name, ip: "192.168.75.3", netns: c2.path)
+        second.revision = 4
+        let far = (3...6).map { remote(endpoint($0, red, host: "other", ip: "192.168.75.\($0 + 10)", netns: nil), vtep: "10.88.1.2") }
+        func state(_ revision: Int, _ endpoints: [Endpoint], _ remotes: [RemoteEndpoint]) -> DesiredState {
+            var state = localState(host: name, revision: revision, domain: domain, endpoints: endpoints)
+            state.remoteEndpoints = remotes
+            return state
+        }
+        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!), hostNamespace: host)
+        try await datapath.reconcile(state(1, [first], Array(far[0..<2])))
+        try await datapath.reconcile(state(2, [first], Array(far[1..<4])), resync: false)
+        _ = try await datapath.attach(second, domain: domain, subnet: desiredSubnet, namespace: c2, interface: "eth0")
+        try await datapath.reconcile(state(3, [first], [far[3], far[0]]), resync: false)
+
+        let router = try RouteNetlink(in: try NetworkNamespace(named: KernelNames.routerNamespace(host: name, domainID: domainID)))
+        let recorded = try #require(await datapath.recordedObservation(domainID: domainID))
+        let kernel = try RouterObservation(reading: router)
+        /// What plans look at: links with their master and state, tunnels, the bridge's entries on the VXLAN port, permanent neighbours.
+        func planned(_ observation: RouterObservation) -> [String] {
+            let links = observation.links.map { "link \($0.name) #\($0.index) master \($0.master ?? 0) up \($0.isUp) mtu \($0.mtu ?? 0)" }
+            let vxlan = observation.link(named: KernelNames.vxlan(vni: vnis.0))?.index
+            // The VXLAN device's own MAC is a permanent entry the kernel makes, which plans leave alone.
+            let fdb = observation.fdb.filter { $0.index == vxlan && !($0.isPermanent && $0.address == nil) }.map { "fdb \($0.mac!) \($0.address.map(\.description) ?? "master")" }
+            let neighbours = observation.neighbours.filter(\.isPermanent).map { "neigh \($0.address!) \($0.mac!)" }
+            return (links + fdb + neighbours).sorted()
+        }
+        #expect(planned(recorded) == planned(kernel))
+        #expect(planned(kernel).filter { $0.hasPrefix("neigh") } == [far[0], far[3]].map { "neigh \($0.ip) \($0.mac)" }.sorted(),
+                "the kernel has the remote endpoints of the last state, and only those")
+        #expect(try router.link(named: KernelNames.port(of: second)) != nil, "the port plugged ahead is kept")
+
+        // Removed behind the datapath's back: not seen between resyncs, mended at the next one.
+        try router.deleteLink(index: try router.requireLink(named: KernelNames.port(of: first)).index)
+        let unseen = try await datapath.reconcile(state(5, [first, second], [far[3], far[0]]), resync: false)
+        #expect(unseen.isEmpty, "\(unseen)")
+        let resynced = try await datapath.reconcile(state(5, [first, second], [far[3], far[0]]))
+        #expect(resynced.created == [KernelNames.port(of: first)], "\(resynced)")
+        #expect(try RouteNetlink(in: c1).link(named: "eth0") != nil)
     }
 }
