@@ -39,7 +39,9 @@ let package = Package(
         .target(name: "TrellisPolicy", dependencies: ["TrellisModel"], swiftSettings: strict),
         .target(name: "TrellisNetlinkWire", dependencies: ["TrellisModel"], swiftSettings: strict),
         .target(name: "CTrellisLinux"),
-        .target(name: "TrellisNetlink", dependencies: ["CTrellisLinux", "TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
+        .systemLibrary(name: "CNFTables", pkgConfig: "libnftables", providers: [.apt(["libnftables-dev"])]),
+        .target(name: "TrellisNetlink", dependencies: ["CTrellisLinux", "CNFTables", "TrellisModel", "TrellisNetlinkWire"],
+                swiftSettings: strict),
         .target(
             name: "TrellisAgent",
             dependencies: [

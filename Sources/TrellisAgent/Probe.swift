@@ -239,7 +239,7 @@ extension Agent {
         while case let messages = try trace.events(within: 300), !messages.isEmpty {
             events += messages.compactMap { try? NFTraceEvent($0) }
         }
-        let listing = String(decoding: try NFTables.run(["-a", "list", "ruleset"], namespacePath: router.path), as: UTF8.self)
+        let listing = try NFTables.run("list ruleset", namespacePath: router.path, handles: true)
         return Probe.result(of: events, rules: Probe.ruleTexts(listing), answered: answered)
     }
 }

@@ -1,9 +1,11 @@
+import CNFTables
 import Foundation
+import Synchronization
 import TrellisModel
 
-/// nftables inside a network namespace, through the `nft` program: a ruleset is loaded with one
-/// `nft -f` (one kernel transaction, so a packet sees the old ruleset or the new one, never a mix),
-/// and state is read back as JSON.
+/// nftables inside a network namespace, in-process through Debian's `libnftables` (what `nft` itself
+/// runs): a ruleset is loaded as one batch (one kernel transaction, so a packet sees the old ruleset or
+/// the new one, never a mix), and state is read back as nft's listing.
 public enum NFTables {
     /// What a loaded `trellis` table says about itself.
     public struct TableState: Sendable, Equatable {
@@ -13,17 +15,39 @@ public enum NFTables {
         public var counters: [String: TrafficCounters]
     }
 
-    static let program = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "nft"
+    /// libnftables keeps state outside its contexts (its symbol tables and parser set-up): one command at a time.
+    private static let serial = Mutex(())
 
-    /// Runs `nft ARGUMENTS` in the namespace at `namespacePath` with `input` on its standard input.
+    /// Runs nft `commands` (a ruleset, or a command such as `list ruleset`) in the namespace at
+    /// `namespacePath`, with rule handles in the listing when `handles`; nft's output.
     @discardableResult
-    public static func run(_ arguments: [String], input: String? = nil, namespacePath: String) throws -> Data {
-        try runProgram(program, arguments, input: input, namespacePath: namespacePath)
+    public static func run(_ commands: String, namespacePath: String, handles: Bool = false) throws -> String {
+        let namespace = try NetworkNamespace(path: namespacePath)
+        // The context is made on the namespace's thread: its netlink socket is opened there, in that namespace.
+        return try namespace.run {
+            try serial.withLock { _ in
+                guard let context = nft_ctx_new(UInt32(NFT_CTX_DEFAULT)) else {
+                    throw KernelToolError(message: "libnftables could not make a context", arguments: ["nft"])
+                }
+                defer { nft_ctx_free(context) }
+                if handles { nft_ctx_output_set_flags(context, nft_ctx_output_get_flags(context) | UInt32(NFT_CTX_OUTPUT_HANDLE)) }
+                _ = nft_ctx_buffer_output(context)
+                _ = nft_ctx_buffer_error(context)
+                let status = nft_run_cmd_from_buffer(context, commands)
+                let output = nft_ctx_get_output_buffer(context).map { String(cString: $0) } ?? ""
+                guard status == 0 else {
+                    let message = nft_ctx_get_error_buffer(context).map { String(cString: $0) } ?? ""
+                    throw KernelToolError(message: message.trimmingCharacters(in: .whitespacesAndNewlines),
+                                          arguments: ["nft", String(commands.prefix(60))])
+                }
+                return output
+            }
+        }
     }
 
     /// Loads `ruleset` (nft syntax) in one transaction.
     public static func load(_ ruleset: String, namespacePath: String) throws {
-        try run(["-f", "-"], input: ruleset, namespacePath: namespacePath)
+        try run(ruleset, namespacePath: namespacePath)
     }
 
     /// The state of table `family name`, or nil when there is none. Read from nft's text listing:
@@ -31,7 +55,7 @@ public enum NFTables {
     public static func table(_ family: String, _ name: String, namespacePath: String) throws -> TableState? {
         let text: String
         do {
-            text = String(decoding: try run(["list", "table", family, name], namespacePath: namespacePath), as: UTF8.self)
+            text = try run("list table \(family) \(name)", namespacePath: namespacePath)
         } catch let error as KernelToolError where error.message.contains("No such file or directory") {
             return nil
         }

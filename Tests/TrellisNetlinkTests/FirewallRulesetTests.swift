@@ -5,6 +5,7 @@ import Testing
 import TrellisModel
 import TrellisPolicy
 import TrellisNetlink
+import TrellisTestSupport
 
 struct FirewallRulesetTests {
     let red = "acme/app1/web/red", blue = "acme/app1/db/blue", green = "acme/app1/db/green"
@@ -130,6 +131,10 @@ struct FirewallRulesetTests {
         let state = try #require(try NFTables.table("inet", "trellis", namespacePath: namespace.path))
         #expect(state.comment == "generation \(ruleset.generation)")
         #expect(Set(state.counters.keys) == ["ep5_tx", "ep5_rx"])
+        // Loaded in-process, but into the namespace asked for, as the nft program sees it there and not here.
+        #expect(try runProgram(["/usr/bin/nsenter", "--net=\(namespace.path)", "/usr/sbin/nft", "list", "tables"]).output
+            .contains("table inet trellis"))
+        #expect(try !runProgram(["/usr/sbin/nft", "list", "tables"]).output.contains("table inet trellis"))
         // Loading again replaces it in one go, and removal leaves nothing.
         try NFTables.load(ruleset.script(counterValues: ["ep5_tx": .init(packets: 3, bytes: 300)]), namespacePath: namespace.path)
         #expect(try NFTables.table("inet", "trellis", namespacePath: namespace.path)?.counters["ep5_tx"]?.bytes == 300)
