@@ -196,8 +196,8 @@ public actor Datapath {
     private func plug(for endpoint: Endpoint, subnet: DesiredSubnet) -> PortPlug? {
         if endpoint.kind == .vm { return endpoint.externalIds["tap"] == nil ? nil : .tap }
         guard let path = endpoint.externalIds["netns"], (try? NetworkNamespace(path: path)) != nil else { return nil }
-        return .veth(namespacePath: path, interface: endpoint.externalIds["ifname"] ?? "eth0", mac: endpoint.mac,
-                     address: subnet.dhcp ? nil : PortAddress(ip: endpoint.ip, prefixLength: subnet.cidr.prefixLength, gateway: subnet.gateway))
+        let address = subnet.dhcp ? nil : PortAddress(ip: endpoint.ip, prefixLength: subnet.cidr.prefixLength, gateway: subnet.gateway)
+        return .veth(namespacePath: path, interface: endpoint.externalIds["ifname"] ?? "eth0", mac: endpoint.mac, address: address)
     }
 
     private struct RulesetInputs: Equatable {

@@ -213,8 +213,12 @@ struct DatapathBench: AsyncParsableCommand {
     // MARK: Lab: attach latency and convergence
 
     func labMeasurements(_ tag: String) async throws {
+        let upStarted = ContinuousClock.now
         let lab = try BenchLab(hosts: hosts, tag: tag)
-        defer { lab.down() }
+        print(String(format: "  trellis lab up of %d hosts: %.1f s (target ≤ 60 s at 100)", hosts,
+                     (ContinuousClock.now - upStarted).milliseconds / 1000))
+        var downTimed = false
+        defer { if !downTimed { lab.down() } }
         try await lab.subnet("10.50.0.0/16")
         let controller = lab.controller, agent = lab.agent(1)
         // A peer on h2 that sends an echo request every millisecond to each new endpoint until it answers.
@@ -280,5 +284,10 @@ struct DatapathBench: AsyncParsableCommand {
         print(String(format: "    of which the controller's create round trip: %@", created.summary))
         let slowest = convergence.values.enumerated().sorted { $0.element > $1.element }.prefix(3)
         print("    slowest: " + slowest.map { String(format: "#%d %.1f ms", $0.offset, $0.element) }.joined(separator: ", "))
+        let downStarted = ContinuousClock.now
+        downTimed = true
+        lab.down()
+        print(String(format: "  trellis lab down of %d hosts: %.1f s (target ≤ 60 s at 100)", hosts,
+                     (ContinuousClock.now - downStarted).milliseconds / 1000))
     }
 }

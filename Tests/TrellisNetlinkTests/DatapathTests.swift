@@ -261,7 +261,8 @@ struct DatapathTests {
             state.remoteEndpoints = remotes
             return state
         }
-        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!), hostNamespace: host)
+        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!),
+                                    hostNamespace: host)
         try await datapath.reconcile(state(1, [first], Array(far[0..<2])))
         try await datapath.reconcile(state(2, [first], Array(far[1..<4])), resync: false)
         _ = try await datapath.attach(second, domain: domain, subnet: desiredSubnet, namespace: c2, interface: "eth0")
@@ -275,7 +276,8 @@ struct DatapathTests {
             let links = observation.links.map { "link \($0.name) #\($0.index) master \($0.master ?? 0) up \($0.isUp) mtu \($0.mtu ?? 0)" }
             let vxlan = observation.link(named: KernelNames.vxlan(vni: vnis.0))?.index
             // The VXLAN device's own MAC is a permanent entry the kernel makes, which plans leave alone.
-            let fdb = observation.fdb.filter { $0.index == vxlan && !($0.isPermanent && $0.address == nil) }.map { "fdb \($0.mac!) \($0.address.map(\.description) ?? "master")" }
+            let fdb = observation.fdb.filter { $0.index == vxlan && !($0.isPermanent && $0.address == nil) }
+                .map { "fdb \($0.mac!) \($0.address.map(\.description) ?? "master")" }
             let neighbours = observation.neighbours.filter(\.isPermanent).map { "neigh \($0.address!) \($0.mac!)" }
             return (links + fdb + neighbours).sorted()
         }

@@ -24,8 +24,8 @@ struct RouterPlanTests {
     }
 
     func desire(remotes: [RemoteEndpoint]? = nil, ports: [WantedPort]? = nil, keep: Set<String> = []) -> RouterDesire {
-        RouterDesire(subnets: [red], remotes: remotes ?? [remote], ports: ports ?? [WantedPort(name: "trv1", bridge: "trb4096", plug: container)],
-                     keep: keep, mtu: mtu)
+        RouterDesire(subnets: [red], remotes: remotes ?? [remote],
+                     ports: ports ?? [WantedPort(name: "trv1", bridge: "trb4096", plug: container)], keep: keep, mtu: mtu)
     }
 
     /// The kernel of a router that holds exactly `desire()`: bridge 2, VXLAN 3, port 4.
@@ -36,14 +36,18 @@ struct RouterPlanTests {
                     Link(index: 3, name: "trx4096", up: true, mtu: mtu, master: 2, kind: "vxlan", vni: 4096),
                     Link(index: 4, name: "trv1", up: true, mtu: mtu, mac: MACAddress("02:ff:00:00:00:01")!, master: 2, kind: "veth")],
             addresses: [InterfaceAddress(index: 2, address: red.gateway, prefixLength: 24)],
-            fdb: [Neighbour(family: NL.AF_BRIDGE, index: 3, state: NL.NUD_PERMANENT | NL.NUD_NOARP, flags: NL.NTF_SELF, address: vtep, mac: zero),
-                  Neighbour(family: NL.AF_BRIDGE, index: 3, state: NL.NUD_PERMANENT | NL.NUD_NOARP, flags: NL.NTF_SELF, address: vtep,
-                            mac: remoteMAC),
-                  Neighbour(family: NL.AF_BRIDGE, index: 3, state: NL.NUD_NOARP, flags: NL.NTF_MASTER, address: nil, mac: remoteMAC, master: 2),
+            fdb: [tunnel(to: vtep, for: zero), tunnel(to: vtep, for: remoteMAC),
+                  Neighbour(family: NL.AF_BRIDGE, index: 3, state: NL.NUD_NOARP, flags: NL.NTF_MASTER, address: nil, mac: remoteMAC,
+                            master: 2),
                   // The bridge's own entry for its port's MAC: the kernel's, not the plan's business.
                   Neighbour(family: NL.AF_BRIDGE, index: 4, state: NL.NUD_PERMANENT, flags: NL.NTF_MASTER, address: nil,
                             mac: MACAddress("02:ff:00:00:00:01")!, master: 2)],
             neighbours: [Neighbour(family: NL.AF_INET, index: 2, state: NL.NUD_PERMANENT, flags: 0, address: remoteIP, mac: remoteMAC)])
+    }
+
+    /// A VXLAN FDB entry on device 3, as the kernel lists one.
+    func tunnel(to vtep: IPv4Address, for mac: MACAddress) -> Neighbour {
+        Neighbour(family: NL.AF_BRIDGE, index: 3, state: NL.NUD_PERMANENT | NL.NUD_NOARP, flags: NL.NTF_SELF, address: vtep, mac: mac)
     }
 
     @Test func aNewRouterIsPlannedWhole() {
@@ -98,13 +102,14 @@ struct RouterPlanTests {
         kernel.links[1].mtu = 1500
         kernel.links[3].flags = 0
         kernel.links += [Link(index: 5, name: "trv9", up: true, master: 2, kind: "veth"), Link(index: 6, name: "eth9", up: true),
-                         Link(index: 7, name: "trvahead", up: true, master: 2, kind: "veth"), Link(index: 8, name: "vmtap", up: true, kind: "tun")]
-        kernel.fdb.append(Neighbour(family: NL.AF_BRIDGE, index: 3, state: NL.NUD_PERMANENT | NL.NUD_NOARP, flags: NL.NTF_SELF,
-                                    address: IPv4Address("10.200.0.66")!, mac: zero))
+                         Link(index: 7, name: "trvahead", up: true, master: 2, kind: "veth"),
+                         Link(index: 8, name: "vmtap", up: true, kind: "tun")]
+        kernel.fdb.append(tunnel(to: IPv4Address("10.200.0.66")!, for: zero))
         kernel.neighbours.append(Neighbour(family: NL.AF_INET, index: 2, state: NL.NUD_PERMANENT, flags: 0,
                                            address: IPv4Address("10.1.1.66")!, mac: remoteMAC))
         // A neighbour the router learned itself is the kernel's, not a stray.
-        kernel.neighbours.append(Neighbour(family: NL.AF_INET, index: 2, state: 0x02, flags: 0, address: IPv4Address("10.1.1.2")!, mac: localMAC))
+        kernel.neighbours.append(Neighbour(family: NL.AF_INET, index: 2, state: 0x02, flags: 0, address: IPv4Address("10.1.1.2")!,
+                                           mac: localMAC))
         #expect(RouterPlanner.plan(desire(keep: ["trvahead"]), observed: kernel) == [
             .setLink(name: "trb4096", mtu: mtu, mac: red.gatewayMAC),
             .deleteTunnel(vxlan: "trx4096", mac: zero, vtep: IPv4Address("10.200.0.66")!),
@@ -139,11 +144,13 @@ struct RouterPlanTests {
         var kernel = matching
         kernel.links.append(Link(index: 5, name: "trv9", up: true, master: 2, kind: "veth"))
         let newPort = WantedPort(name: "trv2", bridge: "trb4096", plug: container)
-        #expect(RouterPlanner.plan(port: newPort, subnet: red, mtu: mtu, observed: kernel) == [.plug(port: "trv2", bridge: "trb4096", container)])
+        #expect(RouterPlanner.plan(port: newPort, subnet: red, mtu: mtu, observed: kernel)
+                == [.plug(port: "trv2", bridge: "trb4096", container)])
         #expect(RouterPlanner.plan(port: WantedPort(name: "trv1", bridge: "trb4096", plug: container), subnet: red, mtu: mtu,
                                    observed: kernel) == [], "plugging again what is plugged does nothing")
         let handover = PortPlug.handover(interface: "tre1", mac: localMAC, ip: IPv4Address("10.1.1.2")!)
-        #expect(RouterPlanner.plan(port: WantedPort(name: "trv1", bridge: "trb4096", plug: handover), subnet: red, mtu: mtu, observed: kernel) == [
+        let replug = WantedPort(name: "trv1", bridge: "trb4096", plug: handover)
+        #expect(RouterPlanner.plan(port: replug, subnet: red, mtu: mtu, observed: kernel) == [
             .deleteLink(name: "trv1"), .plug(port: "trv1", bridge: "trb4096", handover),
         ], "a Docker engine's port is made afresh: the old one's other end may be in a container already")
         #expect(RouterPlanner.plan(port: newPort, subnet: red, mtu: mtu, observed: RouterObservation()) == [
