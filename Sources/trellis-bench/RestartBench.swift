@@ -1,0 +1,124 @@
+import ArgumentParser
+import CTrellisLinux
+import Foundation
+import Glibc
+import TrellisModel
+import TrellisNetlink
+import TrellisNetlinkWire
+
+/// A netlink socket in `namespace` that hears every change to its kernel objects: links, IPv4 addresses
+/// and routes, neighbours and FDB entries (rtnetlink), and nftables (nfnetlink).
+private func kernelChangeSockets(in namespace: NetworkNamespace) throws -> (route: Int32, nftables: Int32) {
+    try namespace.run {
+        func subscribed(_ family: Int32, groups: UInt32) throws -> Int32 {
+            let kind = Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+            let fd = socket(AF_NETLINK, kind, family)
+            var address = sockaddr_nl()
+            address.nl_family = sa_family_t(AF_NETLINK)
+            address.nl_groups = groups
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_nl>.size)) }
+            }
+            var size: Int32 = 4 << 20
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
+            guard fd >= 0, bound == 0 else { throw NetlinkError(code: errno, operation: "subscribe to kernel changes") }
+            return fd
+        }
+        // RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE; NFNLGRP_NFTABLES is group 7.
+        return (try subscribed(NETLINK_ROUTE, groups: 0x1 | 0x4 | 0x10 | 0x40), try subscribed(12, groups: 1 << 6))
+    }
+}
+
+/// The changes waiting on a subscribed socket that are writes of a program: neighbour entries the kernel
+/// learns or ages by itself (ARP traffic) are not counted, permanent ones and FDB entries are.
+private func drainWrites(_ fd: Int32, counting isWrite: (NetlinkMessage) -> Bool) -> Int {
+    var buffer = [UInt8](repeating: 0, count: 1 << 16)
+    var writes = 0
+    while true {
+        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard count > 0 else { return writes }
+        writes += ((try? NetlinkMessage.parseAll(Array(buffer[0..<count]))) ?? []).filter(isWrite).count
+    }
+}
+
+struct RestartBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restart",
+        abstract: "An agent restarted with N local endpoints under traffic: resync time, packets lost, kernel writes (root).")
+    @Option(help: "Local endpoints (each in its own network namespace) on the restarted host.") var endpoints = 1_000
+    @Option(help: "Restarts timed.") var restarts = 3
+
+    func run() async throws {
+        let tag = "tr\(UInt16.random(in: 0...UInt16.max))"
+        defer { for name in NetworkNamespace.names() where name.hasPrefix(tag) { try? NetworkNamespace.delete(named: name) } }
+        let lab = try BenchLab(hosts: 2, tag: tag)
+        defer { lab.down() }
+        try await lab.subnet("10.70.0.0/16")
+        let made = ContinuousClock.now
+        var target: Endpoint?
+        try await withThrowingTaskGroup(of: Endpoint.self) { group in
+            for index in 0..<endpoints {
+                group.addTask {
+                    let container = try namespace("\(tag)-e\(index)")
+                    let request = AttachRequest(subnet: "bench/d/z/s", name: "e\(index)", netns: container.path)
+                    return try await lab.agent(1).post("/v1/attach", request)
+                }
+                if index >= 8, let attached = try await group.next(), attached.name == "e0" { target = attached }
+            }
+            for try await attached in group where attached.name == "e0" { target = attached }
+        }
+        let peer = try namespace("\(tag)-peer")
+        let before = try await lab.revision()
+        let _: Endpoint = try await lab.agent(2).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "peer", netns: peer.path))
+        // The peer's creation is the next revision; its later state change concerns only h2.
+        _ = try await lab.applied(before + 1, hosts: 1...2, since: .now, every: .milliseconds(50))
+        print(String(format: "agent restart with %d local endpoints (attached in %.1f s), a peer on h2 pinging one of them every 10 ms",
+                     endpoints, milliseconds(since: made) / 1000))
+        let router = try NetworkNamespace(named: "trellis-h1-d1")
+        let address = try require(target, "the endpoint e0").ip
+
+        for restart in 1...restarts {
+            let status: AgentStatus = try await lab.agent(1).get("/v1/status")
+            let revision = try require(status.appliedRevision, "h1's applied revision")
+            let sockets = try kernelChangeSockets(in: router)
+            defer { close(sockets.route); close(sockets.nftables) }
+            let ping = Process()
+            ping.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            ping.arguments = ["--net=\(peer.path)", "/usr/bin/ping", "-q", "-i", "0.01", "\(address)"]
+            let output = Pipe()
+            ping.standardOutput = output
+            ping.standardError = output
+            try ping.run()
+            try await Task.sleep(for: .milliseconds(500))
+            try sh([lab.trellis, "lab", "stop", "h1", "--dir", lab.directory])
+            let started = ContinuousClock.now
+            try sh([lab.trellis, "lab", "start", "h1", "--dir", lab.directory])
+            while true {
+                let status: AgentStatus? = try? await lab.agent(1).get("/v1/status")
+                if status?.connected == true, (status?.appliedRevision ?? -1) >= revision { break }
+                guard ContinuousClock.now - started < .seconds(120) else { throw TrellisError(.unavailable, "h1 did not resync in 120 s") }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let resync = milliseconds(since: started)
+            try await Task.sleep(for: .seconds(1))
+            kill(ping.processIdentifier, SIGINT)
+            let summary = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            ping.waitUntilExit()
+            let routeWrites = drainWrites(sockets.route) { message in
+                guard message.type == NL.RTM_NEWNEIGH || message.type == NL.RTM_DELNEIGH else { return true }
+                guard let entry = try? Neighbour(message) else { return true }
+                return entry.family == NL.AF_BRIDGE || entry.isPermanent
+            }
+            let nftablesWrites = drainWrites(sockets.nftables) { _ in true }
+            let counts = summary.split(separator: "\n").first { $0.contains("packets transmitted") } ?? "no ping summary"
+            print(String(format: "  restart %d: resynced in %.0f ms; ping: %@; kernel writes in the router: %d rtnetlink, %d nftables"
+                         + " (target 0)", restart, resync, String(counts), routeWrites, nftablesWrites))
+        }
+    }
+}
+
+/// The value, or an error naming what was missing.
+func require<T>(_ value: T?, _ what: String = "a value") throws -> T {
+    guard let value else { throw TrellisError(.unavailable, "\(what) is missing") }
+    return value
+}
