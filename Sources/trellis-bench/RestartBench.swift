@@ -31,14 +31,34 @@ private func kernelChangeSockets(in namespace: NetworkNamespace) throws -> (rout
 
 /// The changes waiting on a subscribed socket that are writes of a program: neighbour entries the kernel
 /// learns or ages by itself (ARP traffic) are not counted, permanent ones and FDB entries are.
-private func drainWrites(_ fd: Int32, counting isWrite: (NetlinkMessage) -> Bool) -> Int {
+private func drainWrites(_ fd: Int32, counting isWrite: (NetlinkMessage) -> Bool) -> [UInt16: Int] {
     var buffer = [UInt8](repeating: 0, count: 1 << 16)
-    var writes = 0
+    var writes: [UInt16: Int] = [:]
     while true {
         let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         guard count > 0 else { return writes }
-        writes += ((try? NetlinkMessage.parseAll(Array(buffer[0..<count]))) ?? []).filter(isWrite).count
+        for message in ((try? NetlinkMessage.parseAll(Array(buffer[0..<count]))) ?? []) where isWrite(message) {
+            writes[message.type, default: 0] += 1
+        }
     }
+}
+
+/// Whether a notification is of a program's write: neighbour entries the kernel learns or ages (ARP) are not.
+private func isProgramWrite(_ message: NetlinkMessage) -> Bool {
+    guard message.type == NL.RTM_NEWNEIGH || message.type == NL.RTM_DELNEIGH else { return true }
+    guard let entry = try? Neighbour(message) else { return true }
+    return entry.family == NL.AF_BRIDGE || entry.isPermanent
+}
+
+/// Counts of rtnetlink notifications by kind, as "12 (link 10, neighbour 2)".
+private func describe(_ writes: [UInt16: Int]) -> String {
+    let kinds: [(String, ClosedRange<UInt16>)] = [("link", 16...19), ("address", 20...23), ("route", 24...27), ("neighbour", 28...31)]
+    let parts = kinds.compactMap { name, types -> String? in
+        let count = writes.filter { types.contains($0.key) }.values.reduce(0, +)
+        return count == 0 ? nil : "\(name) \(count)"
+    }
+    let total = writes.values.reduce(0, +)
+    return parts.isEmpty ? "\(total)" : "\(total) (\(parts.joined(separator: ", ")))"
 }
 
 struct RestartBench: AsyncParsableCommand {
@@ -77,6 +97,12 @@ struct RestartBench: AsyncParsableCommand {
         let router = try NetworkNamespace(named: "trellis-h1-d1")
         let address = try require(target, "the endpoint e0").ip
 
+        let quiet = try kernelChangeSockets(in: router)
+        try await Task.sleep(for: .seconds(4))
+        let baseline = drainWrites(quiet.route, counting: isProgramWrite)
+        close(quiet.route)
+        close(quiet.nftables)
+        print("  baseline, 4 s with no restart: \(describe(baseline)) rtnetlink notifications in the router")
         for restart in 1...restarts {
             let status: AgentStatus = try await lab.agent(1).get("/v1/status")
             let revision = try require(status.appliedRevision, "h1's applied revision")
@@ -104,15 +130,11 @@ struct RestartBench: AsyncParsableCommand {
             kill(ping.processIdentifier, SIGINT)
             let summary = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             ping.waitUntilExit()
-            let routeWrites = drainWrites(sockets.route) { message in
-                guard message.type == NL.RTM_NEWNEIGH || message.type == NL.RTM_DELNEIGH else { return true }
-                guard let entry = try? Neighbour(message) else { return true }
-                return entry.family == NL.AF_BRIDGE || entry.isPermanent
-            }
-            let nftablesWrites = drainWrites(sockets.nftables) { _ in true }
+            let routeWrites = drainWrites(sockets.route, counting: isProgramWrite)
+            let nftablesWrites = drainWrites(sockets.nftables) { _ in true }.values.reduce(0, +)
             let counts = summary.split(separator: "\n").first { $0.contains("packets transmitted") } ?? "no ping summary"
-            print(String(format: "  restart %d: resynced in %.0f ms; ping: %@; kernel writes in the router: %d rtnetlink, %d nftables"
-                         + " (target 0)", restart, resync, String(counts), routeWrites, nftablesWrites))
+            print(String(format: "  restart %d: resynced in %.0f ms; ping: %@; kernel writes in the router: %@ rtnetlink, %d nftables"
+                         + " (target: the baseline)", restart, resync, String(counts), describe(routeWrites), nftablesWrites))
         }
     }
 }
