@@ -196,7 +196,8 @@ public final class Agent: Sendable {
     func beat() async {
         while !Task.isCancelled {
             let applied = await state.applied
-            let _: HostRecord? = try? await client.post("/api/v1/hosts/\(configuration.host)/heartbeat", HostHeartbeat(appliedRevision: applied))
+            let _: HostRecord? = try? await client.post("/api/v1/hosts/\(configuration.host)/heartbeat",
+                                                        HostHeartbeat(appliedRevision: applied))
             try? await Task.sleep(for: configuration.heartbeatInterval)
         }
     }
@@ -253,7 +254,8 @@ public final class Agent: Sendable {
 
     /// A VM's port: the endpoint, then a persistent tap on its subnet's bridge in the router namespace.
     func attachVM(_ request: AttachRequest) async throws -> Endpoint {
-        guard request.pid == nil, request.netns == nil else { throw TrellisError.invalid("a VM is attached by its tap, not by pid or netns", field: "vm") }
+        guard request.pid == nil, request.netns == nil else { throw TrellisError.invalid("a VM is attached by its tap, not by pid or netns",
+                                                                                         field: "vm") }
         if let tap = request.tap, !(1...15).contains(tap.utf8.count) || tap.contains("/") || tap.contains(" ") {
             throw TrellisError.invalid("tap: '\(tap)' is not an interface name (1 to 15 bytes)", field: "tap")
         }

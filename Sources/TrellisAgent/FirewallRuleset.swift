@@ -26,7 +26,8 @@ public struct PortShaping: Hashable, Sendable {
             lines.append("qdisc replace dev \(shaper) root tbf \(Self.tbf(egress))")
             if !current.ingress.contains(port) {
                 lines.append("qdisc add dev \(port) handle ffff: ingress")
-                lines.append("filter add dev \(port) parent ffff: protocol all prio 1 u32 match u32 0 0 action mirred egress redirect dev \(shaper)")
+                lines.append("filter add dev \(port) parent ffff: protocol all prio 1 u32 match u32 0 0"
+                             + " action mirred egress redirect dev \(shaper)")
             }
         } else if current.ingress.contains(port) {
             lines.append("qdisc del dev \(port) ingress")
@@ -125,7 +126,8 @@ public struct FirewallRuleset: Sendable {
                 guard !runs.runs.isEmpty else { continue }
                 let name = "profile\(index)_\(direction.rawValue)"
                 let key = direction == .egress ? "ip daddr . meta l4proto . th dport" : "ip saddr . meta l4proto . th dport"
-                chains.append(Self.chain(name, comment: "\(path) \(direction.rawValue)", runs.rules(key: key, allow: "return", deny: "drop")))
+                chains.append(Self.chain(name, comment: "\(path) \(direction.rawValue)", runs.rules(key: key, allow: "return",
+                    deny: "drop")))
                 let jumps = local.filter { $0.profile == path }.map { "\($0.ip) : jump \(name)" }
                 if direction == .egress { egress += jumps } else { ingress += jumps }
             }
@@ -136,21 +138,26 @@ public struct FirewallRuleset: Sendable {
         // Inside one subnet traffic flows; between subnets only as the policies say.
         let subnets = program.subnets
         if !subnets.isEmpty {
-            body.append("ip saddr . ip daddr { \(subnets.map { "\($0.cidr) . \($0.cidr)" }.joined(separator: ", ")) } ct mark set GEN accept")
+            let pairs = subnets.map { "\($0.cidr) . \($0.cidr)" }.joined(separator: ", ")
+            body.append("ip saddr . ip daddr { \(pairs) } ct mark set GEN accept")
         }
         if !floatingIPs.isEmpty {
             body.append("iifname \"\(Self.uplink)\" ct status dnat ct mark set GEN accept")
-            body.append("oifname \"\(Self.uplink)\" ip saddr { \(floatingIPs.map(\.endpoint.description).joined(separator: ", ")) } ct mark set GEN accept")
+            let bound = floatingIPs.map(\.endpoint.description).joined(separator: ", ")
+            body.append("oifname \"\(Self.uplink)\" ip saddr { \(bound) } ct mark set GEN accept")
         }
-        body += program.policyRuns.rules(key: "ip saddr . ip daddr . meta l4proto . th dport", allow: "ct mark set GEN accept", deny: "drop")
+        body += program.policyRuns.rules(key: "ip saddr . ip daddr . meta l4proto . th dport", allow: "ct mark set GEN accept",
+                                         deny: "drop")
 
         var nat: [String] = []
         if !floatingIPs.isEmpty {
             let translations = floatingIPs.sorted { $0.floating < $1.floating }
+            let inward = translations.map { "\($0.floating) : \($0.endpoint)" }.joined(separator: ", ")
+            let outward = translations.map { "\($0.endpoint) : \($0.floating)" }.joined(separator: ", ")
             nat.append(Self.chain("prerouting", hook: "type nat hook prerouting priority dstnat; policy accept;", [
-                "iifname \"\(Self.uplink)\" dnat ip to ip daddr map { \(translations.map { "\($0.floating) : \($0.endpoint)" }.joined(separator: ", ")) }"]))
+                "iifname \"\(Self.uplink)\" dnat ip to ip daddr map { \(inward) }"]))
             nat.append(Self.chain("postrouting", hook: "type nat hook postrouting priority srcnat; policy accept;", [
-                "oifname \"\(Self.uplink)\" snat ip to ip saddr map { \(translations.map { "\($0.endpoint) : \($0.floating)" }.joined(separator: ", ")) }"]))
+                "oifname \"\(Self.uplink)\" snat ip to ip saddr map { \(outward) }"]))
         }
 
         // Only where the domain filters bridged traffic do the inet hooks see bridged frames.
@@ -191,7 +198,8 @@ public struct FirewallRuleset: Sendable {
 
         // The generation is a digest of everything but itself and the counters' values.
         let skeleton = (body + chains + nat + [bridge, netdev] + counters.keys.sorted().map(String.init)
-            + shaping.map { "\($0.port) \($0.egress.map(PortShaping.tbf) ?? "-") \($0.ingress.map(PortShaping.tbf) ?? "-")" }).joined(separator: "\n")
+            + shaping.map { "\($0.port) \($0.egress.map(PortShaping.tbf) ?? "-") \($0.ingress.map(PortShaping.tbf) ?? "-")" })
+                .joined(separator: "\n")
         let generation = max(1, Self.fnv1a(skeleton))
         self.generation = generation
         body.insert("ct state established,related ct mark \(generation) accept", at: fast)
@@ -254,7 +262,8 @@ public final class FirewallLoader: @unchecked Sendable {
     public func sync() throws {
         try loading.withLock {
             let pending = lock.withLock {
-                plans.filter { loaded[$0.key] != $0.value.generation || !Set($0.value.shaping.map(\.port)).isSubset(of: shaped[$0.key] ?? []) }
+                plans.filter { loaded[$0.key] != $0.value.generation
+                    || !Set($0.value.shaping.map(\.port)).isSubset(of: shaped[$0.key] ?? []) }
             }
             for (path, ruleset) in pending.sorted(by: { $0.key < $1.key }) {
                 guard FileManager.default.fileExists(atPath: path) else { continue }

@@ -69,7 +69,8 @@ private struct LocalErrorMiddleware: RouterMiddleware {
             let failure: TrellisError = switch error {
             case let error as TrellisError: error
             case let error as NetlinkError: TrellisError(.conflict, "kernel: \(error)")
-            case let error as HTTPError: TrellisError(TrellisError.Code(httpStatus: error.status.code), error.body ?? error.status.reasonPhrase)
+            case let error as HTTPError: TrellisError(TrellisError.Code(httpStatus: error.status.code),
+                                                      error.body ?? error.status.reasonPhrase)
             default: TrellisError(.internalError, "\(error)")
             }
             let body = try JSONCoding.encoder().encode(ErrorBody(error: failure.message, field: failure.field))

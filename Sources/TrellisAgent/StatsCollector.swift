@@ -60,7 +60,12 @@ extension Agent {
                 }
             }
             for entry in try router.namespace.conntrackEntries() {
-                let name = switch entry.original.protocol { case 6: "tcp"; case 17: "udp"; case 1: "icmp"; default: "\(entry.original.protocol)" }
+                let name = switch entry.original.protocol {
+                case 6: "tcp"
+                case 17: "udp"
+                case 1: "icmp"
+                default: "\(entry.original.protocol)"
+                }
                 flows.append(Flow(domain: domain.path, host: configuration.host, protocol: name, source: entry.original.source,
                                   sourcePort: entry.original.sourcePort.map(Int.init), destination: entry.original.destination,
                                   destinationPort: entry.original.destinationPort.map(Int.init), state: entry.tcpState,
@@ -84,9 +89,11 @@ extension Agent {
             "# TYPE trellis_agent_endpoints gauge", "trellis_agent_endpoints{\(host)} \(desired?.endpoints.count ?? 0)",
             "# TYPE trellis_agent_domains gauge", "trellis_agent_domains{\(host)} \(desired?.domains.count ?? 0)",
             "# TYPE trellis_agent_reconciles_total counter", "trellis_agent_reconciles_total{\(host)} \(await counters[.reconciles])",
-            "# TYPE trellis_agent_reconcile_errors_total counter", "trellis_agent_reconcile_errors_total{\(host)} \(await counters[.reconcileErrors])",
+            "# TYPE trellis_agent_reconcile_errors_total counter",
+            "trellis_agent_reconcile_errors_total{\(host)} \(await counters[.reconcileErrors])",
             "# TYPE trellis_agent_reports_total counter", "trellis_agent_reports_total{\(host)} \(await counters[.reports])",
-            "# TYPE trellis_agent_report_errors_total counter", "trellis_agent_report_errors_total{\(host)} \(await counters[.reportErrors])",
+            "# TYPE trellis_agent_report_errors_total counter",
+            "trellis_agent_report_errors_total{\(host)} \(await counters[.reportErrors])",
         ].joined(separator: "\n") + "\n"
     }
 }

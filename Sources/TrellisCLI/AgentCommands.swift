@@ -7,7 +7,8 @@ import TrellisDocker
 import TrellisModel
 
 struct AgentCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "agent", abstract: "Run the host agent: program this host's kernel from the controller.")
+    static let configuration = CommandConfiguration(commandName: "agent",
+                                                    abstract: "Run the host agent: program this host's kernel from the controller.")
 
     @Option(help: ArgumentHelp("""
         Controller URL or unix:PATH, or the controllers of one cluster, comma-separated: the agent uses one and \
@@ -30,7 +31,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Seconds between traffic reports (endpoint counters and flows) to the controller.") var statsInterval: Double = 5
     @Option(help: "Follow this Docker engine's socket and attach containers started with --net=none and TRELLIS_* variables.")
     var dockerSocket: String?
-    @Option(help: "Serve Docker's remote network and IPAM drivers (named trellis) on this socket (the engine looks in /run/docker/plugins).")
+    @Option(help: ArgumentHelp("Serve Docker's remote network and IPAM drivers (named trellis) on this socket"
+                               + " (the engine looks in /run/docker/plugins)."))
     var pluginSocket: String?
 
     func run() async throws {
@@ -104,7 +106,7 @@ struct AgentOptions: ParsableArguments {
 
 struct AttachCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "attach",
-                                                    abstract: "Plug a running process's network namespace into a subnet (through this host's agent).")
+        abstract: "Plug a running process's network namespace into a subnet (through this host's agent).")
     @OptionGroup var agent: AgentOptions
     @OptionGroup var output: OutputOptions
     @Option(help: "The subnet ENTERPRISE/DOMAIN/ZONE/SUBNET.") var subnet: String

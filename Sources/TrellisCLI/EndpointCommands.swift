@@ -120,7 +120,8 @@ struct UserCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let made: UserWithToken = try await connection.client().post("/api/v1/users", UserCreate(name: name, enterprise: enterprise, admin: admin))
+            let made: UserWithToken = try await connection.client().post("/api/v1/users", UserCreate(name: name, enterprise: enterprise,
+                admin: admin))
             if output.output == .json { return try printJSON(made) }
             print(made.token)
         }

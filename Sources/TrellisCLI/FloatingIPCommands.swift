@@ -21,7 +21,8 @@ struct FloatingIPCommand: AsyncParsableCommand {
     struct Pool: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "pool", abstract: "Manage pools of floating IPs.",
-            subcommands: [Create.self, ListCommand<FloatingIPPool>.self, ShowCommand<FloatingIPPool>.self, DeleteCommand<FloatingIPPool>.self])
+            subcommands: [Create.self, ListCommand<FloatingIPPool>.self, ShowCommand<FloatingIPPool>.self,
+                          DeleteCommand<FloatingIPPool>.self])
 
         struct Create: AsyncParsableCommand {
             static let configuration = CommandConfiguration(

@@ -26,7 +26,8 @@ struct LabCommand: AsyncParsableCommand {
         @Option(help: "The controller's SQLite file (default: inside the lab directory, removed by lab down).") var store: String?
         @Option(help: "How many controllers: with more than one, they share a store on a three-member etcd cluster of the lab.")
         var controllers = 1
-        @Flag(help: "Run a Docker engine in every host (its agent follows it and serves it the trellis drivers), with the image trellis/busybox.")
+        @Flag(help: ArgumentHelp("Run a Docker engine in every host (its agent follows it and serves it the trellis drivers),"
+                                 + " with the image trellis/busybox."))
         var docker = false
 
         func validate() throws {
@@ -166,7 +167,9 @@ struct Lab {
         ControllerClient(baseURLs: controllerIndices.map { ControllerClient.baseURL(socket: controllerSocket($0)) }, token: token)
     }
 
-    static var executable: String { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0] }
+    static var executable: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
 
     /// Starts `arguments` (in a process group of its own, as Foundation makes it) with its output in
     /// `log`, and records its pid. `nsenter --net` enters the namespace and execs, keeping the pid.
@@ -203,13 +206,15 @@ struct Lab {
             if await check() { return }
             try await Task.sleep(for: .milliseconds(100))
         }
-        let tail = ((try? String(contentsOfFile: "\(directory)/\(log).log", encoding: .utf8)) ?? "").split(separator: "\n").suffix(5).joined(separator: "\n")
+        let tail = ((try? String(contentsOfFile: "\(directory)/\(log).log",
+                                 encoding: .utf8)) ?? "").split(separator: "\n").suffix(5).joined(separator: "\n")
         throw TrellisError(.unavailable, "\(what) did not come up; \(directory)/\(log).log ends with:\n\(tail)")
     }
 
     func up(hosts count: Int, store: String?, controllers: Int = 1, docker: Bool = false) async throws {
         guard !alive("controller") else { throw TrellisError.conflict("a lab is already up in \(directory); run trellis lab down first") }
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
         if docker {
             guard FileManager.default.isExecutableFile(atPath: LabDocker.dockerd) else {
                 throw TrellisError(.unavailable, "lab up --docker needs dockerd (apt-get install docker.io)")
@@ -296,7 +301,8 @@ struct Lab {
             let made: JoinToken = try await controllerClient().post("/api/v1/join-tokens", JoinTokenCreate(ttlSeconds: 600, host: name))
             try SecretFile.write(made.token, to: joinTokenFile(name), what: "\(name)'s join token")
         }
-        try spawn(name, ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.hostNamespace(name))", Self.executable, "agent",
+        try spawn(name, ["/usr/bin/nsenter", "--net=\(NetworkNamespace.namedDirectory)/\(Self.hostNamespace(name))", Self.executable,
+                         "agent",
                          "--controller", controllerIndices.map(Self.controllerURL).joined(separator: ","),
                          "--join-token-file", joinTokenFile(name),
                          "--credential-file", credentialFile(name), "--state-dir", "\(directory)/\(name).state", "--host", name,

@@ -57,7 +57,8 @@ struct LabDocker {
         for applet in applets where applet != "busybox" {
             try? FileManager.default.createSymbolicLink(atPath: "\(root)/bin/\(applet)", withDestinationPath: "busybox")
         }
-        _ = try capture(["/bin/sh", "-c", "tar -C \(root) -c . | \(Self.client) -H unix://\(socket) import --change 'ENV PATH=/bin' - \(Self.image)"])
+        _ = try capture(["/bin/sh", "-c",
+                         "tar -C \(root) -c . | \(Self.client) -H unix://\(socket) import --change 'ENV PATH=/bin' - \(Self.image)"])
         try? FileManager.default.removeItem(atPath: root)
     }
 
@@ -81,7 +82,8 @@ struct LabDocker {
     /// Removes every container, then stops the engine (its containerd goes with it).
     func stop() {
         guard let pid = lab.pid(name), kill(pid, 0) == 0 else { return }
-        _ = try? capture(["/bin/sh", "-c", "ids=$(\(Self.client) -H unix://\(socket) ps -aq); [ -z \"$ids\" ] || \(Self.client) -H unix://\(socket) rm -f $ids"])
+        _ = try? capture(["/bin/sh", "-c",
+            "ids=$(\(Self.client) -H unix://\(socket) ps -aq); [ -z \"$ids\" ] || \(Self.client) -H unix://\(socket) rm -f $ids"])
         kill(pid, SIGTERM)
         for _ in 0..<150 where kill(pid, 0) == 0 { usleep(100_000) }
         if kill(pid, 0) == 0 { kill(pid, SIGKILL) }

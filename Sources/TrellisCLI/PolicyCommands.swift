@@ -82,7 +82,8 @@ struct ProfileCommand: AsyncParsableCommand {
                       DeleteCommand<PortProfile>.self])
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a profile: trellis profile create acme/limited --egress-rate 10mbit.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create a profile: trellis profile create acme/limited --egress-rate 10mbit.")
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
         @Argument(help: ArgumentHelp("Its path.", valueName: "ENTERPRISE/PROFILE")) var path: String
@@ -116,7 +117,8 @@ struct PolicyCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
         @Argument(help: ArgumentHelp("Its path.", valueName: "ENTERPRISE/DOMAIN/POLICY")) var path: String
-        @Option(help: "A rule, e.g. \"allow tcp from acme/app1/web/red to acme/app1/db/green port 5432\" (repeatable).") var rule: [String] = []
+        @Option(help: "A rule, e.g. \"allow tcp from acme/app1/web/red to acme/app1/db/green port 5432\" (repeatable).")
+        var rule: [String] = []
         @Option(help: "A description.") var description: String?
 
         func run() async throws {

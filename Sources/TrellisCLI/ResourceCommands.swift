@@ -68,7 +68,8 @@ struct EnterpriseCommand: AsyncParsableCommand {
         @Option(help: "A description.") var description: String?
 
         func run() async throws {
-            let made: Enterprise = try await connection.client().post("/api/v1/enterprises", EnterpriseCreate(name: name, description: description))
+            let made: Enterprise = try await connection.client().post("/api/v1/enterprises", EnterpriseCreate(name: name,
+                description: description))
             try output.show(made, fields: made.fields)
         }
     }
@@ -88,7 +89,8 @@ struct DomainCommand: AsyncParsableCommand {
 
         func run() async throws {
             let (enterprise, name) = try parentAndName(path, .domain)
-            let made: Domain = try await connection.client().post("/api/v1/domains", DomainCreate(enterprise: enterprise, name: name, description: description))
+            let made: Domain = try await connection.client().post("/api/v1/domains", DomainCreate(enterprise: enterprise, name: name,
+                                                                                                  description: description))
             try output.show(made, fields: made.fields)
         }
     }
@@ -108,7 +110,8 @@ struct ZoneCommand: AsyncParsableCommand {
 
         func run() async throws {
             let (domain, name) = try parentAndName(path, .zone)
-            let made: Zone = try await connection.client().post("/api/v1/zones", ZoneCreate(domain: domain, name: name, description: description))
+            let made: Zone = try await connection.client().post("/api/v1/zones", ZoneCreate(domain: domain, name: name,
+                                                                                            description: description))
             try output.show(made, fields: made.fields)
         }
     }
@@ -132,7 +135,8 @@ struct SubnetCommand: AsyncParsableCommand {
 
         func run() async throws {
             let (zone, name) = try parentAndName(path, .subnet)
-            let body = SubnetCreate(zone: zone, name: name, cidr: cidr, gateway: gateway, dhcp: dhcp, reserved: reserved, description: description)
+            let body = SubnetCreate(zone: zone, name: name, cidr: cidr, gateway: gateway, dhcp: dhcp, reserved: reserved,
+                                    description: description)
             let made: Subnet = try await connection.client().post("/api/v1/subnets", body)
             try output.show(made, fields: made.fields)
         }
@@ -161,7 +165,8 @@ struct SubnetCommand: AsyncParsableCommand {
         @Option(help: "A description.") var description: String?
 
         func run() async throws {
-            let made: Subnet = try await connection.client().patch(try apiPath(.subnet, path), SubnetUpdate(dhcp: dhcp, description: description))
+            let made: Subnet = try await connection.client().patch(try apiPath(.subnet, path), SubnetUpdate(dhcp: dhcp,
+                description: description))
             try output.show(made, fields: made.fields)
         }
     }

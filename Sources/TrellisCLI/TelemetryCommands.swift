@@ -4,7 +4,8 @@ import TrellisClient
 import TrellisModel
 
 struct StatsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Show an endpoint's traffic counters, as its host last reported them.")
+    static let configuration = CommandConfiguration(commandName: "stats",
+                                                    abstract: "Show an endpoint's traffic counters, as its host last reported them.")
     @OptionGroup var connection: ConnectionOptions
     @OptionGroup var output: OutputOptions
     @Argument(help: ArgumentHelp("The endpoint: its path or numeric id.", valueName: "ENDPOINT")) var endpoint: String
@@ -23,7 +24,8 @@ struct StatsCommand: AsyncParsableCommand {
 }
 
 struct FlowsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "flows", abstract: "List the current flows of a subnet's addresses, from every host.")
+    static let configuration = CommandConfiguration(commandName: "flows",
+                                                    abstract: "List the current flows of a subnet's addresses, from every host.")
     @OptionGroup var connection: ConnectionOptions
     @OptionGroup var output: OutputOptions
     @Option(help: ArgumentHelp("The subnet.", valueName: "ENTERPRISE/DOMAIN/ZONE/SUBNET")) var subnet: String

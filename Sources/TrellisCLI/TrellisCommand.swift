@@ -13,7 +13,8 @@ public struct TrellisCommand: AsyncParsableCommand {
         subcommands: [
             ControllerCommand.self, EnterpriseCommand.self, DomainCommand.self, ZoneCommand.self, SubnetCommand.self,
             EndpointCommand.self, HostCommand.self, ProfileCommand.self, PolicyCommand.self, UserCommand.self, EventsCommand.self,
-            FloatingIPCommand.self, StatsCommand.self, FlowsCommand.self, ExplainCommand.self, AgentCommand.self, AttachCommand.self, DetachCommand.self,
+            FloatingIPCommand.self, StatsCommand.self, FlowsCommand.self, ExplainCommand.self, AgentCommand.self, AttachCommand.self,
+            DetachCommand.self,
             CNICommand.self, StoreCommand.self,
             LabCommand.self,
         ]
@@ -112,7 +113,8 @@ struct ControllerCommand: AsyncParsableCommand {
         let controller = try await Controller(configuration: configuration)
         try await controller.run { [configuration] port in
             let addresses = configuration.listen.map(\.description).joined(separator: ", ")
-            print("trellis controller listening on \(addresses), store \(configuration.store), admin token in \(configuration.adminTokenFile)")
+            print("trellis controller listening on \(addresses), store \(configuration.store),"
+                  + " admin token in \(configuration.adminTokenFile)")
             if let tls = controller.tls {
                 print("TCP listeners serve HTTPS; CA fingerprint sha256:\(tls.caFingerprint) "
                       + "(join tokens carry it; the CLI takes --ca-fingerprint)")

@@ -65,7 +65,8 @@ public struct ControllerClient: Sendable {
 
     /// The base URL of an HTTP server on a unix socket, as AsyncHTTPClient spells it.
     public static func baseURL(socket path: String) -> String {
-        "http+unix://" + (path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? path)
+        "http+unix://" + (path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~")))
+                           ?? path)
     }
 
     /// A base URL from what a user types: an `http://` URL, or `unix:PATH`.

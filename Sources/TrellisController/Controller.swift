@@ -154,7 +154,8 @@ public struct Controller: Sendable {
         let registry = self.registry
         router.get("/metrics") { _, ctx in
             let text = try await registry.metrics(try ctx.requireCaller())
-            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                            body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         Console.addRoutes(to: router)
         return router
@@ -162,7 +163,8 @@ public struct Controller: Sendable {
 
     /// Runs until cancelled or signalled; `onListening` gets the port of the first TCP address once it
     /// is bound (useful with port 0), or 0 when there is none.
-    public func run(logger: Logger = Logger(label: "trellis.controller"), onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+    public func run(logger: Logger = Logger(label: "trellis.controller"),
+                    onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         try await registry.ensureAdminToken(at: configuration.adminTokenFile)
         let router = router()
         let reporter = configuration.listen.firstIndex { if case .tcp = $0 { true } else { false } } ?? 0

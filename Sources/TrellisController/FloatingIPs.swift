@@ -28,7 +28,8 @@ extension Registry {
             let enterprise = try caller.visible(try tx.get(Enterprise.self, body.enterprise), body.enterprise, field: "enterprise")
             // Pools of every enterprise share the underlay: none may overlap another.
             if let other = try tx.list(FloatingIPPool.self, under: nil).first(where: { $0.cidr.overlaps(cidr) }) {
-                throw TrellisError.conflict("cidr: \(cidr) overlaps floating IP pool \(caller.sees(other.enterprise) ? other.path : "of another enterprise") (\(other.cidr))",
+                let named = caller.sees(other.enterprise) ? other.path : "of another enterprise"
+                throw TrellisError.conflict("cidr: \(cidr) overlaps floating IP pool \(named) (\(other.cidr))",
                                             field: "cidr")
             }
             return FloatingIPPool(path: enterprise.name + "/" + body.name, name: body.name, enterprise: enterprise.name, cidr: cidr,
@@ -41,7 +42,8 @@ extension Registry {
         try await delete(FloatingIPPool.self, path, caller) { tx, pool in
             let bound = try tx.list(Endpoint.self, under: pool.enterprise).filter { $0.floatingPool == path }
             guard bound.isEmpty else {
-                throw TrellisError.conflict("pool '\(path)' has \(bound.count) bound addresses (\(bound[0].floatingIP!) on \(bound[0].path)); unbind them first")
+                throw TrellisError.conflict("pool '\(path)' has \(bound.count) bound addresses"
+                                           + " (\(bound[0].floatingIP!) on \(bound[0].path)); unbind them first")
             }
         }
     }
@@ -56,7 +58,8 @@ extension Registry {
                 throw TrellisError.invalid("endpoint: \(endpoint.path) is not of enterprise \(pool.enterprise ?? "-")", field: "endpoint")
             }
             if let bound = endpoint.floatingIP {
-                throw TrellisError.conflict("endpoint: \(endpoint.path) already has floating IP \(bound); unbind it first", field: "endpoint")
+                throw TrellisError.conflict("endpoint: \(endpoint.path) already has floating IP \(bound); unbind it first",
+                                            field: "endpoint")
             }
             endpoint.floatingIP = try Self.claimFloatingIP(in: pool, requested: body.address, owner: endpoint.path, tx)
             endpoint.floatingPool = pool.path
@@ -67,15 +70,18 @@ extension Registry {
         return FloatingIPBinding(endpoint)!
     }
 
-    static func claimFloatingIP(in pool: FloatingIPPool, requested: IPv4Address?, owner: String, _ tx: any StoreWriter) throws -> IPv4Address {
+    static func claimFloatingIP(in pool: FloatingIPPool, requested: IPv4Address?, owner: String,
+                                _ tx: any StoreWriter) throws -> IPv4Address {
         let usable = pool.cidr.prefixLength >= 31 ? pool.cidr.network.value...pool.cidr.broadcast.value
                                                   : pool.cidr.firstHost.value...pool.cidr.lastHost.value
         if let requested {
             guard usable.contains(requested.value) else {
-                throw TrellisError.invalid("address: \(requested) is not a usable address of pool \(pool.path) (\(pool.cidr))", field: "address")
+                throw TrellisError.invalid("address: \(requested) is not a usable address of pool \(pool.path) (\(pool.cidr))",
+                                           field: "address")
             }
             guard try tx.claim(floatingClaims, requested.description, owner: owner) else {
-                throw TrellisError.conflict("address: \(requested) is already bound to \(try tx.claimOwner(floatingClaims, requested.description) ?? "another endpoint")",
+                let owner = try tx.claimOwner(floatingClaims, requested.description) ?? "another endpoint"
+                throw TrellisError.conflict("address: \(requested) is already bound to \(owner)",
                                             field: "address")
             }
             return requested

@@ -133,7 +133,8 @@ enum JSONResponse {
     static let noContent = Response(status: .noContent)
 
     /// A newline-delimited JSON stream fed by `produce`, which gets a function that writes one line.
-    static func stream(_ produce: @escaping @Sendable (_ send: (any Encodable & Sendable) async throws -> Void) async throws -> Void) -> Response {
+    static func stream(_ produce: @escaping @Sendable (_ send: (any Encodable & Sendable) async throws -> Void) async throws -> Void)
+        -> Response {
         Response(status: .ok, headers: [.contentType: "application/x-ndjson", .cacheControl: "no-cache"],
                  body: ResponseBody { writer in
                      let encoder = JSONCoding.encoder()

@@ -115,12 +115,15 @@ enum OpenAPIDocument {
     static let common: [String: JSONValue] = ["path": string, "name": string, "revision": integer, "createdAt": time, "description": string]
 
     static var schemas: [String: JSONValue] {
-        let enterprise = object(["name", "revision", "createdAt"], ["name": string, "description": string, "revision": integer, "createdAt": time])
-        let domain = object(["path", "name", "enterprise", "id", "revision"], common.merging(["enterprise": string, "id": integer]) { a, _ in a })
+        let enterprise = object(["name", "revision", "createdAt"], ["name": string, "description": string, "revision": integer,
+                                                                    "createdAt": time])
+        let domain = object(["path", "name", "enterprise", "id", "revision"], common.merging(["enterprise": string,
+                                                                                              "id": integer]) { a, _ in a })
         let zone = object(["path", "name", "domain", "revision"], common.merging(["domain": string, "enterprise": string]) { a, _ in a })
         let subnet = object(["path", "name", "zone", "domain", "cidr", "gateway", "gatewayMAC", "vni", "dhcp", "reserved", "revision"],
                             common.merging(["zone": string, "domain": string, "enterprise": string, "cidr": string, "gateway": string,
-                                            "gatewayMAC": string, "vni": integer, "dhcp": boolean, "reserved": array(string)]) { a, _ in a })
+                                            "gatewayMAC": string, "vni": integer, "dhcp": boolean,
+                                            "reserved": array(string)]) { a, _ in a })
         let endpoint = object(["id", "path", "name", "subnet", "domain", "kind", "ip", "mac", "state", "externalIds", "revision"],
                               common.merging([
                                   "id": integer, "subnet": string, "domain": string, "enterprise": string,
@@ -139,14 +142,16 @@ enum OpenAPIDocument {
         let policy = object(["path", "name", "domain", "rules", "revision"], common.merging([
             "domain": string, "enterprise": string, "rules": array(policyRule),
         ]) { a, _ in a })
-        let user = object(["name", "admin", "revision"], ["name": string, "enterprise": string, "admin": boolean, "revision": integer, "createdAt": time])
+        let user = object(["name", "admin", "revision"], ["name": string, "enterprise": string, "admin": boolean, "revision": integer,
+                                                          "createdAt": time])
         let actions = enumeration(["created", "updated", "deleted", "refused", "joined", "unauthenticated"])
         let event = object(["id", "revision", "time", "actor", "action", "kind", "path"], [
             "id": integer, "revision": integer, "time": time, "actor": string, "action": actions,
             "kind": enumeration(ResourceKind.allCases.map(\.rawValue)), "path": string, "enterprise": string, "object": .object([:]),
         ])
         let desiredSubnet = object(["path", "cidr", "gateway", "gatewayMAC", "vni", "dhcp", "remoteVTEPs"], [
-            "path": string, "cidr": string, "gateway": string, "gatewayMAC": string, "vni": integer, "dhcp": boolean, "remoteVTEPs": array(string),
+            "path": string, "cidr": string, "gateway": string, "gatewayMAC": string, "vni": integer, "dhcp": boolean,
+                "remoteVTEPs": array(string),
         ])
         let remote = object(["path", "subnet", "ip", "mac", "host", "vtep"], [
             "path": string, "subnet": string, "ip": string, "mac": string, "host": string, "vtep": string, "hostname": string,
@@ -179,7 +184,8 @@ enum OpenAPIDocument {
             "ZoneCreate": object(["domain", "name"], ["domain": string, "name": string, "description": string]),
             "Subnet": subnet, "SubnetList": list("Subnet"),
             "SubnetCreate": object(["zone", "name", "cidr"], [
-                "zone": string, "name": string, "cidr": string, "gateway": string, "dhcp": boolean, "reserved": array(string), "description": string,
+                "zone": string, "name": string, "cidr": string, "gateway": string, "dhcp": boolean, "reserved": array(string),
+                    "description": string,
             ]),
             "SubnetUpdate": object([], ["dhcp": boolean, "description": string]),
             "SubnetUsage": object(["used", "capacity", "free"], ["used": integer, "capacity": integer, "free": integer]),
@@ -220,7 +226,8 @@ enum OpenAPIDocument {
             "Event": event, "EventList": object(["items"], ["items": array(ref("Event"))]),
             "DesiredState": desired,
             "EndpointStats": object(["endpoint", "id", "host", "sent", "received", "source", "collectedAt"], [
-                "endpoint": string, "id": integer, "host": string, "sent": counters, "received": counters, "source": string, "collectedAt": string,
+                "endpoint": string, "id": integer, "host": string, "sent": counters, "received": counters, "source": string,
+                    "collectedAt": string,
             ]),
             "Flow": flow,
             "FloatingIPPool": object(["path", "name", "cidr", "revision", "createdAt"], [
@@ -237,7 +244,8 @@ enum OpenAPIDocument {
             "DockerNetworkCreate": object(["host", "networkID", "subnet", "poolID"], [
                 "host": string, "networkID": string, "subnet": string, "poolID": string,
             ]),
-            "FloatingIPPoolCreate": object(["enterprise", "name", "cidr"], ["enterprise": string, "name": string, "cidr": string, "description": string]),
+            "FloatingIPPoolCreate": object(["enterprise", "name", "cidr"], ["enterprise": string, "name": string, "cidr": string,
+                                                                            "description": string]),
             "FloatingIPBind": object(["endpoint"], ["endpoint": string, "address": string]),
             "FloatingIPMove": object(["endpoint"], ["endpoint": string]),
             "FloatingIPBinding": binding,

@@ -193,7 +193,8 @@ public struct Registry: Sendable {
             let path = zone.path + "/" + body.name
             if try tx.get(Subnet.self, path) != nil { throw TrellisError.conflict("subnet '\(path)' already exists", field: "name") }
             if let clash = try tx.list(Subnet.self, under: zone.domain).first(where: { $0.cidr.overlaps(cidr) }) {
-                throw TrellisError.conflict("cidr: \(cidr) overlaps \(clash.cidr) of subnet \(clash.path) in the same domain", field: "cidr")
+                throw TrellisError.conflict("cidr: \(cidr) overlaps \(clash.cidr) of subnet \(clash.path) in the same domain",
+                                            field: "cidr")
             }
             let vni = try tx.allocateVNI(owner: path)
             return Subnet(path: path, name: body.name, zone: zone.path, domain: zone.domain, enterprise: zone.enterprise,
@@ -379,7 +380,8 @@ public struct Registry: Sendable {
         try await delete(PortProfile.self, path, caller) { tx, profile in
             let users = try tx.list(Endpoint.self, under: profile.enterprise).filter { $0.profile == path }
             guard users.isEmpty else {
-                throw TrellisError.conflict("profile '\(path)' is used by \(users.count) endpoints (\(users[0].path)…); change them first")
+                throw TrellisError.conflict("profile '\(path)' is used by \(users.count) endpoints (\(users[0].path)…);"
+                                           + " change them first")
             }
         }
     }
@@ -389,7 +391,8 @@ public struct Registry: Sendable {
         guard rules.count <= 10_000 else { throw TrellisError.invalid("rules: at most 10000 rules", field: "rules") }
         for (index, rule) in rules.enumerated() {
             if !rule.ports.isEmpty && !rule.protocol.hasPorts {
-                throw TrellisError.invalid("rules[\(index)]: ports need tcp or udp, not \(rule.protocol.rawValue)", field: "rules[\(index)].ports")
+                throw TrellisError.invalid("rules[\(index)]: ports need tcp or udp, not \(rule.protocol.rawValue)",
+                                           field: "rules[\(index)].ports")
             }
             for (side, value) in [("from", rule.from), ("to", rule.to)] {
                 let field = "rules[\(index)].\(side)"
@@ -399,7 +402,8 @@ public struct Registry: Sendable {
                 }
                 let depth = value.split(separator: "/", omittingEmptySubsequences: false).count
                 guard depth == 3 || depth == 4, Names.prefix(value, 2) == domain else {
-                    throw TrellisError.invalid("\(field): '\(value)' is not any, a CIDR, or a zone or subnet of domain \(domain)", field: field)
+                    throw TrellisError.invalid("\(field): '\(value)' is not any, a CIDR, or a zone or subnet of domain \(domain)",
+                                               field: field)
                 }
                 let exists = depth == 3 ? try tx.get(Zone.self, value) != nil : try tx.get(Subnet.self, value) != nil
                 guard exists else {
@@ -529,7 +533,8 @@ public struct Registry: Sendable {
                 try tx.recordChange(.updated, try tx.update(user))
             } else {
                 _ = try tx.claim("token", hash, owner: "admin")
-                try tx.recordChange(.created, try tx.insert(User(name: "admin", enterprise: nil, admin: true, revision: 0, createdAt: Date())))
+                try tx.recordChange(.created, try tx.insert(User(name: "admin", enterprise: nil, admin: true, revision: 0,
+                                                                 createdAt: Date())))
             }
         }
         try SecretFile.write(token + "\n", to: path, what: "the admin token")
@@ -569,7 +574,8 @@ public struct Registry: Sendable {
             let existing = try tx.get(HostRecord.self, name)
             if let existing, existing.underlayIP == underlay { return existing }
             if let holder = try tx.claimOwner("vtep", underlay.description), holder != name {
-                throw TrellisError.conflict("underlayIP: \(underlay) is already the underlay address of host \(holder)", field: "underlayIP")
+                throw TrellisError.conflict("underlayIP: \(underlay) is already the underlay address of host \(holder)",
+                                            field: "underlayIP")
             }
             // A floating IP is answered for on the underlay by its endpoint's host: a host cannot share one.
             if let pool = try tx.list(FloatingIPPool.self, under: nil).first(where: { $0.cidr.contains(underlay) }) {

@@ -95,15 +95,19 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     add(.get, "/api/v1/enterprises", "List enterprises", response: "EnterpriseList") { _, ctx in
         try JSONResponse.make(try await registry.enterprises(try ctx.requireCaller()), .ok)
     }
-    add(.post, "/api/v1/enterprises", "Create an enterprise (admin)", body: "EnterpriseCreate", status: 201, response: "Enterprise") { req, ctx in
-        try JSONResponse.make(try await registry.createEnterprise(try await req.decodeJSON(EnterpriseCreate.self, context: ctx), try ctx.requireCaller()), created)
+    add(.post, "/api/v1/enterprises", "Create an enterprise (admin)", body: "EnterpriseCreate", status: 201,
+        response: "Enterprise") { req, ctx in
+        try JSONResponse.make(try await registry.createEnterprise(try await req.decodeJSON(EnterpriseCreate.self, context: ctx),
+                                                                  try ctx.requireCaller()), created)
     }
     add(.get, itemPath(.enterprise), "Get an enterprise", response: "Enterprise") { _, ctx in
         try JSONResponse.make(try await registry.get(Enterprise.self, try ctx.objectPath(.enterprise), try ctx.requireCaller()), .ok)
     }
-    add(.patch, itemPath(.enterprise), "Change an enterprise's description", body: "DescriptionUpdate", response: "Enterprise") { req, ctx in
+    add(.patch, itemPath(.enterprise), "Change an enterprise's description", body: "DescriptionUpdate",
+        response: "Enterprise") { req, ctx in
         try JSONResponse.make(try await registry.updateDescription(Enterprise.self, try ctx.objectPath(.enterprise),
-                                                      try await req.decodeJSON(DescriptionUpdate.self, context: ctx), try ctx.requireCaller()), .ok)
+                                                      try await req.decodeJSON(DescriptionUpdate.self, context: ctx),
+                                                      try ctx.requireCaller()), .ok)
     }
     add(.delete, itemPath(.enterprise), "Delete an empty enterprise (admin)", status: 204, response: nil) { _, ctx in
         try await registry.deleteEnterprise(try ctx.objectPath(.enterprise), try ctx.requireCaller())
@@ -116,14 +120,16 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
         try JSONResponse.make(try await registry.list(Domain.self, under: req.query("enterprise"), try ctx.requireCaller()), .ok)
     }
     add(.post, "/api/v1/domains", "Create a domain", body: "DomainCreate", status: 201, response: "Domain") { req, ctx in
-        try JSONResponse.make(try await registry.createDomain(try await req.decodeJSON(DomainCreate.self, context: ctx), try ctx.requireCaller()), created)
+        try JSONResponse.make(try await registry.createDomain(try await req.decodeJSON(DomainCreate.self, context: ctx),
+                                                              try ctx.requireCaller()), created)
     }
     add(.get, itemPath(.domain), "Get a domain", response: "Domain", forHosts: true) { _, ctx in
         try JSONResponse.make(try await registry.get(Domain.self, try ctx.objectPath(.domain), try ctx.requireCaller()), .ok)
     }
     add(.patch, itemPath(.domain), "Change a domain's description", body: "DescriptionUpdate", response: "Domain") { req, ctx in
         try JSONResponse.make(try await registry.updateDescription(Domain.self, try ctx.objectPath(.domain),
-                                                      try await req.decodeJSON(DescriptionUpdate.self, context: ctx), try ctx.requireCaller()), .ok)
+                                                      try await req.decodeJSON(DescriptionUpdate.self, context: ctx),
+                                                      try ctx.requireCaller()), .ok)
     }
     add(.delete, itemPath(.domain), "Delete a domain without zones or policies", status: 204, response: nil) { _, ctx in
         try await registry.deleteDomain(try ctx.objectPath(.domain), try ctx.requireCaller())
@@ -131,19 +137,22 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     }
 
     // Zones
-    add(.get, "/api/v1/zones", "List zones", query: [.init(name: "domain", type: "string", description: "only this domain's (ENTERPRISE/DOMAIN)")],
+    add(.get, "/api/v1/zones", "List zones", query: [.init(name: "domain", type: "string",
+                                                           description: "only this domain's (ENTERPRISE/DOMAIN)")],
         response: "ZoneList") { req, ctx in
         try JSONResponse.make(try await registry.list(Zone.self, under: req.query("domain"), try ctx.requireCaller()), .ok)
     }
     add(.post, "/api/v1/zones", "Create a zone", body: "ZoneCreate", status: 201, response: "Zone") { req, ctx in
-        try JSONResponse.make(try await registry.createZone(try await req.decodeJSON(ZoneCreate.self, context: ctx), try ctx.requireCaller()), created)
+        try JSONResponse.make(try await registry.createZone(try await req.decodeJSON(ZoneCreate.self, context: ctx),
+                                                            try ctx.requireCaller()), created)
     }
     add(.get, itemPath(.zone), "Get a zone", response: "Zone") { _, ctx in
         try JSONResponse.make(try await registry.get(Zone.self, try ctx.objectPath(.zone), try ctx.requireCaller()), .ok)
     }
     add(.patch, itemPath(.zone), "Change a zone's description", body: "DescriptionUpdate", response: "Zone") { req, ctx in
         try JSONResponse.make(try await registry.updateDescription(Zone.self, try ctx.objectPath(.zone),
-                                                      try await req.decodeJSON(DescriptionUpdate.self, context: ctx), try ctx.requireCaller()), .ok)
+                                                      try await req.decodeJSON(DescriptionUpdate.self, context: ctx),
+                                                      try ctx.requireCaller()), .ok)
     }
     add(.delete, itemPath(.zone), "Delete a zone without subnets", status: 204, response: nil) { _, ctx in
         try await registry.deleteZone(try ctx.objectPath(.zone), try ctx.requireCaller())
@@ -155,16 +164,20 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
         query: [.init(name: "zone", type: "string", description: "only this zone's (ENTERPRISE/DOMAIN/ZONE)"),
                 .init(name: "domain", type: "string", description: "only this domain's (ENTERPRISE/DOMAIN)")],
         response: "SubnetList") { req, ctx in
-        try JSONResponse.make(try await registry.list(Subnet.self, under: req.query("zone") ?? req.query("domain"), try ctx.requireCaller()), .ok)
+        try JSONResponse.make(try await registry.list(Subnet.self, under: req.query("zone") ?? req.query("domain"),
+                                                      try ctx.requireCaller()), .ok)
     }
-    add(.post, "/api/v1/subnets", "Create a subnet (allocates its VNI)", body: "SubnetCreate", status: 201, response: "Subnet") { req, ctx in
-        try JSONResponse.make(try await registry.createSubnet(try await req.decodeJSON(SubnetCreate.self, context: ctx), try ctx.requireCaller()), created)
+    add(.post, "/api/v1/subnets", "Create a subnet (allocates its VNI)", body: "SubnetCreate", status: 201,
+        response: "Subnet") { req, ctx in
+        try JSONResponse.make(try await registry.createSubnet(try await req.decodeJSON(SubnetCreate.self, context: ctx),
+                                                              try ctx.requireCaller()), created)
     }
     add(.get, itemPath(.subnet), "Get a subnet", response: "Subnet", forHosts: true) { _, ctx in
         try JSONResponse.make(try await registry.get(Subnet.self, try ctx.objectPath(.subnet), try ctx.requireCaller()), .ok)
     }
     add(.patch, itemPath(.subnet), "Change a subnet's DHCP setting or description", body: "SubnetUpdate", response: "Subnet") { req, ctx in
-        try JSONResponse.make(try await registry.updateSubnet(try ctx.objectPath(.subnet), try await req.decodeJSON(SubnetUpdate.self, context: ctx),
+        try JSONResponse.make(try await registry.updateSubnet(try ctx.objectPath(.subnet), try await req.decodeJSON(SubnetUpdate.self,
+            context: ctx),
                                                  try ctx.requireCaller()), .ok)
     }
     add(.delete, itemPath(.subnet), "Delete a subnet without endpoints", status: 204, response: nil) { _, ctx in
@@ -181,11 +194,13 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
         query: [.init(name: "subnet", type: "string", description: "only this subnet's (ENTERPRISE/DOMAIN/ZONE/SUBNET)"),
                 .init(name: "host", type: "string", description: "only those placed on this host (a host's credential must give its own)")],
         response: "EndpointList", forHosts: true) { req, ctx in
-        try JSONResponse.make(try await registry.endpoints(subnet: req.query("subnet"), host: req.query("host"), try ctx.requireCaller()), .ok)
+        try JSONResponse.make(try await registry.endpoints(subnet: req.query("subnet"), host: req.query("host"), try ctx.requireCaller()),
+                              .ok)
     }
     add(.post, "/api/v1/endpoints", "Create an endpoint (allocates its address and MAC)", body: "EndpointCreate", status: 201,
         response: "Endpoint", forHosts: true) { req, ctx in
-        try JSONResponse.make(try await registry.createEndpoint(try await req.decodeJSON(EndpointCreate.self, context: ctx), try ctx.requireCaller()), created)
+        try JSONResponse.make(try await registry.createEndpoint(try await req.decodeJSON(EndpointCreate.self, context: ctx),
+                                                                try ctx.requireCaller()), created)
     }
     typealias Reference = @Sendable (TrellisRequestContext) throws -> String
     let endpointReferences: [(String, Reference)] = [
@@ -196,13 +211,15 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
         let by = path.hasSuffix("{id}") ? " by id" : ""
         add(.get, path, "Get an endpoint" + by, response: "Endpoint", forHosts: true) { _, ctx in
             let caller = try ctx.requireCaller()
-            return try JSONResponse.make(try await registry.get(Endpoint.self, try await registry.endpointPath(try reference(ctx), caller), caller), .ok)
+            return try JSONResponse.make(try await registry.get(Endpoint.self, try await registry.endpointPath(try reference(ctx), caller),
+                                                                caller), .ok)
         }
         add(.patch, path, "Change an endpoint's host, state, profile or ids" + by, body: "EndpointUpdate", response: "Endpoint",
             forHosts: true) { req, ctx in
             let caller = try ctx.requireCaller()
             let body = try await req.decodeJSON(EndpointUpdate.self, context: ctx)
-            return try JSONResponse.make(try await registry.updateEndpoint(try await registry.endpointPath(try reference(ctx), caller), body, caller), .ok)
+            return try JSONResponse.make(try await registry.updateEndpoint(try await registry.endpointPath(try reference(ctx), caller),
+                                                                           body, caller), .ok)
         }
         add(.delete, path, "Delete an endpoint and release its address" + by, status: 204, response: nil, forHosts: true) { _, ctx in
             let caller = try ctx.requireCaller()
@@ -211,7 +228,8 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
         }
     }
 
-    add(.get, "/api/v1/endpoints/{id}/stats", "An endpoint's traffic counters, as its host last reported them", response: "EndpointStats") { _, ctx in
+    add(.get, "/api/v1/endpoints/{id}/stats", "An endpoint's traffic counters, as its host last reported them",
+        response: "EndpointStats") { _, ctx in
         try JSONResponse.make(try await registry.endpointStats(try ctx.parameters.require("enterprise"), try ctx.requireCaller()), .ok)
     }
     add(.get, "/api/v1/explain", "Which rule decides a new flow between two ends, and the stages it passes",
@@ -255,7 +273,8 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     }
 
     // Floating IPs
-    add(.get, "/api/v1/fip-pools", "List floating IP pools", query: [.init(name: "enterprise", type: "string", description: "only this enterprise's")],
+    add(.get, "/api/v1/fip-pools", "List floating IP pools", query: [.init(name: "enterprise", type: "string",
+                                                                           description: "only this enterprise's")],
         response: "FloatingIPPoolList") { req, ctx in
         try JSONResponse.make(try await registry.list(FloatingIPPool.self, under: req.query("enterprise"), try ctx.requireCaller()), .ok)
     }
@@ -275,14 +294,17 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     add(.post, itemPath(.fippool) + "/bind", "Bind an address of the pool to an endpoint", body: "FloatingIPBind", status: 201,
         response: "FloatingIPBinding") { req, ctx in
         try JSONResponse.make(try await registry.bindFloatingIP(pool: try ctx.objectPath(.fippool),
-                                                                try await req.decodeJSON(FloatingIPBind.self, context: ctx), try ctx.requireCaller()), created)
+                                                                try await req.decodeJSON(FloatingIPBind.self, context: ctx),
+                                                                try ctx.requireCaller()), created)
     }
     add(.get, "/api/v1/fips", "List bound floating IPs", response: "FloatingIPList") { _, ctx in
         try JSONResponse.make(try await registry.floatingIPs(try ctx.requireCaller()), .ok)
     }
-    add(.put, "/api/v1/fips/{address}", "Move a bound floating IP to another endpoint", body: "FloatingIPMove", response: "FloatingIPBinding") { req, ctx in
+    add(.put, "/api/v1/fips/{address}", "Move a bound floating IP to another endpoint", body: "FloatingIPMove",
+        response: "FloatingIPBinding") { req, ctx in
         try JSONResponse.make(try await registry.moveFloatingIP(try ctx.parameters.require("address"),
-                                                                try await req.decodeJSON(FloatingIPMove.self, context: ctx), try ctx.requireCaller()), .ok)
+                                                                try await req.decodeJSON(FloatingIPMove.self, context: ctx),
+                                                                try ctx.requireCaller()), .ok)
     }
     add(.delete, "/api/v1/fips/{address}", "Unbind a floating IP", status: 204, response: nil) { _, ctx in
         try await registry.unbindFloatingIP(try ctx.parameters.require("address"), try ctx.requireCaller())
@@ -298,7 +320,8 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     }
     add(.put, itemPath(.host), "Register a host or change its underlay address (admin, or the host itself)", body: "HostRegistration",
         response: "Host", forHosts: true) { req, ctx in
-        try JSONResponse.make(try await registry.registerHost(try ctx.objectPath(.host), try await req.decodeJSON(HostRegistration.self, context: ctx),
+        try JSONResponse.make(try await registry.registerHost(try ctx.objectPath(.host), try await req.decodeJSON(HostRegistration.self,
+            context: ctx),
                                                  try ctx.requireCaller()), .ok)
     }
     add(.delete, itemPath(.host), "Remove a host without endpoints and revoke its credential (admin)", status: 204,
@@ -323,7 +346,8 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     }
     add(.post, itemPath(.host) + "/heartbeat", "Report a host alive, with the revision it has applied (admin, or the host itself)",
         body: "HostHeartbeat", response: "Host", forHosts: true) { req, ctx in
-        try JSONResponse.make(try await registry.heartbeat(try ctx.objectPath(.host), try await req.decodeJSON(HostHeartbeat.self, context: ctx),
+        try JSONResponse.make(try await registry.heartbeat(try ctx.objectPath(.host), try await req.decodeJSON(HostHeartbeat.self,
+            context: ctx),
                                               try ctx.requireCaller()), .ok)
     }
     add(.post, itemPath(.host) + "/stats", "Report a host's endpoint counters and flows (admin, or the host itself)",
@@ -369,18 +393,22 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     }
 
     // Profiles
-    add(.get, "/api/v1/profiles", "List port profiles", query: [.init(name: "enterprise", type: "string", description: "only this enterprise's")],
+    add(.get, "/api/v1/profiles", "List port profiles", query: [.init(name: "enterprise", type: "string",
+                                                                      description: "only this enterprise's")],
         response: "ProfileList") { req, ctx in
         try JSONResponse.make(try await registry.list(PortProfile.self, under: req.query("enterprise"), try ctx.requireCaller()), .ok)
     }
     add(.post, "/api/v1/profiles", "Create a port profile", body: "ProfileCreate", status: 201, response: "Profile") { req, ctx in
-        try JSONResponse.make(try await registry.createProfile(try await req.decodeJSON(ProfileCreate.self, context: ctx), try ctx.requireCaller()), created)
+        try JSONResponse.make(try await registry.createProfile(try await req.decodeJSON(ProfileCreate.self, context: ctx),
+                                                               try ctx.requireCaller()), created)
     }
     add(.get, itemPath(.profile), "Get a port profile", response: "Profile") { _, ctx in
         try JSONResponse.make(try await registry.get(PortProfile.self, try ctx.objectPath(.profile), try ctx.requireCaller()), .ok)
     }
-    add(.put, itemPath(.profile), "Redefine a port profile; every port using it follows", body: "ProfileUpdate", response: "Profile") { req, ctx in
-        try JSONResponse.make(try await registry.replaceProfile(try ctx.objectPath(.profile), try await req.decodeJSON(ProfileUpdate.self, context: ctx),
+    add(.put, itemPath(.profile), "Redefine a port profile; every port using it follows", body: "ProfileUpdate",
+        response: "Profile") { req, ctx in
+        try JSONResponse.make(try await registry.replaceProfile(try ctx.objectPath(.profile), try await req.decodeJSON(ProfileUpdate.self,
+            context: ctx),
                                                    try ctx.requireCaller()), .ok)
     }
     add(.delete, itemPath(.profile), "Delete a port profile no endpoint uses", status: 204, response: nil) { _, ctx in
@@ -389,18 +417,21 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     }
 
     // Policies
-    add(.get, "/api/v1/policies", "List network policies", query: [.init(name: "domain", type: "string", description: "only this domain's")],
+    add(.get, "/api/v1/policies", "List network policies", query: [.init(name: "domain", type: "string",
+                                                                         description: "only this domain's")],
         response: "PolicyList") { req, ctx in
         try JSONResponse.make(try await registry.list(NetworkPolicy.self, under: req.query("domain"), try ctx.requireCaller()), .ok)
     }
     add(.post, "/api/v1/policies", "Create a network policy", body: "PolicyCreate", status: 201, response: "Policy") { req, ctx in
-        try JSONResponse.make(try await registry.createPolicy(try await req.decodeJSON(PolicyCreate.self, context: ctx), try ctx.requireCaller()), created)
+        try JSONResponse.make(try await registry.createPolicy(try await req.decodeJSON(PolicyCreate.self, context: ctx),
+                                                              try ctx.requireCaller()), created)
     }
     add(.get, itemPath(.policy), "Get a network policy", response: "Policy") { _, ctx in
         try JSONResponse.make(try await registry.get(NetworkPolicy.self, try ctx.objectPath(.policy), try ctx.requireCaller()), .ok)
     }
     add(.put, itemPath(.policy), "Replace a policy's rules", body: "PolicyUpdate", response: "Policy") { req, ctx in
-        try JSONResponse.make(try await registry.replacePolicy(try ctx.objectPath(.policy), try await req.decodeJSON(PolicyUpdate.self, context: ctx),
+        try JSONResponse.make(try await registry.replacePolicy(try ctx.objectPath(.policy), try await req.decodeJSON(PolicyUpdate.self,
+            context: ctx),
                                                   try ctx.requireCaller()), .ok)
     }
     add(.delete, itemPath(.policy), "Delete a network policy", status: 204, response: nil) { _, ctx in
@@ -412,11 +443,14 @@ func apiRoutes(_ registry: Registry, caFingerprint: String? = nil) -> [APIRoute]
     add(.get, "/api/v1/users", "List users (an enterprise member sees its own enterprise's)", response: "UserList") { _, ctx in
         let caller = try ctx.requireCaller()
         let all = try await registry.list(User.self, under: nil, .system)
-        return try JSONResponse.make(ListBody(items: all.items.filter { caller.admin || ($0.enterprise != nil && $0.enterprise == caller.enterprise) },
+        return try JSONResponse.make(ListBody(items: all.items.filter { caller.admin || ($0.enterprise != nil
+            && $0.enterprise == caller.enterprise) },
                                  revision: all.revision), .ok)
     }
-    add(.post, "/api/v1/users", "Create a user and its token (admin)", body: "UserCreate", status: 201, response: "UserWithToken") { req, ctx in
-        try JSONResponse.make(try await registry.createUser(try await req.decodeJSON(UserCreate.self, context: ctx), try ctx.requireCaller()), created)
+    add(.post, "/api/v1/users", "Create a user and its token (admin)", body: "UserCreate", status: 201,
+        response: "UserWithToken") { req, ctx in
+        try JSONResponse.make(try await registry.createUser(try await req.decodeJSON(UserCreate.self, context: ctx),
+                                                            try ctx.requireCaller()), created)
     }
     add(.get, itemPath(.user), "Get a user", response: "User") { _, ctx in
         let caller = try ctx.requireCaller()

@@ -35,7 +35,8 @@ extension Registry {
     /// An endpoint's latest counters, from its host's latest report.
     public func endpointStats(_ reference: String, _ caller: Caller) async throws -> EndpointStats {
         let endpoint = try await get(Endpoint.self, try await endpointPath(reference, caller), caller)
-        guard let host = endpoint.host, let stats = await telemetry.report(host: host)?.endpoints.first(where: { $0.id == endpoint.id }) else {
+        guard let host = endpoint.host,
+            let stats = await telemetry.report(host: host)?.endpoints.first(where: { $0.id == endpoint.id }) else {
             throw TrellisError.notFound("no statistics for \(endpoint.path) yet: its host reports every few seconds once it is plugged in")
         }
         return stats
@@ -89,7 +90,8 @@ extension Registry {
             }
             flows += reports[host]!.flows.count
         }
-        lines += ["# HELP trellis_flows Tracked connections in the hosts' latest reports.", "# TYPE trellis_flows gauge", "trellis_flows \(flows)"]
+        lines += ["# HELP trellis_flows Tracked connections in the hosts' latest reports.", "# TYPE trellis_flows gauge",
+                  "trellis_flows \(flows)"]
         return lines.joined(separator: "\n") + "\n"
     }
 }

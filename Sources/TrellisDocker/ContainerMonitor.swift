@@ -71,14 +71,17 @@ public actor ContainerMonitor {
         guard details.State.Running, details.State.Pid > 0 else { return }
         let variables: ContainerVariables
         do {
-            guard let parsed = try ContainerVariables.parse(env: details.Config.Env ?? [], labels: details.Config.Labels ?? [:]) else { return }
+            guard let parsed = try ContainerVariables.parse(env: details.Config.Env ?? [],
+                                                            labels: details.Config.Labels ?? [:]) else { return }
             variables = parsed
         } catch let error as TrellisError {
             await agent.reportRefusal(AttachRefusal(path: details.name, reason: error.message, container: id))
             return
         }
         guard details.HostConfig.NetworkMode == "none" else {
-            await agent.reportRefusal(AttachRefusal(path: variables.subnetPath, reason: "the container must be started with --net=none (it has \(details.HostConfig.NetworkMode ?? "no network mode"))", container: id, user: variables.user))
+            await agent.reportRefusal(AttachRefusal(path: variables.subnetPath,
+                reason: "the container must be started with --net=none (it has \(details.HostConfig.NetworkMode ?? "no network mode"))",
+                    container: id, user: variables.user))
             return
         }
         let netns = "/proc/\(details.State.Pid)/ns/net"
@@ -87,20 +90,25 @@ public actor ContainerMonitor {
             await detach(container: id)
         }
         let name = ContainerVariables.endpointName(container: details.name, id: id)
-        let request = AttachRequest(subnet: variables.subnetPath, name: name, ip: variables.ip, profile: variables.profile, pid: details.State.Pid,
+        let request = AttachRequest(subnet: variables.subnetPath, name: name, ip: variables.ip, profile: variables.profile,
+                                    pid: details.State.Pid,
                                     user: variables.user, owner: id,
-                                    externalIds: [Self.containerKey: id, Self.containerNameKey: details.name, "vm-uuid": id, "vm-name": details.name])
+                                    externalIds: [Self.containerKey: id, Self.containerNameKey: details.name, "vm-uuid": id,
+                                                  "vm-name": details.name])
         do {
             let endpoint = try await agent.attach(request)
             attached[id] = endpoint
             if let startedAt {
                 let since = Date().timeIntervalSince1970 * 1000 - Double(startedAt) / 1e6
-                logger.info("attached container \(details.name) as \(endpoint.path) (\(endpoint.ip)) \(String(format: "%.1f", since)) ms after its start event")
+                let milliseconds = String(format: "%.1f", since)
+                let attachment = "\(endpoint.path) (\(endpoint.ip))"
+                logger.info("attached container \(details.name) as \(attachment) \(milliseconds) ms after its start event")
             } else {
                 logger.info("attached container \(details.name) as \(endpoint.path) (\(endpoint.ip))")
             }
         } catch let error as TrellisError {
-            await agent.reportRefusal(AttachRefusal(path: "\(variables.subnetPath)/\(name)", reason: "as user \(variables.user): \(error.message)",
+            await agent.reportRefusal(AttachRefusal(path: "\(variables.subnetPath)/\(name)",
+                                                    reason: "as user \(variables.user): \(error.message)",
                                                     container: id, user: variables.user))
         }
     }
@@ -143,7 +151,8 @@ public actor ContainerMonitor {
     func nameDriverEndpoint(network: String, container: String) async {
         do {
             let details = try await engine.container(container)
-            guard let endpointID = details.NetworkSettings?.Networks?.values.first(where: { $0.NetworkID == network })?.EndpointID else { return }
+            let settings = details.NetworkSettings?.Networks?.values.first { $0.NetworkID == network }
+            guard let endpointID = settings?.EndpointID else { return }
             let listed: ListBody<Endpoint> = try await agent.client.get("/api/v1/endpoints?host=\(agent.configuration.host)")
             guard let endpoint = listed.items.first(where: { $0.externalIds[RemoteDriver.endpointKey] == endpointID }) else { return }
             let hostname = ContainerVariables.endpointName(container: details.name, id: container)

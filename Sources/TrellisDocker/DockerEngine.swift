@@ -16,7 +16,8 @@ public struct DockerEngine: Sendable {
     /// on, until the engine ends the stream or `handle` returns false.
     public func events(since: Int, _ handle: @escaping @Sendable (EngineEvent) async throws -> Bool) async throws {
         let filters = #"{"type":["container","network"],"event":["start","die","connect"]}"#
-        try await http.stream("/events" + ControllerClient.query([("since", String(since)), ("filters", filters)]), as: EngineEvent.self, handle)
+        try await http.stream("/events" + ControllerClient.query([("since", String(since)), ("filters", filters)]), as: EngineEvent.self,
+                              handle)
     }
 
     /// The ids of the running containers.

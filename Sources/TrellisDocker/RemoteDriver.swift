@@ -27,7 +27,8 @@ public final class RemoteDriver: Sendable {
     let state = DriverState()
     let deadline: Duration
 
-    public init(agent: Agent, socketPath: String, deadline: Duration = .seconds(10), logger: Logger = Logger(label: "trellis.docker.driver")) {
+    public init(agent: Agent, socketPath: String, deadline: Duration = .seconds(10),
+                logger: Logger = Logger(label: "trellis.docker.driver")) {
         self.agent = agent
         self.socketPath = socketPath
         self.deadline = deadline
@@ -39,7 +40,8 @@ public final class RemoteDriver: Sendable {
 
     /// Serves the plugin socket until SIGTERM or SIGINT.
     public func run() async throws {
-        try FileManager.default.createDirectory(atPath: (socketPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: (socketPath as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
         let router = Router()
         router.post("/Plugin.Activate") { _, _ in Self.reply(ActivateResponse(Implements: ["NetworkDriver", "IpamDriver"])) }
         // The data scope is local: Docker stores a global-scope network only in a swarm's store, and
@@ -52,10 +54,12 @@ public final class RemoteDriver: Sendable {
         network(router, "DeleteEndpoint", EndpointRequest.self) { try await self.deleteEndpoint($0) }
         network(router, "Join", JoinRequest.self) { try await self.join($0) }
         network(router, "Leave", EndpointRequest.self) { try await self.leave($0) }
-        for method in ["DiscoverNew", "DiscoverDelete", "ProgramExternalConnectivity", "RevokeExternalConnectivity", "AllocateNetwork", "FreeNetwork"] {
+        for method in ["DiscoverNew", "DiscoverDelete", "ProgramExternalConnectivity", "RevokeExternalConnectivity", "AllocateNetwork",
+                       "FreeNetwork"] {
             network(router, method, Empty.self) { _ in Empty() }
         }
-        ipam(router, "GetCapabilities", Empty.self) { _ in IPAMCapabilitiesResponse(RequiresMACAddress: false, RequiresRequestReplay: false) }
+        ipam(router, "GetCapabilities", Empty.self) { _ in IPAMCapabilitiesResponse(RequiresMACAddress: false,
+                                                                                    RequiresRequestReplay: false) }
         ipam(router, "GetDefaultAddressSpaces", Empty.self) { _ in
             AddressSpacesResponse(LocalDefaultAddressSpace: "trellis", GlobalDefaultAddressSpace: "trellis")
         }

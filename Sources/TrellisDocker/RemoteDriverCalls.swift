@@ -22,10 +22,12 @@ extension RemoteDriver {
             if let requested, requested != subnet.cidr {
                 throw TrellisError.invalid("--subnet \(requested) does not agree with \(path), which is \(subnet.cidr)", field: "--subnet")
             }
-            pool = DriverState.PendingPool(id: Self.subnetPoolPrefix + path, pool: subnet.cidr.description, requested: requested, subnet: path)
+            pool = DriverState.PendingPool(id: Self.subnetPoolPrefix + path, pool: subnet.cidr.description, requested: requested,
+                                           subnet: path)
         } else {
             pool = DriverState.PendingPool(id: Self.pendingPoolPrefix + Self.randomHex(bytes: 8),
-                                           pool: requested?.description ?? PluginProtocol.unspecifiedPool, requested: requested, subnet: nil)
+                                           pool: requested?.description ?? PluginProtocol.unspecifiedPool, requested: requested,
+                                           subnet: nil)
         }
         await state.add(pool)
         return RequestPoolResponse(PoolID: pool.id, Pool: pool.pool, Data: [:])
@@ -44,7 +46,8 @@ extension RemoteDriver {
             throw TrellisError.invalid("--ip \(wanted) is outside \(path) (\(subnet.cidr))", field: "--ip")
         }
         let endpoint: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(
-            subnet: path, name: "docker-\(Self.randomHex(bytes: 4))", kind: .container, owner: "docker", host: host, ip: wanted?.description,
+            subnet: path, name: "docker-\(Self.randomHex(bytes: 4))", kind: .container, owner: "docker", host: host,
+                ip: wanted?.description,
             externalIds: [Self.poolKey: request.PoolID]))
         await state.remember(allocation: endpoint, pool: request.PoolID)
         return RequestAddressResponse(Address: "\(endpoint.ip)/\(subnet.cidr.prefixLength)", Data: [:])
@@ -103,7 +106,8 @@ extension RemoteDriver {
 
     func createNetwork(_ request: CreateNetworkRequest) async throws -> Empty {
         guard let path = request.generic[PluginProtocol.subnetOption] else {
-            throw TrellisError.invalid("name the subnet: docker network create -d trellis --ipam-driver trellis -o trellis.subnet=ENTERPRISE/DOMAIN/ZONE/SUBNET NAME",
+            throw TrellisError.invalid("name the subnet: docker network create -d trellis --ipam-driver trellis"
+                                       + " -o trellis.subnet=ENTERPRISE/DOMAIN/ZONE/SUBNET NAME",
                                        field: PluginProtocol.subnetOption)
         }
         guard (request.IPv6Data ?? []).isEmpty else { throw TrellisError.invalid("IPv6 is not supported", field: "--ipv6") }
@@ -112,7 +116,8 @@ extension RemoteDriver {
         }
         let subnet = try await subnet(path)
         if let named = pool.subnet, named != path {
-            throw TrellisError.invalid("--ipam-opt trellis.subnet=\(named) and -o trellis.subnet=\(path) differ", field: PluginProtocol.subnetOption)
+            throw TrellisError.invalid("--ipam-opt trellis.subnet=\(named) and -o trellis.subnet=\(path) differ",
+                                       field: PluginProtocol.subnetOption)
         }
         if let requested = pool.requested, requested != subnet.cidr {
             throw TrellisError.invalid("--subnet \(requested) does not agree with \(path), which is \(subnet.cidr)", field: "--subnet")
@@ -148,7 +153,8 @@ extension RemoteDriver {
     /// Ties the endpoint that the IPAM request made to Docker's endpoint, and gives Docker its MAC.
     func createEndpoint(_ request: CreateEndpointRequest) async throws -> CreateEndpointResponse {
         let network = try await network(request.NetworkID)
-        guard let text = request.Interface?.Address, let address = try? IPv4Address.parse(String(text.split(separator: "/").first ?? ""), field: "Address")
+        guard let text = request.Interface?.Address, let address = try? IPv4Address.parse(String(text.split(separator: "/").first ?? ""),
+                                                                                          field: "Address")
         else { throw TrellisError.invalid("Docker gave no address: the network's IPAM driver must be trellis", field: "Address") }
         guard let endpoint = try await allocated(address, network: network) else {
             throw TrellisError.notFound("no Trellis endpoint holds \(address) in \(network.subnet)", field: "Address")

@@ -9,7 +9,8 @@ public struct AddressPool: Sendable {
     /// Validates the subnet's gateway and reserved ranges against its network.
     public init(network: IPv4Network, gateway: IPv4Address, reserved: [AddressRange] = []) throws {
         guard network.prefixLength <= 30 else {
-            throw TrellisError.invalid("cidr: /\(network.prefixLength) leaves no room for a gateway and endpoints; use /30 or larger", field: "cidr")
+            throw TrellisError.invalid("cidr: /\(network.prefixLength) leaves no room for a gateway and endpoints; use /30 or larger",
+                                       field: "cidr")
         }
         guard network.contains(gateway) else {
             throw TrellisError.invalid("gateway: \(gateway) is outside \(network)", field: "gateway")

@@ -59,7 +59,8 @@ public struct IPv4Network: Hashable, Sendable, TextCodable {
         guard parts.count == 2, let address = IPv4Address(parts[0]),
               parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let length = Int(parts[1]), (0...32).contains(length)
         else {
-            throw TrellisError.invalid(prefixed(field, "'\(text)' is not an IPv4 CIDR (expected a.b.c.d/n with n from 0 to 32)"), field: field)
+            throw TrellisError.invalid(prefixed(field, "'\(text)' is not an IPv4 CIDR (expected a.b.c.d/n with n from 0 to 32)"),
+                                       field: field)
         }
         let mask = mask(length)
         guard let network = IPv4Network(network: address, prefixLength: length) else {

@@ -55,7 +55,8 @@ public enum JSONCoding {
             let container = try decoder.singleValueContainer()
             let text = try container.decode(String.self)
             guard let date = try? Date(text, strategy: .iso8601) else {
-                throw DecodingError.dataCorruptedError(in: container, debugDescription: "'\(text)' is not an ISO 8601 time such as 2026-01-01T00:00:00Z")
+                throw DecodingError.dataCorruptedError(in: container,
+                                                       debugDescription: "'\(text)' is not an ISO 8601 time such as 2026-01-01T00:00:00Z")
             }
             return date
         }
@@ -103,7 +104,8 @@ public enum JSONCoding {
         case is Int.Type, is Double.Type: "a number"
         case is Bool.Type: "true or false"
         default:
-            String(describing: type).hasPrefix("Array") ? "an array" : (String(describing: type).hasPrefix("Dictionary") ? "an object" : "a \(type)")
+            String(describing: type).hasPrefix("Array") ? "an array"
+                : String(describing: type).hasPrefix("Dictionary") ? "an object" : "a \(type)"
         }
     }
 }

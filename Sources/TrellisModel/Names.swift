@@ -12,7 +12,8 @@ public enum Names {
         }
         func alnum(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) }
         guard bytes.allSatisfy({ alnum($0) || $0 == 0x2d || $0 == 0x5f }), alnum(bytes.first!), alnum(bytes.last!) else {
-            throw TrellisError.invalid("\(field): '\(name)' is not a valid name (use lower-case letters, digits, '-' and '_', starting and ending with a letter or digit)", field: field)
+            throw TrellisError.invalid("\(field): '\(name)' is not a valid name (use lower-case letters, digits, '-' and '_',"
+                                       + " starting and ending with a letter or digit)", field: field)
         }
     }
 

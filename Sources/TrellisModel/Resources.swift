@@ -46,7 +46,8 @@ public struct Domain: Resource {
     public var revision: Int
     public var createdAt: Date
 
-    public init(path: String, name: String, enterprise: String? = nil, id: Int, description: String? = nil, revision: Int, createdAt: Date) {
+    public init(path: String, name: String, enterprise: String? = nil, id: Int, description: String? = nil, revision: Int,
+                createdAt: Date) {
         self.path = path
         self.name = name
         self.enterprise = enterprise
@@ -68,7 +69,8 @@ public struct Zone: Resource {
     public var revision: Int
     public var createdAt: Date
 
-    public init(path: String, name: String, domain: String, enterprise: String? = nil, description: String? = nil, revision: Int, createdAt: Date) {
+    public init(path: String, name: String, domain: String, enterprise: String? = nil, description: String? = nil, revision: Int,
+                createdAt: Date) {
         self.path = path
         self.name = name
         self.domain = domain
@@ -101,7 +103,9 @@ public struct Subnet: Resource {
     /// The IPAM arithmetic of this subnet.
     public func pool() throws -> AddressPool { try AddressPool(network: cidr, gateway: gateway, reserved: reserved) }
 
-    public init(path: String, name: String, zone: String, domain: String, enterprise: String? = nil, cidr: IPv4Network, gateway: IPv4Address, gatewayMAC: MACAddress, vni: Int, dhcp: Bool, reserved: [AddressRange], description: String? = nil, revision: Int, createdAt: Date) {
+    public init(path: String, name: String, zone: String, domain: String, enterprise: String? = nil, cidr: IPv4Network,
+        gateway: IPv4Address, gatewayMAC: MACAddress, vni: Int, dhcp: Bool, reserved: [AddressRange], description: String? = nil,
+            revision: Int, createdAt: Date) {
         self.path = path
         self.name = name
         self.zone = zone
@@ -162,7 +166,9 @@ public struct Endpoint: Resource {
     /// The name the domain's resolver answers for: `NAME`, `NAME.SUBNET` and `NAME.SUBNET.DOMAIN`.
     public var dnsName: String { hostname ?? name }
 
-    public init(id: Int, path: String, name: String, subnet: String, domain: String, enterprise: String? = nil, kind: EndpointKind, owner: String? = nil, host: String? = nil, ip: IPv4Address, mac: MACAddress, profile: String? = nil, state: EndpointState, interface: String? = nil, externalIds: [String: String], revision: Int, createdAt: Date) {
+    public init(id: Int, path: String, name: String, subnet: String, domain: String, enterprise: String? = nil, kind: EndpointKind,
+        owner: String? = nil, host: String? = nil, ip: IPv4Address, mac: MACAddress, profile: String? = nil, state: EndpointState,
+            interface: String? = nil, externalIds: [String: String], revision: Int, createdAt: Date) {
         self.id = id
         self.path = path
         self.name = name
@@ -201,7 +207,8 @@ public struct HostRecord: Resource {
     public var path: String { name }
     public var enterprise: String? { nil }
 
-    public init(name: String, underlayIP: IPv4Address, lastHeartbeat: Date? = nil, status: HostStatus, appliedRevision: Int? = nil, revision: Int, registeredAt: Date) {
+    public init(name: String, underlayIP: IPv4Address, lastHeartbeat: Date? = nil, status: HostStatus, appliedRevision: Int? = nil,
+                revision: Int, registeredAt: Date) {
         self.name = name
         self.underlayIP = underlayIP
         self.lastHeartbeat = lastHeartbeat
@@ -226,7 +233,8 @@ public struct PortProfile: Resource {
     public var revision: Int
     public var createdAt: Date
 
-    public init(path: String, name: String, enterprise: String? = nil, rules: [ACLRule], egressRate: RateLimit? = nil, ingressRate: RateLimit? = nil, flowStats: Bool, description: String? = nil, revision: Int, createdAt: Date) {
+    public init(path: String, name: String, enterprise: String? = nil, rules: [ACLRule], egressRate: RateLimit? = nil,
+                ingressRate: RateLimit? = nil, flowStats: Bool, description: String? = nil, revision: Int, createdAt: Date) {
         self.path = path
         self.name = name
         self.enterprise = enterprise
@@ -252,7 +260,8 @@ public struct NetworkPolicy: Resource {
     public var revision: Int
     public var createdAt: Date
 
-    public init(path: String, name: String, domain: String, enterprise: String? = nil, rules: [PolicyRule], description: String? = nil, revision: Int, createdAt: Date) {
+    public init(path: String, name: String, domain: String, enterprise: String? = nil, rules: [PolicyRule], description: String? = nil,
+                revision: Int, createdAt: Date) {
         self.path = path
         self.name = name
         self.domain = domain
@@ -398,7 +407,8 @@ public struct FloatingIPPool: Resource {
     public var revision: Int
     public var createdAt: Date
 
-    public init(path: String, name: String, enterprise: String?, cidr: IPv4Network, description: String? = nil, revision: Int, createdAt: Date) {
+    public init(path: String, name: String, enterprise: String?, cidr: IPv4Network, description: String? = nil, revision: Int,
+                createdAt: Date) {
         self.path = path; self.name = name; self.enterprise = enterprise; self.cidr = cidr; self.description = description
         self.revision = revision; self.createdAt = createdAt
     }
@@ -420,7 +430,8 @@ public struct DockerNetwork: Resource {
     public var createdAt: Date
     public var boundHost: String? { host }
 
-    public init(path: String, host: String, networkID: String, subnet: String, enterprise: String?, poolID: String, revision: Int, createdAt: Date) {
+    public init(path: String, host: String, networkID: String, subnet: String, enterprise: String?, poolID: String, revision: Int,
+                createdAt: Date) {
         self.path = path; self.host = host; self.networkID = networkID; self.subnet = subnet; self.enterprise = enterprise
         self.poolID = poolID; self.revision = revision; self.createdAt = createdAt
     }

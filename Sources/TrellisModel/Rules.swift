@@ -248,7 +248,8 @@ public struct RateLimit: Hashable, Sendable, Codable {
 
     public func validate(field: String) throws {
         guard bitsPerSecond > 0 else {
-            throw TrellisError.invalid("\(field).bitsPerSecond: a rate must be above 0 (omit the limit for none)", field: "\(field).bitsPerSecond")
+            throw TrellisError.invalid("\(field).bitsPerSecond: a rate must be above 0 (omit the limit for none)",
+                                       field: "\(field).bitsPerSecond")
         }
         if let burstBytes, burstBytes <= 0 {
             throw TrellisError.invalid("\(field).burstBytes: a burst must be above 0", field: "\(field).burstBytes")

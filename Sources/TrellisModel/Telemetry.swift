@@ -24,7 +24,8 @@ public struct EndpointStats: Codable, Sendable, Equatable {
     public var source: String
     public var collectedAt: Date
 
-    public init(endpoint: String, id: Int, host: String, sent: TrafficCounters, received: TrafficCounters, source: String, collectedAt: Date) {
+    public init(endpoint: String, id: Int, host: String, sent: TrafficCounters, received: TrafficCounters, source: String,
+                collectedAt: Date) {
         self.endpoint = endpoint; self.id = id; self.host = host; self.sent = sent; self.received = received
         self.source = source; self.collectedAt = collectedAt
     }
@@ -50,7 +51,8 @@ public struct Flow: Codable, Sendable, Equatable {
     public var decidedBy: PolicyStep?
 
     public init(domain: String, host: String, protocol: String, source: IPv4Address, sourcePort: Int?, destination: IPv4Address,
-                destinationPort: Int?, state: String?, original: TrafficCounters, reply: TrafficCounters, translatedDestination: IPv4Address?,
+                destinationPort: Int?, state: String?, original: TrafficCounters, reply: TrafficCounters,
+                translatedDestination: IPv4Address?,
                 decidedBy: PolicyStep? = nil) {
         self.domain = domain; self.host = host; self.protocol = `protocol`; self.source = source; self.sourcePort = sourcePort
         self.destination = destination; self.destinationPort = destinationPort; self.state = state; self.original = original

@@ -74,7 +74,8 @@ public enum NFTables {
             if depth == 1, line.hasPrefix("counter "), line.hasSuffix("{"), index + 1 < lines.count {
                 let name = String(line.dropFirst(8).dropLast().trimmingCharacters(in: .whitespaces))
                 let words = lines[index + 1].split(separator: " ")
-                if words.count == 4, words[0] == "packets", words[2] == "bytes", let packets = UInt64(words[1]), let bytes = UInt64(words[3]) {
+                if words.count == 4, words[0] == "packets", words[2] == "bytes", let packets = UInt64(words[1]),
+                    let bytes = UInt64(words[3]) {
                     state.counters[name] = TrafficCounters(packets: packets, bytes: bytes)
                 }
             }

@@ -66,11 +66,13 @@ public struct RouteNetlink: Sendable {
     }
 
     public func addAddress(index: Int32, _ address: IPv4Address, prefixLength: Int) throws {
-        try socket.execute(RouteRequests.addAddress(index: index, address, prefixLength: prefixLength), describing: "\(address)/\(prefixLength)")
+        try socket.execute(RouteRequests.addAddress(index: index, address, prefixLength: prefixLength),
+                           describing: "\(address)/\(prefixLength)")
     }
 
     public func deleteAddress(index: Int32, _ address: IPv4Address, prefixLength: Int) throws {
-        try socket.execute(RouteRequests.deleteAddress(index: index, address, prefixLength: prefixLength), describing: "\(address)/\(prefixLength)")
+        try socket.execute(RouteRequests.deleteAddress(index: index, address, prefixLength: prefixLength),
+                           describing: "\(address)/\(prefixLength)")
     }
 
     public func routes() throws -> [Route] {

@@ -17,7 +17,8 @@ public enum ARPFrame {
     }
 
     /// The operation (1 request, 2 reply), sender MAC and sender and target IPs of an ARP frame; nil for other frames.
-    public static func parse(_ frame: [UInt8]) -> (operation: UInt16, senderMAC: MACAddress, senderIP: IPv4Address, targetIP: IPv4Address)? {
+    public static func parse(_ frame: [UInt8]) -> (operation: UInt16, senderMAC: MACAddress, senderIP: IPv4Address,
+                                                   targetIP: IPv4Address)? {
         guard frame.count >= 42, frame[12] == 0x08, frame[13] == 0x06,
               let mac = MACAddress(frame[22..<28].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }) else { return nil }
         func ip(_ offset: Int) -> IPv4Address { IPv4Address(frame[offset..<offset + 4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }) }

@@ -83,8 +83,8 @@ public struct ConntrackEntry: Equatable, Sendable {
         self.reply = reply
         mark = attributes[Conntrack.CTA_MARK].flatMap(\.bigEndianU32) ?? 0
         timeout = attributes[Conntrack.CTA_TIMEOUT].flatMap(\.bigEndianU32) ?? 0
-        if let state = attributes[Conntrack.CTA_PROTOINFO]?.children[Conntrack.CTA_PROTOINFO_TCP]?.children[Conntrack.CTA_PROTOINFO_TCP_STATE]?
-            .payload.first {
+        let tcp = attributes[Conntrack.CTA_PROTOINFO]?.children[Conntrack.CTA_PROTOINFO_TCP]
+        if let state = tcp?.children[Conntrack.CTA_PROTOINFO_TCP_STATE]?.payload.first {
             tcpState = Int(state) < Conntrack.tcpStates.count ? Conntrack.tcpStates[Int(state)] : "\(state)"
         }
         if let counters = attributes[Conntrack.CTA_COUNTERS_ORIG]?.children {
@@ -100,7 +100,8 @@ public struct ConntrackEntry: Equatable, Sendable {
     static func tuple(_ attribute: Attribute) -> ConntrackTuple? {
         let parts = attribute.children
         guard let ip = parts[Conntrack.CTA_TUPLE_IP]?.children, let proto = parts[Conntrack.CTA_TUPLE_PROTO]?.children,
-              let source = ip[Conntrack.CTA_IP_V4_SRC].flatMap(\.bigEndianU32), let destination = ip[Conntrack.CTA_IP_V4_DST].flatMap(\.bigEndianU32),
+              let source = ip[Conntrack.CTA_IP_V4_SRC].flatMap(\.bigEndianU32),
+              let destination = ip[Conntrack.CTA_IP_V4_DST].flatMap(\.bigEndianU32),
               let number = proto[Conntrack.CTA_PROTO_NUM]?.payload.first else { return nil }
         return ConntrackTuple(source: IPv4Address(source), destination: IPv4Address(destination), protocol: number,
                               sourcePort: proto[Conntrack.CTA_PROTO_SRC_PORT].flatMap(\.bigEndianU16),

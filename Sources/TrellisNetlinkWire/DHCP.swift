@@ -66,7 +66,8 @@ public struct DHCPLease: Equatable, Sendable {
     public var mtu: UInt16
     public var leaseSeconds: UInt32
 
-    public init(address: IPv4Address, network: IPv4Network, gateway: IPv4Address, dnsServer: IPv4Address?, mtu: UInt16, leaseSeconds: UInt32) {
+    public init(address: IPv4Address, network: IPv4Network, gateway: IPv4Address, dnsServer: IPv4Address?, mtu: UInt16,
+                leaseSeconds: UInt32) {
         self.address = address; self.network = network; self.gateway = gateway; self.dnsServer = dnsServer
         self.mtu = mtu; self.leaseSeconds = leaseSeconds
     }
@@ -95,7 +96,8 @@ public enum DHCPServerLogic {
     /// The BOOTP/DHCP payload of a reply.
     public static func replyPayload(to request: DHCPMessage, kind: DHCPMessage.Kind, lease: DHCPLease) -> [UInt8] {
         var writer = [UInt8](repeating: 0, count: 236)
-        func put32(_ value: UInt32, at offset: Int) { for index in 0..<4 { writer[offset + index] = UInt8(truncatingIfNeeded: value >> UInt32(24 - 8 * index)) } }
+        func put32(_ value: UInt32,
+            at offset: Int) { for index in 0..<4 { writer[offset + index] = UInt8(truncatingIfNeeded: value >> UInt32(24 - 8 * index)) } }
         writer[0] = 2
         writer[1] = 1
         writer[2] = 6

@@ -39,13 +39,16 @@ public struct Link: Equatable, Sendable {
         flags = header.flags
         name = attributes[NL.IFLA_IFNAME]?.stringValue ?? ""
         mtu = attributes[NL.IFLA_MTU]?.u32Value
-        mac = attributes[NL.IFLA_ADDRESS].flatMap { $0.payload.count == 6 ? MACAddress($0.payload.reduce(0) { $0 << 8 | UInt64($1) }) : nil }
+        mac = attributes[NL.IFLA_ADDRESS].flatMap {
+            $0.payload.count == 6 ? MACAddress($0.payload.reduce(0) { $0 << 8 | UInt64($1) }) : nil
+        }
         master = attributes[NL.IFLA_MASTER]?.u32Value.map { Int32(bitPattern: $0) }
         let info = attributes[NL.IFLA_LINKINFO]?.children ?? []
         kind = info[NL.IFLA_INFO_KIND]?.stringValue
         vni = kind == "vxlan" ? info[NL.IFLA_INFO_DATA]?.children[NL.IFLA_VXLAN_ID]?.u32Value : nil
         statistics = attributes[NL.IFLA_STATS64].flatMap(LinkStatistics.init)
-        bridgeCallsIPHooks = kind == "bridge" ? info[NL.IFLA_INFO_DATA]?.children[NL.IFLA_BR_NF_CALL_IPTABLES]?.payload.first.map { $0 != 0 } : nil
+        let callsIPHooks = info[NL.IFLA_INFO_DATA]?.children[NL.IFLA_BR_NF_CALL_IPTABLES]?.payload.first.map { $0 != 0 }
+        bridgeCallsIPHooks = kind == "bridge" ? callsIPHooks : nil
     }
 }
 

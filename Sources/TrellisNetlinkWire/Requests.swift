@@ -150,7 +150,8 @@ public enum RouteRequests {
         var attributes: [Attribute] = [.ipv4(NL.RTA_DST, destination.network)]
         if let index { attributes.append(.u32(NL.RTA_OIF, UInt32(bitPattern: index))) }
         return NetlinkMessage(type: NL.RTM_DELROUTE, flags: change,
-                              header: RouteInfo(destinationLength: UInt8(destination.prefixLength), scope: NL.RT_SCOPE_NOWHERE), attributes: attributes)
+                              header: RouteInfo(destinationLength: UInt8(destination.prefixLength), scope: NL.RT_SCOPE_NOWHERE),
+                              attributes: attributes)
     }
 
     public static func dumpRoutes() -> NetlinkMessage {
@@ -172,7 +173,8 @@ public enum RouteRequests {
     /// the all-zero MAC makes a flood entry.
     public static func replaceFDB(index: Int32, mac: MACAddress, vtep: IPv4Address) -> NetlinkMessage {
         NetlinkMessage(type: NL.RTM_NEWNEIGH, flags: NL.NLM_F_REQUEST | NL.NLM_F_ACK | NL.NLM_F_CREATE | NL.NLM_F_APPEND,
-                       header: NeighbourInfo(family: NL.AF_BRIDGE, index: index, state: NL.NUD_PERMANENT | NL.NUD_NOARP, flags: NL.NTF_SELF),
+                       header: NeighbourInfo(family: NL.AF_BRIDGE, index: index, state: NL.NUD_PERMANENT | NL.NUD_NOARP,
+                                             flags: NL.NTF_SELF),
                        attributes: [.mac(NL.NDA_LLADDR, mac), .ipv4(NL.NDA_DST, vtep)])
     }
 

@@ -69,7 +69,8 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func write<T: Sendable>(actor: String, _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> WriteResult<T> {
+    public func write<T: Sendable>(actor: String,
+                                   _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> WriteResult<T> {
         try await mapErrors {
             try await pool.write { [committed] db in
                 let current = try Int.fetchOne(db.cachedStatement(sql: "SELECT value FROM meta WHERE key = 'revision'")) ?? 0

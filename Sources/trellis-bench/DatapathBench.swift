@@ -86,7 +86,8 @@ struct DatapathBench: AsyncParsableCommand {
 
     func run() async throws {
         let tag = "tb\(UInt16.random(in: 0...UInt16.max))"
-        defer { for name in NetworkNamespace.names() where name.hasPrefix(tag) || name.hasPrefix("trellis-\(tag)") { try? NetworkNamespace.delete(named: name) } }
+        defer { for name in NetworkNamespace.names() where name.hasPrefix(tag)
+            || name.hasPrefix("trellis-\(tag)") { try? NetworkNamespace.delete(named: name) } }
         if !skipThroughput { try await throughput(tag) }
         if !skipLab { try await labMeasurements(tag) }
     }
@@ -148,11 +149,14 @@ struct DatapathBench: AsyncParsableCommand {
             own.remoteVTEPs = [IPv4Address(0x0ACB_0001 + UInt32(1 - index))]
             let other = endpoints[1 - index]
             let state = DesiredState(host: "\(tag)h\(index)", revision: 1, underlayIP: IPv4Address(0x0ACB_0001 + UInt32(index)),
-                                     domains: [DesiredDomain(path: "b/d", id: 1, subnets: [own], policies: [])], endpoints: [endpoints[index]],
+                                     domains: [DesiredDomain(path: "b/d", id: 1, subnets: [own], policies: [])],
+                                     endpoints: [endpoints[index]],
                                      remoteEndpoints: [RemoteEndpoint(path: other.path, subnet: other.subnet, ip: other.ip, mac: other.mac,
-                                                                      host: other.host!, vtep: IPv4Address(0x0ACB_0001 + UInt32(1 - index)))],
+                                                                      host: other.host!,
+                                                                      vtep: IPv4Address(0x0ACB_0001 + UInt32(1 - index)))],
                                      profiles: [])
-            let datapath = try Datapath(configuration: DatapathConfiguration(host: "\(tag)h\(index)", underlayIP: IPv4Address(0x0ACB_0001 + UInt32(index))),
+            let datapath = try Datapath(configuration: DatapathConfiguration(host: "\(tag)h\(index)",
+                                                                             underlayIP: IPv4Address(0x0ACB_0001 + UInt32(index))),
                                         hostNamespace: index == 0 ? h1 : h2)
             try await datapath.reconcile(state)
             try datapath.firewall.sync()
@@ -223,7 +227,8 @@ struct DatapathBench: AsyncParsableCommand {
         let controller = lab.controller, agent = lab.agent(1)
         // A peer on h2 that sends an echo request every millisecond to each new endpoint until it answers.
         let peer = try namespace("\(tag)-peer")
-        let _: Endpoint = try await lab.agent(2).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "peer", ip: "10.50.255.1", netns: peer.path))
+        let _: Endpoint = try await lab.agent(2).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "peer", ip: "10.50.255.1",
+                                                                                  netns: peer.path))
 
         var attach = Samples(), request = Samples()
         for index in 0..<attaches {
@@ -233,19 +238,22 @@ struct DatapathBench: AsyncParsableCommand {
             probe.start()
             usleep(20_000)
             let start = Date().timeIntervalSince1970
-            let _: Endpoint = try await agent.post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "a\(index)", ip: address, netns: container.path))
+            let _: Endpoint = try await agent.post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "a\(index)", ip: address,
+                                                                               netns: container.path))
             request.add((Date().timeIntervalSince1970 - start) * 1000)
             guard let answered = probe.wait() else { continue }
             attach.add((answered - start) * 1000)
             try NetworkNamespace.delete(named: "\(tag)-a\(index)")
         }
-        print(String(format: "  attach → first echo reply to a peer on another host: %@ (target p50 ≤ 10 ms, p99 ≤ 50 ms; %d of %d answered)",
+        print(String(format: "  attach → first echo reply to a peer on another host: %@"
+                         + " (target p50 ≤ 10 ms, p99 ≤ 50 ms; %d of %d answered)",
                      attach.summary, attach.values.count, attaches))
         print(String(format: "    of which the attach request itself: %@", request.summary))
 
         // Convergence: every host serves the domain; time from creation until every other host has the FDB entry.
         for host in 2...hosts {
-            let _: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(subnet: "bench/d/z/s", name: "anchor\(host)", host: "h\(host)"))
+            let _: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(subnet: "bench/d/z/s", name: "anchor\(host)",
+                                                                                            host: "h\(host)"))
         }
         // Measure a steady state: every agent has applied the current revision (its first snapshot included).
         _ = try await lab.applied(try await lab.revision(), hosts: 1...hosts, since: .now, every: .milliseconds(50))
@@ -259,7 +267,8 @@ struct DatapathBench: AsyncParsableCommand {
         var convergence = Samples(), created = Samples()
         for index in 0..<creations {
             let start = ContinuousClock.now
-            let made: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(subnet: "bench/d/z/s", name: "c\(index)", host: "h1"))
+            let made: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(subnet: "bench/d/z/s", name: "c\(index)",
+                                                                                               host: "h1"))
             created.add((ContinuousClock.now - start).milliseconds)
             // Waits on the kernel's notifications, without polling, until every host has the VXLAN entry.
             var pending = Set(watchers.indices)
@@ -280,7 +289,8 @@ struct DatapathBench: AsyncParsableCommand {
             }
             convergence.add((ContinuousClock.now - start).milliseconds)
         }
-        print(String(format: "  endpoint creation → FDB entry on all %d other hosts: %@ (target p99 ≤ 100 ms)", hosts - 1, convergence.summary))
+        print(String(format: "  endpoint creation → FDB entry on all %d other hosts: %@ (target p99 ≤ 100 ms)", hosts - 1,
+                     convergence.summary))
         print(String(format: "    of which the controller's create round trip: %@", created.summary))
         let slowest = convergence.values.enumerated().sorted { $0.element > $1.element }.prefix(3)
         print("    slowest: " + slowest.map { String(format: "#%d %.1f ms", $0.offset, $0.element) }.joined(separator: ", "))

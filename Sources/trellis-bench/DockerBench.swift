@@ -11,7 +11,8 @@ import TrellisNetlink
 /// ICMP echo every millisecond from the other container's namespace until one is answered; the time
 /// counts from the start of `docker run`.
 struct DockerBench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "docker", abstract: "docker run -d → first ping: Trellis against Docker's bridge.")
+    static let configuration = CommandConfiguration(commandName: "docker",
+                                                    abstract: "docker run -d → first ping: Trellis against Docker's bridge.")
     @Option(help: "Runs of each case.") var runs = 50
 
     enum Case: String, CaseIterable {
@@ -34,19 +35,23 @@ struct DockerBench: AsyncParsableCommand {
         let serving = Task { try await null.run() }
         defer { serving.cancel() }
         while !FileManager.default.fileExists(atPath: null.socketPath) { try await Task.sleep(for: .milliseconds(10)) }
-        _ = try sh(docker + ["network", "create", "-d", NullDriver.name, "--ipam-driver", NullDriver.name, "--subnet", "10.70.0.0/16", "nnet"])
+        _ = try sh(docker + ["network", "create", "-d", NullDriver.name, "--ipam-driver", NullDriver.name, "--subnet", "10.70.0.0/16",
+                             "nnet"])
         try null.prepareSpare()
         var probers: [Case: NetworkNamespace] = [:]
         let probes: [(network: String, address: String, cases: [Case])] = [
             ("bnet", "172.30.255.1", [.bridge]), ("tnet", "10.60.255.1", [.driver, .bottomUp]), ("nnet", "10.70.255.1", [.null]),
         ]
         for (network, address, cases) in probes {
-            _ = try sh(docker + ["run", "-d", "--network", network, "--ip", address, "--name", "probe-\(network)", "trellis/busybox", "sleep", "1000000"])
-            let pid = try sh(docker + ["inspect", "-f", "{{.State.Pid}}", "probe-\(network)"]).trimmingCharacters(in: .whitespacesAndNewlines)
+            _ = try sh(docker + ["run", "-d", "--network", network, "--ip", address, "--name", "probe-\(network)", "trellis/busybox",
+                                 "sleep", "1000000"])
+            let pid = try sh(docker + ["inspect", "-f", "{{.State.Pid}}",
+                                       "probe-\(network)"]).trimmingCharacters(in: .whitespacesAndNewlines)
             let namespace = try NetworkNamespace(path: "/proc/\(pid)/ns/net")
             for benchCase in cases { probers[benchCase] = namespace }
         }
-        let variables = ["-e", "TRELLIS_ENTERPRISE=bench", "-e", "TRELLIS_DOMAIN=d", "-e", "TRELLIS_ZONE=z", "-e", "TRELLIS_SUBNET=s", "-e", "TRELLIS_USER=runner"]
+        let variables = ["-e", "TRELLIS_ENTERPRISE=bench", "-e", "TRELLIS_DOMAIN=d", "-e", "TRELLIS_ZONE=z", "-e", "TRELLIS_SUBNET=s", "-e",
+                         "TRELLIS_USER=runner"]
         var samples: [Case: [Double]] = [:]
         var returned: [Case: [Double]] = [:]
         var lost: [Case: Int] = [:]
@@ -91,7 +96,8 @@ struct DockerBench: AsyncParsableCommand {
         for line in log.split(separator: "\n") where line.contains("ms after its start event") {
             if let value = line.split(separator: " ").reversed().dropFirst(5).first.flatMap({ Double($0) }) { afterStart.add(value) }
         }
-        print(String(format: "  bottom-up: interface attached %.1f ms (p50), %.1f ms (p99) after the engine's start event (agent log, %d containers)",
+        print(String(format: "  bottom-up: interface attached %.1f ms (p50), %.1f ms (p99) after the engine's start event"
+                         + " (agent log, %d containers)",
                      afterStart.percentile(50), afterStart.percentile(99), afterStart.values.count))
     }
 }

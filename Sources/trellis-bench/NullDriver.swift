@@ -67,7 +67,8 @@ final class NullDriver: Sendable {
             "/IpamDriver.RequestPool": { _ in ["PoolID": "null", "Pool": "10.70.0.0/16", "Data": [String: String]()] },
             "/IpamDriver.RequestAddress": { body in
                 let options = body["Options"] as? [String: String] ?? [:]
-                if options["RequestAddressType"] == "com.docker.network.gateway" { return ["Address": "\(Self.gateway)/16", "Data": [String: String]()] }
+                if options["RequestAddressType"] == "com.docker.network.gateway" { return ["Address": "\(Self.gateway)/16",
+                                                                                           "Data": [String: String]()] }
                 guard let address = body["Address"] as? String, !address.isEmpty else { return ["Error": "the null driver needs --ip"] }
                 return ["Address": "\(address)/16", "Data": [String: String]()]
             },

@@ -30,8 +30,10 @@ struct PolicyBench: AsyncParsableCommand {
         defer { lab.down() }
         try await lab.subnet("10.60.0.0/16")
         let client = try namespace("\(tag)-a"), server = try namespace("\(tag)-b")
-        let _: Endpoint = try await lab.agent(1).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "a", ip: "10.60.0.10", netns: client.path))
-        let _: Endpoint = try await lab.agent(2).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "b", ip: "10.60.0.20", netns: server.path))
+        let _: Endpoint = try await lab.agent(1).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "a", ip: "10.60.0.10",
+                                                                                  netns: client.path))
+        let _: Endpoint = try await lab.agent(2).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "b", ip: "10.60.0.20",
+                                                                                  netns: server.path))
         func measure(profile: String?) async throws -> Double {
             let start = ContinuousClock.now
             let _: Endpoint = try await lab.controller.patch("/api/v1/endpoints/bench/d/z/s/b", EndpointUpdate(profile: profile ?? ""))
@@ -40,11 +42,13 @@ struct PolicyBench: AsyncParsableCommand {
             return try iperf(server: "\(tag)-b", client: "\(tag)-a", address: "10.60.0.20", seconds: seconds)
         }
         // Rules that traffic from a does not match, so every one of them is in force and none decides.
-        let many = (0..<rules).map { ACLRule(action: .deny, direction: .ingress, protocol: .tcp, remote: "172.16.\($0 / 250).\($0 % 250)/32",
+        let many = (0..<rules).map { ACLRule(action: .deny, direction: .ingress, protocol: .tcp,
+                                             remote: "172.16.\($0 / 250).\($0 % 250)/32",
                                              ports: [try! PortRange(1 + $0 % 60_000)]) }
         let _: PortProfile = try await lab.controller.post("/api/v1/profiles", ProfileCreate(enterprise: "bench", name: "one",
-                                                                                             rules: [try ACLRule.parse("deny tcp port 22")]))
-        let _: PortProfile = try await lab.controller.post("/api/v1/profiles", ProfileCreate(enterprise: "bench", name: "many", rules: many))
+                                                                                            rules: [try ACLRule.parse("deny tcp port 22")]))
+        let _: PortProfile = try await lab.controller.post("/api/v1/profiles", ProfileCreate(enterprise: "bench", name: "many",
+                                                                                             rules: many))
         // The three cases take turns, `rounds` times, and medians are compared: single runs here vary by ±10 %.
         var runs: [[Double]] = [[], [], []]
         var inForce = 0
@@ -52,11 +56,13 @@ struct PolicyBench: AsyncParsableCommand {
             runs[0].append(try await measure(profile: nil))
             runs[1].append(try await measure(profile: "bench/one"))
             runs[2].append(try await measure(profile: "bench/many"))
-            let listing = try sh(["/usr/bin/nsenter", "--net=/run/netns/trellis-h2-d1", "/usr/sbin/nft", "list", "table", "inet", "trellis"])
+            let listing = try sh(["/usr/bin/nsenter", "--net=/run/netns/trellis-h2-d1", "/usr/sbin/nft", "list", "table", "inet",
+                                  "trellis"])
             inForce = listing.components(separatedBy: "172.16.").count - 1
         }
         let (none, one, all) = (median(runs[0]), median(runs[1]), median(runs[2]))
-        print("policy benchmark (iperf3 TCP, one stream, \(seconds) s each, medians of \(rounds) interleaved rounds, same run, two lab hosts)")
+        print("policy benchmark (iperf3 TCP, one stream, \(seconds) s each, medians of \(rounds) interleaved rounds, same run,"
+              + " two lab hosts)")
         print(String(format: "  no ACL rule (plain overlay):             %6.2f Gbit/s", none))
         print(String(format: "  a profile with 1 ACL rule:               %6.2f Gbit/s = %.2f × none", one, one / none))
         print(String(format: "  a profile with %d ACL rules:         %6.2f Gbit/s = %.2f × none (target ≥ 0.9), %.2f × one rule"
@@ -67,8 +73,8 @@ struct PolicyBench: AsyncParsableCommand {
         let lab = try BenchLab(hosts: hosts, tag: tag)
         defer { lab.down() }
         try await lab.subnet("10.61.0.0/16")
-        let _: PortProfile = try await lab.controller.post("/api/v1/profiles", ProfileCreate(enterprise: "bench", name: "shared",
-                                                                                             rules: [try ACLRule.parse("deny tcp port 22")]))
+        let shared = ProfileCreate(enterprise: "bench", name: "shared", rules: [try ACLRule.parse("deny tcp port 22")])
+        let _: PortProfile = try await lab.controller.post("/api/v1/profiles", shared)
         // The endpoints use the profile from many hosts; they need no running container to be enforced for.
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<endpoints {
@@ -85,14 +91,15 @@ struct PolicyBench: AsyncParsableCommand {
         for change in 0..<changes {
             let start = ContinuousClock.now
             let changed: PortProfile = try await lab.controller.put("/api/v1/profiles/bench/shared", ProfileUpdate(
-                rules: [try ACLRule.parse("deny tcp port 22"), try ACLRule.parse("deny tcp port \(1000 + change)")], egressRate: nil, ingressRate: nil,
+                rules: [try ACLRule.parse("deny tcp port 22"), try ACLRule.parse("deny tcp port \(1000 + change)")], egressRate: nil,
+                    ingressRate: nil,
                 flowStats: false, description: nil))
             let took = try await lab.applied(changed.revision, hosts: 1...hosts, since: start)
             samples.add(Double(took.components.attoseconds) / 1e15 + Double(took.components.seconds) * 1000)
         }
         let router = try NetworkNamespace(named: "trellis-h\(hosts)-d1")
         let table = try NFTables.table("inet", "trellis", namespacePath: router.path)
-        print("profile change → enforced on all \(endpoints) endpoints of \(hosts) hosts (every agent has loaded the new ruleset): \(samples.summary)"
-              + " (target ≤ 1000 ms); last ruleset on h\(hosts): \(table?.comment ?? "none")")
+        print("profile change → enforced on all \(endpoints) endpoints of \(hosts) hosts (every agent has loaded the new ruleset):"
+              + " \(samples.summary)" + " (target ≤ 1000 ms); last ruleset on h\(hosts): \(table?.comment ?? "none")")
     }
 }

@@ -27,13 +27,15 @@ import TrellisTestSupport
             #expect(subnet.stdout.contains("192.168.10.0/24") && subnet.stdout.contains("vni"))
             let _: HostRecord = try await controller.client().put("/api/v1/hosts/h1", HostRegistration(underlayIP: "10.99.0.1"))
             try await trellis(controller, "endpoint", "create", "acme/app1/web/red", "--name", "web1", "--host", "h1")
-            try await trellis(controller, "endpoint", "create", "acme/app1/web/red", "--name", "vm1", "--kind", "vm", "--ip", "192.168.10.77")
+            try await trellis(controller, "endpoint", "create", "acme/app1/web/red", "--name", "vm1", "--kind", "vm", "--ip",
+                              "192.168.10.77")
 
             let table = try await trellis(controller, "endpoint", "list")
             let lines = table.stdout.split(separator: "\n")
             #expect(lines.count == 3)
             #expect(lines[0].hasPrefix("PATH") && lines[0].contains("HOST") && lines[0].contains("MAC") && lines[0].contains("STATE"))
-            #expect(lines.contains { $0.contains("acme/app1/web/red/web1") && $0.contains("h1") && $0.contains("192.168.10.10") && $0.contains("pending") })
+            #expect(lines.contains { $0.contains("acme/app1/web/red/web1") && $0.contains("h1") && $0.contains("192.168.10.10")
+                && $0.contains("pending") })
 
             let json = try await trellis(controller, "endpoint", "show", "acme/app1/web/red/vm1", "-o", "json")
             let object = try JSONCoding.decoder().decode(JSONValue.self, from: Data(json.stdout.utf8))
@@ -56,7 +58,8 @@ import TrellisTestSupport
             #expect(rules.stdout.contains("deny tcp ingress port 22"))
             try await trellis(controller, "endpoint", "set", "acme/app1/web/red/web1", "--profile", "acme/limited")
             try await trellis(controller, "policy", "create", "acme/app1/open", "--rule", "allow icmp from acme/app1/web to any")
-            let policy = try await trellis(controller, "policy", "rule", "add", "acme/app1/open", "allow tcp from 10.0.0.0/8 to acme/app1/web/red port 8000-8080")
+            let policy = try await trellis(controller, "policy", "rule", "add", "acme/app1/open",
+                                           "allow tcp from 10.0.0.0/8 to acme/app1/web/red port 8000-8080")
             #expect(policy.stdout.contains("1  allow tcp from 10.0.0.0/8 to acme/app1/web/red port 8000-8080"))
             let hosts = try await trellis(controller, "host", "list")
             #expect(hosts.stdout.contains("h1") && hosts.stdout.contains("10.99.0.1"))
@@ -76,7 +79,8 @@ import TrellisTestSupport
             let green = try await makeSubnet(admin, zone: "db", subnet: "green", cidr: "10.1.2.0/24")
             let _: Endpoint = try await admin.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web1"))
             let db: Endpoint = try await admin.post("/api/v1/endpoints", EndpointCreate(subnet: green, name: "db1"))
-            try await trellis(controller, "policy", "create", "acme/app1/db-in", "--rule", "allow tcp from acme/app1/web to acme/app1/db port 5432")
+            try await trellis(controller, "policy", "create", "acme/app1/db-in", "--rule",
+                              "allow tcp from acme/app1/web to acme/app1/db port 5432")
 
             let allowed = try await trellis(controller, "explain", "\(red)/web1", db.ip.description, "tcp/5432")
             let lines = allowed.stdout.split(separator: "\n")
@@ -107,7 +111,8 @@ import TrellisTestSupport
                 let lines = result.stderr.split(separator: "\n")
                 #expect(lines.count == 1 && lines[0].contains(fragment), "\(arguments): \(result.stderr)")
             }
-            let unreachable = try await runTrellis(["enterprise", "list"], environment: ["TRELLIS_CONTROLLER": "http://127.0.0.1:1", "TRELLIS_TOKEN": "x"])
+            let unreachable = try await runTrellis(["enterprise", "list"], environment: ["TRELLIS_CONTROLLER": "http://127.0.0.1:1",
+                                                                                         "TRELLIS_TOKEN": "x"])
             #expect(unreachable.status != 0 && unreachable.stderr.contains("cannot reach the controller"))
             let badToken = try await runTrellis(["enterprise", "list"], environment: environment(controller, token: "trl_nope"))
             #expect(badToken.status != 0 && badToken.stderr.contains("token is not valid"))

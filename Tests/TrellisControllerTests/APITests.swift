@@ -60,7 +60,8 @@ import TrellisTestSupport
             let policy: NetworkPolicy = try await client.post("/api/v1/policies", PolicyCreate(
                 domain: "acme/app1", name: "web-in", rules: [try PolicyRule.parse("allow tcp from 10.0.0.0/8 to acme/app1/web port 80")]))
             #expect(policy.rules.count == 1)
-            let replaced: NetworkPolicy = try await client.put("/api/v1/policies/acme/app1/web-in", PolicyUpdate(rules: [], description: "none"))
+            let replaced: NetworkPolicy = try await client.put("/api/v1/policies/acme/app1/web-in", PolicyUpdate(rules: [],
+                description: "none"))
             #expect(replaced.rules.isEmpty && replaced.revision > policy.revision)
 
             // Floating IPs: bound once, moved, unbound; a bound pool cannot go; deleting the endpoint frees its address.
@@ -76,7 +77,8 @@ import TrellisTestSupport
             #expect(moved.endpoint == web2.path)
             let second: FloatingIPBinding = try await client.post("/api/v1/fip-pools/acme/public/bind", FloatingIPBind(endpoint: web1.path))
             #expect(second.address.description == "203.0.113.2")
-            let exhausted = try await rawRequest(client, "POST", "/api/v1/fip-pools/acme/public/bind", body: #"{"endpoint": "\#(web1.path)"}"#)
+            let exhausted = try await rawRequest(client, "POST", "/api/v1/fip-pools/acme/public/bind",
+                                                 body: #"{"endpoint": "\#(web1.path)"}"#)
             #expect(exhausted.status == 409)
             let listed: FloatingIPList = try await client.get("/api/v1/fips")
             #expect(listed.items.map(\.address.description) == ["203.0.113.1", "203.0.113.2"])

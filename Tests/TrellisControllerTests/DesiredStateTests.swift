@@ -29,7 +29,8 @@ actor LineCollector<T: Sendable> {
 }
 
 /// Follows an NDJSON stream of `path` into a collector until the returned task is cancelled.
-func follow<T: Decodable & Sendable>(_ client: ControllerClient, _ path: String, as type: T.Type) -> (LineCollector<T>, Task<Void, any Error>) {
+func follow<T: Decodable & Sendable>(_ client: ControllerClient, _ path: String, as type: T.Type) -> (LineCollector<T>, Task<Void,
+    any Error>) {
     let collector = LineCollector<T>()
     let task = Task {
         try await client.stream(path, as: T.self) { item in
@@ -51,7 +52,8 @@ func follow<T: Decodable & Sendable>(_ client: ControllerClient, _ path: String,
                 let _: HostRecord = try await client.put("/api/v1/hosts/\(host)", HostRegistration(underlayIP: ip))
             }
             let _: PortProfile = try await client.post("/api/v1/profiles", ProfileCreate(enterprise: "acme", name: "p"))
-            let web1: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web1", host: "h1", profile: "acme/p"))
+            let web1: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web1", host: "h1",
+                                                                                           profile: "acme/p"))
             let web2: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "web2", host: "h2"))
             let db1: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: blue, name: "db1", host: "h2"))
             let _: Endpoint = try await client.post("/api/v1/endpoints", EndpointCreate(subnet: other, name: "x", host: "h3"))
@@ -153,7 +155,8 @@ func follow<T: Decodable & Sendable>(_ client: ControllerClient, _ path: String,
             var replayed = try #require(first.state)
             var index = 1
             let deadline = ContinuousClock.now + .seconds(20)
-            while replayed.endpoints != fresh.endpoints || replayed.remoteEndpoints != fresh.remoteEndpoints, ContinuousClock.now < deadline {
+            while replayed.endpoints != fresh.endpoints || replayed.remoteEndpoints != fresh.remoteEndpoints,
+                ContinuousClock.now < deadline {
                 let message = try await messages.item(index)
                 if let delta = message.delta { replayed = replayed.applying(delta, revision: message.revision) }
                 index += 1
@@ -176,7 +179,8 @@ func follow<T: Decodable & Sendable>(_ client: ControllerClient, _ path: String,
             let kinds = try await (0..<5).asyncMap { try await events.item($0).kind }
             #expect(kinds == [.user, .enterprise, .domain, .zone, .subnet])
             let subnetEvent = try await events.item(4)
-            #expect(subnetEvent.action == .created && subnetEvent.actor == "admin" && subnetEvent.object?["cidr"]?.stringValue == "192.168.10.0/24")
+            #expect(subnetEvent.action == .created && subnetEvent.actor == "admin"
+                && subnetEvent.object?["cidr"]?.stringValue == "192.168.10.0/24")
         }
     }
 }

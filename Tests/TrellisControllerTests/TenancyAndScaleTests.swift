@@ -186,7 +186,8 @@ extension TenancyTests {
             let results = await withTaskGroup(of: Int.self) { group in
                 for index in 2000..<(capacity + 20) {
                     group.addTask {
-                        (try? await rawRequest(client, "POST", "/api/v1/endpoints", body: #"{"subnet":"\#(subnet)","name":"e\#(index)"}"#).status) ?? 0
+                        let body = #"{"subnet":"\#(subnet)","name":"e\#(index)"}"#
+                        return (try? await rawRequest(client, "POST", "/api/v1/endpoints", body: body).status) ?? 0
                     }
                 }
                 return await group.reduce(into: [Int: Int]()) { $0[$1, default: 0] += 1 }

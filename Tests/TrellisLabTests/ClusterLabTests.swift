@@ -108,7 +108,8 @@ extension LabTests {
         #expect(made.count + failures.count == total)
         print("creates with a controller and an etcd member killed: \(made.count) made, \(failures.count) failed"
               + (failures.first.map { "; first failure: \($0)" } ?? ""))
-        #expect(made.count > total / 2, "the two controllers left go on serving: \(made.count) of \(total), failures: \(failures.prefix(3))")
+        #expect(made.count > total / 2,
+                "the two controllers left go on serving: \(made.count) of \(total), failures: \(failures.prefix(3))")
         #expect(failures.allSatisfy { $0.contains("cannot reach") || $0.contains("etcd") || $0.contains("store") },
                 "every failure says what could not be reached: \(failures.prefix(5))")
         // Reads are linearizable: one list through a controller holds every create answered through the others.

@@ -17,7 +17,8 @@ extension RunningLab {
 
     /// The endpoints the controller knows.
     func endpoints() async throws -> [Endpoint] {
-        let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: directory.appendingPathComponent("controller.sock").path), token: token)
+        let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: directory.appendingPathComponent("controller.sock").path),
+                                      token: token)
         let listed: ListBody<Endpoint> = try await client.get("/api/v1/endpoints")
         return listed.items
     }
@@ -38,7 +39,8 @@ let redAsAlice = ["-e", "TRELLIS_ENTERPRISE=acme", "-e", "TRELLIS_DOMAIN=app1", 
                   "-e", "TRELLIS_USER=alice"]
 /// A shell line that waits (up to 5 s) for the container's interface to have its address.
 let awaitAddress = "for i in $(seq 500); do ip -4 addr show eth0 2>/dev/null | grep -q inet && break; sleep 0.01; done; "
-let dockerAvailable = FileManager.default.isExecutableFile(atPath: "/usr/sbin/dockerd") && FileManager.default.isExecutableFile(atPath: "/usr/bin/docker")
+let dockerAvailable = FileManager.default.isExecutableFile(atPath: "/usr/sbin/dockerd")
+    && FileManager.default.isExecutableFile(atPath: "/usr/bin/docker")
 
 /// Docker tests share LabTests' suite: one lab runs at a time on a machine.
 extension LabTests {
@@ -62,17 +64,22 @@ extension LabTests {
         let web1 = try #require(try await lab.endpoints().first { $0.name == "web1" })
         #expect(web1.host == "h1" && web1.externalIds["docker-container"] != nil && web1.owner == web1.externalIds["docker-container"])
         // Another domain's endpoint with a name: it must not resolve from app1.
-        #expect(try lab.docker(on: "h2", "run", "-d", "--net=none", "--name", "hidden", "-e", "TRELLIS_ENTERPRISE=acme", "-e", "TRELLIS_DOMAIN=app2",
-                               "-e", "TRELLIS_ZONE=web", "-e", "TRELLIS_SUBNET=blue", "-e", "TRELLIS_USER=alice", "trellis/busybox", "sleep", "600").status == 0)
+        #expect(try lab.docker(on: "h2", "run", "-d", "--net=none", "--name", "hidden", "-e", "TRELLIS_ENTERPRISE=acme", "-e",
+                               "TRELLIS_DOMAIN=app2",
+                               "-e", "TRELLIS_ZONE=web", "-e", "TRELLIS_SUBNET=blue", "-e", "TRELLIS_USER=alice", "trellis/busybox",
+                               "sleep", "600").status == 0)
         #expect(try await lab.eventually { try await lab.endpoints().contains { $0.name == "hidden" && $0.state == .up } })
 
         // From host B: by address, by short name and by full name; no port mapping anywhere.
-        let client = try lab.docker(on: "h2", ["run", "--rm", "--net=none", "--name", "client1"] + redAsAlice + ["trellis/busybox", "sh", "-c",
-            awaitAddress + "wget -q -O - http://\(web1.ip):5000/ && wget -q -O - http://web1:5000/ && wget -q -O - http://web1.red.app1:5000/"
+        let client = try lab.docker(on: "h2", ["run", "--rm", "--net=none", "--name", "client1"] + redAsAlice + ["trellis/busybox", "sh",
+            "-c",
+            awaitAddress + "wget -q -O - http://\(web1.ip):5000/ && wget -q -O - http://web1:5000/"
+                + " && wget -q -O - http://web1.red.app1:5000/"
             + " && cat /etc/resolv.conf && ! nslookup hidden && ! nslookup hidden.blue.app2 && echo names-of-app2-do-not-resolve"])
         #expect(client.status == 0, "\(client.output)")
         #expect(client.output.components(separatedBy: "hello from web1").count == 4, "\(client.output)")
-        #expect(client.output.contains("nameserver 169.254.169.253") && client.output.contains("names-of-app2-do-not-resolve"), "\(client.output)")
+        #expect(client.output.contains("nameserver 169.254.169.253") && client.output.contains("names-of-app2-do-not-resolve"),
+                "\(client.output)")
         #expect(try lab.docker(on: "h1", "port", "web1").output.isEmpty, "no port mapping")
         // client1 ran with --rm: its port went with it.
         #expect(try await lab.eventually { try await !lab.endpoints().contains { $0.name == "client1" } })
@@ -80,19 +87,24 @@ extension LabTests {
         // Refused: a user of another enterprise, a missing variable, an unknown subnet, an address outside the subnet.
         let before = try await lab.endpoints().count
         let refusals: [(name: String, variables: [String], reason: String)] = [
-            ("intruder", ["-e", "TRELLIS_ENTERPRISE=acme", "-e", "TRELLIS_DOMAIN=app1", "-e", "TRELLIS_ZONE=web", "-e", "TRELLIS_SUBNET=red", "-e", "TRELLIS_USER=bob"], "as user bob"),
-            ("nouser", ["-e", "TRELLIS_ENTERPRISE=acme", "-e", "TRELLIS_DOMAIN=app1", "-e", "TRELLIS_ZONE=web", "-e", "TRELLIS_SUBNET=red"], "TRELLIS_USER"),
-            ("nosubnet", ["-e", "TRELLIS_ENTERPRISE=acme", "-e", "TRELLIS_DOMAIN=app1", "-e", "TRELLIS_ZONE=web", "-e", "TRELLIS_SUBNET=nope", "-e", "TRELLIS_USER=alice"], "no subnet"),
+            ("intruder", ["-e", "TRELLIS_ENTERPRISE=acme", "-e", "TRELLIS_DOMAIN=app1", "-e", "TRELLIS_ZONE=web", "-e",
+                          "TRELLIS_SUBNET=red", "-e", "TRELLIS_USER=bob"], "as user bob"),
+            ("nouser", ["-e", "TRELLIS_ENTERPRISE=acme", "-e", "TRELLIS_DOMAIN=app1", "-e", "TRELLIS_ZONE=web", "-e", "TRELLIS_SUBNET=red"],
+             "TRELLIS_USER"),
+            ("nosubnet", ["-e", "TRELLIS_ENTERPRISE=acme", "-e", "TRELLIS_DOMAIN=app1", "-e", "TRELLIS_ZONE=web", "-e",
+                          "TRELLIS_SUBNET=nope", "-e", "TRELLIS_USER=alice"], "no subnet"),
             ("outside", redAsAlice + ["-e", "TRELLIS_IP=10.9.9.9"], "10.9.9.9"),
         ]
         for refusal in refusals {
-            #expect(try lab.docker(on: "h1", ["run", "-d", "--net=none", "--name", refusal.name] + refusal.variables + ["trellis/busybox", "sleep", "600"]).status == 0)
+            #expect(try lab.docker(on: "h1", ["run", "-d", "--net=none", "--name", refusal.name] + refusal.variables + ["trellis/busybox",
+                "sleep", "600"]).status == 0)
         }
         for refusal in refusals {
             #expect(try await lab.eventually {
                 try await lab.trellis(on: "h1", "events", "-o", "json").stdout.contains(refusal.reason)
             }, "the event log shows why \(refusal.name) was refused")
-            #expect(try lab.docker(on: "h1", "exec", refusal.name, "ip", "-o", "link").output.split(separator: "\n").count == 1, "only lo in \(refusal.name)")
+            #expect(try lab.docker(on: "h1", "exec", refusal.name, "ip", "-o", "link").output.split(separator: "\n").count == 1,
+                    "only lo in \(refusal.name)")
         }
         let log = try String(contentsOf: lab.directory.appendingPathComponent("h1.log"), encoding: .utf8)
         #expect(log.contains("refused to attach") && log.contains("as user bob"))
@@ -104,12 +116,16 @@ extension LabTests {
 
         // Agent restart: a container that started while the agent was down is attached when it is back;
         // one killed while it was down loses its port; one that ran throughout keeps its port untouched.
-        #expect(try lab.docker(on: "h1", ["run", "-d", "--net=none", "--name", "steady"] + redAsAlice + ["trellis/busybox", "sleep", "600"]).status == 0)
-        #expect(try lab.docker(on: "h1", ["run", "-d", "--net=none", "--name", "doomed"] + redAsAlice + ["trellis/busybox", "sleep", "600"]).status == 0)
-        #expect(try await lab.eventually { try await lab.endpoints().filter { ["steady", "doomed"].contains($0.name) && $0.state == .up }.count == 2 })
+        #expect(try lab.docker(on: "h1", ["run", "-d", "--net=none", "--name", "steady"] + redAsAlice + ["trellis/busybox", "sleep",
+            "600"]).status == 0)
+        #expect(try lab.docker(on: "h1", ["run", "-d", "--net=none", "--name", "doomed"] + redAsAlice + ["trellis/busybox", "sleep",
+            "600"]).status == 0)
+        #expect(try await lab.eventually { try await lab.endpoints().filter { ["steady",
+            "doomed"].contains($0.name) && $0.state == .up }.count == 2 })
         let steady = try #require(try await lab.endpoints().first { $0.name == "steady" })
         lab.stop("h1")
-        #expect(try lab.docker(on: "h1", ["run", "-d", "--net=none", "--name", "latecomer"] + redAsAlice + ["trellis/busybox", "sleep", "600"]).status == 0)
+        #expect(try lab.docker(on: "h1", ["run", "-d", "--net=none", "--name", "latecomer"] + redAsAlice + ["trellis/busybox", "sleep",
+            "600"]).status == 0)
         #expect(try lab.docker(on: "h1", "kill", "doomed").status == 0)
         try await lab.restart("h1")
         #expect(try await lab.eventually {
@@ -117,7 +133,8 @@ extension LabTests {
             return names.contains("latecomer") && !names.contains("doomed")
         })
         #expect(try await lab.endpoints().first { $0.name == "steady" }?.id == steady.id)
-        let reach = try lab.docker(on: "h2", ["run", "--rm", "--net=none", "--name", "prober"] + redAsAlice + ["trellis/busybox", "sh", "-c",
+        let reach = try lab.docker(on: "h2", ["run", "--rm", "--net=none", "--name", "prober"] + redAsAlice + ["trellis/busybox", "sh",
+            "-c",
             awaitAddress + "ping -c 1 -W 2 steady && ping -c 1 -W 2 latecomer"])
         #expect(reach.status == 0, "\(reach.output)")
     }
@@ -131,40 +148,49 @@ extension LabTests {
         let lab = try await RunningLab(hosts: 2, docker: true)
         try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
         try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/green", "--cidr", "192.168.30.0/24")
-        try await lab.trellis(on: "h1", "policy", "create", "acme/app1/open", "--rule", "allow any from acme/app1/web/green to acme/app1/web/red")
+        try await lab.trellis(on: "h1", "policy", "create", "acme/app1/open", "--rule",
+                              "allow any from acme/app1/web/green to acme/app1/web/red")
 
         // Refused networks, each with a reason that names what to change.
         let noSubnetOption = try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "bad1")
         #expect(noSubnetOption.status != 0 && noSubnetOption.output.contains("trellis.subnet"), "\(noSubnetOption.output)")
-        let wrongCIDR = try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "--subnet", "10.7.0.0/24",
+        let wrongCIDR = try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "--subnet",
+                                       "10.7.0.0/24",
                                        "-o", "trellis.subnet=acme/app1/web/red", "bad2")
         #expect(wrongCIDR.status != 0 && wrongCIDR.output.contains("does not agree"), "\(wrongCIDR.output)")
         let dockerIPAM = try lab.docker(on: "h1", "network", "create", "-d", "trellis", "-o", "trellis.subnet=acme/app1/web/red", "bad3")
         #expect(dockerIPAM.status != 0 && dockerIPAM.output.contains("--ipam-driver trellis"), "\(dockerIPAM.output)")
-        let unknown = try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "-o", "trellis.subnet=acme/app1/web/nope", "bad4")
+        let unknown = try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "-o",
+                                     "trellis.subnet=acme/app1/web/nope", "bad4")
         #expect(unknown.status != 0 && unknown.output.contains("no subnet"), "\(unknown.output)")
 
         // The same subnet under one name on both engines: without --subnet on h1, with it on h2.
-        #expect(try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "-o", "trellis.subnet=acme/app1/web/red", "red").status == 0)
+        #expect(try lab.docker(on: "h1", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "-o",
+                               "trellis.subnet=acme/app1/web/red", "red").status == 0)
         #expect(try lab.docker(on: "h2", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "--subnet", "192.168.10.0/24",
                                "-o", "trellis.subnet=acme/app1/web/red", "red").status == 0)
-        #expect(try lab.docker(on: "h2", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "--ipam-opt", "trellis.subnet=acme/app1/web/green",
+        #expect(try lab.docker(on: "h2", "network", "create", "-d", "trellis", "--ipam-driver", "trellis", "--ipam-opt",
+                               "trellis.subnet=acme/app1/web/green",
                                "-o", "trellis.subnet=acme/app1/web/green", "green").status == 0)
 
         // The web scenario across hosts, by name: db on h1, the app on h2 with a static address.
         #expect(try lab.docker(on: "h1", "run", "-d", "--network", "red", "--name", "db", "trellis/busybox", "sh", "-c",
                                "echo rows > /www/index.html; exec httpd -f -p 5432 -h /www").status == 0)
-        let app = try lab.docker(on: "h2", "run", "--rm", "--network", "red", "--ip", "192.168.10.50", "--name", "app", "trellis/busybox", "sh", "-c",
+        let app = try lab.docker(on: "h2", "run", "--rm", "--network", "red", "--ip", "192.168.10.50", "--name", "app", "trellis/busybox",
+                                 "sh", "-c",
                                  "ip -4 -o addr show eth0; wget -q -O - http://db:5432/ && wget -q -O - http://db.red.app1:5432/")
-        #expect(app.status == 0 && app.output.contains("192.168.10.50/24") && app.output.components(separatedBy: "rows").count == 3, "\(app.output)")
+        #expect(app.status == 0 && app.output.contains("192.168.10.50/24") && app.output.components(separatedBy: "rows").count == 3,
+                "\(app.output)")
         let db = try #require(try await lab.endpoints().first { $0.hostname == "db" })
         #expect(db.host == "h1" && db.state == .up && db.externalIds["docker-endpoint"] != nil)
-        #expect(try await lab.eventually { try await !lab.endpoints().contains { $0.ip.description == "192.168.10.50" } }, "--rm released the static address")
+        #expect(try await lab.eventually { try await !lab.endpoints().contains { $0.ip.description == "192.168.10.50" } },
+                "--rm released the static address")
 
         // Two engines allocate from one pool: ten containers on each, no address twice.
         for index in 0..<10 {
             for host in ["h1", "h2"] {
-                #expect(try lab.docker(on: host, "run", "-d", "--network", "red", "--name", "n\(host)\(index)", "trellis/busybox", "sleep", "600").status == 0)
+                #expect(try lab.docker(on: host, "run", "-d", "--network", "red", "--name", "n\(host)\(index)", "trellis/busybox", "sleep",
+                                       "600").status == 0)
             }
         }
         let addresses = try await lab.endpoints().filter { $0.subnet == "acme/app1/web/red" }.map(\.ip)
@@ -173,17 +199,21 @@ extension LabTests {
         #expect(addresses.map(\.description).contains(dockerSeen.trimmingCharacters(in: .whitespacesAndNewlines)))
 
         // connect and disconnect: a container of green joins red as a second interface, then leaves it.
-        #expect(try lab.docker(on: "h2", "run", "-d", "--network", "green", "--name", "roamer", "trellis/busybox", "sleep", "600").status == 0)
+        #expect(try lab.docker(on: "h2", "run", "-d", "--network", "green", "--name", "roamer", "trellis/busybox", "sleep",
+                               "600").status == 0)
         #expect(try lab.docker(on: "h2", "network", "connect", "red", "roamer").status == 0)
         let joined = try lab.docker(on: "h2", "exec", "roamer", "sh", "-c", "ip -4 -o addr; ping -c 1 -W 2 db")
         #expect(joined.status == 0 && joined.output.contains("eth1") && joined.output.contains("192.168.30."), "\(joined.output)")
         #expect(try lab.docker(on: "h2", "network", "disconnect", "red", "roamer").status == 0)
         #expect(try !lab.docker(on: "h2", "exec", "roamer", "ip", "-o", "link").output.contains("eth1"))
-        #expect(try await lab.eventually { try await lab.endpoints().filter { $0.externalIds["container-name"] == "roamer" }.map(\.subnet) == ["acme/app1/web/green"] })
+        #expect(try await lab.eventually {
+            try await lab.endpoints().filter { $0.externalIds["container-name"] == "roamer" }.map(\.subnet) == ["acme/app1/web/green"]
+        })
 
         // A static address outside the subnet: refused, and nothing is left behind.
         let before = try await lab.endpoints().count
-        let outside = try lab.docker(on: "h1", "run", "-d", "--network", "red", "--ip", "10.9.9.9", "--name", "stray", "trellis/busybox", "sleep", "600")
+        let outside = try lab.docker(on: "h1", "run", "-d", "--network", "red", "--ip", "10.9.9.9", "--name", "stray", "trellis/busybox",
+                                     "sleep", "600")
         #expect(outside.status != 0, "\(outside.output)")
         #expect(try await lab.endpoints().count == before)
         try lab.docker(on: "h1", "rm", "-f", "stray")
@@ -192,7 +222,8 @@ extension LabTests {
         lab.stop("h1")
         try await lab.restart("h1")
         try await Task.sleep(for: .milliseconds(500))
-        let after = try lab.docker(on: "h1", "run", "--rm", "--network", "red", "--name", "afterwards", "trellis/busybox", "ping", "-c", "1", "-W", "2", "nh25")
+        let after = try lab.docker(on: "h1", "run", "--rm", "--network", "red", "--name", "afterwards", "trellis/busybox", "ping", "-c",
+                                   "1", "-W", "2", "nh25")
         #expect(after.status == 0, "\(after.output)")
 
         // Containers and networks go: the controller forgets both.
@@ -201,7 +232,8 @@ extension LabTests {
         }
         #expect(try lab.docker(on: "h1", "rm", "-f", "db").status == 0)
         #expect(try lab.docker(on: "h1", "network", "rm", "red").status == 0)
-        let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: lab.directory.appendingPathComponent("controller.sock").path), token: lab.token)
+        let socket = lab.directory.appendingPathComponent("controller.sock").path
+        let client = ControllerClient(baseURL: ControllerClient.baseURL(socket: socket), token: lab.token)
         let networks: ListBody<DockerNetwork> = try await client.get("/api/v1/docker-networks")
         #expect(networks.items.map(\.host).sorted() == ["h2", "h2"])
         #expect(try await lab.endpoints().filter { $0.host == "h1" }.isEmpty)

@@ -19,13 +19,16 @@ final class RunningLab: @unchecked Sendable {
         guard up.status == 0 else { throw TrellisError(.unavailable, "lab up failed: \(up.stderr)\(up.stdout)") }
     }
 
-    var token: String { (try? String(contentsOf: directory.appendingPathComponent("admin.token"), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "" }
-    func pid(_ name: String) -> Int32 { Int32((try? String(contentsOf: directory.appendingPathComponent("\(name).pid"), encoding: .utf8)) ?? "") ?? 0 }
+    var token: String { (try? String(contentsOf: directory.appendingPathComponent("admin.token"),
+                                     encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "" }
+    func pid(_ name: String) -> Int32 { Int32((try? String(contentsOf: directory.appendingPathComponent("\(name).pid"),
+                                                           encoding: .utf8)) ?? "") ?? 0 }
 
     /// `trellis lab exec HOST -- trellis ARGS…`
     @discardableResult
     func trellis(on host: String, _ arguments: String...) async throws -> CommandResult {
-        let result = try await runTrellis(["lab", "exec", "--dir", directory.path, host, "--", trellisExecutable()] + arguments, environment: [:])
+        let result = try await runTrellis(["lab", "exec", "--dir", directory.path, host, "--", trellisExecutable()] + arguments,
+                                          environment: [:])
         #expect(result.status == 0, "trellis \(arguments.joined(separator: " ")) on \(host): \(result.stderr)")
         return result
     }
@@ -75,7 +78,8 @@ final class RunningLab: @unchecked Sendable {
     }
 }
 
-func ping(from namespace: NetworkNamespace, _ address: String, count: Int = 2, extra: [String] = []) throws -> (status: Int32, output: String) {
+func ping(from namespace: NetworkNamespace, _ address: String, count: Int = 2, extra: [String] = []) throws -> (status: Int32,
+    output: String) {
     try runProgram(["/usr/bin/nsenter", "--net=\(namespace.path)", "/usr/bin/ping", "-c", String(count), "-W", "1"] + extra + [address])
 }
 
@@ -90,7 +94,8 @@ struct LabTests {
         try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
         let c1 = try lab.container("c1"), c2 = try lab.container("c2")
         try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c1.path, "--name", "web1")
-        let attached = try await lab.trellis(on: "h2", "attach", "--subnet", "acme/app1/web/red", "--netns", c2.path, "--name", "web2", "-o", "json")
+        let attached = try await lab.trellis(on: "h2", "attach", "--subnet", "acme/app1/web/red", "--netns", c2.path, "--name", "web2",
+                                             "-o", "json")
         let web2 = try JSONCoding.decoder().decode(Endpoint.self, from: Data(attached.stdout.utf8))
         #expect(web2.host == "h2" && web2.state == .up && web2.externalIds["iface-id"] == web2.interface)
 
@@ -162,10 +167,12 @@ struct LabTests {
             if !clean { try await Task.sleep(for: .milliseconds(100)) }
         }
         let log = (try? String(contentsOf: lab.directory.appendingPathComponent("h1.log"), encoding: .utf8)) ?? ""
-        #expect(clean, "h1 still forwards to the detached endpoint: \(left)\n\(log.split(separator: "\n").suffix(6).joined(separator: "\n"))")
+        #expect(clean,
+                "h1 still forwards to the detached endpoint: \(left)\n\(log.split(separator: "\n").suffix(6).joined(separator: "\n"))")
         let usage = try await lab.trellis(on: "h1", "subnet", "show", "acme/app1/web/red")
         #expect(usage.stdout.contains("2 used of 253"))
-        try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c2.path, "--name", "again", "--ip", web2.ip.description)
+        try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c2.path, "--name", "again", "--ip",
+                              web2.ip.description)
     }
 
     @Test func subnetsRouteAsPoliciesAllowAndDomainsNeverMeet() async throws {
@@ -176,7 +183,8 @@ struct LabTests {
                           ["subnet", "create", "acme/app1/web/red", "--cidr", "192.168.10.0/24"],
                           ["subnet", "create", "acme/app1/db/blue", "--cidr", "192.168.20.0/24"],
                           ["subnet", "create", "globex/app1/web/red", "--cidr", "192.168.10.0/24"]] {
-            _ = try await runTrellis(["lab", "exec", "--dir", lab.directory.path, "h1", "--", trellisExecutable()] + arguments, environment: [:])
+            _ = try await runTrellis(["lab", "exec", "--dir", lab.directory.path, "h1", "--", trellisExecutable()] + arguments,
+                                     environment: [:])
         }
         let red1 = try lab.container("red1"), blue2 = try lab.container("blue2")
         let other1 = try lab.container("other1"), other2 = try lab.container("other2")
@@ -188,8 +196,10 @@ struct LabTests {
         // Subnets are isolated until a policy joins them; then routed across hosts, both ways.
         #expect(try ping(from: red1, "192.168.20.5", count: 1).status != 0, "isolated by default")
         try await lab.trellis(on: "h1", "policy", "create", "acme/app1/web-db")
-        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/web-db", "allow any from acme/app1/web/red to acme/app1/db/blue")
-        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/web-db", "allow icmp from acme/app1/db/blue to acme/app1/web/red")
+        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/web-db",
+                              "allow any from acme/app1/web/red to acme/app1/db/blue")
+        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/web-db",
+                              "allow icmp from acme/app1/db/blue to acme/app1/web/red")
         #expect(try ping(from: red1, "192.168.20.5").status == 0)
         #expect(try ping(from: blue2, "192.168.10.5").status == 0)
         // The other enterprise's pair, in the same CIDR, talks across hosts…
@@ -220,13 +230,15 @@ struct LabTests {
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
         for (host, name) in [("h1", "d1"), ("h2", "d2")] {
             let container = try lab.container(name)
-            let made = try await lab.trellis(on: host, "attach", "--subnet", "acme/app1/web/dyn", "--netns", container.path, "--name", name, "-o", "json")
+            let made = try await lab.trellis(on: host, "attach", "--subnet", "acme/app1/web/dyn", "--netns", container.path, "--name", name,
+                                             "-o", "json")
             let endpoint = try JSONCoding.decoder().decode(Endpoint.self, from: Data(made.stdout.utf8))
             let addresses = try RouteNetlink(in: container).addresses().filter { $0.prefixLength == 24 }
             #expect(addresses.isEmpty, "on a DHCP subnet attach leaves the address to DHCP")
             var lease = ""
             for _ in 0..<3 where !lease.contains("bound") {
-                lease = try runProgram(["/usr/bin/nsenter", "--net=\(container.path)", "/bin/busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f",
+                lease = try runProgram(["/usr/bin/nsenter", "--net=\(container.path)", "/bin/busybox", "udhcpc", "-i", "eth0", "-n", "-q",
+                                        "-f",
                                         "-t", "3", "-T", "1", "-s", script.path]).output
             }
             #expect(lease.contains("bound ip=\(endpoint.ip) mask=24 router=192.168.40.1 mtu=1450"), "\(host): \(lease)")
@@ -237,9 +249,11 @@ struct LabTests {
         let lab = try await RunningLab(hosts: 1)
         try await lab.makeSubnet("acme/app1/web/red", cidr: "192.168.10.0/24")
         let c1 = try lab.container("c1")
-        let made = try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c1.path, "--name", "web1", "-o", "json")
+        let made = try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--netns", c1.path, "--name", "web1", "-o",
+                                         "json")
         let container = try JSONCoding.decoder().decode(Endpoint.self, from: Data(made.stdout.utf8))
-        let vmMade = try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--vm", "--name", "vm1", "--tap", "tap-vm1", "-o", "json")
+        let vmMade = try await lab.trellis(on: "h1", "attach", "--subnet", "acme/app1/web/red", "--vm", "--name", "vm1", "--tap", "tap-vm1",
+                                           "-o", "json")
         let vm = try JSONCoding.decoder().decode(Endpoint.self, from: Data(vmMade.stdout.utf8))
         #expect(vm.kind == .vm && vm.interface == "tap-vm1" && vm.state == .up && vm.externalIds["tap"] == "tap-vm1")
         let router = try NetworkNamespace(named: try #require(vm.externalIds["router-netns"]))
@@ -261,7 +275,8 @@ struct LabTests {
             return false
         }
         let ask = ARPFrame.request(mac: vm.mac, ip: vm.ip, target: container.ip)
-        #expect(frames(sending: ask) { ARPFrame.parse($0).map { $0.operation == 2 && $0.senderIP == container.ip && $0.senderMAC == container.mac } ?? false },
+        #expect(frames(sending: ask) { ARPFrame.parse($0).map { $0.operation == 2 && $0.senderIP == container.ip
+            && $0.senderMAC == container.mac } ?? false },
                 "the container answers the VM")
         let pinger = Process()
         pinger.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")

@@ -12,7 +12,8 @@ extension RunningLab {
     /// not within 10 s: a test must not go on to blame the datapath for a state it never reached.
     func settle(hosts: Int) async throws {
         for host in 1...hosts {
-            let agent = ControllerClient(baseURL: ControllerClient.baseURL(socket: directory.appendingPathComponent("h\(host).sock").path), token: nil)
+            let agent = ControllerClient(baseURL: ControllerClient.baseURL(socket: directory.appendingPathComponent("h\(host).sock").path),
+                                         token: nil)
             var status: AgentStatus?
             var wanted = ""
             for _ in 0..<100 {
@@ -83,7 +84,8 @@ extension RunningLab {
         let namespace = try container(name)
         var arguments = ["attach", "--subnet", subnet, "--netns", namespace.path, "--name", name, "--ip", ip]
         if let profile { arguments += ["--profile", profile] }
-        let result = try await runTrellis(["lab", "exec", "--dir", directory.path, host, "--", trellisExecutable()] + arguments, environment: [:])
+        let result = try await runTrellis(["lab", "exec", "--dir", directory.path, host, "--", trellisExecutable()] + arguments,
+                                          environment: [:])
         #expect(result.status == 0, "attach \(name): \(result.stderr)")
         return Member(name: name, namespace: namespace, ip: ip, subnet: subnet)
     }
@@ -122,7 +124,8 @@ extension LabTests {
             Set(allPaths(members, probes: probes).filter { path in
                 let a = byName[path.from]!, b = byName[path.to]!
                 guard a.domain == b.domain else { return false }
-                return a.subnet == b.subnet || allowed.contains("\(a.subnet.split(separator: "/").last!)>\(b.subnet.split(separator: "/").last!) \(path.probe)")
+                return a.subnet == b.subnet
+                    || allowed.contains("\(a.subnet.split(separator: "/").last!)>\(b.subnet.split(separator: "/").last!) \(path.probe)")
             })
         }
         try await lab.settle(hosts: 3)
@@ -135,7 +138,8 @@ extension LabTests {
 
         // The deny goes (so the later allow covers udp/5353) and blue may open port 8080 on red.
         try await lab.trellis(on: "h1", "policy", "rule", "del", "acme/app1/web-db", "2")
-        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/web-db", "allow tcp from acme/app1/db/blue to acme/app1/web/red port 8080")
+        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/web-db",
+                              "allow tcp from acme/app1/db/blue to acme/app1/web/red port 8080")
         try await lab.settle(hosts: 3)
         let after = try reachable(members, probes: probes)
         let wantedAfter = expected(["red>blue tcp/5432", "red>blue icmp", "red>blue udp/5353", "blue>red tcp/8080"])
@@ -178,7 +182,8 @@ extension LabTests {
 }
 
 /// iperf3 TCP throughput in bit/s from `client` to `server` (with `reverse`, from server to client).
-func iperf(from client: Member, to server: Member, seconds: Int = 4, reverse: Bool = false) throws -> (bitsPerSecond: Double, bytes: Double) {
+func iperf(from client: Member, to server: Member, seconds: Int = 4, reverse: Bool = false) throws -> (bitsPerSecond: Double,
+    bytes: Double) {
     let daemon = Process()
     daemon.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
     daemon.arguments = ["--net=\(server.namespace.path)", "/usr/bin/iperf3", "-s", "-1", "-B", server.ip]
@@ -188,9 +193,11 @@ func iperf(from client: Member, to server: Member, seconds: Int = 4, reverse: Bo
     // SIGTERM (Process.terminate) does not stop programs started from the test process; SIGKILL does.
     defer { kill(daemon.processIdentifier, SIGKILL); daemon.waitUntilExit() }
     usleep(300_000)
-    let run = try runProgram(["/usr/bin/nsenter", "--net=\(client.namespace.path)", "/usr/bin/iperf3", "-c", server.ip, "-t", String(seconds), "-J"]
+    let run = try runProgram(["/usr/bin/nsenter", "--net=\(client.namespace.path)", "/usr/bin/iperf3", "-c", server.ip, "-t",
+                              String(seconds), "-J"]
                              + (reverse ? ["-R"] : []))
-    guard let json = try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any], let end = json["end"] as? [String: Any],
+    guard let json = try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any],
+        let end = json["end"] as? [String: Any],
           let received = end["sum_received"] as? [String: Any], let bits = received["bits_per_second"] as? Double,
           let bytes = received["bytes"] as? Double else {
         throw TrellisError(.unavailable, "iperf3 gave no result: \(run.output.prefix(300))")
@@ -240,13 +247,14 @@ extension LabTests {
         let counted = try await lab.member("counted", on: "h1", subnet: "acme/app1/web/red", ip: "10.4.1.11", profile: "acme/counted")
         let peer = try await lab.member("peer", on: "h2", subnet: "acme/app1/web/red", ip: "10.4.1.12")
         try await lab.settle(hosts: 2)
-        let controller = ControllerClient(baseURL: ControllerClient.baseURL(socket: lab.directory.appendingPathComponent("controller.sock").path),
-                                          token: lab.token)
+        let socket = lab.directory.appendingPathComponent("controller.sock").path
+        let controller = ControllerClient(baseURL: ControllerClient.baseURL(socket: socket), token: lab.token)
         let endpoint: Endpoint = try await controller.get("/api/v1/endpoints/acme/app1/web/red/counted")
         /// The counters of the first report collected after `time`.
         func stats(after time: Date) async throws -> EndpointStats {
             for _ in 0..<50 {
-                if let stats: EndpointStats = try? await controller.get("/api/v1/endpoints/\(endpoint.id)/stats"), stats.collectedAt > time {
+                if let stats: EndpointStats = try? await controller.get("/api/v1/endpoints/\(endpoint.id)/stats"),
+                    stats.collectedAt > time {
                     return stats
                 }
                 try await Task.sleep(for: .milliseconds(200))
@@ -268,16 +276,20 @@ extension LabTests {
         var listed = ""
         for _ in 0..<20 {
             listed = try await lab.trellis(on: "h1", "flows", "--subnet", "acme/app1/web/red").stdout
-            if listed.split(separator: "\n").contains(where: { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777") && $0.contains("ESTABLISHED") }) { break }
+            if listed.split(separator: "\n").contains(where: { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777")
+                && $0.contains("ESTABLISHED") }) { break }
             try await Task.sleep(for: .milliseconds(500))
         }
-        #expect(listed.split(separator: "\n").contains { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777") && $0.contains("ESTABLISHED")
+        #expect(listed.split(separator: "\n").contains { $0.contains("10.4.1.12:") && $0.contains("10.4.1.11:7777")
+            && $0.contains("ESTABLISHED")
                                                         && $0.hasSuffix("same-subnet acme/app1/web/red") }, "\(listed)")
         let shown = try await lab.trellis(on: "h1", "stats", "acme/app1/web/red/counted")
         #expect(shown.stdout.contains("counted-by") && shown.stdout.contains("nftables"))
         let metrics = try await controller.exchange("GET", "/metrics", body: nil)
-        #expect(metrics.status == 200 && String(decoding: metrics.body, as: UTF8.self).contains("trellis_endpoint_bytes_total{endpoint=\"acme/app1/web/red/counted\""))
-        let agent = ControllerClient(baseURL: ControllerClient.baseURL(socket: lab.directory.appendingPathComponent("h1.sock").path), token: nil)
+        #expect(metrics.status == 200 && String(decoding: metrics.body,
+            as: UTF8.self).contains("trellis_endpoint_bytes_total{endpoint=\"acme/app1/web/red/counted\""))
+        let agent = ControllerClient(baseURL: ControllerClient.baseURL(socket: lab.directory.appendingPathComponent("h1.sock").path),
+                                     token: nil)
         let agentMetrics = String(decoding: try await agent.exchange("GET", "/metrics", body: nil).body, as: UTF8.self)
         #expect(agentMetrics.contains("trellis_agent_reports_total{host=\"h1\"}"))
     }

@@ -46,7 +46,8 @@ private func socketAddress(_ address: String, _ port: UInt16) -> sockaddr_in {
 
 private func withSocketAddress<T>(_ address: String, _ port: UInt16, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
     var target = socketAddress(address, port)
-    return withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    return withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0,
+        socklen_t(MemoryLayout<sockaddr_in>.size)) } }
 }
 
 /// Tries every probe between every ordered pair of members at once — TCP connects (which need the

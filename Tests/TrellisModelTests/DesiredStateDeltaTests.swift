@@ -16,7 +16,8 @@ import Testing
     }
 
     func state(_ endpoints: [Endpoint], _ remotes: [RemoteEndpoint], vteps: [String]) -> DesiredState {
-        let subnet = DesiredSubnet(path: "acme/app1/web/red", cidr: try! IPv4Network.parse("10.0.0.0/16"), gateway: IPv4Address("10.0.0.1")!,
+        let subnet = DesiredSubnet(path: "acme/app1/web/red", cidr: try! IPv4Network.parse("10.0.0.0/16"),
+                                   gateway: IPv4Address("10.0.0.1")!,
                                    gatewayMAC: .gateway(vni: 5000), vni: 5000, dhcp: false, remoteVTEPs: vteps.map { IPv4Address($0)! })
         return DesiredState(host: "h1", revision: 1, underlayIP: IPv4Address("192.0.2.1"),
                             domains: [DesiredDomain(path: "acme/app1", id: 1, subnets: [subnet], policies: [])],
@@ -24,7 +25,8 @@ import Testing
     }
 
     @Test func deltaCarriesOnlyWhatChangedAndReplaysExactly() throws {
-        let old = state([endpoint("a"), endpoint("bb")], [remote("x", vtep: "192.0.2.2"), remote("yy", vtep: "192.0.2.2")], vteps: ["192.0.2.2"])
+        let old = state([endpoint("a"), endpoint("bb")], [remote("x", vtep: "192.0.2.2"), remote("yy", vtep: "192.0.2.2")],
+                        vteps: ["192.0.2.2"])
         var new = state([endpoint("a", state: .up), endpoint("ccc")], [remote("yy", vtep: "192.0.2.2")], vteps: ["192.0.2.2"])
         new.revision = 7
         let delta = new.delta(from: old)

@@ -5,7 +5,8 @@ import Testing
 @Suite struct RuleTests {
     @Test func rulesDecodeFromTheirOneLineFormWithTheErrorAtTheirPath() throws {
         struct Body: Decodable { var rules: [PolicyRule]; var acl: [ACLRule] }
-        let json = #"{"rules": ["allow tcp from acme/app1/web to acme/app1/db port 5432", {"action": "deny"}], "acl": ["deny tcp port 22"]}"#
+        let json = #"{"rules": ["allow tcp from acme/app1/web to acme/app1/db port 5432", {"action": "deny"}],"#
+            + #" "acl": ["deny tcp port 22"]}"#
         let body = try JSONCoding.decoder().decode(Body.self, from: Data(json.utf8))
         #expect(body.rules == [try PolicyRule.parse("allow tcp from acme/app1/web to acme/app1/db port 5432"),
                                PolicyRule(action: .deny, protocol: .any, from: "any", to: "any")])

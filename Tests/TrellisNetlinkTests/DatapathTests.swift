@@ -71,7 +71,8 @@ struct DatapathTests {
                                    rules: [try PolicyRule.parse("allow udp from \(red) to \(blue)")], revision: 1, createdAt: Date())
         func state(_ host: Int, policies: [NetworkPolicy] = [policy]) throws -> DesiredState {
             let other = host == 0 ? "10.88.0.2" : "10.88.0.1"
-            let subnets = [try subnet(red, "192.168.70.0/24", vni: vnis.0, vteps: [other]), try subnet(blue, "192.168.71.0/24", vni: vnis.1, vteps: [other])]
+            let subnets = [try subnet(red, "192.168.70.0/24", vni: vnis.0, vteps: [other]), try subnet(blue, "192.168.71.0/24", vni: vnis.1,
+                vteps: [other])]
             let me: String? = hosts[host]
             let local = [e1, e2, e3].filter { $0.host == me }
             let remotes = [e1, e2, e3].filter { $0.host != me }.map { remote($0, vtep: other) }
@@ -149,7 +150,8 @@ struct DatapathTests {
         func state(_ revision: Int, endpoints: [Endpoint]) -> DesiredState {
             localState(host: name, revision: revision, domain: domain, endpoints: endpoints)
         }
-        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!), hostNamespace: host)
+        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!),
+                                    hostNamespace: host)
         let port = try await datapath.attach(fresh, domain: domain, subnet: desiredSubnet, namespace: container, interface: "eth0")
         let routerName = KernelNames.routerNamespace(host: name, domainID: domainID)
 
@@ -184,7 +186,8 @@ struct DatapathTests {
         let elsewhere = remote(endpoint(3, red, host: "other", ip: "192.168.74.4", netns: nil), vtep: "10.88.1.2")
         var state = localState(host: name, revision: 1, domain: domain, endpoints: [refused, fine])
         state.remoteEndpoints = [elsewhere]
-        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!), hostNamespace: host)
+        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!),
+                                    hostNamespace: host)
 
         do {
             try await datapath.reconcile(state)
@@ -238,7 +241,8 @@ struct DatapathTests {
         let restarted = try Datapath(configuration: configuration, hostNamespace: host, routerMade: routerMade)
         let resynced = try await restarted.reconcile(state(3, endpoints: [member]))
         #expect(resynced.isEmpty, "\(resynced)")
-        #expect(announced.withLock { $0.map(\.router) } == [routerName, routerName, routerName], "a restarted agent serves the router it finds")
+        #expect(announced.withLock { $0.map(\.router) } == [routerName, routerName, routerName],
+                "a restarted agent serves the router it finds")
     }
 
     /// Reconciles between resyncs plan against the executor's record instead of reading the kernel: after

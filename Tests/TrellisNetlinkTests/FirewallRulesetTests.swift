@@ -12,12 +12,15 @@ struct FirewallRulesetTests {
 
     func subnet(_ path: String, _ cidr: String, vni: Int) throws -> DesiredSubnet {
         let network = try IPv4Network.parse(cidr)
-        return DesiredSubnet(path: path, cidr: network, gateway: network.firstHost, gatewayMAC: MACAddress(UInt64(vni))!, vni: vni, dhcp: false, remoteVTEPs: [])
+        return DesiredSubnet(path: path, cidr: network, gateway: network.firstHost, gatewayMAC: MACAddress(UInt64(vni))!, vni: vni,
+                             dhcp: false, remoteVTEPs: [])
     }
 
     func domain(_ rules: [String]) throws -> DesiredDomain {
-        let policy = NetworkPolicy(path: "acme/app1/p", name: "p", domain: "acme/app1", rules: try rules.map(PolicyRule.parse), revision: 1, createdAt: Date())
-        return DesiredDomain(path: "acme/app1", id: 1, subnets: [try subnet(red, "10.1.1.0/24", vni: 4096), try subnet(blue, "10.1.2.0/24", vni: 4097),
+        let policy = NetworkPolicy(path: "acme/app1/p", name: "p", domain: "acme/app1", rules: try rules.map(PolicyRule.parse), revision: 1,
+                                   createdAt: Date())
+        return DesiredDomain(path: "acme/app1", id: 1, subnets: [try subnet(red, "10.1.1.0/24", vni: 4096), try subnet(blue, "10.1.2.0/24",
+            vni: 4097),
                                                                   try subnet(green, "10.1.3.0/24", vni: 4098)],
                              policies: rules.isEmpty ? [] : [policy])
     }
@@ -29,7 +32,8 @@ struct FirewallRulesetTests {
     }
 
     func policyLines(_ ruleset: FirewallRuleset) -> [String] {
-        ruleset.inet().split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { $0.hasPrefix("ip saddr . ip daddr . meta l4proto") }
+        ruleset.inet().split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix("ip saddr . ip daddr . meta l4proto") }
     }
 
     @Test func aPortsOwnRatesTakePrecedenceOverItsProfilesInEachDirection() throws {
@@ -85,9 +89,12 @@ struct FirewallRulesetTests {
     @Test func generationFollowsTheRulesNotTheCounters() throws {
         let profile = PortProfile(path: "acme/counted", name: "counted", rules: [try ACLRule.parse("deny tcp port 22")], flowStats: true,
                                   revision: 1, createdAt: Date())
-        let a = FirewallRuleset(domain: try domain([]), endpoints: [endpoint(5, ip: "10.1.1.5", profile: profile.path)], profiles: [profile.path: profile])
-        let b = FirewallRuleset(domain: try domain([]), endpoints: [endpoint(5, ip: "10.1.1.5", profile: profile.path)], profiles: [profile.path: profile])
-        let c = FirewallRuleset(domain: try domain(["allow icmp from any to any"]), endpoints: [endpoint(5, ip: "10.1.1.5", profile: profile.path)],
+        let a = FirewallRuleset(domain: try domain([]), endpoints: [endpoint(5, ip: "10.1.1.5", profile: profile.path)],
+                                profiles: [profile.path: profile])
+        let b = FirewallRuleset(domain: try domain([]), endpoints: [endpoint(5, ip: "10.1.1.5", profile: profile.path)],
+                                profiles: [profile.path: profile])
+        let c = FirewallRuleset(domain: try domain(["allow icmp from any to any"]), endpoints: [endpoint(5, ip: "10.1.1.5",
+            profile: profile.path)],
                                 profiles: [profile.path: profile])
         #expect(a.generation == b.generation && a.generation != c.generation)
         #expect(a.filtersBridgedTraffic, "a port with ACL rules and counters needs the bridge's frames")
@@ -106,7 +113,8 @@ struct FirewallRulesetTests {
         let five = try #require(chains.first { $0.hasPrefix("trv5 ") })
         for rule in ["type filter hook ingress device \"trv5\" priority -500; policy accept;", "ether saddr != 02:7e:00:00:00:05 drop",
                      "ip saddr 10.1.1.5 accept", "arp saddr ip 10.1.1.5 arp saddr ether 02:7e:00:00:00:05 accept",
-                     "ip saddr 0.0.0.0 udp dport 67 accept", "arp saddr ip 0.0.0.0 arp saddr ether 02:7e:00:00:00:05 accept", "    drop\n"] {
+                     "ip saddr 0.0.0.0 udp dport 67 accept", "arp saddr ip 0.0.0.0 arp saddr ether 02:7e:00:00:00:05 accept",
+                     "    drop\n"] {
             #expect(five.contains(rule), "\(rule) in \(five)")
         }
         #expect(FirewallRuleset(domain: try domain([]), endpoints: [], profiles: [:]).netdev.isEmpty)
@@ -119,14 +127,16 @@ struct FirewallRulesetTests {
         let name = "trfw\(UInt16.random(in: 0...UInt16.max))"
         let namespace = try NetworkNamespace.create(named: name)
         defer { try? NetworkNamespace.delete(named: name) }
-        let profile = PortProfile(path: "acme/limited", name: "limited", rules: try ["deny tcp port 22", "allow tcp from 10.0.0.0/8 port 80",
-                                                                                       "deny udp to 10.1.2.0/24 port 53"].map(ACLRule.parse),
+        let profile = PortProfile(path: "acme/limited", name: "limited", rules: try ["deny tcp port 22",
+                                                                                     "allow tcp from 10.0.0.0/8 port 80",
+                                                                                     "deny udp to 10.1.2.0/24 port 53"].map(ACLRule.parse),
                                   flowStats: true, revision: 1, createdAt: Date())
         let ruleset = FirewallRuleset(domain: try domain(["allow tcp from acme/app1/web/red to acme/app1/db/blue port 5432",
                                                           "deny any from acme/app1/web to 10.1.2.7/32"]),
                                       endpoints: [endpoint(5, ip: "10.1.1.5", profile: profile.path), endpoint(6, ip: "10.1.1.6")],
                                       profiles: [profile.path: profile],
-                                      floatingIPs: [FloatingIPTranslation(floating: IPv4Address("10.255.0.200")!, endpoint: IPv4Address("10.1.1.5")!)])
+                                      floatingIPs: [FloatingIPTranslation(floating: IPv4Address("10.255.0.200")!,
+                                                                          endpoint: IPv4Address("10.1.1.5")!)])
         try NFTables.load(ruleset.script(), namespacePath: namespace.path)
         let state = try #require(try NFTables.table("inet", "trellis", namespacePath: namespace.path))
         #expect(state.comment == "generation \(ruleset.generation)")
@@ -140,6 +150,7 @@ struct FirewallRulesetTests {
         #expect(try NFTables.table("inet", "trellis", namespacePath: namespace.path)?.counters["ep5_tx"]?.bytes == 300)
         try NFTables.load(FirewallRuleset.removal, namespacePath: namespace.path)
         #expect(try NFTables.table("inet", "trellis", namespacePath: namespace.path) == nil)
-        #expect(throws: KernelToolError.self) { try NFTables.load("table inet trellis { chain c { nonsense } }", namespacePath: namespace.path) }
+        #expect(throws: KernelToolError.self) { try NFTables.load("table inet trellis { chain c { nonsense } }",
+                                                                  namespacePath: namespace.path) }
     }
 }

@@ -37,7 +37,8 @@ func udpExchange(from: NetworkNamespace, to: NetworkNamespace, address: IPv4Addr
     let receiver: Int32 = try to.run {
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         var bound = socketAddress(address, port)
-        _ = withUnsafePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        _ = withUnsafePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0,
+            socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         return fd
@@ -50,7 +51,8 @@ func udpExchange(from: NetworkNamespace, to: NetworkNamespace, address: IPv4Addr
     for _ in 0..<15 {
         _ = Array(text.utf8).withUnsafeBytes { bytes in
             withUnsafePointer(to: &target) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(sender, bytes.baseAddress, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(sender, bytes.baseAddress, bytes.count, 0, $0,
+                                                                              socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
         }
         let count = buffer.withUnsafeMutableBytes { recv(receiver, $0.baseAddress, $0.count, 0) }
@@ -75,11 +77,14 @@ struct KernelTests {
 
         try netlink.addAddress(index: bridge.index, IPv4Address("192.168.60.1")!, prefixLength: 24)
         try netlink.addAddress(index: bridge.index, IPv4Address("192.168.60.1")!, prefixLength: 24)  // idempotent
-        #expect(try netlink.addresses().contains { $0.index == bridge.index && $0.address.description == "192.168.60.1" && $0.prefixLength == 24 })
+        #expect(try netlink.addresses().contains { $0.index == bridge.index && $0.address.description == "192.168.60.1"
+            && $0.prefixLength == 24 })
         try netlink.replaceRoute(to: try IPv4Network.parse("10.60.0.0/16"), via: IPv4Address("192.168.60.254")!)
-        #expect(try netlink.routes().contains { $0.destination?.description == "10.60.0.0/16" && $0.gateway?.description == "192.168.60.254" })
+        #expect(try netlink.routes().contains { $0.destination?.description == "10.60.0.0/16"
+            && $0.gateway?.description == "192.168.60.254" })
         try netlink.replaceNeighbour(index: bridge.index, IPv4Address("192.168.60.9")!, mac: MACAddress("02:7e:00:00:00:09")!)
-        #expect(try netlink.neighbours().contains { $0.address?.description == "192.168.60.9" && $0.isPermanent && $0.mac?.description == "02:7e:00:00:00:09" })
+        #expect(try netlink.neighbours().contains { $0.address?.description == "192.168.60.9" && $0.isPermanent
+            && $0.mac?.description == "02:7e:00:00:00:09" })
         try netlink.deleteNeighbour(index: bridge.index, IPv4Address("192.168.60.9")!)
         let neighbours = try netlink.neighbours()
         #expect(!neighbours.contains { $0.address?.description == "192.168.60.9" })
@@ -119,7 +124,8 @@ struct KernelTests {
             try host.addAddress(index: uplink.index, underlay[index], prefixLength: 24)
             try host.createLink(LinkSpec(name: "br100", kind: .bridge, mtu: 1450, up: true))
             let bridge = try host.requireLink(named: "br100")
-            try host.createLink(LinkSpec(name: "vx100", kind: .vxlan(vni: 100, port: 4789, local: underlay[index], underlayIndex: uplink.index),
+            try host.createLink(LinkSpec(name: "vx100", kind: .vxlan(vni: 100, port: 4789, local: underlay[index],
+                                                                     underlayIndex: uplink.index),
                                          mtu: 1450, master: bridge.index, up: true))
             let vxlan = try host.requireLink(named: "vx100")
             try host.setBridgePort(index: vxlan.index, learning: false, neighbourSuppress: false)

@@ -27,7 +27,8 @@ import TrellisModel
         #expect(discover.kind == .discover && !discover.reply && discover.transactionID == 0xdeadbeef && discover.broadcastFlag)
         #expect(discover.clientMAC == mac)
         let chosen = try #require(DHCPMessage(request(3, requested: [192, 168, 30, 7], server: [192, 168, 30, 1])))
-        #expect(chosen.kind == .request && chosen.requestedAddress?.description == "192.168.30.7" && chosen.serverIdentifier?.description == "192.168.30.1")
+        #expect(chosen.kind == .request && chosen.requestedAddress?.description == "192.168.30.7"
+            && chosen.serverIdentifier?.description == "192.168.30.1")
         #expect(DHCPMessage([UInt8](repeating: 0, count: 300)) == nil, "no magic cookie")
         #expect(DHCPMessage(Array(request(1).prefix(200))) == nil, "truncated")
         var overrun = request(1)
@@ -55,7 +56,8 @@ import TrellisModel
         #expect(reply.reply && reply.kind == .offer && reply.transactionID == 0xdeadbeef && reply.clientMAC == mac)
         #expect(reply.yourAddress.description == "192.168.30.7" && reply.serverIdentifier?.description == "192.168.30.1")
         let options = payload[240...]
-        #expect(options.starts(with: [53, 1, 2, 54, 4, 192, 168, 30, 1, 51, 4, 0, 1, 0x51, 0x80, 1, 4, 255, 255, 255, 0, 3, 4, 192, 168, 30, 1,
+        #expect(options.starts(with: [53, 1, 2, 54, 4, 192, 168, 30, 1, 51, 4, 0, 1, 0x51, 0x80, 1, 4, 255, 255, 255, 0, 3, 4, 192, 168, 30,
+                                      1,
                                       26, 2, 0x05, 0xaa, 6, 4, 192, 168, 30, 1, 255]))
     }
 
