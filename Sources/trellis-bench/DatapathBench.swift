@@ -58,19 +58,29 @@ func median(_ values: [Double]) -> Double {
     return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
 }
 
-/// A netlink socket in `namespace` subscribed to neighbour and FDB notifications (RTNLGRP_NEIGH).
-func neighbourNotifications(in namespace: NetworkNamespace) throws -> Int32 {
+/// A netlink socket of `family` in `namespace`, subscribed to the multicast `groups`.
+func netlinkSubscription(in namespace: NetworkNamespace, family: Int32 = NETLINK_ROUTE, groups: UInt32,
+                         nonBlocking: Bool = false) throws -> Int32 {
     try namespace.run {
-        let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let kind = Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
+        let fd = socket(AF_NETLINK, kind, family)
         var address = sockaddr_nl()
         address.nl_family = sa_family_t(AF_NETLINK)
-        address.nl_groups = 1 << 2  // RTMGRP_NEIGH
+        address.nl_groups = groups
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_nl>.size)) }
         }
-        guard fd >= 0, bound == 0 else { throw NetlinkError(code: errno, operation: "subscribe to neighbour notifications") }
+        guard fd >= 0, bound == 0 else {
+            if fd >= 0 { close(fd) }
+            throw NetlinkError(code: errno, operation: "subscribe to kernel notifications")
+        }
         return fd
     }
+}
+
+/// A netlink socket in `namespace` subscribed to neighbour and FDB notifications (RTMGRP_NEIGH).
+func neighbourNotifications(in namespace: NetworkNamespace) throws -> Int32 {
+    try netlinkSubscription(in: namespace, groups: 1 << 2)
 }
 
 struct DatapathBench: AsyncParsableCommand {
@@ -86,8 +96,11 @@ struct DatapathBench: AsyncParsableCommand {
 
     func run() async throws {
         let tag = "tb\(UInt16.random(in: 0...UInt16.max))"
-        defer { for name in NetworkNamespace.names() where name.hasPrefix(tag)
-            || name.hasPrefix("trellis-\(tag)") { try? NetworkNamespace.delete(named: name) } }
+        defer {
+            for name in NetworkNamespace.names() where name.hasPrefix(tag) || name.hasPrefix("trellis-\(tag)") {
+                try? NetworkNamespace.delete(named: name)
+            }
+        }
         if !skipThroughput { try await throughput(tag) }
         if !skipLab { try await labMeasurements(tag) }
     }

@@ -9,24 +9,18 @@ import TrellisNetlinkWire
 /// A netlink socket in `namespace` that hears every change to its kernel objects: links, IPv4 addresses
 /// and routes, neighbours and FDB entries (rtnetlink), and nftables (nfnetlink).
 private func kernelChangeSockets(in namespace: NetworkNamespace) throws -> (route: Int32, nftables: Int32) {
-    try namespace.run {
-        func subscribed(_ family: Int32, groups: UInt32) throws -> Int32 {
-            let kind = Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
-            let fd = socket(AF_NETLINK, kind, family)
-            var address = sockaddr_nl()
-            address.nl_family = sa_family_t(AF_NETLINK)
-            address.nl_groups = groups
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_nl>.size)) }
-            }
-            var size: Int32 = 4 << 20
-            setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
-            guard fd >= 0, bound == 0 else { throw NetlinkError(code: errno, operation: "subscribe to kernel changes") }
-            return fd
-        }
-        // RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE; NFNLGRP_NFTABLES is group 7.
-        return (try subscribed(NETLINK_ROUTE, groups: 0x1 | 0x4 | 0x10 | 0x40), try subscribed(12, groups: 1 << 6))
+    // RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE; NFNLGRP_NFTABLES is group 7 of NETLINK_NETFILTER (12).
+    let route = try netlinkSubscription(in: namespace, groups: 0x1 | 0x4 | 0x10 | 0x40, nonBlocking: true)
+    let nftables: Int32
+    do { nftables = try netlinkSubscription(in: namespace, family: 12, groups: 1 << 6, nonBlocking: true) } catch {
+        close(route)
+        throw error
     }
+    for fd in [route, nftables] {
+        var size: Int32 = 4 << 20
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+    return (route, nftables)
 }
 
 /// The changes waiting on a subscribed socket that are writes of a program: neighbour entries the kernel
