@@ -1,6 +1,7 @@
 import Foundation
 import TrellisModel
 import TrellisNetlink
+import TrellisNetlinkWire
 import TrellisPolicy
 
 /// Rate limits of one port: `ingress` (towards the endpoint) shapes the port's own egress; `egress` (from
@@ -11,34 +12,40 @@ public struct PortShaping: Hashable, Sendable {
     public var egress: RateLimit?
     public var ingress: RateLimit?
 
-    /// A port without limits: its commands remove any Trellis put there.
+    /// A port without limits: its operations remove any Trellis put there.
     static func unlimited(_ port: String) -> PortShaping { PortShaping(port: port, shaper: "", egress: nil, ingress: nil) }
 
-    /// `tc` batch lines that bring the port from `current` to these limits.
-    func commands(current: TrafficControl.Qdiscs) -> [String] {
-        var lines: [String] = []
+    /// The traffic-control changes that bring the port from `current` to these limits.
+    func operations(current: TrafficControl.Qdiscs) -> [TrafficControlOperation] {
+        var operations: [TrafficControlOperation] = []
         if let ingress {
-            lines.append("qdisc replace dev \(port) root tbf \(Self.tbf(ingress))")
+            operations.append(.shape(device: port, Self.tokenBucket(ingress)))
         } else if current.root[port] == "tbf" {
-            lines.append("qdisc del dev \(port) root")
+            operations.append(.removeShaping(device: port))
         }
         if let egress {
-            lines.append("qdisc replace dev \(shaper) root tbf \(Self.tbf(egress))")
-            if !current.ingress.contains(port) {
-                lines.append("qdisc add dev \(port) handle ffff: ingress")
-                lines.append("filter add dev \(port) parent ffff: protocol all prio 1 u32 match u32 0 0"
-                             + " action mirred egress redirect dev \(shaper)")
-            }
+            operations.append(.shape(device: shaper, Self.tokenBucket(egress)))
+            if !current.ingress.contains(port) { operations.append(.redirectIngress(device: port, target: shaper)) }
         } else if current.ingress.contains(port) {
-            lines.append("qdisc del dev \(port) ingress")
+            operations.append(.removeIngress(device: port))
         }
-        return lines
+        return operations
     }
 
-    /// TBF parameters: the rate, a burst of 10 ms at that rate (at least 16 kB) unless given, 50 ms of queue.
-    static func tbf(_ limit: RateLimit) -> String {
+    /// The token bucket of a limit: its rate, a burst of 10 ms at that rate (at least 16 kB) unless given,
+    /// and 50 ms of queue.
+    static func tokenBucket(_ limit: RateLimit) -> TokenBucket {
         let burst = limit.burstBytes ?? max(16_000, limit.bitsPerSecond / 8 / 100)
-        return "rate \(limit.bitsPerSecond)bit burst \(burst) latency 50ms"
+        return TokenBucket(bitsPerSecond: limit.bitsPerSecond, burstBytes: burst, latencyMicroseconds: 50_000)
+    }
+
+    /// The limits in tc's words, as part of the ruleset's generation.
+    var summary: String {
+        func words(_ limit: RateLimit?) -> String {
+            guard let limit else { return "-" }
+            return "rate \(limit.bitsPerSecond)bit burst \(Self.tokenBucket(limit).burstBytes) latency 50ms"
+        }
+        return "\(port) \(words(egress)) \(words(ingress))"
     }
 }
 
@@ -198,7 +205,7 @@ public struct FirewallRuleset: Sendable {
 
         // The generation is a digest of everything but itself and the counters' values.
         let skeleton = (body + chains + nat + [bridge, netdev] + counters.keys.sorted().map(String.init)
-            + shaping.map { "\($0.port) \($0.egress.map(PortShaping.tbf) ?? "-") \($0.ingress.map(PortShaping.tbf) ?? "-")" })
+            + shaping.map(\.summary))
                 .joined(separator: "\n")
         let generation = max(1, Self.fnv1a(skeleton))
         self.generation = generation
@@ -279,13 +286,14 @@ public final class FirewallLoader: @unchecked Sendable {
                 }
                 var present: [String] = []
                 if !ruleset.shaping.isEmpty || hadShaping || previous == nil {
-                    let qdiscs = try TrafficControl.qdiscs(namespacePath: path)
+                    let trafficControl = try TrafficControl(namespacePath: path)
+                    let qdiscs = try trafficControl.qdiscs()
                     let limits = Dictionary(ruleset.shaping.map { ($0.port, $0) }, uniquingKeysWith: { a, _ in a })
-                    present = ruleset.ports.filter { qdiscs.devices.contains($0) }
-                    let commands = present.flatMap { port in
-                        (limits[port] ?? PortShaping.unlimited(port)).commands(current: qdiscs)
+                    present = ruleset.ports.filter { qdiscs.devices[$0] != nil }
+                    let operations = present.flatMap { port in
+                        (limits[port] ?? PortShaping.unlimited(port)).operations(current: qdiscs)
                     }
-                    try TrafficControl.batch(commands, namespacePath: path)
+                    try trafficControl.apply(operations, devices: qdiscs.devices)
                 }
                 lock.withLock {
                     if ruleset.shaping.isEmpty { plansShaped.remove(path) } else { plansShaped.insert(path) }

@@ -140,4 +140,39 @@ public struct RouteNetlink: Sendable {
         } catch let error as NetlinkError where error.code == ENOENT {
         }
     }
+
+    // MARK: Traffic control
+
+    public func qdiscs() throws -> [Qdisc] {
+        try socket.dump(TrafficControlRequests.dumpQdiscs()).compactMap { $0.type == TC.RTM_NEWQDISC ? try Qdisc($0) : nil }
+    }
+
+    public func replaceRootTokenBucket(index: Int32, _ bucket: TokenBucket) throws {
+        try socket.execute(TrafficControlRequests.replaceRootTokenBucket(index: index, bucket), describing: "tbf on index \(index)")
+    }
+
+    /// Puts back the link's default root qdisc; a link that has it already is not an error.
+    public func deleteRootQdisc(index: Int32) throws {
+        do {
+            try socket.execute(TrafficControlRequests.deleteRootQdisc(index: index), describing: "root qdisc of index \(index)")
+        } catch let error as NetlinkError where error.code == ENOENT {
+        }
+    }
+
+    /// Redirects everything the link receives to the egress of link `target`, through an ingress qdisc
+    /// and one u32 filter.
+    public func redirectIngress(index: Int32, to target: Int32) throws {
+        try socket.execute(TrafficControlRequests.addIngressQdisc(index: index), describing: "ingress qdisc of index \(index)")
+        try socket.execute(TrafficControlRequests.addRedirectFilter(index: index, to: target),
+                           describing: "redirect from index \(index) to \(target)")
+    }
+
+    /// Removes the link's ingress qdisc and its filters; a link without one is not an error (the kernel
+    /// answers EINVAL when a link has no ingress queue, ENOENT when it has one but no qdisc on it).
+    public func deleteIngressQdisc(index: Int32) throws {
+        do {
+            try socket.execute(TrafficControlRequests.deleteIngressQdisc(index: index), describing: "ingress qdisc of index \(index)")
+        } catch let error as NetlinkError where error.code == ENOENT || error.code == EINVAL {
+        }
+    }
 }

@@ -1,68 +1,65 @@
-import Foundation
+import Glibc
+import TrellisNetlinkWire
 
-/// Traffic control inside a network namespace through the `tc` program: one `tc -batch` per change,
-/// as nftables rulesets go through one `nft -f`.
-public enum TrafficControl {
-    static let program = ["/usr/sbin/tc", "/sbin/tc"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "tc"
+/// One change to the traffic control of a namespace's devices, by device name.
+public enum TrafficControlOperation: Equatable, Sendable {
+    /// Shapes what the device sends with a token bucket filter as its root qdisc.
+    case shape(device: String, TokenBucket)
+    /// Puts back the device's default root qdisc.
+    case removeShaping(device: String)
+    /// Redirects everything the device receives to the egress of `target` (an ifb that shapes it).
+    case redirectIngress(device: String, target: String)
+    /// Removes the device's ingress qdisc and its redirect.
+    case removeIngress(device: String)
+}
 
-    /// The kind of root qdisc and whether an ingress qdisc is present, by device, from `tc qdisc show`.
+/// Traffic control inside a network namespace over rtnetlink: qdiscs read in one dump, and changed one
+/// request each, with no `tc` process.
+public struct TrafficControl: Sendable {
+    /// What a namespace's devices have: the kind of each root qdisc and which have an ingress qdisc.
     public struct Qdiscs: Sendable, Equatable {
         public var root: [String: String] = [:]
         public var ingress: Set<String> = []
-        /// Every device listed (each has at least a root qdisc, if only `noqueue`).
-        public var devices: Set<String> = []
+        /// Every device of the namespace, by name, with its index.
+        public var devices: [String: Int32] = [:]
+
+        public init(root: [String: String] = [:], ingress: Set<String> = [], devices: [String: Int32] = [:]) {
+            self.root = root
+            self.ingress = ingress
+            self.devices = devices
+        }
     }
 
-    /// Runs `commands` (tc batch syntax, one per line); with `force`, a failing line does not stop the rest.
-    public static func batch(_ commands: [String], force: Bool = false, namespacePath: String) throws {
-        guard !commands.isEmpty else { return }
-        try runProgram(program, (force ? ["-force"] : []) + ["-batch", "-"], input: commands.joined(separator: "\n") + "\n",
-                       namespacePath: namespacePath)
+    private let netlink: RouteNetlink
+
+    public init(namespacePath: String) throws {
+        netlink = try RouteNetlink(in: NetworkNamespace(path: namespacePath))
     }
 
-    public static func qdiscs(namespacePath: String) throws -> Qdiscs {
-        let text = String(decoding: try runProgram(program, ["qdisc", "show"], namespacePath: namespacePath), as: UTF8.self)
+    public func qdiscs() throws -> Qdiscs {
         var result = Qdiscs()
-        for line in text.split(separator: "\n") {
-            let words = line.split(separator: " ").map(String.init)
-            guard words.count > 4, words[0] == "qdisc", let dev = words.firstIndex(of: "dev"), dev + 1 < words.count else { continue }
-            let device = words[dev + 1]
-            result.devices.insert(device)
-            if words[1] == "ingress" { result.ingress.insert(device) } else if words.contains("root") { result.root[device] = words[1] }
+        for link in try netlink.links() { result.devices[link.name] = link.index }
+        let names = Dictionary(result.devices.map { ($0.value, $0.key) }, uniquingKeysWith: { first, _ in first })
+        for qdisc in try netlink.qdiscs() {
+            guard let name = names[qdisc.index] else { continue }
+            if qdisc.isIngress { result.ingress.insert(name) } else if qdisc.isRoot { result.root[name] = qdisc.kind }
         }
         return result
     }
-}
 
-/// Runs `program ARGUMENTS` inside the namespace at `namespacePath`, feeding it `input`; its output.
-@discardableResult
-func runProgram(_ program: String, _ arguments: [String], input: String? = nil, namespacePath: String) throws -> Data {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-    process.arguments = ["--net=\(namespacePath)", program] + arguments
-    let output = Pipe(), errors = Pipe(), feed = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    process.standardInput = input == nil ? FileHandle.nullDevice : feed
-    do {
-        try process.run()
-    } catch {
-        throw NetlinkError(code: ENOENT, operation: "run \(program): \(error)")
+    /// Applies `operations` in order; `devices` (from `qdiscs()`) gives their indexes.
+    public func apply(_ operations: [TrafficControlOperation], devices: [String: Int32]) throws {
+        func index(_ name: String) throws -> Int32 {
+            guard let index = devices[name] else { throw NetlinkError(code: ENODEV, operation: "find link \(name)") }
+            return index
+        }
+        for operation in operations {
+            switch operation {
+            case .shape(let device, let bucket): try netlink.replaceRootTokenBucket(index: index(device), bucket)
+            case .removeShaping(let device): try netlink.deleteRootQdisc(index: index(device))
+            case .redirectIngress(let device, let target): try netlink.redirectIngress(index: index(device), to: index(target))
+            case .removeIngress(let device): try netlink.deleteIngressQdisc(index: index(device))
+            }
+        }
     }
-    if let input {
-        feed.fileHandleForWriting.write(Data(input.utf8))
-        try? feed.fileHandleForWriting.close()
-    }
-    // Both pipes are drained before waiting, so that a large output cannot block the child.
-    nonisolated(unsafe) var message = Data()
-    let reader = DispatchGroup()
-    DispatchQueue.global().async(group: reader) { message = errors.fileHandleForReading.readDataToEndOfFile() }
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    reader.wait()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw KernelToolError(message: String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines),
-                            arguments: [program] + arguments)
-    }
-    return data
 }
