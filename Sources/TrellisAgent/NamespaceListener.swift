@@ -1,4 +1,3 @@
-import CTrellisLinux
 import Foundation
 import Glibc
 import TrellisModel
@@ -27,8 +26,7 @@ final class NamespaceListener: @unchecked Sendable {
         let outcome = StartOutcome()
         let thread = Thread { [self] in
             do {
-                let namespace = try NetworkNamespace(path: path)
-                guard trellis_setns_net(namespace.fd) == 0 else { throw NetlinkError(code: errno, operation: "setns(\(path))") }
+                try NetworkNamespace(path: path).enterOnCallingThread()
                 let fds = try open()
                 ready.signal()
                 defer { fds.forEach { close($0) } }

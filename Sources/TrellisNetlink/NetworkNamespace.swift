@@ -31,11 +31,16 @@ public final class NetworkNamespace: @unchecked Sendable {
 
     /// Runs `body` on a new thread that has entered this namespace.
     public func run<T>(_ body: @escaping () throws -> T) throws -> T {
-        let fd = self.fd
-        return try onFreshThread {
-            guard trellis_setns_net(fd) == 0 else { throw NetlinkError(code: errno, operation: "setns(\(self.path))") }
+        try onFreshThread {
+            try self.enterOnCallingThread()
             return try body()
         }
+    }
+
+    /// Moves the calling thread into this namespace for the rest of its life: only for threads made
+    /// for it (`run`, or a listener's own thread), never a pooled one.
+    public func enterOnCallingThread() throws {
+        guard trellis_setns_net(fd) == 0 else { throw NetlinkError(code: errno, operation: "setns(\(path))") }
     }
 
     /// A rtnetlink socket that lives in this namespace.
