@@ -111,6 +111,7 @@ let package = Package(
             dependencies: [
                 "TrellisModel", "TrellisClient", "TrellisController", "TrellisStore", "TrellisAgent", "TrellisDocker", "TrellisNetlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import ServiceLifecycle
 import TrellisAgent
 import TrellisClient
 import TrellisDocker
@@ -63,19 +64,13 @@ struct AgentCommand: AsyncParsableCommand {
         configuration.statsInterval = .milliseconds(Int(statsInterval * 1000))
         configuration.socketAccess = try LocalSocketAccess(group: socketGroup)
         let agent = try Agent(configuration: configuration)
-        var services: [@Sendable () async throws -> Void] = []
-        if let dockerSocket {
-            let monitor = ContainerMonitor(agent: agent, engine: DockerEngine(socket: dockerSocket))
-            services.append { await monitor.run() }
-        }
-        if let pluginSocket {
-            let driver = RemoteDriver(agent: agent, socketPath: pluginSocket)
-            services.append { try await driver.run() }
-        }
+        var adapters: [any Service] = []
+        if let dockerSocket { adapters.append(ContainerMonitor(agent: agent, engine: DockerEngine(socket: dockerSocket))) }
+        if let pluginSocket { adapters.append(RemoteDriver(agent: agent, socketPath: pluginSocket)) }
         print("trellis agent for host \(host) (underlay \(underlay)) serving \(socket)"
               + (dockerSocket.map { ", following Docker at \($0)" } ?? "") + (pluginSocket.map { ", Docker driver on \($0)" } ?? ""))
         fflush(nil)
-        try await agent.run(alongside: services)
+        try await agent.run(alongside: adapters)
     }
 }
 

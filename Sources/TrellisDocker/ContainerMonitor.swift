@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import TrellisAgent
 import TrellisModel
 
@@ -9,7 +10,7 @@ import TrellisModel
 /// At start, and whenever the event stream is reopened, it resyncs: running containers that lack a
 /// port get one, and ports whose container is gone are removed. It also names the endpoints the
 /// remote driver made after their containers, for DNS.
-public actor ContainerMonitor {
+public actor ContainerMonitor: Service {
     /// External ids that tie an endpoint to its container.
     public static let containerKey = "docker-container"
     public static let containerNameKey = "container-name"
@@ -26,8 +27,13 @@ public actor ContainerMonitor {
         self.logger = logger
     }
 
-    /// Runs until cancelled, reconnecting to the engine with backoff.
-    public func run() async {
+    /// Follows the engine until the service group shuts down, or the task is cancelled.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { await self.follow() }
+    }
+
+    /// Follows the engine's events until cancelled, reconnecting with backoff.
+    func follow() async {
         var backoff = Duration.milliseconds(200)
         while !Task.isCancelled {
             do {

@@ -12,7 +12,7 @@ import TrellisModel
 /// same one; a container's port is a veth on the subnet's bridge whose other end the engine moves
 /// into the container. The network ↔ subnet mapping is kept by the controller, and every call to
 /// the controller has a deadline, so that the engine never waits long on Trellis.
-public final class RemoteDriver: Sendable {
+public final class RemoteDriver: Service {
     /// The driver's name for `docker network create -d`.
     public static let name = "trellis"
     /// External ids of an endpoint made through the driver: the Docker endpoint and the IPAM pool.
@@ -38,7 +38,7 @@ public final class RemoteDriver: Sendable {
     var controller: ControllerClient { agent.client }
     var host: String { agent.configuration.host }
 
-    /// Serves the plugin socket until SIGTERM or SIGINT.
+    /// Serves the plugin socket until the service group shuts down.
     public func run() async throws {
         try FileManager.default.createDirectory(atPath: (socketPath as NSString).deletingLastPathComponent,
                                                 withIntermediateDirectories: true)
@@ -74,7 +74,7 @@ public final class RemoteDriver: Sendable {
         let app = Application(router: router,
                               configuration: .init(address: .unixDomainSocket(path: path), serverName: "trellis-docker-plugin"),
                               onServerRunning: { [logger] _ in access.restrict(path, logger: logger) }, logger: logger)
-        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        try await app.run()
     }
 
     // MARK: Plumbing

@@ -36,24 +36,30 @@ extension Agent {
     /// Endpoint counters (nftables counters where the profile asks for flow statistics, else the port's
     /// own counters) and the conntrack entries of every router namespace.
     func collect(_ desired: DesiredState) async throws -> HostStatsReport {
-        let routers = await datapath.routerNamespaces()
+        let routers = await datapath.routerNamespaces(), firewall = datapath.firewall, host = configuration.host
+        // Dumps of links, counters and conntrack block: on a thread of their own, not the cooperative pool.
+        return try await onOwnThread { try Self.read(desired, routers: routers, firewall: firewall, host: host) }
+    }
+
+    private static func read(_ desired: DesiredState, routers: [Int: (namespace: NetworkNamespace, netlink: RouteNetlink)],
+                             firewall: FirewallLoader, host: String) throws -> HostStatsReport {
         let now = Date()
         var endpoints: [EndpointStats] = []
         var flows: [Flow] = []
         for domain in desired.domains {
             guard let router = routers[domain.id] else { continue }
             let statistics = Dictionary(try router.netlink.links().map { ($0.name, $0.statistics) }, uniquingKeysWith: { a, _ in a })
-            let ruleset = datapath.firewall.ruleset(namespacePath: router.namespace.path)
+            let ruleset = firewall.ruleset(namespacePath: router.namespace.path)
             let counters = ruleset?.counters.isEmpty == false
                 ? (try NFTables.table("inet", "trellis", namespacePath: router.namespace.path)?.counters ?? [:]) : [:]
             for endpoint in desired.endpoints where endpoint.domain == domain.path {
                 let port = KernelNames.port(of: endpoint)
                 if let names = ruleset?.counters[endpoint.id], let sent = counters[names.tx], let received = counters[names.rx] {
-                    endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: configuration.host,
+                    endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: host,
                                                    sent: sent, received: received, source: "nftables", collectedAt: now))
                 } else if let link = statistics[port] ?? nil {
                     // The port's receive side is what the endpoint sent.
-                    endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: configuration.host,
+                    endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: host,
                                                    sent: TrafficCounters(packets: link.receivedPackets, bytes: link.receivedBytes),
                                                    received: TrafficCounters(packets: link.sentPackets, bytes: link.sentBytes),
                                                    source: "interface", collectedAt: now))
@@ -66,7 +72,7 @@ extension Agent {
                 case 1: "icmp"
                 default: "\(entry.original.protocol)"
                 }
-                flows.append(Flow(domain: domain.path, host: configuration.host, protocol: name, source: entry.original.source,
+                flows.append(Flow(domain: domain.path, host: host, protocol: name, source: entry.original.source,
                                   sourcePort: entry.original.sourcePort.map(Int.init), destination: entry.original.destination,
                                   destinationPort: entry.original.destinationPort.map(Int.init), state: entry.tcpState,
                                   original: TrafficCounters(packets: entry.originalPackets, bytes: entry.originalBytes),

@@ -75,6 +75,9 @@ public actor Datapath {
     var hostSideClean = false
     /// Loads the nftables rulesets that reconciles plan; `sync()` it after a reconcile.
     public nonisolated let firewall = FirewallLoader()
+    /// The datapath's own thread: every kernel request it makes blocks there, not on the cooperative pool.
+    private nonisolated let thread = DedicatedThreadExecutor(name: "trellis-datapath")
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.asUnownedSerialExecutor() }
 
     /// A datapath for the host whose namespace is `hostNamespace` (this process's when nil).
     /// `routerMade` is told the name of each router namespace as the datapath makes it (or first finds

@@ -1,53 +1,7 @@
 import Foundation
 import TrellisModel
 import TrellisNetlink
-import TrellisNetlinkWire
 import TrellisPolicy
-
-/// Rate limits of one port: `ingress` (towards the endpoint) shapes the port's own egress; `egress` (from
-/// the endpoint) is redirected from the port's ingress to an ifb and shaped there.
-public struct PortShaping: Hashable, Sendable {
-    public var port: String
-    public var shaper: String
-    public var egress: RateLimit?
-    public var ingress: RateLimit?
-
-    /// A port without limits: its operations remove any Trellis put there.
-    static func unlimited(_ port: String) -> PortShaping { PortShaping(port: port, shaper: "", egress: nil, ingress: nil) }
-
-    /// The traffic-control changes that bring the port from `current` to these limits.
-    func operations(current: TrafficControl.Qdiscs) -> [TrafficControlOperation] {
-        var operations: [TrafficControlOperation] = []
-        if let ingress {
-            operations.append(.shape(device: port, Self.tokenBucket(ingress)))
-        } else if current.root[port] == "tbf" {
-            operations.append(.removeShaping(device: port))
-        }
-        if let egress {
-            operations.append(.shape(device: shaper, Self.tokenBucket(egress)))
-            if !current.ingress.contains(port) { operations.append(.redirectIngress(device: port, target: shaper)) }
-        } else if current.ingress.contains(port) {
-            operations.append(.removeIngress(device: port))
-        }
-        return operations
-    }
-
-    /// The token bucket of a limit: its rate, a burst of 10 ms at that rate (at least 16 kB) unless given,
-    /// and 50 ms of queue.
-    static func tokenBucket(_ limit: RateLimit) -> TokenBucket {
-        let burst = limit.burstBytes ?? max(16_000, limit.bitsPerSecond / 8 / 100)
-        return TokenBucket(bitsPerSecond: limit.bitsPerSecond, burstBytes: burst, latencyMicroseconds: 50_000)
-    }
-
-    /// The limits in tc's words, as part of the ruleset's generation.
-    var summary: String {
-        func words(_ limit: RateLimit?) -> String {
-            guard let limit else { return "-" }
-            return "rate \(limit.bitsPerSecond)bit burst \(Self.tokenBucket(limit).burstBytes) latency 50ms"
-        }
-        return "\(port) \(words(egress)) \(words(ingress))"
-    }
-}
 
 /// The nftables rulesets of one domain's router namespace, compiled from the domain's network policies,
 /// the profiles of this host's ports in it, and its floating IPs. Pure: text in, text out.
@@ -232,75 +186,5 @@ public struct FirewallRuleset: Sendable {
         var hash: UInt32 = 2_166_136_261
         for byte in text.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
         return hash
-    }
-}
-
-/// Keeps each router namespace's nftables tables at the ruleset its reconcile planned. Planning is
-/// cheap and happens inside the datapath's reconcile; loading runs `nft` and happens outside it, so a
-/// reload never holds up an attach. A table already at the planned generation (after an agent
-/// restart, say) is left alone; a reload carries the counters' values over.
-public final class FirewallLoader: @unchecked Sendable {
-    private let lock = NSLock()
-    private let loading = NSLock()
-    private var plans: [String: FirewallRuleset] = [:]
-    private var loaded: [String: UInt32] = [:]
-    /// Ports whose rate limits are in force, by namespace.
-    private var shaped: [String: Set<String>] = [:]
-    /// Namespaces whose last ruleset had rate limits (their qdiscs may need removing).
-    private var plansShaped: Set<String> = []
-
-    public init() {}
-
-    /// Records the ruleset wanted in the namespace at `namespacePath`.
-    func plan(_ ruleset: FirewallRuleset, namespacePath: String) {
-        lock.withLock { plans[namespacePath] = ruleset }
-    }
-
-    /// Forgets a namespace that is gone.
-    func forget(namespacePath: String) {
-        lock.withLock { plans[namespacePath] = nil; loaded[namespacePath] = nil; shaped[namespacePath] = nil }
-    }
-
-    /// The ruleset planned for a namespace.
-    public func ruleset(namespacePath: String) -> FirewallRuleset? { lock.withLock { plans[namespacePath] } }
-
-    /// Loads every planned ruleset that is not in force yet, and the rate limits of its ports (a port
-    /// that does not exist yet gets them at a later sync).
-    public func sync() throws {
-        try loading.withLock {
-            let pending = lock.withLock {
-                plans.filter { loaded[$0.key] != $0.value.generation
-                    || !Set($0.value.shaping.map(\.port)).isSubset(of: shaped[$0.key] ?? []) }
-            }
-            for (path, ruleset) in pending.sorted(by: { $0.key < $1.key }) {
-                guard FileManager.default.fileExists(atPath: path) else { continue }
-                let (previous, hadShaping) = lock.withLock { (loaded[path], !(shaped[path] ?? []).isEmpty || plansShaped.contains(path)) }
-                // What is in force is known once this process has loaded it; it is read back only to
-                // carry counters over, or after a restart to leave a ruleset already in force alone.
-                if previous != ruleset.generation {
-                    let current = previous == nil || !ruleset.counters.isEmpty
-                        ? try NFTables.table("inet", "trellis", namespacePath: path) : nil
-                    if previous != nil || current?.comment != "generation \(ruleset.generation)" {
-                        try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:]), namespacePath: path)
-                    }
-                }
-                var present: [String] = []
-                if !ruleset.shaping.isEmpty || hadShaping || previous == nil {
-                    let trafficControl = try TrafficControl(namespacePath: path)
-                    let qdiscs = try trafficControl.qdiscs()
-                    let limits = Dictionary(ruleset.shaping.map { ($0.port, $0) }, uniquingKeysWith: { a, _ in a })
-                    present = ruleset.ports.filter { qdiscs.devices[$0] != nil }
-                    let operations = present.flatMap { port in
-                        (limits[port] ?? PortShaping.unlimited(port)).operations(current: qdiscs)
-                    }
-                    try trafficControl.apply(operations, devices: qdiscs.devices)
-                }
-                lock.withLock {
-                    if ruleset.shaping.isEmpty { plansShaped.remove(path) } else { plansShaped.insert(path) }
-                    shaped[path] = Set(present).intersection(ruleset.shaping.map(\.port))
-                    if plans[path]?.generation == ruleset.generation { loaded[path] = ruleset.generation }
-                }
-            }
-        }
     }
 }

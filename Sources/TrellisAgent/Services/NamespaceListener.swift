@@ -1,3 +1,4 @@
+import CTrellisLinux
 import Foundation
 import Glibc
 import TrellisModel

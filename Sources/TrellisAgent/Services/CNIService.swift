@@ -65,22 +65,26 @@ extension Agent {
             throw TrellisError.notFound("no Trellis endpoint for container \(request.containerID) interface \(request.ifname)")
         }
         let path = request.netns ?? endpoint.externalIds["netns"] ?? ""
-        guard let namespace = try? NetworkNamespace(path: path) else {
-            throw TrellisError.notFound("the network namespace \(path) is gone")
-        }
-        let inside = try RouteNetlink(in: namespace)
-        guard let link = try inside.link(named: request.ifname) else {
-            throw TrellisError.notFound("interface \(request.ifname) is missing in \(path)")
-        }
-        guard link.mac == endpoint.mac else {
-            throw TrellisError.conflict("interface \(request.ifname) has MAC \(link.mac.map(\.description) ?? "none"), not \(endpoint.mac)")
-        }
         let (_, subnet) = try await placement(of: endpoint)
-        guard try inside.addresses().contains(where: { $0.index == link.index && $0.address == endpoint.ip }) else {
-            throw TrellisError.conflict("interface \(request.ifname) lacks its address \(endpoint.ip)/\(subnet.cidr.prefixLength)")
-        }
-        guard try inside.routes().contains(where: { $0.destination == nil && $0.gateway == subnet.gateway }) else {
-            throw TrellisError.conflict("\(path) has no default route via \(subnet.gateway)")
+        let ifname = request.ifname
+        // The namespace's links, addresses and routes are read on a thread of its own, not the cooperative pool.
+        try await onOwnThread {
+            guard let namespace = try? NetworkNamespace(path: path) else {
+                throw TrellisError.notFound("the network namespace \(path) is gone")
+            }
+            let inside = try RouteNetlink(in: namespace)
+            guard let link = try inside.link(named: ifname) else {
+                throw TrellisError.notFound("interface \(ifname) is missing in \(path)")
+            }
+            guard link.mac == endpoint.mac else {
+                throw TrellisError.conflict("interface \(ifname) has MAC \(link.mac.map(\.description) ?? "none"), not \(endpoint.mac)")
+            }
+            guard try inside.addresses().contains(where: { $0.index == link.index && $0.address == endpoint.ip }) else {
+                throw TrellisError.conflict("interface \(ifname) lacks its address \(endpoint.ip)/\(subnet.cidr.prefixLength)")
+            }
+            guard try inside.routes().contains(where: { $0.destination == nil && $0.gateway == subnet.gateway }) else {
+                throw TrellisError.conflict("\(path) has no default route via \(subnet.gateway)")
+            }
         }
     }
 

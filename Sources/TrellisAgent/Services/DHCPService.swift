@@ -66,6 +66,15 @@ final class DHCPService: @unchecked Sendable {
         }
     }
 
+    /// Stops every listener (the agent is shutting down).
+    func stopAll() {
+        lock.lock()
+        let running = listeners.values
+        listeners = [:]
+        lock.unlock()
+        running.forEach { $0.stop() }
+    }
+
     /// One subnet's DHCP socket, bound to its bridge inside the router namespace.
     enum Listener {
         static func start(namespace: String, vni: Int, service: DHCPService) throws -> NamespaceListener {

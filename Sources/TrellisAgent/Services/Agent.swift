@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import TrellisClient
 import TrellisModel
 import TrellisNetlink
@@ -97,39 +98,46 @@ public final class Agent: Sendable {
         self.logger = logger
     }
 
-    /// Runs until the local API stops (SIGTERM, SIGINT) or fails, with `services` (adapters such as
-    /// the Docker monitor) alongside.
-    public func run(alongside services: [@Sendable () async throws -> Void] = []) async throws {
+    /// Runs the agent's services in one ServiceGroup until SIGTERM or SIGINT, or until one of them fails,
+    /// with `adapters` (the Docker monitor, the plugin driver) after them.
+    ///
+    /// Services start in order and stop in reverse: first what takes requests (adapters, the local API),
+    /// then the loops that talk to the controller, then the reconciler, and last the DHCP and DNS servers
+    /// in the router namespaces. The datapath stays as it is, so forwarding goes on while the agent is away.
+    public func run(alongside adapters: [any Service] = []) async throws {
         let directory = (configuration.socketPath as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let (signals, trigger) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.serveLocalAPI() }
-            group.addTask { await self.follow(trigger) }
-            group.addTask { await self.reconcile(signals) }
-            group.addTask { await self.beat() }
-            group.addTask { await self.report() }
-            group.addTask { await self.sweepCNI() }
-            group.addTask { await self.takeProbes() }
-            for service in services { group.addTask { try await service() } }
-            group.addTask {
+        let services: [any Service] = [
+            AtShutdown("namespace servers") {
+                self.dhcp.stopAll()
+                self.dns.serve(namespaces: [])
+            },
+            AgentLoop("reconciler") { await self.reconcile(signals) },
+            AgentLoop("resync timer") {
                 while !Task.isCancelled {
                     try await Task.sleep(for: self.configuration.resyncInterval)
                     await self.state.requestResync()
                     trigger.yield()
                 }
-            }
+            },
             // A reconcile that failed (a port the kernel refused, a busy namespace) is tried again every two
             // seconds until it succeeds, not only at the next resync.
-            group.addTask {
+            AgentLoop("retry timer") {
                 while !Task.isCancelled {
                     try await Task.sleep(for: .seconds(2))
                     if await self.state.reconcileFailed { trigger.yield() }
                 }
-            }
-            try await group.next()
-            group.cancelAll()
-        }
+            },
+            AgentLoop("controller watch") { await self.follow(trigger) },
+            AgentLoop("heartbeat") { await self.beat() },
+            AgentLoop("traffic reports") { await self.report() },
+            AgentLoop("probes") { await self.takeProbes() },
+            AgentLoop("CNI sweep") { await self.sweepCNI() },
+            localAPI(),
+        ]
+        let group = ServiceGroup(services: services + adapters, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
     }
 
     /// Registers the host and follows its desired state, reconnecting with backoff.
@@ -176,7 +184,10 @@ public final class Agent: Sendable {
             guard let desired = await state.desired else { continue }
             do {
                 let report = try await datapath.reconcile(desired, resync: await state.takeResync())
-                try datapath.firewall.sync()
+                let firewall = datapath.firewall
+                // On a thread of its own: a large ruleset takes a while to load, and must hold up neither the
+                // datapath's thread (attaches) nor the cooperative pool.
+                if firewall.hasPendingWork { try await onOwnThread { try firewall.sync() } }
                 dhcp.update(desired)
                 dns.serve(namespaces: await datapath.routerNames())
                 await state.markApplied(desired)

@@ -6,9 +6,9 @@ import TrellisModel
 import TrellisNetlink
 
 extension Agent {
-    /// The agent's API on its unix socket, for the CLI and the Docker and CNI adapters.
+    /// The agent's API on its unix socket, for the CLI and the Docker and CNI adapters, as a service.
     /// Errors are answered as the controller answers them: `{"error", "field"}` with a 4xx.
-    func serveLocalAPI() async throws {
+    func localAPI() -> any Service {
         let router = Router()
         router.middlewares.add(LocalErrorMiddleware())
         router.post("/v1/attach") { request, context -> Response in
@@ -39,9 +39,8 @@ extension Agent {
                      body: .init(byteBuffer: ByteBuffer(string: await self.metrics())))
         }
         let access = configuration.socketAccess, path = configuration.socketPath
-        let app = Application(router: router, configuration: .init(address: .unixDomainSocket(path: path), serverName: "trellis-agent"),
-                              onServerRunning: { [logger] _ in access.restrict(path, logger: logger) }, logger: logger)
-        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        return Application(router: router, configuration: .init(address: .unixDomainSocket(path: path), serverName: "trellis-agent"),
+                           onServerRunning: { [logger] _ in access.restrict(path, logger: logger) }, logger: logger)
     }
 }
 
@@ -77,5 +76,40 @@ private struct LocalErrorMiddleware: RouterMiddleware {
             return Response(status: .init(code: failure.code.httpStatus), headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: body)))
         }
+    }
+}
+
+/// One of the agent's long-running loops as a service: cancelled when the group shuts down gracefully.
+struct AgentLoop: Service, CustomStringConvertible {
+    let description: String
+    let body: @Sendable () async throws -> Void
+
+    init(_ name: String, _ body: @escaping @Sendable () async throws -> Void) {
+        description = name
+        self.body = body
+    }
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown(body)
+        } catch is CancellationError {
+        }
+    }
+}
+
+/// A service that does nothing until the group shuts down (or is cancelled), then runs `step`: it stops
+/// what runs on threads of its own, after every service started later has stopped.
+struct AtShutdown: Service, CustomStringConvertible {
+    let description: String
+    let step: @Sendable () -> Void
+
+    init(_ name: String, _ step: @escaping @Sendable () -> Void) {
+        description = name
+        self.step = step
+    }
+
+    func run() async {
+        try? await gracefulShutdown()
+        step()
     }
 }

@@ -215,13 +215,7 @@ extension Agent {
         let source = endpoint.ip
         // The probe blocks on the netlink socket and on the packet's answer for up to a second or two: a thread of its
         // own, never the cooperative pool.
-        return try await withCheckedThrowingContinuation { continuation in
-            Thread {
-                continuation.resume(with: Result {
-                    try Self.traced(request, from: source, port: port, router: router, container: container)
-                })
-            }.start()
-        }
+        return try await onOwnThread { try Self.traced(request, from: source, port: port, router: router, container: container) }
     }
 
     /// The probe itself: marks, sends, collects the trace, removes its tables.

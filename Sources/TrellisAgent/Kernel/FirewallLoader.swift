@@ -1,0 +1,77 @@
+import Foundation
+import TrellisNetlink
+
+/// Keeps each router namespace's nftables tables at the ruleset its reconcile planned. Planning is
+/// cheap and happens inside the datapath's reconcile; loading (through libnftables) happens outside it,
+/// on a thread of its own, so a reload never holds up an attach. A table already at the planned generation (after an agent
+/// restart, say) is left alone; a reload carries the counters' values over.
+public final class FirewallLoader: @unchecked Sendable {
+    private let lock = NSLock()
+    private let loading = NSLock()
+    private var plans: [String: FirewallRuleset] = [:]
+    private var loaded: [String: UInt32] = [:]
+    /// Ports whose rate limits are in force, by namespace.
+    private var shaped: [String: Set<String>] = [:]
+    /// Namespaces whose last ruleset had rate limits (their qdiscs may need removing).
+    private var plansShaped: Set<String> = []
+
+    public init() {}
+
+    /// Records the ruleset wanted in the namespace at `namespacePath`.
+    func plan(_ ruleset: FirewallRuleset, namespacePath: String) {
+        lock.withLock { plans[namespacePath] = ruleset }
+    }
+
+    /// Forgets a namespace that is gone.
+    func forget(namespacePath: String) {
+        lock.withLock { plans[namespacePath] = nil; loaded[namespacePath] = nil; shaped[namespacePath] = nil }
+    }
+
+    /// The ruleset planned for a namespace.
+    public func ruleset(namespacePath: String) -> FirewallRuleset? { lock.withLock { plans[namespacePath] } }
+
+    /// Whether a planned ruleset or rate limit is not in force yet: whether `sync()` has work to do.
+    public var hasPendingWork: Bool { lock.withLock { !pendingPlans().isEmpty } }
+
+    /// The plans not in force yet; called with `lock` held.
+    private func pendingPlans() -> [String: FirewallRuleset] {
+        plans.filter { loaded[$0.key] != $0.value.generation || !Set($0.value.shaping.map(\.port)).isSubset(of: shaped[$0.key] ?? []) }
+    }
+
+    /// Loads every planned ruleset that is not in force yet, and the rate limits of its ports (a port
+    /// that does not exist yet gets them at a later sync).
+    public func sync() throws {
+        try loading.withLock {
+            let pending = lock.withLock { pendingPlans() }
+            for (path, ruleset) in pending.sorted(by: { $0.key < $1.key }) {
+                guard FileManager.default.fileExists(atPath: path) else { continue }
+                let (previous, hadShaping) = lock.withLock { (loaded[path], !(shaped[path] ?? []).isEmpty || plansShaped.contains(path)) }
+                // What is in force is known once this process has loaded it; it is read back only to
+                // carry counters over, or after a restart to leave a ruleset already in force alone.
+                if previous != ruleset.generation {
+                    let current = previous == nil || !ruleset.counters.isEmpty
+                        ? try NFTables.table("inet", "trellis", namespacePath: path) : nil
+                    if previous != nil || current?.comment != "generation \(ruleset.generation)" {
+                        try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:]), namespacePath: path)
+                    }
+                }
+                var present: [String] = []
+                if !ruleset.shaping.isEmpty || hadShaping || previous == nil {
+                    let trafficControl = try TrafficControl(namespacePath: path)
+                    let qdiscs = try trafficControl.qdiscs()
+                    let limits = Dictionary(ruleset.shaping.map { ($0.port, $0) }, uniquingKeysWith: { a, _ in a })
+                    present = ruleset.ports.filter { qdiscs.devices[$0] != nil }
+                    let operations = present.flatMap { port in
+                        (limits[port] ?? PortShaping.unlimited(port)).operations(current: qdiscs)
+                    }
+                    try trafficControl.apply(operations, devices: qdiscs.devices)
+                }
+                lock.withLock {
+                    if ruleset.shaping.isEmpty { plansShaped.remove(path) } else { plansShaped.insert(path) }
+                    shaped[path] = Set(present).intersection(ruleset.shaping.map(\.port))
+                    if plans[path]?.generation == ruleset.generation { loaded[path] = ruleset.generation }
+                }
+            }
+        }
+    }
+}
