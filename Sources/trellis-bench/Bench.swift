@@ -281,6 +281,21 @@ struct BenchLab {
         return ContinuousClock.now - start
     }
 
+    /// CPU time (user and system) the lab's processes `names` (`controller`, `h2`, …) have used so far, in ms.
+    func cpuMilliseconds(_ names: [String]) -> Double {
+        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return names.reduce(0) { total, name in
+            guard let pid = (try? String(contentsOfFile: "\(directory)/\(name).pid", encoding: .utf8))
+                    .flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }),
+                  let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let end = stat.range(of: ") ") else { return total }
+            // After the command's closing parenthesis: state is field 3, utime field 14, stime field 15.
+            let fields = stat[end.upperBound...].split(separator: " ")
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return total }
+            return total + (user + system) / ticksPerSecond * 1000
+        }
+    }
+
     func revision() async throws -> Int {
         let health: [String: String] = try await controller.get("/healthz")
         return Int(health["revision"] ?? "") ?? 0

@@ -278,6 +278,9 @@ struct DatapathBench: AsyncParsableCommand {
             watchers.append(try neighbourNotifications(in: try NetworkNamespace(named: name)))
         }
         var convergence = Samples(), created = Samples()
+        let agents = (2...hosts).map { "h\($0)" }
+        let cpuBefore = (agents: lab.cpuMilliseconds(agents), controller: lab.cpuMilliseconds(["controller"]))
+        let creationsStarted = ContinuousClock.now
         for index in 0..<creations {
             let start = ContinuousClock.now
             let made: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(subnet: "bench/d/z/s", name: "c\(index)",
@@ -302,9 +305,21 @@ struct DatapathBench: AsyncParsableCommand {
             }
             convergence.add((ContinuousClock.now - start).milliseconds)
         }
+        let window = ContinuousClock.now - creationsStarted
+        let cpuDuring = (agents: lab.cpuMilliseconds(agents) - cpuBefore.agents,
+                         controller: lab.cpuMilliseconds(["controller"]) - cpuBefore.controller)
+        // The same processes for as long again with nothing created: heartbeats and timers.
+        let idleBefore = (agents: lab.cpuMilliseconds(agents), controller: lab.cpuMilliseconds(["controller"]))
+        try await Task.sleep(for: window)
+        let idle = (agents: lab.cpuMilliseconds(agents) - idleBefore.agents,
+                    controller: lab.cpuMilliseconds(["controller"]) - idleBefore.controller)
         print(String(format: "  endpoint creation → FDB entry on all %d other hosts: %@ (target p99 ≤ 100 ms)", hosts - 1,
                      convergence.summary))
         print(String(format: "    of which the controller's create round trip: %@", created.summary))
+        print(String(format: "    CPU per creation: %.1f ms in the %d agents (%.2f ms each), %.1f ms in the controller;"
+                         + " idle for as long: %.1f ms agents, %.1f ms controller per creation's worth of time",
+                     cpuDuring.agents / Double(creations), hosts - 1, cpuDuring.agents / Double(creations * (hosts - 1)),
+                     cpuDuring.controller / Double(creations), idle.agents / Double(creations), idle.controller / Double(creations)))
         let slowest = convergence.values.enumerated().sorted { $0.element > $1.element }.prefix(3)
         print("    slowest: " + slowest.map { String(format: "#%d %.1f ms", $0.offset, $0.element) }.joined(separator: ", "))
         let downStarted = ContinuousClock.now

@@ -15,38 +15,35 @@ final class DNSService: @unchecked Sendable {
     static let address = IPv4Address(0xA9FE_A9FD)
 
     private let lock = NSLock()
+    /// The desired state whose names are served, and the zones built from it so far, by router namespace.
+    private var desired: DesiredState?
     private var zones: [String: DNSZone] = [:]
     private var listeners: [String: NamespaceListener] = [:]
     private let host: String
 
     init(host: String) { self.host = host }
 
-    /// The names of every domain of `desired`: its local endpoints and those of other hosts.
-    static func zones(_ desired: DesiredState) -> [Int: DNSZone] {
-        var zones: [Int: DNSZone] = [:]
-        for domain in desired.domains {
-            var zone = DNSZone()
-            let subnets = Set(domain.subnets.map(\.path))
-            for endpoint in desired.endpoints where endpoint.domain == domain.path {
-                zone.add(name: endpoint.dnsName, subnet: endpoint.subnet, domain: domain.path, address: endpoint.ip)
-            }
-            for remote in desired.remoteEndpoints where subnets.contains(remote.subnet) {
-                zone.add(name: remote.dnsName, subnet: remote.subnet, domain: domain.path, address: remote.ip)
-            }
-            zones[domain.id] = zone
+    /// The names of one domain of `desired`: its local endpoints and those of other hosts.
+    static func zone(_ domain: DesiredDomain, _ desired: DesiredState) -> DNSZone {
+        var zone = DNSZone()
+        let subnets = Set(domain.subnets.map(\.path))
+        for endpoint in desired.endpoints where endpoint.domain == domain.path {
+            zone.add(name: endpoint.dnsName, subnet: endpoint.subnet, domain: domain.path, address: endpoint.ip)
         }
-        return zones
+        for remote in desired.remoteEndpoints where subnets.contains(remote.subnet) {
+            zone.add(name: remote.dnsName, subnet: remote.subnet, domain: domain.path, address: remote.ip)
+        }
+        return zone
     }
 
     /// Takes the names of a new desired state, as soon as it arrives: names do not wait for the
     /// datapath's reconcile, so a container never asks for a peer its host has heard of but not yet
-    /// served. Queries held for a zone that had not come are answered now.
+    /// served. Queries held for a zone that had not come are answered now. A zone is built when a query
+    /// first needs it, not on every change: most changes (a remote endpoint came) are never asked about.
     func follow(_ desired: DesiredState) {
-        let byNamespace = Dictionary(uniqueKeysWithValues: Self.zones(desired).map {
-            (KernelNames.routerNamespace(host: host, domainID: $0.key), $0.value)
-        })
         lock.lock()
-        zones = byNamespace
+        self.desired = desired
+        zones = [:]
         let running = Array(listeners.values)
         lock.unlock()
         running.forEach { $0.wake() }
@@ -55,7 +52,13 @@ final class DNSService: @unchecked Sendable {
     func zone(of namespace: String) -> DNSZone? {
         lock.lock()
         defer { lock.unlock() }
-        return zones[namespace]
+        if let zone = zones[namespace] { return zone }
+        guard let desired, let domain = desired.domains.first(where: {
+            KernelNames.routerNamespace(host: host, domainID: $0.id) == namespace
+        }) else { return nil }
+        let zone = Self.zone(domain, desired)
+        zones[namespace] = zone
+        return zone
     }
 
     /// Keeps a listener in each of `namespaces` (the router namespaces the datapath keeps, read after
