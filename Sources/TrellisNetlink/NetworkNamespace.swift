@@ -46,9 +46,12 @@ public final class NetworkNamespace: @unchecked Sendable {
     /// A rtnetlink socket that lives in this namespace.
     public func routeSocket() throws -> NetlinkSocket { try run { try NetlinkSocket() } }
 
-    /// The conntrack entries of this namespace (IPv4), over ctnetlink.
+    /// The conntrack entries of this namespace (IPv4), over ctnetlink. The namespace's count is asked
+    /// first, and a namespace without entries is not dumped: a dump walks the whole host's table.
     public func conntrackEntries() throws -> [ConntrackEntry] {
         let socket = try run { try NetlinkSocket(family: Conntrack.NETLINK_NETFILTER) }
+        let counted = try socket.execute(Conntrack.countRequest(), describing: "conntrack count").first.flatMap { try Conntrack.count($0) }
+        if counted == 0 { return [] }
         return try socket.dump(Conntrack.dumpIPv4(), describing: "conntrack").compactMap { try? ConntrackEntry($0) }
     }
 

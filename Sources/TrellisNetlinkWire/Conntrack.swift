@@ -33,6 +33,8 @@ public enum Conntrack {
     static let NFNL_SUBSYS_CTNETLINK: UInt16 = 1
     static let IPCTNL_MSG_CT_NEW: UInt16 = 0
     static let IPCTNL_MSG_CT_GET: UInt16 = 1
+    static let IPCTNL_MSG_CT_GET_STATS: UInt16 = 5
+    static let CTA_STATS_GLOBAL_ENTRIES: UInt16 = 1
     static let CTA_TUPLE_ORIG: UInt16 = 1, CTA_TUPLE_REPLY: UInt16 = 2, CTA_STATUS: UInt16 = 3, CTA_PROTOINFO: UInt16 = 4
     static let CTA_TIMEOUT: UInt16 = 7, CTA_MARK: UInt16 = 8, CTA_COUNTERS_ORIG: UInt16 = 9, CTA_COUNTERS_REPLY: UInt16 = 10
     static let CTA_TUPLE_IP: UInt16 = 1, CTA_TUPLE_PROTO: UInt16 = 2
@@ -48,6 +50,19 @@ public enum Conntrack {
     public static func dumpIPv4() -> NetlinkMessage {
         NetlinkMessage(type: NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET, flags: NL.NLM_F_REQUEST | NL.NLM_F_DUMP,
                        header: NetfilterHeader(family: NL.AF_INET))
+    }
+
+    /// A request for the number of conntrack entries of the namespace: one lookup, where a dump walks
+    /// the host's whole conntrack table (every namespace's) to find the namespace's entries.
+    public static func countRequest() -> NetlinkMessage {
+        NetlinkMessage(type: NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET_STATS, flags: NL.NLM_F_REQUEST | NL.NLM_F_ACK,
+                       header: NetfilterHeader(family: NL.AF_UNSPEC))
+    }
+
+    /// The number of entries in the answer to `countRequest()`.
+    public static func count(_ reply: NetlinkMessage) throws -> UInt32? {
+        let attributes = try reply.decode(NetfilterHeader.self).attributes
+        return attributes[CTA_STATS_GLOBAL_ENTRIES]?.u32Value.map { UInt32(bigEndian: $0) }
     }
 
     /// The kernel's names of TCP conntrack states, by number (enum tcp_conntrack).

@@ -168,5 +168,22 @@ struct KernelTests {
         let listed = try runProgram(["/usr/sbin/ip", "netns", "list"]).output
         #expect(!listed.contains(name))
     }
-}
 
+    /// A namespace's conntrack entries: none in a quiet one (counted, not dumped), and a UDP exchange once the
+    /// namespace tracks connections.
+    @Test func conntrackEntriesAreCountedThenListed() throws {
+        let namespaces = Namespaces()
+        let namespace = try namespaces.make("ct")
+        #expect(try namespace.conntrackEntries().isEmpty)
+        try NFTables.load("""
+            table inet t {
+              chain in { type filter hook input priority filter; policy accept; ct state new counter; }
+            }
+            """, namespacePath: namespace.path)
+        #expect(try namespace.conntrackEntries().isEmpty)
+        let loopback = IPv4Address("127.0.0.1")!
+        #expect(try udpExchange(from: namespace, to: namespace, address: loopback, port: 9999, text: "tracked") == "tracked")
+        let entries = try namespace.conntrackEntries()
+        #expect(entries.contains { $0.original.protocol == 17 && $0.original.destinationPort == 9999 })
+    }
+}

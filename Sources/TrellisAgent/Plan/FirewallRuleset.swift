@@ -167,7 +167,11 @@ public struct FirewallRuleset: Sendable {
         body.insert("ct direction reply ct state established,related accept", at: fast + 1)
         let forward = Self.chain("forward", hook: "type filter hook forward priority filter; policy drop;",
                                  body.map { $0.replacingOccurrences(of: "GEN", with: "\(generation)") })
-        inetTables = ["table inet trellis {", "  comment \"generation \(generation)\""] + [forward] + chains + nat + ["}"]
+        // The router's own IGMP reports (its gateway addresses join multicast groups) are not connections: left
+        // untracked, a quiet domain has no conntrack entries, and its flows are read without a dump.
+        let quiet = Self.chain("output_untracked", hook: "type filter hook output priority raw; policy accept;",
+                               ["ip protocol igmp notrack"])
+        inetTables = ["table inet trellis {", "  comment \"generation \(generation)\""] + [forward, quiet] + chains + nat + ["}"]
 
         filtersBridgedTraffic = filters
         self.counters = counters
