@@ -121,6 +121,24 @@ struct FirewallRulesetTests {
         #expect(FirewallRuleset.removal.contains("delete table netdev trellis"))
     }
 
+    /// A profile change reloads the inet table only: the ports' guard chains (netdev) stay as they are.
+    @Test func aProfileChangeLeavesThePortGuardsAlone() throws {
+        let before = PortProfile(path: "acme/p", name: "p", rules: try ["deny tcp port 22"].map(ACLRule.parse), flowStats: false,
+                                 revision: 1, createdAt: Date())
+        var after = before
+        after.rules = try ["deny tcp port 23"].map(ACLRule.parse)
+        let ports = [endpoint(5, ip: "10.1.1.5", profile: "acme/p"), endpoint(6, ip: "10.1.1.6")]
+        let old = FirewallRuleset(domain: try domain([]), endpoints: ports, profiles: ["acme/p": before])
+        let new = FirewallRuleset(domain: try domain([]), endpoints: ports, profiles: ["acme/p": after])
+        let change = new.script(replacing: old)
+        #expect(change.contains("delete table inet trellis") && change.contains(new.inet()) && new.inet() != old.inet())
+        #expect(!change.contains("netdev") && !change.contains("bridge"))
+        // A new port changes the guards: they are replaced with the rest.
+        let grown = FirewallRuleset(domain: try domain([]), endpoints: ports + [endpoint(7, ip: "10.1.1.7")], profiles: ["acme/p": after])
+        #expect(grown.script(replacing: new).contains("delete table netdev trellis") && grown.script(replacing: new).contains("trv7"))
+        #expect(new.script(replacing: nil) == new.script())
+    }
+
     /// Everything the compiler writes is accepted by the kernel's nftables, in one transaction.
     @Test(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/sbin/nft"), "needs root and nftables"))
     func compiledRulesetsLoadIntoTheKernel() throws {
@@ -148,6 +166,9 @@ struct FirewallRulesetTests {
         // Loading again replaces it in one go, and removal leaves nothing.
         try NFTables.load(ruleset.script(counterValues: ["ep5_tx": .init(packets: 3, bytes: 300)]), namespacePath: namespace.path)
         #expect(try NFTables.table("inet", "trellis", namespacePath: namespace.path)?.counters["ep5_tx"]?.bytes == 300)
+        // Replacing it with itself as the ruleset in force touches the inet table only, and the kernel takes that too.
+        try NFTables.load(ruleset.script(replacing: ruleset), namespacePath: namespace.path)
+        #expect(try NFTables.run("list tables", namespacePath: namespace.path).contains("table netdev trellis"))
         try NFTables.load(FirewallRuleset.removal, namespacePath: namespace.path)
         #expect(try NFTables.table("inet", "trellis", namespacePath: namespace.path) == nil)
         #expect(throws: KernelToolError.self) { try NFTables.load("table inet trellis { chain c { nonsense } }",

@@ -9,7 +9,8 @@ public final class FirewallLoader: @unchecked Sendable {
     private let lock = NSLock()
     private let loading = NSLock()
     private var plans: [String: FirewallRuleset] = [:]
-    private var loaded: [String: UInt32] = [:]
+    /// The ruleset in force, by namespace.
+    private var loaded: [String: FirewallRuleset] = [:]
     /// Ports whose rate limits are in force, by namespace.
     private var shaped: [String: Set<String>] = [:]
     /// Namespaces whose last ruleset had rate limits (their qdiscs may need removing).
@@ -35,7 +36,9 @@ public final class FirewallLoader: @unchecked Sendable {
 
     /// The plans not in force yet; called with `lock` held.
     private func pendingPlans() -> [String: FirewallRuleset] {
-        plans.filter { loaded[$0.key] != $0.value.generation || !Set($0.value.shaping.map(\.port)).isSubset(of: shaped[$0.key] ?? []) }
+        plans.filter {
+            loaded[$0.key]?.generation != $0.value.generation || !Set($0.value.shaping.map(\.port)).isSubset(of: shaped[$0.key] ?? [])
+        }
     }
 
     /// Loads every planned ruleset that is not in force yet, and the rate limits of its ports (a port
@@ -48,11 +51,11 @@ public final class FirewallLoader: @unchecked Sendable {
                 let (previous, hadShaping) = lock.withLock { (loaded[path], !(shaped[path] ?? []).isEmpty || plansShaped.contains(path)) }
                 // What is in force is known once this process has loaded it; it is read back only to
                 // carry counters over, or after a restart to leave a ruleset already in force alone.
-                if previous != ruleset.generation {
+                if previous?.generation != ruleset.generation {
                     let current = previous == nil || !ruleset.counters.isEmpty
                         ? try NFTables.table("inet", "trellis", namespacePath: path) : nil
                     if previous != nil || current?.comment != "generation \(ruleset.generation)" {
-                        try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:]), namespacePath: path)
+                        try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:], replacing: previous), namespacePath: path)
                     }
                 }
                 var present: [String] = []
@@ -69,7 +72,7 @@ public final class FirewallLoader: @unchecked Sendable {
                 lock.withLock {
                     if ruleset.shaping.isEmpty { plansShaped.remove(path) } else { plansShaped.insert(path) }
                     shaped[path] = Set(present).intersection(ruleset.shaping.map(\.port))
-                    if plans[path]?.generation == ruleset.generation { loaded[path] = ruleset.generation }
+                    if plans[path]?.generation == ruleset.generation { loaded[path] = ruleset }
                 }
             }
         }

@@ -47,9 +47,22 @@ public struct FirewallRuleset: Sendable {
         Self.removal + inet(counterValues: counterValues) + bridge + netdev
     }
 
+    /// The transaction that brings the tables from `previous` (the ruleset in force) to this one: the `inet`
+    /// table, whose generation changed, and the bridge and netdev tables only where their text did. A profile
+    /// change then leaves every port's guard chain (one ingress hook each) as it is, and loads far less.
+    public func script(counterValues: [String: TrafficCounters] = [:], replacing previous: FirewallRuleset?) -> String {
+        guard let previous else { return script(counterValues: counterValues) }
+        var text = Self.clearing("inet") + inet(counterValues: counterValues)
+        if bridge != previous.bridge { text += Self.clearing("bridge") + bridge }
+        if netdev != previous.netdev { text += Self.clearing("netdev") + netdev }
+        return text
+    }
+
     /// Removes the tables (a domain without local ports), as one transaction.
-    public static let removal = ["inet", "bridge", "netdev"].flatMap { ["table \($0) trellis {}", "delete table \($0) trellis"] }
-        .joined(separator: "\n") + "\n"
+    public static let removal = ["inet", "bridge", "netdev"].map(clearing).joined()
+
+    /// Deletes the `trellis` table of `family`, whether it exists or not.
+    static func clearing(_ family: String) -> String { "table \(family) trellis {}\ndelete table \(family) trellis\n" }
 
     /// The interface in the router namespace that leads to the host namespace (floating IPs).
     public static let uplink = "trup"
