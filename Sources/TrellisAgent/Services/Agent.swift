@@ -57,7 +57,12 @@ actor AgentState {
     /// rather than planning against what the last one left.
     private var resyncDue = true
 
+    /// The digest of the applied state, once asked for: a status poll must not encode the whole state each time.
+    private var appliedDigest: (revision: Int, digest: String)?
+
     func follow(_ state: DesiredState) { desired = state }
+    func digest(ofRevision revision: Int) -> String? { appliedDigest?.revision == revision ? appliedDigest?.digest : nil }
+    func remember(digest: String, ofRevision revision: Int) { appliedDigest = (revision, digest) }
     func markApplied(_ state: DesiredState) { applied = state.revision; appliedState = state; lastError = nil; reconcileFailed = false }
     func markReconcileFailed(_ error: String) { lastError = error; reconcileFailed = true; resyncDue = true }
     func requestResync() { resyncDue = true }
@@ -213,10 +218,19 @@ public final class Agent: Sendable {
         }
     }
 
+    /// The digest of the state last applied, computed once per revision.
+    private func appliedDigest() async -> String? {
+        guard let applied = await state.appliedState else { return nil }
+        if let digest = await state.digest(ofRevision: applied.revision) { return digest }
+        let digest = applied.contentDigest
+        await state.remember(digest: digest, ofRevision: applied.revision)
+        return digest
+    }
+
     func status() async -> AgentStatus {
         AgentStatus(host: configuration.host, underlayIP: configuration.underlayIP, connected: await state.connected,
                     desiredRevision: await state.desired?.revision, appliedRevision: await state.applied,
-                    appliedDigest: await state.appliedState?.contentDigest, lastError: await state.lastError)
+                    appliedDigest: await appliedDigest(), lastError: await state.lastError)
     }
 
     // MARK: Attach and detach
