@@ -197,8 +197,23 @@ actor DesiredStateHub {
         return byName
     }
 
-    /// The desired state of `host` as of the latest change the hub has seen.
-    func state(for host: String) async throws -> DesiredState {
+    /// What a host's desired state is made of, as of the latest change the hub has seen.
+    struct StateInputs: Sendable {
+        var host: String
+        var revision: Int
+        var served: [DomainView]
+        var hosts: [String: HostRecord]
+        var profiles: [PortProfile]
+    }
+
+    /// The desired state of `host` as of the latest change the hub has seen. The inputs are gathered inside
+    /// the hub; the state is assembled outside it, so that the watch streams of many hosts build theirs in
+    /// parallel rather than one after another inside the actor.
+    nonisolated func state(for host: String) async throws -> DesiredState {
+        Self.assemble(try await inputs(for: host))
+    }
+
+    private func inputs(for host: String) async throws -> StateInputs {
         let revision = try await revision()
         if hostDomains[host] == nil {
             let domains = try await store.read { tx in Set(try tx.list(Endpoint.self, boundTo: host).map(\.domain)) }
@@ -214,14 +229,19 @@ actor DesiredStateHub {
             }
         }
         let hosts = try await hosts()
-        let local = served.flatMap { $0.placed[host].map { Array($0.values) } ?? [] }
-        let profilePaths = Set(local.compactMap(\.profile))
+        let profilePaths = Set(served.flatMap { $0.placed[host].map { $0.values.compactMap(\.profile) } ?? [] })
         let profiles = profilePaths.isEmpty ? [] : try await store.read { tx in
             try profilePaths.sorted().compactMap { try tx.get(PortProfile.self, $0) }
         }
+        return StateInputs(host: host, revision: revision, served: served, hosts: hosts, profiles: profiles)
+    }
+
+    private static func assemble(_ inputs: StateInputs) -> DesiredState {
+        let host = inputs.host, hosts = inputs.hosts
+        let local = inputs.served.flatMap { $0.placed[host].map { Array($0.values) } ?? [] }
         var remote: [RemoteEndpoint] = []
         var domains: [DesiredDomain] = []
-        for view in served {
+        for view in inputs.served {
             var vteps: Set<IPv4Address> = []
             for (owner, endpoints) in view.placed where owner != host {
                 guard let vtep = hosts[owner]?.underlayIP else { continue }
@@ -237,7 +257,7 @@ actor DesiredStateHub {
             }
             domains.append(DesiredDomain(path: view.domain.path, id: view.domain.id, subnets: subnets, policies: view.policies))
         }
-        return DesiredState(host: host, revision: revision, underlayIP: hosts[host]?.underlayIP, domains: domains,
-                            endpoints: local, remoteEndpoints: remote, profiles: profiles).canonical
+        return DesiredState(host: host, revision: inputs.revision, underlayIP: hosts[host]?.underlayIP, domains: domains,
+                            endpoints: local, remoteEndpoints: remote, profiles: inputs.profiles).canonical
     }
 }

@@ -130,19 +130,61 @@ extension Endpoint: PathKeyed {}
 extension RemoteEndpoint: PathKeyed {}
 extension PortProfile: PathKeyed {}
 
-/// The objects of `new` that are not in `old` as they are, and the paths of `old` that `new` lacks.
-func difference<T: PathKeyed & Equatable>(_ old: [T], _ new: [T]) -> (changed: [T], removed: [String]) {
-    let before = Dictionary(old.map { ($0.path, $0) }, uniquingKeysWith: { _, b in b })
-    let after = Set(new.map(\.path))
-    return (new.filter { before[$0.path] != $0 }, old.map(\.path).filter { !after.contains($0) })
+/// Whether `items` are in strictly increasing path order, as canonical states and merged ones keep them.
+private func inPathOrder<T: PathKeyed>(_ items: [T]) -> Bool {
+    zip(items, items.dropFirst()).allSatisfy { $0.path < $1.path }
 }
 
-/// `items` with `changed` put in and `removed` taken out, in path order.
+/// The objects of `new` that are not in `old` as they are, and the paths of `old` that `new` lacks. Lists in
+/// path order (the usual case) are walked side by side, without hashing every path.
+func difference<T: PathKeyed & Equatable>(_ old: [T], _ new: [T]) -> (changed: [T], removed: [String]) {
+    guard inPathOrder(old), inPathOrder(new) else {
+        let before = Dictionary(old.map { ($0.path, $0) }, uniquingKeysWith: { _, b in b })
+        let after = Set(new.map(\.path))
+        return (new.filter { before[$0.path] != $0 }, old.map(\.path).filter { !after.contains($0) })
+    }
+    var changed: [T] = [], removed: [String] = []
+    var oldIndex = old.startIndex, newIndex = new.startIndex
+    while oldIndex < old.endIndex || newIndex < new.endIndex {
+        if newIndex == new.endIndex || (oldIndex < old.endIndex && old[oldIndex].path < new[newIndex].path) {
+            removed.append(old[oldIndex].path)
+            oldIndex += 1
+        } else if oldIndex == old.endIndex || new[newIndex].path < old[oldIndex].path {
+            changed.append(new[newIndex])
+            newIndex += 1
+        } else {
+            if old[oldIndex] != new[newIndex] { changed.append(new[newIndex]) }
+            oldIndex += 1
+            newIndex += 1
+        }
+    }
+    return (changed, removed)
+}
+
+/// `items` with `removed` taken out and `changed` put in (a path in both is kept, as changed), in path order.
+/// Items already in path order (the usual case) are merged with the few changes in one pass.
 func merging<T: PathKeyed>(_ items: [T], _ changed: [T], _ removed: [String]) -> [T] {
-    var byPath = Dictionary(items.map { ($0.path, $0) }, uniquingKeysWith: { _, b in b })
-    for path in removed { byPath[path] = nil }
-    for item in changed { byPath[item.path] = item }
-    return byPath.values.sorted { $0.path < $1.path }
+    guard inPathOrder(items) else {
+        var byPath = Dictionary(items.map { ($0.path, $0) }, uniquingKeysWith: { _, b in b })
+        for path in removed { byPath[path] = nil }
+        for item in changed { byPath[item.path] = item }
+        return byPath.values.sorted { $0.path < $1.path }
+    }
+    let gone = Set(removed)
+    let incoming = Dictionary(changed.map { ($0.path, $0) }, uniquingKeysWith: { _, b in b }).values.sorted { $0.path < $1.path }
+    var result: [T] = []
+    result.reserveCapacity(items.count + incoming.count)
+    var index = items.startIndex
+    for item in incoming {
+        while index < items.endIndex && items[index].path < item.path {
+            if !gone.contains(items[index].path) { result.append(items[index]) }
+            index += 1
+        }
+        if index < items.endIndex && items[index].path == item.path { index += 1 }
+        result.append(item)
+    }
+    for item in items[index...] where !gone.contains(item.path) { result.append(item) }
+    return result
 }
 
 extension DesiredState {

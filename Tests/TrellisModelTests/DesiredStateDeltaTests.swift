@@ -45,4 +45,29 @@ import Testing
         #expect(json == #"{"removedEndpoints":["acme/app1/web/red/a"]}"#)
         #expect(try JSONCoding.decoder().decode(DesiredStateDelta.self, from: Data(json.utf8)) == delta)
     }
+
+    /// Deltas between random states replay exactly, whether the lists come in path order (walked side by side)
+    /// or not (hashed), and a path both removed and changed ends as changed.
+    @Test func randomDeltasReplayExactlyInAndOutOfOrder() throws {
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<200 {
+            func remotes() -> [RemoteEndpoint] {
+                (0..<Int.random(in: 0...30, using: &generator)).map { _ in
+                    let vtep = Bool.random(using: &generator) ? "192.0.2.2" : "192.0.2.3"
+                    return remote("r\(Int.random(in: 0..<40, using: &generator))", vtep: vtep)
+                }
+            }
+            let old = state([], Dictionary(remotes().map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a }).values.map { $0 }, vteps: [])
+            var new = state([], Dictionary(remotes().map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a }).values.map { $0 }, vteps: [])
+            new.revision = 2
+            #expect(old.applying(new.delta(from: old), revision: 2) == new, "round \(round)")
+            var shuffled = new
+            shuffled.remoteEndpoints.shuffle(using: &generator)
+            let fromShuffled = shuffled.delta(from: old)
+            #expect(Set(fromShuffled.remoteEndpoints.map(\.path)) == Set(new.delta(from: old).remoteEndpoints.map(\.path)))
+            #expect(old.applying(fromShuffled, revision: 2) == new, "round \(round), shuffled")
+        }
+        let kept = remote("kept", vtep: "192.0.2.9")
+        #expect(merging([remote("kept", vtep: "192.0.2.2")], [kept], [kept.path]) == [kept])
+    }
 }
