@@ -5,6 +5,7 @@ import TrellisAgent
 import TrellisClient
 import TrellisModel
 import TrellisNetlink
+import TrellisNetlinkWire
 
 /// Policy costs on a lab: overlay throughput with 10,000 ACL rules in force against none, and the time
 /// one profile change takes to be enforced for 1,000 endpoints on 10 hosts.
@@ -87,19 +88,59 @@ struct PolicyBench: AsyncParsableCommand {
             try await group.waitForAll()
         }
         _ = try await lab.applied(try await lab.revision(), hosts: 1...hosts, since: .now)
-        var samples = Samples()
-        for change in 0..<changes {
+        // Enforced: the kernel of every host has committed a new nftables generation in the domain's router, seen
+        // through nftables notifications (no polling load on the agents while it is timed).
+        var watchers: [Int32] = []
+        defer { watchers.forEach { close($0) } }
+        for host in 1...hosts {
+            let router = try NetworkNamespace(named: "trellis-h\(host)-d1")
+            let fd = try netlinkSubscription(in: router, family: 12, groups: 1 << (7 - 1), nonBlocking: true)
+            // A reload notifies every table, chain and rule before the generation: room for all of them.
+            var size: Int32 = 16 << 20
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
+            watchers.append(fd)
+        }
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        func drain(_ fd: Int32) -> [NetlinkMessage] {
+            var messages: [NetlinkMessage] = []
+            while case let count = buffer.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, $0.count, 0) }), count > 0 {
+                messages += (try? NetlinkMessage.parseAll(Array(buffer[0..<count]))) ?? []
+            }
+            return messages
+        }
+        var kernel = Samples(), reported = Samples()
+        for change in 0..<(2 * changes) {
+            watchers.forEach { _ = drain($0) }
             let start = ContinuousClock.now
             let changed: PortProfile = try await lab.controller.put("/api/v1/profiles/bench/shared", ProfileUpdate(
                 rules: [try ACLRule.parse("deny tcp port 22"), try ACLRule.parse("deny tcp port \(1000 + change)")], egressRate: nil,
                     ingressRate: nil,
                 flowStats: false, description: nil))
-            let took = try await lab.applied(changed.revision, hosts: 1...hosts, since: start)
-            samples.add(Double(took.components.attoseconds) / 1e15 + Double(took.components.seconds) * 1000)
+            if change < changes {
+                var pending = Set(watchers.indices)
+                while !pending.isEmpty {
+                    guard ContinuousClock.now - start < .seconds(10) else { throw TrellisError(.unavailable, "not enforced in 10 s") }
+                    var descriptors = pending.map { pollfd(fd: watchers[$0], events: Int16(POLLIN), revents: 0) }
+                    guard poll(&descriptors, nfds_t(descriptors.count), 100) > 0 else { continue }
+                    for descriptor in descriptors where descriptor.revents & Int16(POLLIN) != 0 {
+                        // NFT_MSG_NEWGEN (15) of the nftables subsystem (10): a transaction was committed.
+                        if drain(descriptor.fd).contains(where: { $0.type == 10 << 8 | 15 }),
+                           let slot = watchers.firstIndex(of: descriptor.fd) {
+                            pending.remove(slot)
+                        }
+                    }
+                }
+                kernel.add((ContinuousClock.now - start).milliseconds)
+                // Settled before the next change: every agent has marked it applied.
+                _ = try await lab.applied(changed.revision, hosts: 1...hosts, since: start, every: .milliseconds(20))
+            } else {
+                reported.add((try await lab.applied(changed.revision, hosts: 1...hosts, since: start)).milliseconds)
+            }
         }
         let router = try NetworkNamespace(named: "trellis-h\(hosts)-d1")
         let table = try NFTables.table("inet", "trellis", namespacePath: router.path)
-        print("profile change → enforced on all \(endpoints) endpoints of \(hosts) hosts (every agent has loaded the new ruleset):"
-              + " \(samples.summary)" + " (target ≤ 1000 ms); last ruleset on h\(hosts): \(table?.comment ?? "none")")
+        print("profile change → enforced on all \(endpoints) endpoints of \(hosts) hosts (every router's kernel has committed"
+              + " the new ruleset): \(kernel.summary) (target p99 ≤ 100 ms); last ruleset on h\(hosts): \(table?.comment ?? "none")")
+        print("  reported applied by every agent (its status polled every 2 ms, which loads the agents): \(reported.summary)")
     }
 }
