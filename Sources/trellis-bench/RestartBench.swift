@@ -92,6 +92,15 @@ struct RestartBench: AsyncParsableCommand {
         let address = try require(target, "the endpoint e0").ip
 
         let quiet = try kernelChangeSockets(in: router)
+        // The kernel trails a burst of new ports with link notices of its own (operstate, at ~50/s for seconds
+        // after 1,000 attaches): wait for 2 s without any, at most a minute, before the windows are counted.
+        let settling = ContinuousClock.now
+        var lastHeard = settling
+        while ContinuousClock.now - lastHeard < .seconds(2) && ContinuousClock.now - settling < .seconds(60) {
+            if !drainWrites(quiet.route, counting: { _ in true }).isEmpty { lastHeard = .now }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        print(String(format: "  the router was quiet after %.1f s", milliseconds(since: settling) / 1000))
         try await Task.sleep(for: .seconds(4))
         let baseline = drainWrites(quiet.route, counting: isProgramWrite)
         close(quiet.route)
