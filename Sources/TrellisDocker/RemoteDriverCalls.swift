@@ -198,13 +198,7 @@ extension RemoteDriver {
         // Recorded while the engine moves the interface in: the port works without the record, and
         // the engine's container starts that much sooner.
         let ids = [Self.endpointKey: request.EndpointID, "docker-network": request.NetworkID]
-        Task {
-            do {
-                _ = try await agent.recordPlugged(endpoint, port: port, externalIds: ids)
-            } catch {
-                logger.error("recording the port of \(endpoint.path) failed: \(error)")
-            }
-        }
+        agent.recordInBackground(endpoint, agent.pluggedUpdate(endpoint, port: port, externalIds: ids))
         return JoinResponse(InterfaceName: .init(SrcName: handover, DstPrefix: "eth"), Gateway: subnet.gateway.description)
     }
 

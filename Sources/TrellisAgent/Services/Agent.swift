@@ -90,6 +90,9 @@ public final class Agent: Sendable {
     let dhcp: DHCPService
     let dns: DNSService
     let logger: Logger
+    /// Port records the controller has yet to take (a CNI ADD or a Docker join returns before its record),
+    /// sent by the "port records" service, which finishes them before the agent stops.
+    private let portRecords = AsyncStream.makeStream(of: (endpoint: Endpoint, update: EndpointUpdate).self)
 
     public init(configuration: AgentConfiguration, logger: Logger = Logger(label: "trellis.agent")) throws {
         self.configuration = configuration
@@ -139,10 +142,14 @@ public final class Agent: Sendable {
             AgentLoop("traffic reports") { await self.report() },
             AgentLoop("probes") { await self.takeProbes() },
             AgentLoop("CNI sweep") { await self.sweepCNI() },
+            // Stops after the local API and the adapters, which hand it records, and sends what they left.
+            DrainingService("port records") { await self.sendPortRecords() },
             localAPI(),
         ]
-        let group = ServiceGroup(services: services + adapters, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        try await group.run()
+        var group = ServiceGroupConfiguration(services: services + adapters, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A record the controller cannot take (it is away) is not waited for long: after 3 s the rest is cancelled.
+        group.maximumGracefulShutdownDuration = .seconds(3)
+        try await ServiceGroup(configuration: group).run()
     }
 
     /// Registers the host and follows its desired state, reconnecting with backoff.
@@ -306,7 +313,7 @@ public final class Agent: Sendable {
             let (domain, subnet) = try await placement(of: endpoint)
             let update = try await plug(domain, subnet)
             if recordInBackground {
-                recordInBackgroundUntilDone(endpoint, update)
+                self.recordInBackground(endpoint, update)
                 return endpoint
             }
             return try await client.patch("/api/v1/endpoints/\(endpoint.id)", update)
@@ -318,22 +325,36 @@ public final class Agent: Sendable {
         }
     }
 
-    /// Records a plugged port at the controller off the caller's path, retrying while the controller is
-    /// unreachable; an endpoint deleted meanwhile (a DEL right after the ADD) needs no record.
-    private func recordInBackgroundUntilDone(_ endpoint: Endpoint, _ update: EndpointUpdate) {
-        let client = client, logger = logger
-        Task {
-            for attempt in 1...10 {
-                do {
-                    let _: Endpoint = try await client.patch("/api/v1/endpoints/\(endpoint.id)", update)
-                    return
-                } catch let error as TrellisError where error.code == .notFound {
-                    return
-                } catch {
-                    logger.warning("recording \(endpoint.path) as up failed (attempt \(attempt)): \(error)")
-                    try? await Task.sleep(for: .milliseconds(100 * attempt))
+    /// Records a plugged port at the controller off the caller's path: the "port records" service sends it.
+    public func recordInBackground(_ endpoint: Endpoint, _ update: EndpointUpdate) {
+        portRecords.continuation.yield((endpoint, update))
+    }
+
+    /// Sends the port records as they come, each retried while the controller is unreachable (an endpoint
+    /// deleted meanwhile, a DEL right after the ADD, needs no record). On shutdown it takes no new ones and
+    /// returns once those taken are sent or given up.
+    func sendPortRecords() async {
+        let client = client, logger = logger, records = portRecords
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await (endpoint, update) in records.stream {
+                    group.addTask {
+                        for attempt in 1...10 {
+                            do {
+                                let _: Endpoint = try await client.patch("/api/v1/endpoints/\(endpoint.id)", update)
+                                return
+                            } catch let error as TrellisError where error.code == .notFound {
+                                return
+                            } catch {
+                                logger.warning("recording \(endpoint.path) as up failed (attempt \(attempt)): \(error)")
+                                try? await Task.sleep(for: .milliseconds(100 * attempt))
+                            }
+                        }
+                    }
                 }
             }
+        } onGracefulShutdown: {
+            records.continuation.finish()
         }
     }
 
@@ -367,11 +388,10 @@ public final class Agent: Sendable {
         }
     }
 
-    /// Records at the controller that an endpoint is plugged in as `port`.
-    public func recordPlugged(_ endpoint: Endpoint, port: String, externalIds: [String: String] = [:]) async throws -> Endpoint {
-        try await client.patch("/api/v1/endpoints/\(endpoint.id)", EndpointUpdate(
-            state: .up, interface: port,
-            externalIds: externalIds.merging(["iface-id": port, "attached-mac": endpoint.mac.description]) { _, own in own }))
+    /// What records at the controller that an endpoint is plugged in as `port`.
+    public func pluggedUpdate(_ endpoint: Endpoint, port: String, externalIds: [String: String] = [:]) -> EndpointUpdate {
+        EndpointUpdate(state: .up, interface: port,
+                       externalIds: externalIds.merging(["iface-id": port, "attached-mac": endpoint.mac.description]) { _, own in own })
     }
 
     /// Removes an endpoint's port and leaves the endpoint (and its address) in place.

@@ -113,3 +113,16 @@ struct AtShutdown: Service, CustomStringConvertible {
         step()
     }
 }
+
+/// A service that handles graceful shutdown itself (finishing its work rather than being cancelled).
+struct DrainingService: Service, CustomStringConvertible {
+    let description: String
+    let body: @Sendable () async -> Void
+
+    init(_ name: String, _ body: @escaping @Sendable () async -> Void) {
+        description = name
+        self.body = body
+    }
+
+    func run() async { await body() }
+}
