@@ -178,7 +178,7 @@ struct Lab {
         process.executableURL = URL(fileURLWithPath: arguments[0])
         process.arguments = Array(arguments.dropFirst())
         let path = "\(directory)/\(name).log"
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         log.seekToEndOfFile()
         process.standardOutput = log
@@ -219,7 +219,7 @@ struct Lab {
             guard FileManager.default.isExecutableFile(atPath: LabDocker.dockerd) else {
                 throw TrellisError(.unavailable, "lab up --docker needs dockerd (apt-get install docker.io)")
             }
-            FileManager.default.createFile(atPath: dockerFlagFile, contents: nil)
+            _ = FileManager.default.createFile(atPath: dockerFlagFile, contents: nil)
         }
         let hosts = (1...count).map { "h\($0)" }
         try hosts.joined(separator: "\n").write(toFile: hostsFile, atomically: true, encoding: .utf8)

@@ -94,7 +94,7 @@ extension Registry {
             return try tx.currentRevision()
         }
         let probes = self.probes
-        let items = await (try? cancelWhenGracefulShutdown { await probes.take(host: host, wait: .seconds(wait)) }) ?? []
+        let items = await cancelWhenGracefulShutdown { await probes.take(host: host, wait: .seconds(wait)) }
         return ListBody(items: items, revision: revision)
     }
 

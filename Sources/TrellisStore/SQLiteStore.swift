@@ -246,7 +246,7 @@ final class SQLiteTransaction: StoreWriter {
             rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?"),
                                     arguments: [afterID, limit])
         }
-        return try rows.map { row in
+        return rows.map { row in
             let object: Data? = row["object"]
             return Event(id: row["id"], revision: row["revision"], time: Date(timeIntervalSince1970: row["time"]),
                          actor: row["actor"], action: EventAction(rawValue: row["action"]) ?? .updated,

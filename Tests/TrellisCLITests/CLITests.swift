@@ -228,7 +228,7 @@ extension CLITests {
         defer { try? FileManager.default.removeItem(at: restored) }
         let backup = restored.appendingPathComponent("trellis.db").path
         let (before, revision) = try await withController { controller in
-            let client = try await controller.client()
+            let client = controller.client()
             let _: HostRecord = try await client.put("/api/v1/hosts/h1", HostRegistration(underlayIP: "10.99.0.1"))
             let subnet = try await makeSubnet(client, cidr: "10.20.0.0/24")
             var made: [Endpoint] = []
@@ -253,7 +253,7 @@ extension CLITests {
         let attributes = try FileManager.default.attributesOfItem(atPath: backup)
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
         try await withController(directory: restored) { controller in
-            let client = try await controller.client()
+            let client = controller.client()
             let listed: ListBody<Endpoint> = try await client.get("/api/v1/endpoints?subnet=acme/app1/web/red")
             #expect(listed.revision == revision, "the restored store is at the backup's revision")
             #expect(Set(before.map(\.path)).isSubset(of: Set(listed.items.map(\.path))))

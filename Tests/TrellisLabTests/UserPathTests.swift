@@ -89,7 +89,7 @@ extension LabTests {
         let vm = try JSONCoding.decoder().decode(Endpoint.self, from: Data(made.stdout.utf8))
         let router = try #require(vm.externalIds["router-netns"])
         let console = lab.directory.appendingPathComponent("vm1.console")
-        FileManager.default.createFile(atPath: console.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: console.path, contents: nil)
         let machine = Process()
         machine.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
         machine.arguments = ["--net=/run/netns/\(router)", qemu, "-accel", "tcg", "-m", "256", "-nodefaults", "-nographic", "-no-reboot",

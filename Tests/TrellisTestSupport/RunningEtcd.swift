@@ -44,7 +44,7 @@ public final class RunningEtcd: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/etcd")
         process.arguments = arguments
         let logURL = directory.appendingPathComponent("etcd.log")
-        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         let log = try FileHandle(forWritingTo: logURL)
         defer { try? log.close() }
         try log.seekToEnd()
