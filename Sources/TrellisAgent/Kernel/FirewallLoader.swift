@@ -3,8 +3,8 @@ import TrellisNetlink
 
 /// Keeps each router namespace's nftables tables at the ruleset its reconcile planned. Planning is
 /// cheap and happens inside the datapath's reconcile; loading (through libnftables) happens outside it,
-/// on a thread of its own, so a reload never holds up an attach. A table already at the planned generation (after an agent
-/// restart, say) is left alone; a reload carries the counters' values over.
+/// on a thread of its own, so a reload never holds up an attach. A table already at the planned
+/// generation (after an agent restart, say) is left alone; a reload carries the counters' values over.
 public final class FirewallLoader: @unchecked Sendable {
     private let lock = NSLock()
     private let loading = NSLock()

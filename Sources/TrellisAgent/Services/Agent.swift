@@ -117,7 +117,9 @@ public final class Agent: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let (signals, trigger) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let services: [any Service] = [
-            AtShutdown("namespace servers") {
+            // Waits for the shutdown, then stops the listener threads, after every service started later has stopped.
+            DrainingService("namespace servers") {
+                try? await gracefulShutdown()
                 self.dhcp.stopAll()
                 self.dns.serve(namespaces: [])
             },
