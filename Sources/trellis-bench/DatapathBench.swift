@@ -58,10 +58,11 @@ func median(_ values: [Double]) -> Double {
     return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
 }
 
-/// A netlink socket of `family` in `namespace`, subscribed to the multicast `groups`.
+/// A netlink socket of `family` in `namespace`, subscribed to the multicast `groups`; with `receiveBuffer`,
+/// room for that many bytes of notifications (a ruleset reload notifies every table, chain and rule).
 func netlinkSubscription(in namespace: NetworkNamespace, family: Int32 = NETLINK_ROUTE, groups: UInt32,
-                         nonBlocking: Bool = false) throws -> Int32 {
-    try namespace.run {
+                         nonBlocking: Bool = false, receiveBuffer: Int32? = nil) throws -> Int32 {
+    let fd = try namespace.run {
         let kind = Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
         let fd = socket(AF_NETLINK, kind, family)
         var address = sockaddr_nl()
@@ -76,6 +77,27 @@ func netlinkSubscription(in namespace: NetworkNamespace, family: Int32 = NETLINK
         }
         return fd
     }
+    if var size = receiveBuffer { _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) }
+    return fd
+}
+
+/// A non-blocking netlink socket in `namespace` subscribed to nftables notifications (NFNLGRP_NFTABLES,
+/// group 7 of NETLINK_NETFILTER).
+func nftablesNotifications(in namespace: NetworkNamespace) throws -> Int32 {
+    try netlinkSubscription(in: namespace, family: 12, groups: 1 << (7 - 1), nonBlocking: true, receiveBuffer: 16 << 20)
+}
+
+/// NFT_MSG_NEWGEN (15) of the nftables subsystem (10): a transaction was committed.
+let nftablesNewGeneration: UInt16 = 10 << 8 | 15
+
+/// Every notification waiting on a non-blocking subscribed socket.
+func pendingNotifications(_ fd: Int32) -> [NetlinkMessage] {
+    var buffer = [UInt8](repeating: 0, count: 1 << 16)
+    var messages: [NetlinkMessage] = []
+    while case let count = buffer.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, $0.count, 0) }), count > 0 {
+        messages += (try? NetlinkMessage.parseAll(Array(buffer[0..<count]))) ?? []
+    }
+    return messages
 }
 
 /// A netlink socket in `namespace` subscribed to neighbour and FDB notifications (RTMGRP_NEIGH).

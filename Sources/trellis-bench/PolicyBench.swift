@@ -93,24 +93,11 @@ struct PolicyBench: AsyncParsableCommand {
         var watchers: [Int32] = []
         defer { watchers.forEach { close($0) } }
         for host in 1...hosts {
-            let router = try NetworkNamespace(named: "trellis-h\(host)-d1")
-            let fd = try netlinkSubscription(in: router, family: 12, groups: 1 << (7 - 1), nonBlocking: true)
-            // A reload notifies every table, chain and rule before the generation: room for all of them.
-            var size: Int32 = 16 << 20
-            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
-            watchers.append(fd)
-        }
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        func drain(_ fd: Int32) -> [NetlinkMessage] {
-            var messages: [NetlinkMessage] = []
-            while case let count = buffer.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, $0.count, 0) }), count > 0 {
-                messages += (try? NetlinkMessage.parseAll(Array(buffer[0..<count]))) ?? []
-            }
-            return messages
+            watchers.append(try nftablesNotifications(in: try NetworkNamespace(named: "trellis-h\(host)-d1")))
         }
         var kernel = Samples(), reported = Samples()
         for change in 0..<(2 * changes) {
-            watchers.forEach { _ = drain($0) }
+            watchers.forEach { _ = pendingNotifications($0) }
             let start = ContinuousClock.now
             let changed: PortProfile = try await lab.controller.put("/api/v1/profiles/bench/shared", ProfileUpdate(
                 rules: [try ACLRule.parse("deny tcp port 22"), try ACLRule.parse("deny tcp port \(1000 + change)")], egressRate: nil,
@@ -123,8 +110,7 @@ struct PolicyBench: AsyncParsableCommand {
                     var descriptors = pending.map { pollfd(fd: watchers[$0], events: Int16(POLLIN), revents: 0) }
                     guard poll(&descriptors, nfds_t(descriptors.count), 100) > 0 else { continue }
                     for descriptor in descriptors where descriptor.revents & Int16(POLLIN) != 0 {
-                        // NFT_MSG_NEWGEN (15) of the nftables subsystem (10): a transaction was committed.
-                        if drain(descriptor.fd).contains(where: { $0.type == 10 << 8 | 15 }),
+                        if pendingNotifications(descriptor.fd).contains(where: { $0.type == nftablesNewGeneration }),
                            let slot = watchers.firstIndex(of: descriptor.fd) {
                             pending.remove(slot)
                         }

@@ -9,32 +9,20 @@ import TrellisNetlinkWire
 /// A netlink socket in `namespace` that hears every change to its kernel objects: links, IPv4 addresses
 /// and routes, neighbours and FDB entries (rtnetlink), and nftables (nfnetlink).
 private func kernelChangeSockets(in namespace: NetworkNamespace) throws -> (route: Int32, nftables: Int32) {
-    // RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE; NFNLGRP_NFTABLES is group 7 of NETLINK_NETFILTER (12).
-    let route = try netlinkSubscription(in: namespace, groups: 0x1 | 0x4 | 0x10 | 0x40, nonBlocking: true)
-    let nftables: Int32
-    do { nftables = try netlinkSubscription(in: namespace, family: 12, groups: 1 << 6, nonBlocking: true) } catch {
+    // RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE.
+    let route = try netlinkSubscription(in: namespace, groups: 0x1 | 0x4 | 0x10 | 0x40, nonBlocking: true, receiveBuffer: 4 << 20)
+    do { return (route, try nftablesNotifications(in: namespace)) } catch {
         close(route)
         throw error
     }
-    for fd in [route, nftables] {
-        var size: Int32 = 4 << 20
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
-    }
-    return (route, nftables)
 }
 
 /// The changes waiting on a subscribed socket that are writes of a program: neighbour entries the kernel
 /// learns or ages by itself (ARP traffic) are not counted, permanent ones and FDB entries are.
 private func drainWrites(_ fd: Int32, counting isWrite: (NetlinkMessage) -> Bool) -> [UInt16: Int] {
-    var buffer = [UInt8](repeating: 0, count: 1 << 16)
     var writes: [UInt16: Int] = [:]
-    while true {
-        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        guard count > 0 else { return writes }
-        for message in ((try? NetlinkMessage.parseAll(Array(buffer[0..<count]))) ?? []) where isWrite(message) {
-            writes[message.type, default: 0] += 1
-        }
-    }
+    for message in pendingNotifications(fd) where isWrite(message) { writes[message.type, default: 0] += 1 }
+    return writes
 }
 
 /// Whether a notification is of a program's write: neighbour entries the kernel learns or ages (ARP) are not.
