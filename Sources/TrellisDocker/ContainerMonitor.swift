@@ -92,7 +92,7 @@ public actor ContainerMonitor: Service {
         }
         let netns = "/proc/\(details.State.Pid)/ns/net"
         if let existing = attached[id] {
-            if existing.externalIds["netns"] == netns { return }
+            if agent.boundNamespace(of: existing.id) == netns { return }
             await detach(container: id)
         }
         let name = ContainerVariables.endpointName(container: details.name, id: id)

@@ -176,7 +176,7 @@ struct DatapathBench: AsyncParsableCommand {
         let endpoints = [c1, c2].enumerated().map { index, container in
             Endpoint(id: index + 1, path: "b/d/z/s/e\(index)", name: "e\(index)", subnet: "b/d/z/s", domain: "b/d", enterprise: "b",
                      kind: .container, host: "\(tag)h\(index)", ip: IPv4Address(network.network.value + 2 + UInt32(index)),
-                     mac: .endpoint(sequence: UInt32(index + 1)), state: .pending, externalIds: ["netns": container.path], revision: 1,
+                     mac: .endpoint(sequence: UInt32(index + 1)), state: .pending, externalIds: [:], revision: 1,
                      createdAt: Date())
         }
         for index in 0...1 {
@@ -192,7 +192,10 @@ struct DatapathBench: AsyncParsableCommand {
                                      profiles: [])
             let datapath = try Datapath(configuration: DatapathConfiguration(host: "\(tag)h\(index)",
                                                                              underlayIP: IPv4Address(0x0ACB_0001 + UInt32(index))),
-                                        hostNamespace: index == 0 ? h1 : h2)
+                                        hostNamespace: index == 0 ? h1 : h2,
+                                        bindings: try LocalBindingStore(path: nil))
+            try datapath.bindings.bind(LocalBinding(endpoints[index], domainID: 1,
+                                                    port: .namespace(path: [c1, c2][index].path, interface: "eth0")))
             try await datapath.reconcile(state)
             try datapath.firewall.sync()
         }

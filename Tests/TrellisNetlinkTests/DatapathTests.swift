@@ -19,10 +19,25 @@ struct DatapathTests {
                              dhcp: false, remoteVTEPs: vteps.map { IPv4Address($0)! })
     }
 
-    func endpoint(_ id: Int, _ subnet: String, host: String, ip: String, netns: String?) -> Endpoint {
+    func endpoint(_ id: Int, _ subnet: String, host: String, ip: String) -> Endpoint {
         Endpoint(id: id, path: "\(subnet)/e\(id)", name: "e\(id)", subnet: subnet, domain: "acme/app1", enterprise: "acme",
                  kind: .container, host: host, ip: IPv4Address(ip)!, mac: .endpoint(sequence: UInt32(id)), state: .pending,
-                 externalIds: netns.map { ["netns": $0] } ?? [:], revision: 1, createdAt: Date(timeIntervalSince1970: 0))
+                 externalIds: [:], revision: 1, createdAt: Date(timeIntervalSince1970: 0))
+    }
+
+    /// A datapath whose `bound` endpoints are bound to their containers' namespaces as `eth0`, as attaches
+    /// would have left them.
+    func datapath(host: String, underlay: String = "10.88.1.1", in namespace: NetworkNamespace,
+                  bindings: LocalBindingStore? = nil, routerMade: @escaping @Sendable (String) -> Void = { _ in },
+                  bound: [(Endpoint, NetworkNamespace)] = []) throws -> Datapath {
+        let datapath = try Datapath(configuration: DatapathConfiguration(host: host, underlayIP: IPv4Address(underlay)!),
+                                    hostNamespace: namespace, bindings: try bindings ?? LocalBindingStore(path: nil),
+                                    routerMade: routerMade)
+        for (endpoint, container) in bound {
+            try datapath.bindings.bind(LocalBinding(endpoint, domainID: domainID,
+                                                    port: .namespace(path: container.path, interface: "eth0")))
+        }
+        return datapath
     }
 
     /// One host's desired state with only local `endpoints`, all in `domain` (no domain when there are none).
@@ -63,9 +78,9 @@ struct DatapathTests {
         }
 
         let red = "acme/app1/web/red", blue = "acme/app1/db/blue"
-        let e1 = endpoint(1, red, host: hosts[0], ip: "192.168.70.2", netns: c1.path)
-        let e2 = endpoint(2, red, host: hosts[1], ip: "192.168.70.3", netns: c2.path)
-        let e3 = endpoint(3, blue, host: hosts[1], ip: "192.168.71.2", netns: c3.path)
+        let e1 = endpoint(1, red, host: hosts[0], ip: "192.168.70.2")
+        let e2 = endpoint(2, red, host: hosts[1], ip: "192.168.70.3")
+        let e3 = endpoint(3, blue, host: hosts[1], ip: "192.168.71.2")
         // Red and blue talk only as this policy says: UDP from red to blue, and back as replies.
         let policy = NetworkPolicy(path: "acme/app1/red-blue", name: "red-blue", domain: "acme/app1",
                                    rules: [try PolicyRule.parse("allow udp from \(red) to \(blue)")], revision: 1, createdAt: Date())
@@ -81,12 +96,12 @@ struct DatapathTests {
                                 endpoints: local, remoteEndpoints: remotes, profiles: [])
         }
         let datapaths = [
-            try Datapath(configuration: DatapathConfiguration(host: hosts[0], underlayIP: IPv4Address("10.88.0.1")!), hostNamespace: h1),
-            try Datapath(configuration: DatapathConfiguration(host: hosts[1], underlayIP: IPv4Address("10.88.0.2")!), hostNamespace: h2),
+            try datapath(host: hosts[0], underlay: "10.88.0.1", in: h1, bound: [(e1, c1)]),
+            try datapath(host: hosts[1], underlay: "10.88.0.2", in: h2, bound: [(e2, c2), (e3, c3)]),
         ]
         let first = try await datapaths[0].reconcile(try state(0, policies: []))
         #expect(first.created.contains(KernelNames.routerNamespace(host: hosts[0], domainID: domainID)))
-        #expect(first.created.contains(KernelNames.port(of: e1)))
+        #expect(first.created.contains(KernelNames.port(endpointID: e1.id)))
         _ = try await datapaths[1].reconcile(try state(1, policies: []))
         for datapath in datapaths { try datapath.firewall.sync() }
         // Without a policy the subnets do not meet, while red still reaches red.
@@ -145,14 +160,14 @@ struct DatapathTests {
         let red = "acme/app1/web/red"
         let desiredSubnet = try subnet(red, "192.168.72.0/24", vni: vnis.0, vteps: [])
         let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
-        var fresh = endpoint(9, red, host: name, ip: "192.168.72.9", netns: container.path)
+        var fresh = endpoint(9, red, host: name, ip: "192.168.72.9")
         fresh.revision = 7
         func state(_ revision: Int, endpoints: [Endpoint]) -> DesiredState {
             localState(host: name, revision: revision, domain: domain, endpoints: endpoints)
         }
-        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!),
-                                    hostNamespace: host)
-        let port = try await datapath.attach(fresh, domain: domain, subnet: desiredSubnet, namespace: container, interface: "eth0")
+        let datapath = try self.datapath(host: name, in: host)
+        let port = try await datapath.attach(fresh, domain: domain, subnet: desiredSubnet,
+                                             as: .namespace(path: container.path, interface: "eth0")).port
         let routerName = KernelNames.routerNamespace(host: name, domainID: domainID)
 
         let behind = try await datapath.reconcile(state(6, endpoints: []))
@@ -165,6 +180,7 @@ struct DatapathTests {
         #expect(caughtUp.isEmpty, "\(caughtUp)")
         let gone = try await datapath.reconcile(state(8, endpoints: []))
         #expect(gone.removed == [routerName], "\(gone)")
+        #expect(datapath.bindings.current.byEndpoint.isEmpty, "the binding of an endpoint no longer listed is dropped")
         #expect(await datapath.routerNames().isEmpty)
         #expect(try RouteNetlink(in: container).link(named: "eth0") == nil)
     }
@@ -181,27 +197,26 @@ struct DatapathTests {
         let red = "acme/app1/web/red"
         let desiredSubnet = try subnet(red, "192.168.74.0/24", vni: vnis.0, vteps: ["10.88.1.2"])
         let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
-        let refused = endpoint(1, red, host: name, ip: "192.168.74.2", netns: broken.path)
-        let fine = endpoint(2, red, host: name, ip: "192.168.74.3", netns: healthy.path)
-        let elsewhere = remote(endpoint(3, red, host: "other", ip: "192.168.74.4", netns: nil), vtep: "10.88.1.2")
+        let refused = endpoint(1, red, host: name, ip: "192.168.74.2")
+        let fine = endpoint(2, red, host: name, ip: "192.168.74.3")
+        let elsewhere = remote(endpoint(3, red, host: "other", ip: "192.168.74.4"), vtep: "10.88.1.2")
         var state = localState(host: name, revision: 1, domain: domain, endpoints: [refused, fine])
         state.remoteEndpoints = [elsewhere]
-        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!),
-                                    hostNamespace: host)
+        let datapath = try self.datapath(host: name, in: host, bound: [(refused, broken), (fine, healthy)])
 
         do {
             try await datapath.reconcile(state)
             Issue.record("the reconcile reported success with a port it could not plug")
         } catch let failure as ReconcileFailure {
-            #expect(failure.failures.count == 1 && failure.description.contains(KernelNames.port(of: refused)), "\(failure)")
-            #expect(failure.report.created.contains(KernelNames.port(of: fine)), "\(failure.report)")
+            #expect(failure.failures.count == 1 && failure.description.contains(KernelNames.port(endpointID: refused.id)), "\(failure)")
+            #expect(failure.report.created.contains(KernelNames.port(endpointID: fine.id)), "\(failure.report)")
         }
         #expect(try RouteNetlink(in: healthy).link(named: "eth0") != nil, "the healthy container got its port")
         let router = try RouteNetlink(in: try NetworkNamespace(named: KernelNames.routerNamespace(host: name, domainID: domainID)))
         let bridge = try router.requireLink(named: KernelNames.bridge(vni: vnis.0))
         #expect(try router.neighbours().contains { $0.index == bridge.index && $0.address == elsewhere.ip && $0.mac == elsewhere.mac },
                 "the remote endpoint is answered for")
-        #expect(try router.link(named: KernelNames.port(of: refused)) == nil, "no half-made port")
+        #expect(try router.link(named: KernelNames.port(endpointID: refused.id)) == nil, "no half-made port")
     }
 
     /// The agent starts each router's resolver when the datapath announces the router: that must come
@@ -215,7 +230,7 @@ struct DatapathTests {
         let red = "acme/app1/web/red"
         let desiredSubnet = try subnet(red, "192.168.73.0/24", vni: vnis.0, vteps: [])
         let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
-        let member = endpoint(9, red, host: name, ip: "192.168.73.9", netns: container.path)
+        let member = endpoint(9, red, host: name, ip: "192.168.73.9")
         func state(_ revision: Int, endpoints: [Endpoint]) -> DesiredState {
             localState(host: name, revision: revision, domain: domain, endpoints: endpoints)
         }
@@ -225,20 +240,26 @@ struct DatapathTests {
             let ports = (try? RouteNetlink(in: NetworkNamespace(named: router)).links().filter { $0.name.hasPrefix("trv") }.count) ?? -1
             announced.withLock { $0.append((router, ports)) }
         }
-        let configuration = DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!)
         let routerName = KernelNames.routerNamespace(host: name, domainID: domainID)
 
-        let datapath = try Datapath(configuration: configuration, hostNamespace: host, routerMade: routerMade)
+        let file = "/tmp/\(tag)-bindings.json"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let datapath = try self.datapath(host: name, in: host, bindings: try LocalBindingStore(path: file), routerMade: routerMade,
+                                    bound: [(member, container)])
         let made = try await datapath.reconcile(state(1, endpoints: [member]))
-        #expect(made.created.contains(KernelNames.port(of: member)), "\(made)")
+        #expect(made.created.contains(KernelNames.port(endpointID: member.id)), "\(made)")
         #expect(announced.withLock { $0.map(\.router) } == [routerName])
         #expect(announced.withLock { $0.map(\.ports) } == [0], "announced before the reconcile plugged its port")
 
         try await datapath.reconcile(state(2, endpoints: []))
-        _ = try await datapath.attach(member, domain: domain, subnet: desiredSubnet, namespace: container, interface: "eth0")
+        #expect(datapath.bindings.current.byEndpoint.isEmpty)
+        _ = try await datapath.attach(member, domain: domain, subnet: desiredSubnet,
+                                      as: .namespace(path: container.path, interface: "eth0"))
         #expect(announced.withLock { $0.map(\.ports) } == [0, 0], "a router made again by an attach is announced again, before its port")
 
-        let restarted = try Datapath(configuration: configuration, hostNamespace: host, routerMade: routerMade)
+        // A restart reads the bindings back from their file.
+        let restarted = try self.datapath(host: name, in: host, bindings: try LocalBindingStore(path: file), routerMade: routerMade)
+        #expect(restarted.bindings.current == datapath.bindings.current)
         let resynced = try await restarted.reconcile(state(3, endpoints: [member]))
         #expect(resynced.isEmpty, "\(resynced)")
         #expect(announced.withLock { $0.map(\.router) } == [routerName, routerName, routerName],
@@ -256,20 +277,19 @@ struct DatapathTests {
         let red = "acme/app1/web/red"
         let desiredSubnet = try subnet(red, "192.168.75.0/24", vni: vnis.0, vteps: ["10.88.1.2"])
         let domain = DesiredDomain(path: "acme/app1", id: domainID, subnets: [desiredSubnet], policies: [])
-        let first = endpoint(1, red, host: name, ip: "192.168.75.2", netns: c1.path)
-        var second = endpoint(2, red, host: name, ip: "192.168.75.3", netns: c2.path)
+        let first = endpoint(1, red, host: name, ip: "192.168.75.2")
+        var second = endpoint(2, red, host: name, ip: "192.168.75.3")
         second.revision = 4
-        let far = (3...6).map { remote(endpoint($0, red, host: "other", ip: "192.168.75.\($0 + 10)", netns: nil), vtep: "10.88.1.2") }
+        let far = (3...6).map { remote(endpoint($0, red, host: "other", ip: "192.168.75.\($0 + 10)"), vtep: "10.88.1.2") }
         func state(_ revision: Int, _ endpoints: [Endpoint], _ remotes: [RemoteEndpoint]) -> DesiredState {
             var state = localState(host: name, revision: revision, domain: domain, endpoints: endpoints)
             state.remoteEndpoints = remotes
             return state
         }
-        let datapath = try Datapath(configuration: DatapathConfiguration(host: name, underlayIP: IPv4Address("10.88.1.1")!),
-                                    hostNamespace: host)
+        let datapath = try self.datapath(host: name, in: host, bound: [(first, c1)])
         try await datapath.reconcile(state(1, [first], Array(far[0..<2])))
         try await datapath.reconcile(state(2, [first], Array(far[1..<4])), resync: false)
-        _ = try await datapath.attach(second, domain: domain, subnet: desiredSubnet, namespace: c2, interface: "eth0")
+        _ = try await datapath.attach(second, domain: domain, subnet: desiredSubnet, as: .namespace(path: c2.path, interface: "eth0"))
         try await datapath.reconcile(state(3, [first], [far[3], far[0]]), resync: false)
 
         let router = try RouteNetlink(in: try NetworkNamespace(named: KernelNames.routerNamespace(host: name, domainID: domainID)))
@@ -288,14 +308,14 @@ struct DatapathTests {
         #expect(planned(recorded) == planned(kernel))
         #expect(planned(kernel).filter { $0.hasPrefix("neigh") } == [far[0], far[3]].map { "neigh \($0.ip) \($0.mac)" }.sorted(),
                 "the kernel has the remote endpoints of the last state, and only those")
-        #expect(try router.link(named: KernelNames.port(of: second)) != nil, "the port plugged ahead is kept")
+        #expect(try router.link(named: KernelNames.port(endpointID: second.id)) != nil, "the port plugged ahead is kept")
 
         // Removed behind the datapath's back: not seen between resyncs, mended at the next one.
-        try router.deleteLink(index: try router.requireLink(named: KernelNames.port(of: first)).index)
+        try router.deleteLink(index: try router.requireLink(named: KernelNames.port(endpointID: first.id)).index)
         let unseen = try await datapath.reconcile(state(5, [first, second], [far[3], far[0]]), resync: false)
         #expect(unseen.isEmpty, "\(unseen)")
         let resynced = try await datapath.reconcile(state(5, [first, second], [far[3], far[0]]))
-        #expect(resynced.created == [KernelNames.port(of: first)], "\(resynced)")
+        #expect(resynced.created == [KernelNames.port(endpointID: first.id)], "\(resynced)")
         #expect(try RouteNetlink(in: c1).link(named: "eth0") != nil)
     }
 }

@@ -54,12 +54,10 @@ public actor Datapath {
     let hostNetlink: RouteNetlink
     let hostNamespace: NetworkNamespace?
     var routers: [Int: RouterNamespace] = [:]
-    /// Endpoints being detached: not re-attached by a reconcile that still lists them.
-    private var detaching: Set<String> = []
-    /// Ports plugged by an attach, by name: the revision that made their endpoint, and their router.
-    /// A reconcile from an older desired state (the watch had not yet brought the endpoint) leaves
-    /// them and their router namespace alone instead of removing them as strays.
-    private var plugged: [String: (revision: Int, router: String)] = [:]
+    /// How each local endpoint's port is plugged. An attach binds before it plugs and a detach unbinds
+    /// before it unplugs, so a reconcile from a desired state that does not list the endpoint yet keeps
+    /// its port, and one that still lists an endpoint being detached does not plug it again.
+    public nonisolated let bindings: LocalBindingStore
     /// What each domain's router holds, by domain id: read at a resync, then kept current by the executor,
     /// so that a change (a remote endpoint came) is planned and applied without reading the kernel.
     /// Dropped when applying a plan failed: the next reconcile reads the kernel again.
@@ -83,9 +81,10 @@ public actor Datapath {
     /// `routerMade` is told the name of each router namespace as the datapath makes it (or first finds
     /// it, after a restart), before any port in it is plugged: the services a router answers in every
     /// domain (its resolver) start there, so no container can ask before they listen.
-    public init(configuration: DatapathConfiguration, hostNamespace: NetworkNamespace? = nil,
+    public init(configuration: DatapathConfiguration, hostNamespace: NetworkNamespace? = nil, bindings: LocalBindingStore,
                 routerMade: @escaping @Sendable (String) -> Void = { _ in }) throws {
         self.configuration = configuration
+        self.bindings = bindings
         hostNetlink = try RouteNetlink(in: hostNamespace)
         self.hostNamespace = hostNamespace
         self.routerMade = routerMade
@@ -97,7 +96,6 @@ public actor Datapath {
     /// The names of the router namespaces this datapath keeps: those of the desired domains, and those
     /// of ports plugged ahead of the desired state.
     public func routerNames() -> Set<String> { Set(routers.values.map(\.name)) }
-
 
     // MARK: Reconciliation
 
@@ -116,8 +114,10 @@ public actor Datapath {
     public func reconcile(_ desired: DesiredState, resync: Bool = true) throws -> ReconcileReport {
         var report = ReconcileReport()
         var failures: [String] = []
-        plugged = plugged.filter { $0.value.revision > desired.revision }
-        var keptNamespaces = Set(plugged.values.map(\.router))
+        try bindings.unbind(bindings.current.stale(in: desired).map(\.endpointID))
+        let table = bindings.current
+        let ahead = table.ahead(of: desired)
+        var keptNamespaces = Set(ahead.map { KernelNames.routerNamespace(host: configuration.host, domainID: $0.domainID) })
         var uplinks: [Int: [FloatingIPTranslation]] = [:]
         let profiles = Dictionary(desired.profiles.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
         for domain in desired.domains {
@@ -127,7 +127,8 @@ public actor Datapath {
             // Kept on the host side even when the domain fails: its translations are what the state says.
             uplinks[domain.id] = floating.isEmpty ? nil : floating
             do {
-                try reconcile(domain, desired, profiles, floating, resync: resync, &report, &failures)
+                try reconcile(domain, desired, table, keep: Set(ahead.map(\.portName)), profiles, floating, resync: resync,
+                              &report, &failures)
             } catch {
                 failures.append("domain \(domain.path): \(error)")
             }
@@ -136,7 +137,6 @@ public actor Datapath {
             try removeStrayRouters(keeping: keptNamespaces, &report)
         }
         try syncHostSide(uplinks, &report)
-        detaching.formIntersection(desired.endpoints.map(\.path))
         guard failures.isEmpty else { throw ReconcileFailure(failures: failures, report: report) }
         return report
     }
@@ -163,16 +163,16 @@ public actor Datapath {
     /// One domain's router namespace brought to `desired`, with `floating` its floating IP translations:
     /// observed (or taken from the last reconcile), planned, applied. A port that cannot be plugged is
     /// noted in `failures` and the rest goes on.
-    private func reconcile(_ domain: DesiredDomain, _ desired: DesiredState, _ profiles: [String: PortProfile],
-                           _ floating: [FloatingIPTranslation], resync: Bool,
+    private func reconcile(_ domain: DesiredDomain, _ desired: DesiredState, _ table: LocalBindingTable, keep: Set<String>,
+                           _ profiles: [String: PortProfile], _ floating: [FloatingIPTranslation], resync: Bool,
                            _ report: inout ReconcileReport, _ failures: inout [String]) throws {
         let router = try ensureRouter(domain, &report)
         var observed = try (resync ? nil : observations[domain.id]) ?? RouterObservation(reading: router.netlink)
         observations[domain.id] = nil
         let local = desired.endpoints.filter { $0.domain == domain.path }
-        let ruleset = compiledRuleset(domain, local, profiles, floating)
+        let ruleset = compiledRuleset(domain, local, table, profiles, floating)
         let desire = RouterDesire(
-            subnets: domain.subnets, remotes: desired.remoteEndpoints, ports: wantedPorts(local, domain, observed), keep: Set(plugged.keys),
+            subnets: domain.subnets, remotes: desired.remoteEndpoints, ports: wantedPorts(local, domain, table, observed), keep: keep,
             shapers: ruleset.shaping.filter { $0.egress != nil }.map(\.shaper), filtersBridgedTraffic: ruleset.filtersBridgedTraffic,
             mtu: configuration.overlayMTU)
         try apply(RouterPlanner.plan(desire, observed: observed), to: router, observed: &observed, &report) { port, error in
@@ -183,39 +183,41 @@ public actor Datapath {
         firewall.plan(ruleset, namespacePath: router.namespace.path)
     }
 
-    /// The ports of a domain's local endpoints, each with how to plug it when the router lacks it: a VM's
-    /// tap, or a veth into its container's namespace while that namespace still exists.
-    private func wantedPorts(_ local: [Endpoint], _ domain: DesiredDomain, _ observed: RouterObservation) -> [WantedPort] {
+    /// The ports of a domain's local endpoints, each with how to plug it when the router lacks it, from its
+    /// binding: a VM's tap, or a veth into its container's namespace while that namespace still exists.
+    /// An endpoint without a binding (one being detached, or a handed-over veth) keeps a port it has.
+    private func wantedPorts(_ local: [Endpoint], _ domain: DesiredDomain, _ table: LocalBindingTable,
+                             _ observed: RouterObservation) -> [WantedPort] {
         local.compactMap { endpoint in
-            guard !detaching.contains(endpoint.path), let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }) else {
-                return nil
-            }
-            let name = KernelNames.port(of: endpoint)
-            let plug = observed.link(named: name) == nil ? plug(for: endpoint, subnet: subnet) : nil
+            guard let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }) else { return nil }
+            let name = table.portName(of: endpoint)
+            let plug = observed.link(named: name) != nil ? nil : table.byEndpoint[endpoint.id]?.plug(
+                mac: endpoint.mac, address: Self.address(of: endpoint, in: subnet),
+                namespaceExists: { (try? NetworkNamespace(path: $0)) != nil })
             return WantedPort(name: name, bridge: KernelNames.bridge(vni: subnet.vni), plug: plug)
         }
     }
 
-    private func plug(for endpoint: Endpoint, subnet: DesiredSubnet) -> PortPlug? {
-        if endpoint.kind == .vm { return endpoint.externalIds["tap"] == nil ? nil : .tap }
-        guard let path = endpoint.externalIds["netns"], (try? NetworkNamespace(path: path)) != nil else { return nil }
-        let address = subnet.dhcp ? nil : PortAddress(ip: endpoint.ip, prefixLength: subnet.cidr.prefixLength, gateway: subnet.gateway)
-        return .veth(namespacePath: path, interface: endpoint.externalIds["ifname"] ?? "eth0", mac: endpoint.mac, address: address)
+    /// The address a veth's container end is given, unless the subnet serves DHCP.
+    private static func address(of endpoint: Endpoint, in subnet: DesiredSubnet) -> PortAddress? {
+        subnet.dhcp ? nil : PortAddress(ip: endpoint.ip, prefixLength: subnet.cidr.prefixLength, gateway: subnet.gateway)
     }
 
     private struct RulesetInputs: Equatable {
         var domain: DesiredDomain
         var endpoints: [Endpoint]
+        var portNames: [Int: String]
         var profiles: [PortProfile]
         var floating: [FloatingIPTranslation]
     }
 
-    private func compiledRuleset(_ domain: DesiredDomain, _ local: [Endpoint], _ profiles: [String: PortProfile],
-                                 _ floating: [FloatingIPTranslation]) -> FirewallRuleset {
+    private func compiledRuleset(_ domain: DesiredDomain, _ local: [Endpoint], _ table: LocalBindingTable,
+                                 _ profiles: [String: PortProfile], _ floating: [FloatingIPTranslation]) -> FirewallRuleset {
         let used = Set(local.compactMap(\.profile)).sorted().compactMap { profiles[$0] }
-        let inputs = RulesetInputs(domain: domain, endpoints: local, profiles: used, floating: floating)
+        let portNames = Dictionary(local.map { ($0.id, table.portName(of: $0)) }, uniquingKeysWith: { a, _ in a })
+        let inputs = RulesetInputs(domain: domain, endpoints: local, portNames: portNames, profiles: used, floating: floating)
         if let last = compiled[domain.id], last.inputs == inputs { return last.ruleset }
-        let ruleset = FirewallRuleset(domain: domain, endpoints: local, profiles: profiles, floatingIPs: floating)
+        let ruleset = FirewallRuleset(domain: domain, endpoints: local, portNames: portNames, profiles: profiles, floatingIPs: floating)
         compiled[domain.id] = (inputs, ruleset)
         return ruleset
     }
@@ -250,15 +252,30 @@ public actor Datapath {
 
     // MARK: Attach and detach
 
-    /// Plugs one endpoint's port ahead of the desired state: its domain's router and its subnet's bridge
-    /// made sure of, then the port, planned against what the router holds (the port itself read afresh: a
-    /// container that died took its veth along). Nothing else of the router is changed. Returns the router.
-    private func plugAhead(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, _ plug: PortPlug) throws -> RouterNamespace {
+    /// Attaches one endpoint ahead of the desired state: binds it as `port`, then makes sure of its domain's
+    /// router and its subnet's bridge and plugs the port, planned against what the router holds (the port
+    /// itself read afresh: a container that died took its veth along). Nothing else of the router is
+    /// changed. Returns the port's name and the router's. On failure the caller detaches it.
+    ///
+    /// A veth's other end is born in the namespace it is bound to with the endpoint's MAC (and, unless
+    /// the subnet serves DHCP, its address and a default route via the anycast gateway); a handed-over
+    /// one stays in this host's namespace with the MAC and overlay MTU, for a Docker engine to move into
+    /// its container; a VM's tap is persistent, opened later by the VM's monitor
+    /// (`qemu -netdev tap,ifname=NAME,script=no` run in the router namespace).
+    public func attach(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet,
+                       as port: PortBinding) throws -> (port: String, router: String) {
+        let binding = LocalBinding(endpoint, domainID: domain.id, port: port)
+        let plug: PortPlug
+        switch port {
+        case .namespace(let path, let interface):
+            plug = .veth(namespacePath: path, interface: interface, mac: endpoint.mac, address: Self.address(of: endpoint, in: subnet))
+        case .handover(let interface): plug = .handover(interface: interface, mac: endpoint.mac, ip: endpoint.ip)
+        case .tap: plug = .tap
+        }
+        try bindings.bind(binding)
         var report = ReconcileReport()
         let router = try ensureRouter(domain, &report)
-        let name = KernelNames.port(of: endpoint)
-        detaching.remove(endpoint.path)
-        plugged[name] = (endpoint.revision, router.name)
+        let name = binding.portName
         var observed: RouterObservation
         if let cached = observations[domain.id] {
             observed = cached
@@ -267,48 +284,18 @@ public actor Datapath {
             observed = try RouterObservation(reading: router.netlink)
         }
         observations[domain.id] = nil
-        let port = WantedPort(name: name, bridge: KernelNames.bridge(vni: subnet.vni), plug: plug)
-        let operations = RouterPlanner.plan(port: port, subnet: subnet, mtu: configuration.overlayMTU, observed: observed)
+        let wanted = WantedPort(name: name, bridge: KernelNames.bridge(vni: subnet.vni), plug: plug)
+        let operations = RouterPlanner.plan(port: wanted, subnet: subnet, mtu: configuration.overlayMTU, observed: observed)
         try apply(operations, to: router, observed: &observed, &report) { _, error in throw error }
         observations[domain.id] = observed
-        return router
+        return (name, router.name)
     }
 
-    /// Plugs an endpoint into `namespace` as `interface`: a veth whose container end is created inside
-    /// the namespace with the endpoint's MAC (and, unless the subnet serves DHCP, its address and a
-    /// default route via the anycast gateway), and whose host end joins the subnet's bridge.
-    /// Idempotent; on failure nothing it made is left behind.
-    public func attach(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, namespace: NetworkNamespace,
-                       interface: String) throws -> String {
-        let address = subnet.dhcp ? nil : PortAddress(ip: endpoint.ip, prefixLength: subnet.cidr.prefixLength, gateway: subnet.gateway)
-        _ = try plugAhead(endpoint, domain: domain, subnet: subnet,
-                          .veth(namespacePath: namespace.path, interface: interface, mac: endpoint.mac, address: address))
-        return KernelNames.port(of: endpoint)
-    }
-
-    /// Plugs an endpoint for a Docker engine (the remote driver's Join): a veth whose host end joins the
-    /// subnet's bridge and whose other end, `handover`, is left in this host's namespace with the
-    /// endpoint's MAC and the overlay MTU, for the engine to move into the container and address.
-    public func attachForHandover(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet, handover: String) throws -> String {
-        _ = try plugAhead(endpoint, domain: domain, subnet: subnet, .handover(interface: handover, mac: endpoint.mac, ip: endpoint.ip))
-        return KernelNames.port(of: endpoint)
-    }
-
-    /// Gives a VM endpoint a persistent tap on its subnet's bridge, in the router namespace, where the
-    /// VM's monitor opens it (`qemu -netdev tap,ifname=NAME,script=no` run in that namespace); the tap is
-    /// named by the endpoint's `tap` external id, as the reconcile that keeps it reads it.
-    public func attachTap(_ endpoint: Endpoint, domain: DesiredDomain, subnet: DesiredSubnet) throws -> String {
-        guard endpoint.externalIds["tap"] != nil else {
-            throw TrellisError.invalid("a VM endpoint needs its tap's name in the external id tap", field: "externalIds.tap")
-        }
-        return try plugAhead(endpoint, domain: domain, subnet: subnet, .tap).name
-    }
-
-    /// Removes an endpoint's port (its container end goes with it); the caller releases the address after.
+    /// Removes an endpoint's port (its container end goes with it) and its binding; the caller releases
+    /// the address after.
     public func detach(_ endpoint: Endpoint, domainID: Int) throws {
-        detaching.insert(endpoint.path)
-        let port = KernelNames.port(of: endpoint)
-        plugged[port] = nil
+        let port = bindings.current.portName(of: endpoint)
+        try bindings.unbind([endpoint.id])
         let name = KernelNames.routerNamespace(host: configuration.host, domainID: domainID)
         guard NetworkNamespace.names().contains(name) else { return }
         let namespace = try NetworkNamespace(named: name)

@@ -67,7 +67,9 @@ public struct FirewallRuleset: Sendable {
     /// The interface in the router namespace that leads to the host namespace (floating IPs).
     public static let uplink = "trup"
 
-    public init(domain: DesiredDomain, endpoints: [Endpoint], profiles: [String: PortProfile], floatingIPs: [FloatingIPTranslation] = []) {
+    /// The ruleset of `domain` with `endpoints` local, each port named by `portNames` (a VM's tap) or by its id.
+    public init(domain: DesiredDomain, endpoints: [Endpoint], portNames: [Int: String] = [:], profiles: [String: PortProfile],
+                floatingIPs: [FloatingIPTranslation] = []) {
         let local = endpoints.sorted { $0.id < $1.id }
         var body: [String] = []
         var chains: [String] = []
@@ -136,7 +138,7 @@ public struct FirewallRuleset: Sendable {
 
         // Only where the domain filters bridged traffic do the inet hooks see bridged frames.
         let filters = !domain.policies.isEmpty || !floatingIPs.isEmpty || !counters.isEmpty || !egress.isEmpty || !ingress.isEmpty
-        let ports = local.map { (name: KernelNames.port(of: $0), endpoint: $0) }
+        let ports = local.map { (name: portNames[$0.id] ?? KernelNames.port(endpointID: $0.id), endpoint: $0) }
         self.ports = ports.map(\.name)
         shaping = ports.compactMap { port in
             let profile = port.endpoint.profile.flatMap { profiles[$0] }

@@ -9,9 +9,9 @@ public enum KernelNames {
     public static func routerPrefix(host: String) -> String { "trellis-\(host)-d" }
     public static func bridge(vni: Int) -> String { "trb\(vni)" }
     public static func vxlan(vni: Int) -> String { "trx\(vni)" }
-    /// The port of `endpoint` in its router namespace: a VM's tap, else its veth's host end. The only
-    /// way to name a port: a name derived from the id alone is wrong for every VM.
-    public static func port(of endpoint: Endpoint) -> String { endpoint.externalIds["tap"] ?? "trv" + String(endpoint.id, radix: 36) }
+    /// The host end of an endpoint's veth in its router namespace. A VM's port is its tap, named by its
+    /// binding: `LocalBindingTable.portName(of:)` names every port.
+    public static func port(endpointID: Int) -> String { "trv" + String(endpointID, radix: 36) }
 
     /// The ifb that shapes what an endpoint sends (its port's ingress is redirected there).
     public static func shaper(endpointID: Int) -> String { "tri" + String(endpointID, radix: 36) }

@@ -24,6 +24,8 @@ public struct AgentConfiguration: Sendable {
     public var resyncInterval: Duration = .seconds(30)
     /// How often endpoint counters and flows are reported to the controller.
     public var statsInterval: Duration = .seconds(5)
+    /// Where the local bindings are kept: beside the socket (`agent.sock` → `agent.bindings.json`).
+    public var bindingsPath: String { (socketPath as NSString).deletingPathExtension + ".bindings.json" }
 
     public init(controllers: [String], token: String?, host: String, underlayIP: IPv4Address, socketPath: String, overlayMTU: UInt32) {
         self.controllers = controllers
@@ -98,8 +100,11 @@ public final class Agent: Sendable {
         self.configuration = configuration
         client = ControllerClient(baseURLs: configuration.controllers, token: configuration.token, trust: configuration.trust)
         let dns = DNSService(host: configuration.host)
+        let directory = (configuration.socketPath as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         datapath = try Datapath(configuration: DatapathConfiguration(host: configuration.host, underlayIP: configuration.underlayIP,
                                                                      overlayMTU: configuration.overlayMTU),
+                                bindings: try LocalBindingStore(path: configuration.bindingsPath),
                                 routerMade: { dns.serveNew(namespace: $0) })
         dhcp = DHCPService(host: configuration.host, mtu: configuration.overlayMTU)
         self.dns = dns
@@ -113,8 +118,6 @@ public final class Agent: Sendable {
     /// then the loops that talk to the controller, then the reconciler, and last the DHCP and DNS servers
     /// in the router namespaces. The datapath stays as it is, so forwarding goes on while the agent is away.
     public func run(alongside adapters: [any Service] = []) async throws {
-        let directory = (configuration.socketPath as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let (signals, trigger) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let services: [any Service] = [
             // Waits for the shutdown, then stops the listener threads, after every service started later has stopped.
@@ -202,7 +205,7 @@ public final class Agent: Sendable {
                 // On a thread of its own: a large ruleset takes a while to load, and must hold up neither the
                 // datapath's thread (attaches) nor the cooperative pool.
                 if firewall.hasPendingWork { try await onOwnThread { try firewall.sync() } }
-                dhcp.update(desired)
+                dhcp.update(desired, ports: datapath.bindings.current)
                 dns.serve(namespaces: await datapath.routerNames())
                 await state.markApplied(desired)
                 await counters.count(.reconciles)
@@ -259,9 +262,8 @@ public final class Agent: Sendable {
             throw TrellisError.invalid("give either pid or netns", field: "pid")
         }
         let path = request.pid.map { "/proc/\($0)/ns/net" } ?? request.netns!
-        let namespace: NetworkNamespace
         do {
-            namespace = try NetworkNamespace(path: path)
+            _ = try NetworkNamespace(path: path)
         } catch {
             throw TrellisError.invalid("\(request.pid != nil ? "pid" : "netns"): cannot open the network namespace \(path): \(error)",
                                        field: request.pid != nil ? "pid" : "netns")
@@ -270,11 +272,11 @@ public final class Agent: Sendable {
         let body = EndpointCreate(subnet: request.subnet, name: name, kind: .container,
                                   owner: request.owner ?? request.pid.map { "pid:\($0)" } ?? path,
                                   host: configuration.host, ip: request.ip, profile: request.profile,
-                                  externalIds: (request.externalIds ?? [:]).merging(["netns": path, "ifname": interface]) { _, new in new },
-                                  egressRate: request.egressRate, ingressRate: request.ingressRate)
+                                  externalIds: request.externalIds, egressRate: request.egressRate, ingressRate: request.ingressRate)
         let endpoint: Endpoint = try await client(for: request.user).post("/api/v1/endpoints", body)
         return try await plugOrUndo(endpoint, recordInBackground: recordInBackground) { domain, subnet in
-            let port = try await self.datapath.attach(endpoint, domain: domain, subnet: subnet, namespace: namespace, interface: interface)
+            let (port, _) = try await self.datapath.attach(endpoint, domain: domain, subnet: subnet,
+                                                           as: .namespace(path: path, interface: interface))
             return EndpointUpdate(state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description])
         }
     }
@@ -294,14 +296,12 @@ public final class Agent: Sendable {
             throw TrellisError.invalid("tap: '\(tap)' is not an interface name (1 to 15 bytes)", field: "tap")
         }
         let name = request.name ?? "vm-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
-        // Named before the endpoint exists, so that every desired state listing the endpoint names its
-        // tap too, and no reconcile takes a fresh tap for a stray one.
         let tap = request.tap ?? KernelNames.tap(token: UInt32.random(in: 0...UInt32.max))
         let created: Endpoint = try await client(for: request.user).post("/api/v1/endpoints", EndpointCreate(
             subnet: request.subnet, name: name, kind: .vm, owner: name, host: configuration.host, ip: request.ip, profile: request.profile,
-            externalIds: ["vm-name": name, "tap": tap], egressRate: request.egressRate, ingressRate: request.ingressRate))
+            externalIds: ["vm-name": name], egressRate: request.egressRate, ingressRate: request.ingressRate))
         return try await plugOrUndo(created) { domain, subnet in
-            let router = try await self.datapath.attachTap(created, domain: domain, subnet: subnet)
+            let (_, router) = try await self.datapath.attach(created, domain: domain, subnet: subnet, as: .tap(name: tap))
             return EndpointUpdate(state: .up, interface: tap, externalIds: ["iface-id": tap, "attached-mac": created.mac.description,
                                                                             "router-netns": router])
         }
@@ -381,8 +381,7 @@ public final class Agent: Sendable {
     public func plugForHandover(_ endpoint: Endpoint, handover: String) async throws -> String {
         do {
             let (domain, subnet) = try await placement(of: endpoint)
-            let port = try await datapath.attachForHandover(endpoint, domain: domain, subnet: subnet, handover: handover)
-            return port
+            return try await datapath.attach(endpoint, domain: domain, subnet: subnet, as: .handover(interface: handover)).port
         } catch {
             logger.error("plugging \(endpoint.path) failed, removing its port: \(error)")
             try? await unplug(endpoint)
@@ -395,6 +394,9 @@ public final class Agent: Sendable {
         EndpointUpdate(state: .up, interface: port,
                        externalIds: externalIds.merging(["iface-id": port, "attached-mac": endpoint.mac.description]) { _, own in own })
     }
+
+    /// The network namespace a local endpoint's port was plugged into, nil when it has none here.
+    public func boundNamespace(of endpointID: Int) -> String? { datapath.bindings.binding(of: endpointID)?.port.namespacePath }
 
     /// Removes an endpoint's port and leaves the endpoint (and its address) in place.
     public func unplug(_ endpoint: Endpoint) async throws {

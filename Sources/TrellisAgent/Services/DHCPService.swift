@@ -35,7 +35,7 @@ final class DHCPService: @unchecked Sendable {
     }
 
     /// Follows the desired state: leases for the local ports of DHCP subnets, a listener per such subnet.
-    func update(_ desired: DesiredState) {
+    func update(_ desired: DesiredState, ports: LocalBindingTable) {
         var wanted: [String: (namespace: String, vni: Int)] = [:]
         var next: [MACAddress: Binding] = [:]
         for domain in desired.domains {
@@ -46,7 +46,7 @@ final class DHCPService: @unchecked Sendable {
                     let lease = DHCPLease(address: endpoint.ip, network: subnet.cidr, gateway: subnet.gateway,
                                           dnsServer: DNSService.address,
                                           mtu: UInt16(mtu), leaseSeconds: 86400)
-                    next[endpoint.mac] = Binding(lease: lease, port: KernelNames.port(of: endpoint), vni: subnet.vni,
+                    next[endpoint.mac] = Binding(lease: lease, port: ports.portName(of: endpoint), vni: subnet.vni,
                                                  gatewayMAC: subnet.gatewayMAC)
                 }
             }

@@ -200,8 +200,10 @@ extension Agent {
             throw TrellisError.invalid("from: '\(request.from)' is not an endpoint attached on this host (\(configuration.host))",
                                        field: "from")
         }
-        guard endpoint.kind == .container, let path = endpoint.externalIds["netns"] else {
-            throw TrellisError.invalid("from: a probe is sent from a container's namespace; \(request.from) is a VM", field: "from")
+        let binding = datapath.bindings.binding(of: endpoint.id)
+        guard let binding, let path = binding.port.namespacePath else {
+            let what = endpoint.kind == .vm ? "is a VM" : binding == nil ? "has no port here yet" : "was handed to its engine by Docker"
+            throw TrellisError.invalid("from: a probe is sent from a namespace the agent plugged; \(request.from) \(what)", field: "from")
         }
         guard request.protocol != .any, request.protocol == .icmp || (1...65535).contains(request.port ?? 0) else {
             throw TrellisError.invalid("port: tcp and udp probes need a port from 1 to 65535", field: "port")
@@ -211,7 +213,7 @@ extension Agent {
         }
         let router = try NetworkNamespace(named: KernelNames.routerNamespace(host: configuration.host, domainID: domain.id))
         let container = try NetworkNamespace(path: path)
-        let port = KernelNames.port(of: endpoint)
+        let port = binding.portName
         let source = endpoint.ip
         // The probe blocks on the netlink socket and on the packet's answer for up to a second or two: a thread of its
         // own, never the cooperative pool.

@@ -37,12 +37,13 @@ extension Agent {
     /// own counters) and the conntrack entries of every router namespace.
     func collect(_ desired: DesiredState) async throws -> HostStatsReport {
         let routers = await datapath.routerNamespaces(), firewall = datapath.firewall, host = configuration.host
+        let bindings = datapath.bindings.current
         // Dumps of links, counters and conntrack block: on a thread of their own, not the cooperative pool.
-        return try await onOwnThread { try Self.read(desired, routers: routers, firewall: firewall, host: host) }
+        return try await onOwnThread { try Self.read(desired, routers: routers, bindings: bindings, firewall: firewall, host: host) }
     }
 
     private static func read(_ desired: DesiredState, routers: [Int: (namespace: NetworkNamespace, netlink: RouteNetlink)],
-                             firewall: FirewallLoader, host: String) throws -> HostStatsReport {
+                             bindings: LocalBindingTable, firewall: FirewallLoader, host: String) throws -> HostStatsReport {
         let now = Date()
         var endpoints: [EndpointStats] = []
         var flows: [Flow] = []
@@ -53,7 +54,7 @@ extension Agent {
             let counters = ruleset?.counters.isEmpty == false
                 ? (try NFTables.table("inet", "trellis", namespacePath: router.namespace.path)?.counters ?? [:]) : [:]
             for endpoint in desired.endpoints where endpoint.domain == domain.path {
-                let port = KernelNames.port(of: endpoint)
+                let port = bindings.portName(of: endpoint)
                 if let names = ruleset?.counters[endpoint.id], let sent = counters[names.tx], let received = counters[names.rx] {
                     endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: host,
                                                    sent: sent, received: received, source: "nftables", collectedAt: now))
