@@ -46,19 +46,30 @@ struct LocalBindingTests {
         #expect(table.stale(in: state(revision: 9, endpoints: [fresh])).map(\.endpointID) == [1])
     }
 
-    @Test func theFileHoldsWhatWasBoundAndABadFileIsNamed() throws {
+    @Test func theJournalHoldsWhatWasBoundAndABadLineIsNamed() throws {
         let path = "/tmp/trellis-bindings-\(UInt32.random(in: 0...UInt32.max)).json"
         defer { try? FileManager.default.removeItem(atPath: path) }
         let store = try LocalBindingStore(path: path)
         let first = LocalBinding(endpoint(1, revision: 2), domainID: 5, port: .namespace(path: "/run/netns/c1", interface: "eth0"))
         let second = LocalBinding(endpoint(2, revision: 3, kind: .vm), domainID: 5, port: .tap(name: "trt9"))
         try store.bind(first, second)
-        try store.unbind([1])
+        try store.unbind([1, 7])
+        try store.bind(second)
+        let journal = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(journal.split(separator: "\n").count == 3, "one line per change, none for what changed nothing: \(journal)")
+        #expect(try LocalBindingStore(path: path).current == LocalBindingTable([second]))
+        #expect(try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").count == 1, "opening compacts the journal")
+
+        // A crash in the middle of an append leaves a torn last line, which is dropped.
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(#"{"bind":{"endpointID":3,"#.utf8))
+        try handle.close()
         #expect(try LocalBindingStore(path: path).current == LocalBindingTable([second]))
 
-        try Data("{not json".utf8).write(to: URL(fileURLWithPath: path))
+        try Data("{not json\n".utf8).write(to: URL(fileURLWithPath: path))
         #expect { try LocalBindingStore(path: path) } throws: { error in
-            "\(error)".contains(path) && "\(error)".contains("move the file away")
+            "\(error)".contains(path) && "\(error)".contains("line 1") && "\(error)".contains("move the file away")
         }
     }
 }
