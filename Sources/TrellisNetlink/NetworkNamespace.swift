@@ -46,6 +46,19 @@ public final class NetworkNamespace: @unchecked Sendable {
     /// A rtnetlink socket that lives in this namespace.
     public func routeSocket() throws -> NetlinkSocket { try run { try NetlinkSocket() } }
 
+    /// Runs `body` with the calling thread inside this namespace, then brings the thread back where it was:
+    /// no thread is made (a fresh one costs about a millisecond on an attach's path). Only for threads
+    /// Trellis owns (the datapath's), never a pooled one, which another task could resume on meanwhile.
+    public func visitOnCallingThread<T>(_ body: () throws -> T) throws -> T {
+        let home = try NetworkNamespace(path: "/proc/thread-self/ns/net")
+        try enterOnCallingThread()
+        defer {
+            // A thread left in a container's namespace would make every later change in the wrong place.
+            guard trellis_setns_net(home.fd) == 0 else { fatalError("cannot bring the thread back from \(path): errno \(errno)") }
+        }
+        return try body()
+    }
+
     /// The conntrack entries of this namespace (IPv4), over ctnetlink. The namespace's count is asked
     /// first, and a namespace without entries is not dumped: a dump walks the whole host's table.
     public func conntrackEntries() throws -> [ConntrackEntry] {

@@ -12,6 +12,12 @@ public struct RouteNetlink: Sendable {
         socket = try namespace?.routeSocket() ?? NetlinkSocket()
     }
 
+    /// A handle on `namespace` whose socket the calling thread opens on a visit there: for a thread
+    /// Trellis owns (see `NetworkNamespace.visitOnCallingThread`).
+    public init(visiting namespace: NetworkNamespace) throws {
+        socket = try namespace.visitOnCallingThread { try NetlinkSocket() }
+    }
+
     // MARK: Links
 
     public func links() throws -> [Link] {

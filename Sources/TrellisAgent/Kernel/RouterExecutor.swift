@@ -136,7 +136,8 @@ extension Datapath {
             try netlink.createLink(LinkSpec(name: port, kind: .veth(peerName: interface, peerMAC: mac, peerNamespace: namespace.fd),
                                             mtu: mtu, master: bridge, up: true))
             do {
-                let inside = try RouteNetlink(in: namespace)
+                // Opened on this thread (the datapath's own), visiting the container's namespace.
+                let inside = try RouteNetlink(visiting: namespace)
                 let loopback = try inside.requireLink(named: "lo")
                 if !loopback.isUp { try inside.setLink(index: loopback.index, up: true) }
                 let link = try inside.requireLink(named: interface)
