@@ -95,6 +95,8 @@ public final class Agent: Sendable {
     /// Port records the controller has yet to take (a CNI ADD or a Docker join returns before its record),
     /// sent by the "port records" service, which finishes them before the agent stops.
     private let portRecords = AsyncStream.makeStream(of: (endpoint: Endpoint, update: EndpointUpdate).self)
+    /// Attaches not plugged yet, which a reconcile lets go first.
+    let attachesInFlight = AttachesInFlight()
 
     public init(configuration: AgentConfiguration, logger: Logger = Logger(label: "trellis.agent")) throws {
         self.configuration = configuration
@@ -198,6 +200,9 @@ public final class Agent: Sendable {
     /// Reconciles whenever the desired state changed (coalesced), reading the kernel whole on every resync tick.
     func reconcile(_ signals: AsyncStream<Void>) async {
         for await _ in signals {
+            // At most a few milliseconds: the reconcile would otherwise hold the datapath's thread while an attach
+            // (whose endpoint it cannot plug, not being bound yet) waits for it.
+            await attachesInFlight.drained(within: .milliseconds(20))
             guard let desired = await state.desired else { continue }
             do {
                 let report = try await datapath.reconcile(desired, resync: await state.takeResync())
@@ -254,6 +259,8 @@ public final class Agent: Sendable {
     /// wait for `up`); the endpoint returned is then the one created, still pending.
     public func attach(_ request: AttachRequest, recordInBackground: Bool = false) async throws -> Endpoint {
         if request.vm == true { return try await attachVM(request) }
+        let attaching = attachesInFlight.begin()
+        defer { attaching.end() }
         let interface = request.ifname ?? "eth0"
         guard (1...15).contains(interface.utf8.count), !interface.contains("/"), !interface.contains(" ") else {
             throw TrellisError.invalid("ifname: '\(interface)' is not an interface name (1 to 15 bytes)", field: "ifname")
@@ -274,7 +281,7 @@ public final class Agent: Sendable {
                                   host: configuration.host, ip: request.ip, profile: request.profile,
                                   externalIds: request.externalIds, egressRate: request.egressRate, ingressRate: request.ingressRate)
         let endpoint: Endpoint = try await client(for: request.user).post("/api/v1/endpoints", body)
-        return try await plugOrUndo(endpoint, recordInBackground: recordInBackground) { domain, subnet in
+        return try await plugOrUndo(endpoint, attaching, recordInBackground: recordInBackground) { domain, subnet in
             let (port, _) = try await self.datapath.attach(endpoint, domain: domain, subnet: subnet,
                                                            as: .namespace(path: path, interface: interface))
             return EndpointUpdate(state: .up, interface: port, externalIds: ["iface-id": port, "attached-mac": endpoint.mac.description])
@@ -295,12 +302,14 @@ public final class Agent: Sendable {
         if let tap = request.tap, !(1...15).contains(tap.utf8.count) || tap.contains("/") || tap.contains(" ") {
             throw TrellisError.invalid("tap: '\(tap)' is not an interface name (1 to 15 bytes)", field: "tap")
         }
+        let attaching = attachesInFlight.begin()
+        defer { attaching.end() }
         let name = request.name ?? "vm-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         let tap = request.tap ?? KernelNames.tap(token: UInt32.random(in: 0...UInt32.max))
         let created: Endpoint = try await client(for: request.user).post("/api/v1/endpoints", EndpointCreate(
             subnet: request.subnet, name: name, kind: .vm, owner: name, host: configuration.host, ip: request.ip, profile: request.profile,
             externalIds: ["vm-name": name], egressRate: request.egressRate, ingressRate: request.ingressRate))
-        return try await plugOrUndo(created) { domain, subnet in
+        return try await plugOrUndo(created, attaching) { domain, subnet in
             let (_, router) = try await self.datapath.attach(created, domain: domain, subnet: subnet, as: .tap(name: tap))
             return EndpointUpdate(state: .up, interface: tap, externalIds: ["iface-id": tap, "attached-mac": created.mac.description,
                                                                             "router-netns": router])
@@ -308,12 +317,14 @@ public final class Agent: Sendable {
     }
 
     /// Plugs a new endpoint in with `plug` and records the result; on failure removes its port and
-    /// deletes the endpoint (releasing its address) before reporting the error.
-    private func plugOrUndo(_ endpoint: Endpoint, recordInBackground: Bool = false,
+    /// deletes the endpoint (releasing its address) before reporting the error. The attach stops holding
+    /// reconciles back once its port is plugged.
+    private func plugOrUndo(_ endpoint: Endpoint, _ attaching: AttachesInFlight.Ticket, recordInBackground: Bool = false,
                             _ plug: @Sendable (DesiredDomain, DesiredSubnet) async throws -> EndpointUpdate) async throws -> Endpoint {
         do {
             let (domain, subnet) = try await placement(of: endpoint)
             let update = try await plug(domain, subnet)
+            attaching.end()
             if recordInBackground {
                 self.recordInBackground(endpoint, update)
                 return endpoint
@@ -379,6 +390,8 @@ public final class Agent: Sendable {
     /// `handover`, stays in this host's namespace for the engine to move into the container; returns the
     /// port's name. On failure the port is removed; the endpoint stays for its creator to release.
     public func plugForHandover(_ endpoint: Endpoint, handover: String) async throws -> String {
+        let attaching = attachesInFlight.begin()
+        defer { attaching.end() }
         do {
             let (domain, subnet) = try await placement(of: endpoint)
             return try await datapath.attach(endpoint, domain: domain, subnet: subnet, as: .handover(interface: handover)).port
