@@ -294,7 +294,8 @@ struct DatapathTests {
 
         let router = try RouteNetlink(in: try NetworkNamespace(named: KernelNames.routerNamespace(host: name, domainID: domainID)))
         let recorded = try #require(await datapath.recordedObservation(domainID: domainID))
-        let kernel = try RouterObservation(reading: router)
+        let kernel = RouterObservation(links: try router.links(), addresses: try router.addresses(),
+                                       fdb: try router.neighbours(family: NL.AF_BRIDGE), neighbours: try router.neighbours())
         /// What plans look at: links with their master and state, tunnels, the bridge's entries on the VXLAN port, permanent neighbours.
         func planned(_ observation: RouterObservation) -> [String] {
             let links = observation.links.map { "link \($0.name) #\($0.index) master \($0.master ?? 0) up \($0.isUp) mtu \($0.mtu ?? 0)" }

@@ -167,7 +167,8 @@ public actor Datapath {
                            _ profiles: [String: PortProfile], _ floating: [FloatingIPTranslation], resync: Bool,
                            _ report: inout ReconcileReport, _ failures: inout [String]) throws {
         let router = try ensureRouter(domain, &report)
-        var observed = try (resync ? nil : observations[domain.id]) ?? RouterObservation(reading: router.netlink)
+        let kernel = self.kernel(of: router)
+        var observed = try (resync ? nil : observations[domain.id]) ?? kernel.observe()
         observations[domain.id] = nil
         let local = desired.endpoints.filter { $0.domain == domain.path }
         let ruleset = compiledRuleset(domain, local, table, profiles, floating)
@@ -175,7 +176,7 @@ public actor Datapath {
             subnets: domain.subnets, remotes: desired.remoteEndpoints, ports: wantedPorts(local, domain, table, observed), keep: keep,
             shapers: ruleset.shaping.filter { $0.egress != nil }.map(\.shaper), filtersBridgedTraffic: ruleset.filtersBridgedTraffic,
             mtu: configuration.overlayMTU)
-        try apply(RouterPlanner.plan(desire, observed: observed), to: router, observed: &observed, &report) { port, error in
+        try RouterExecutor.apply(RouterPlanner.plan(desire, observed: observed), to: kernel, observed: &observed, &report) { port, error in
             failures.append("port \(port): \(error)")
         }
         observations[domain.id] = observed
@@ -220,6 +221,12 @@ public actor Datapath {
         let ruleset = FirewallRuleset(domain: domain, endpoints: local, portNames: portNames, profiles: profiles, floatingIPs: floating)
         compiled[domain.id] = (inputs, ruleset)
         return ruleset
+    }
+
+    /// The kernel of a router namespace, as the executor changes it.
+    private func kernel(of router: RouterNamespace) -> NetlinkRouterKernel {
+        NetlinkRouterKernel(router: router, host: hostNetlink, hostNamespace: hostNamespace, underlayIP: configuration.underlayIP,
+                            mtu: configuration.overlayMTU)
     }
 
     private func ensureRouter(_ domain: DesiredDomain, _ report: inout ReconcileReport) throws -> RouterNamespace {
@@ -275,18 +282,19 @@ public actor Datapath {
         try bindings.bind(binding)
         var report = ReconcileReport()
         let router = try ensureRouter(domain, &report)
+        let kernel = self.kernel(of: router)
         let name = binding.portName
         var observed: RouterObservation
         if let cached = observations[domain.id] {
             observed = cached
-            observed.record(try router.netlink.link(named: name), named: name)
+            observed.record(try kernel.link(named: name), named: name)
         } else {
-            observed = try RouterObservation(reading: router.netlink)
+            observed = try kernel.observe()
         }
         observations[domain.id] = nil
         let wanted = WantedPort(name: name, bridge: KernelNames.bridge(vni: subnet.vni), plug: plug)
         let operations = RouterPlanner.plan(port: wanted, subnet: subnet, mtu: configuration.overlayMTU, observed: observed)
-        try apply(operations, to: router, observed: &observed, &report) { _, error in throw error }
+        try RouterExecutor.apply(operations, to: kernel, observed: &observed, &report) { _, error in throw error }
         observations[domain.id] = observed
         return (name, router.name)
     }

@@ -1,0 +1,139 @@
+import Foundation
+import TrellisModel
+import TrellisNetlink
+import TrellisNetlinkWire
+
+/// What the executor asks of one router namespace's kernel: reads, and one call per kernel change. Links
+/// are numbered by the kernel; the executor finds the numbers in its record.
+protocol RouterKernel {
+    /// The router's links, addresses, FDB entries and neighbours, read whole.
+    func observe() throws -> RouterObservation
+    func link(named name: String) throws -> Link?
+    func createBridge(name: String, mtu: UInt32, mac: MACAddress) throws
+    /// A VXLAN device whose UDP socket lives in the host's namespace, placed in the router.
+    func createVXLAN(name: String, vni: Int, mtu: UInt32) throws
+    func createShaper(name: String) throws
+    /// Sets the link up, and its master, MTU and MAC where given.
+    func setLinkUp(index: Int32, master: Int32?, mtu: UInt32?, mac: MACAddress?) throws
+    /// No learning, and ARP answered from the bridge's neighbour entries.
+    func suppressOnBridgePort(index: Int32) throws
+    func setBridgeHooks(index: Int32, enabled: Bool) throws
+    func addAddress(index: Int32, _ address: IPv4Address, prefixLength: Int) throws
+    func replaceTunnel(index: Int32, mac: MACAddress, vtep: IPv4Address) throws
+    func deleteTunnel(index: Int32, mac: MACAddress, vtep: IPv4Address) throws
+    func replaceBridgeEntry(index: Int32, mac: MACAddress) throws
+    func deleteBridgeEntry(index: Int32, mac: MACAddress) throws
+    func replaceNeighbour(index: Int32, _ address: IPv4Address, mac: MACAddress) throws
+    func deleteNeighbour(index: Int32, _ address: IPv4Address) throws
+    /// A gratuitous ARP for `ip` at `mac`, sent on the link.
+    func announce(mac: MACAddress, ip: IPv4Address, onLink index: Int32) throws
+    /// Makes a port on the bridge numbered `bridge`; on failure nothing it made is left behind.
+    func plug(_ port: String, _ plug: PortPlug, bridge: Int32) throws
+    func deleteLink(index: Int32) throws
+}
+
+/// A router namespace's kernel over rtnetlink, with the host's namespace for what is made from there
+/// (VXLAN devices, veths handed to a Docker engine).
+struct NetlinkRouterKernel: RouterKernel {
+    let router: RouterNamespace
+    let host: RouteNetlink
+    /// The host's namespace, nil for this process's.
+    let hostNamespace: NetworkNamespace?
+    let underlayIP: IPv4Address
+    let mtu: UInt32
+
+    private var netlink: RouteNetlink { router.netlink }
+
+    func observe() throws -> RouterObservation {
+        RouterObservation(links: try netlink.links(), addresses: try netlink.addresses(), fdb: try netlink.neighbours(family: NL.AF_BRIDGE),
+                          neighbours: try netlink.neighbours())
+    }
+
+    func link(named name: String) throws -> Link? { try netlink.link(named: name) }
+
+    func createBridge(name: String, mtu: UInt32, mac: MACAddress) throws {
+        try netlink.createLink(LinkSpec(name: name, kind: .bridge, mtu: mtu, mac: mac, up: true))
+    }
+
+    func createVXLAN(name: String, vni: Int, mtu: UInt32) throws {
+        try host.createLink(LinkSpec(name: name, kind: .vxlan(vni: UInt32(vni), port: 4789, local: underlayIP, underlayIndex: nil),
+                                     mtu: mtu, namespace: router.namespace.fd))
+    }
+
+    func createShaper(name: String) throws { try netlink.createLink(LinkSpec(name: name, kind: .ifb, up: true)) }
+
+    func setLinkUp(index: Int32, master: Int32?, mtu: UInt32?, mac: MACAddress?) throws {
+        try netlink.setLink(index: index, up: true, master: master, mtu: mtu, mac: mac)
+    }
+
+    func suppressOnBridgePort(index: Int32) throws { try netlink.setBridgePort(index: index, learning: false, neighbourSuppress: true) }
+    func setBridgeHooks(index: Int32, enabled: Bool) throws { try netlink.setBridge(index: index, callIPHooks: enabled) }
+
+    func addAddress(index: Int32, _ address: IPv4Address, prefixLength: Int) throws {
+        try netlink.addAddress(index: index, address, prefixLength: prefixLength)
+    }
+
+    func replaceTunnel(index: Int32, mac: MACAddress, vtep: IPv4Address) throws {
+        try netlink.replaceFDB(index: index, mac: mac, vtep: vtep)
+    }
+
+    func deleteTunnel(index: Int32, mac: MACAddress, vtep: IPv4Address) throws { try netlink.deleteFDB(index: index, mac: mac, vtep: vtep) }
+    func replaceBridgeEntry(index: Int32, mac: MACAddress) throws { try netlink.replaceBridgeFDB(index: index, mac: mac) }
+    func deleteBridgeEntry(index: Int32, mac: MACAddress) throws { try netlink.deleteBridgeFDB(index: index, mac: mac) }
+
+    func replaceNeighbour(index: Int32, _ address: IPv4Address, mac: MACAddress) throws {
+        try netlink.replaceNeighbour(index: index, address, mac: mac)
+    }
+
+    func deleteNeighbour(index: Int32, _ address: IPv4Address) throws { try netlink.deleteNeighbour(index: index, address) }
+
+    func announce(mac: MACAddress, ip: IPv4Address, onLink index: Int32) throws {
+        try router.packets.send(ARPFrame.gratuitous(mac: mac, ip: ip), linkIndex: index)
+    }
+
+    func deleteLink(index: Int32) throws { try netlink.deleteLink(index: index) }
+
+    func plug(_ port: String, _ plug: PortPlug, bridge: Int32) throws {
+        switch plug {
+        case .veth(let path, let interface, let mac, let address):
+            let namespace = try NetworkNamespace(path: path)
+            try netlink.createLink(LinkSpec(name: port, kind: .veth(peerName: interface, peerMAC: mac, peerNamespace: namespace.fd),
+                                            mtu: mtu, master: bridge, up: true))
+            do {
+                // Opened on this thread (the datapath's own), visiting the container's namespace.
+                let inside = try RouteNetlink(visiting: namespace)
+                let loopback = try inside.requireLink(named: "lo")
+                if !loopback.isUp { try inside.setLink(index: loopback.index, up: true) }
+                let link = try inside.requireLink(named: interface)
+                try inside.setLink(index: link.index, up: true)
+                if let address {
+                    try inside.addAddress(index: link.index, address.ip, prefixLength: address.prefixLength)
+                    try inside.replaceRoute(to: nil, via: address.gateway, index: link.index)
+                    // Neighbours on this host that were already asking for this address learn it now, not at their
+                    // next ARP retry. Sent on the bridge through the router's long-lived packet socket: a packet
+                    // socket opened in the container would cost an RCU grace period (~10 ms) when it closes.
+                    try announce(mac: mac, ip: address.ip, onLink: bridge)
+                }
+            } catch {
+                if let link = try? netlink.link(named: port) { try? netlink.deleteLink(index: link.index) }
+                throw error
+            }
+        case .handover(let interface, let mac, let ip):
+            if let stale = try host.link(named: interface) { try host.deleteLink(index: stale.index) }
+            let hostNamespace = try hostNamespace ?? NetworkNamespace.current()
+            try netlink.createLink(LinkSpec(name: port, kind: .veth(peerName: interface, peerMAC: mac, peerNamespace: hostNamespace.fd),
+                                            mtu: mtu, master: bridge, up: true))
+            // Neighbours that asked for the address before learn where it is now, not at their next ARP retry.
+            try announce(mac: mac, ip: ip, onLink: bridge)
+        case .tap:
+            try router.namespace.createTap(named: port)
+            do {
+                let tap = try netlink.requireLink(named: port)
+                try netlink.setLink(index: tap.index, up: true, master: bridge, mtu: mtu)
+            } catch {
+                if let tap = try? netlink.link(named: port) { try? netlink.deleteLink(index: tap.index) }
+                throw error
+            }
+        }
+    }
+}

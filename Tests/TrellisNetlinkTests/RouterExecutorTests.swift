@@ -1,0 +1,229 @@
+import Glibc
+import Testing
+@testable import TrellisAgent
+import TrellisModel
+import TrellisNetlink
+import TrellisNetlinkWire
+
+/// A router's kernel in memory, changed as rtnetlink would change it, that records every call: the
+/// executor's decisions and its record of the kernel are tested with it without root.
+final class RecordingRouterKernel: RouterKernel {
+    private(set) var state = RouterObservation(links: [Link(index: 1, name: "lo", up: true, kind: nil)])
+    /// Every change asked for, in order.
+    private(set) var writes: [String] = []
+    /// Whole reads (four dumps each) and single link lookups.
+    private(set) var dumps = 0, lookups = 0
+    /// Ports whose plug the kernel refuses, as it refuses a container that already has the interface.
+    var refusedPorts: Set<String> = []
+    private var nextIndex: Int32 = 10
+
+    func forgetCalls() { writes = []; dumps = 0; lookups = 0 }
+
+    func observe() throws -> RouterObservation { dumps += 1; return state }
+    func link(named name: String) throws -> Link? { lookups += 1; return state.link(named: name) }
+
+    private func add(_ name: String, kind: String, up: Bool, mtu: UInt32? = nil, mac: MACAddress? = nil, master: Int32? = nil,
+                     vni: UInt32? = nil) throws {
+        guard state.link(named: name) == nil else { throw NetlinkError(code: EEXIST, operation: "create \(name)") }
+        nextIndex += 1
+        let made = mac ?? MACAddress(UInt64(0x02ee_0000_0000) + UInt64(nextIndex))
+        state.links.append(Link(index: nextIndex, name: name, up: up, mtu: mtu, mac: made, master: master, kind: kind, vni: vni,
+                                bridgeCallsIPHooks: kind == "bridge" ? false : nil))
+    }
+
+    private func change(_ index: Int32, _ body: (inout Link) -> Void) throws {
+        guard let position = state.links.firstIndex(where: { $0.index == index }) else {
+            throw NetlinkError(code: ENODEV, operation: "link #\(index)")
+        }
+        body(&state.links[position])
+    }
+
+    func createBridge(name: String, mtu: UInt32, mac: MACAddress) throws {
+        writes.append("create bridge \(name)")
+        try add(name, kind: "bridge", up: true, mtu: mtu, mac: mac)
+    }
+
+    func createVXLAN(name: String, vni: Int, mtu: UInt32) throws {
+        writes.append("create vxlan \(name)")
+        try add(name, kind: "vxlan", up: false, mtu: mtu, vni: UInt32(vni))
+    }
+
+    func createShaper(name: String) throws {
+        writes.append("create ifb \(name)")
+        try add(name, kind: "ifb", up: true)
+    }
+
+    func setLinkUp(index: Int32, master: Int32?, mtu: UInt32?, mac: MACAddress?) throws {
+        writes.append("set #\(index) up")
+        try change(index) { link in
+            link.flags |= NL.IFF_UP
+            if let master { link.master = master }
+            if let mtu { link.mtu = mtu }
+            if let mac { link.mac = mac }
+        }
+    }
+
+    func suppressOnBridgePort(index: Int32) throws { writes.append("suppress on #\(index)") }
+
+    func setBridgeHooks(index: Int32, enabled: Bool) throws {
+        writes.append("bridge #\(index) hooks \(enabled)")
+        try change(index) { $0.bridgeCallsIPHooks = enabled }
+    }
+
+    func addAddress(index: Int32, _ address: IPv4Address, prefixLength: Int) throws {
+        writes.append("address \(address)/\(prefixLength) on #\(index)")
+        guard !state.addresses.contains(where: { $0.index == index && $0.address == address }) else {
+            throw NetlinkError(code: EEXIST, operation: "address")
+        }
+        state.addresses.append(InterfaceAddress(index: index, address: address, prefixLength: prefixLength))
+    }
+
+    func replaceTunnel(index: Int32, mac: MACAddress, vtep: IPv4Address) throws {
+        writes.append("tunnel \(mac) → \(vtep)")
+        state.fdb.removeAll { $0.index == index && $0.flags & NL.NTF_SELF != 0 && $0.mac == mac && $0.address == vtep }
+        state.fdb.append(Neighbour(family: NL.AF_BRIDGE, index: index, state: NL.NUD_PERMANENT | NL.NUD_NOARP, flags: NL.NTF_SELF,
+                                   address: vtep, mac: mac))
+    }
+
+    func deleteTunnel(index: Int32, mac: MACAddress, vtep: IPv4Address) throws {
+        writes.append("delete tunnel \(mac) → \(vtep)")
+        try remove(from: \.fdb) { $0.index == index && $0.flags & NL.NTF_SELF != 0 && $0.mac == mac && $0.address == vtep }
+    }
+
+    func replaceBridgeEntry(index: Int32, mac: MACAddress) throws {
+        writes.append("bridge entry \(mac)")
+        let master = state.links.first { $0.index == index }?.master
+        state.fdb.removeAll { $0.master == master && $0.address == nil && $0.mac == mac }
+        state.fdb.append(Neighbour(family: NL.AF_BRIDGE, index: index, state: NL.NUD_NOARP, flags: NL.NTF_MASTER, address: nil, mac: mac,
+                                   master: master))
+    }
+
+    func deleteBridgeEntry(index: Int32, mac: MACAddress) throws {
+        writes.append("delete bridge entry \(mac)")
+        try remove(from: \.fdb) { $0.index == index && $0.master != nil && $0.address == nil && $0.mac == mac }
+    }
+
+    func replaceNeighbour(index: Int32, _ address: IPv4Address, mac: MACAddress) throws {
+        writes.append("neighbour \(address) \(mac)")
+        state.neighbours.removeAll { $0.index == index && $0.address == address }
+        state.neighbours.append(Neighbour(family: NL.AF_INET, index: index, state: NL.NUD_PERMANENT, flags: 0, address: address, mac: mac))
+    }
+
+    func deleteNeighbour(index: Int32, _ address: IPv4Address) throws {
+        writes.append("delete neighbour \(address)")
+        try remove(from: \.neighbours) { $0.index == index && $0.address == address }
+    }
+
+    func announce(mac: MACAddress, ip: IPv4Address, onLink index: Int32) throws { writes.append("announce \(ip)") }
+
+    func plug(_ port: String, _ plug: PortPlug, bridge: Int32) throws {
+        writes.append("plug \(port)")
+        if refusedPorts.contains(port) { throw NetlinkError(code: EEXIST, operation: "create \(port)") }
+        let kind: String
+        switch plug {
+        case .tap: kind = "tun"
+        case .veth, .handover: kind = "veth"
+        }
+        try add(port, kind: kind, up: true, mtu: 1450, master: bridge)
+    }
+
+    func deleteLink(index: Int32) throws {
+        writes.append("delete #\(index)")
+        guard let name = state.links.first(where: { $0.index == index })?.name else {
+            throw NetlinkError(code: ENODEV, operation: "delete")
+        }
+        state.forgetLink(named: name)
+    }
+
+    private func remove(from entries: WritableKeyPath<RouterObservation, [Neighbour]>, where matches: (Neighbour) -> Bool) throws {
+        guard state[keyPath: entries].contains(where: matches) else { throw NetlinkError(code: ENOENT, operation: "delete entry") }
+        state[keyPath: entries].removeAll(where: matches)
+    }
+}
+
+/// The executor against the recording kernel: a router built from nothing, then changes that cost only
+/// their own writes and no read, a record that stays what the kernel holds, and a refused port that
+/// holds up nothing else.
+struct RouterExecutorTests {
+    let mtu: UInt32 = 1450
+    let red = DesiredSubnet(path: "acme/app/web/red", cidr: IPv4Network(network: IPv4Address("10.1.1.0")!, prefixLength: 24)!,
+                            gateway: IPv4Address("10.1.1.1")!, gatewayMAC: MACAddress("02:00:00:00:10:01")!, vni: 4096, dhcp: false,
+                            remoteVTEPs: [IPv4Address("10.200.0.2")!])
+    let blue = DesiredSubnet(path: "acme/app/db/blue", cidr: IPv4Network(network: IPv4Address("10.1.2.0")!, prefixLength: 24)!,
+                             gateway: IPv4Address("10.1.2.1")!, gatewayMAC: MACAddress("02:00:00:00:10:02")!, vni: 4097, dhcp: false,
+                             remoteVTEPs: [IPv4Address("10.200.0.3")!])
+
+    func remote(_ number: Int, in subnet: DesiredSubnet, vtep: String) -> RemoteEndpoint {
+        RemoteEndpoint(path: "\(subnet.path)/far\(number)", subnet: subnet.path,
+                       ip: IPv4Address(subnet.cidr.network.value + UInt32(number)),
+                       mac: MACAddress(UInt64(0x02aa_0000_0000) + UInt64(number))!, host: "h\(number)", vtep: IPv4Address(vtep)!)
+    }
+
+    func port(_ name: String, on subnet: DesiredSubnet) -> WantedPort {
+        WantedPort(name: name, bridge: KernelNames.bridge(vni: subnet.vni),
+                   plug: .veth(namespacePath: "/run/netns/\(name)", interface: "eth0", mac: MACAddress(0x02bb_0000_0001)!, address: nil))
+    }
+
+    /// Links, addresses and entries in one order, for comparing a record with the kernel.
+    func sorted(_ observation: RouterObservation) -> [String] {
+        (observation.links.map { "\($0)" } + observation.addresses.map { "\($0)" } + observation.fdb.map { "\($0)" }
+            + observation.neighbours.map { "\($0)" }).sorted()
+    }
+
+    /// Applies the plan for `desire` against the record, as reconciles between resyncs do.
+    func converge(_ desire: RouterDesire, _ kernel: RecordingRouterKernel, _ record: inout RouterObservation) throws -> ReconcileReport {
+        var report = ReconcileReport()
+        try RouterExecutor.apply(RouterPlanner.plan(desire, observed: record), to: kernel, observed: &record, &report) { port, error in
+            throw error
+        }
+        return report
+    }
+
+    @Test func aRouterBuiltFromNothingLeavesNothingToDoAndChangesCostOnlyTheirWrites() throws {
+        let kernel = RecordingRouterKernel()
+        var record = try kernel.observe()
+        let remotes = [remote(5, in: red, vtep: "10.200.0.2"), remote(6, in: blue, vtep: "10.200.0.3")]
+        var desire = RouterDesire(subnets: [red, blue], remotes: remotes, ports: [port("trv1", on: red), port("trv2", on: blue)], mtu: mtu)
+        let built = try converge(desire, kernel, &record)
+        #expect(built.created == ["trb4096", "trx4096", "trb4097", "trx4097", "trv1", "trv2"], "\(built)")
+        #expect(sorted(record) == sorted(kernel.state), "the record is what the kernel holds")
+        // A restart reads the kernel and finds nothing to do.
+        #expect(RouterPlanner.plan(desire, observed: try kernel.observe()).isEmpty)
+        #expect(RouterPlanner.plan(desire, observed: record).isEmpty)
+
+        // A remote endpoint arrives: a tunnel, the bridge's entry, a neighbour and its announcement; nothing is read.
+        kernel.forgetCalls()
+        let newcomer = remote(7, in: red, vtep: "10.200.0.9")
+        desire.remotes.append(newcomer)
+        _ = try converge(desire, kernel, &record)
+        #expect(kernel.writes == ["tunnel \(newcomer.mac) → 10.200.0.9", "bridge entry \(newcomer.mac)",
+                                  "neighbour \(newcomer.ip) \(newcomer.mac)", "announce \(newcomer.ip)"], "\(kernel.writes)")
+        #expect(kernel.dumps == 0 && kernel.lookups == 0)
+
+        // It leaves, and a local port goes: the reverse, and the port's removal.
+        kernel.forgetCalls()
+        desire.remotes.removeLast()
+        desire.ports.removeLast()
+        let left = try converge(desire, kernel, &record)
+        #expect(kernel.writes.count == 4 && kernel.writes.allSatisfy { $0.hasPrefix("delete") }, "\(kernel.writes)")
+        #expect(left.removed == ["trv2"] && kernel.dumps == 0)
+        #expect(sorted(record) == sorted(kernel.state))
+    }
+
+    @Test func aRefusedPortIsUndoneAndReportedWhileTheRestIsApplied() throws {
+        let kernel = RecordingRouterKernel()
+        kernel.refusedPorts = ["trv1"]
+        var record = try kernel.observe()
+        let desire = RouterDesire(subnets: [red], remotes: [remote(5, in: red, vtep: "10.200.0.2")],
+                                  ports: [port("trv1", on: red), port("trv2", on: red)], mtu: mtu)
+        var report = ReconcileReport()
+        var refused: [String] = []
+        try RouterExecutor.apply(RouterPlanner.plan(desire, observed: record), to: kernel, observed: &record, &report) { port, _ in
+            refused.append(port)
+        }
+        #expect(refused == ["trv1"])
+        #expect(record.link(named: "trv1") == nil && record.link(named: "trv2") != nil)
+        #expect(kernel.state.neighbours.count == 1, "the remote endpoint's forwarding is made all the same")
+        #expect(sorted(record) == sorted(kernel.state))
+    }
+}
