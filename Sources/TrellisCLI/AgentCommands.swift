@@ -65,8 +65,14 @@ struct AgentCommand: AsyncParsableCommand {
         configuration.socketAccess = try LocalSocketAccess(group: socketGroup)
         let agent = try Agent(configuration: configuration)
         var adapters: [any Service] = []
-        if let dockerSocket { adapters.append(ContainerMonitor(agent: agent, engine: DockerEngine(socket: dockerSocket))) }
-        if let pluginSocket { adapters.append(RemoteDriver(agent: agent, socketPath: pluginSocket)) }
+        if dockerSocket != nil || pluginSocket != nil {
+            // The driver's records, which the container monitor reads too.
+            let records = try DriverRecords(path: DriverRecords.path(agentSocket: socket))
+            if let dockerSocket {
+                adapters.append(ContainerMonitor(agent: agent, engine: DockerEngine(socket: dockerSocket), records: records))
+            }
+            if let pluginSocket { adapters.append(RemoteDriver(agent: agent, socketPath: pluginSocket, records: records)) }
+        }
         print("trellis agent for host \(host) (underlay \(underlay)) serving \(socket)"
               + (dockerSocket.map { ", following Docker at \($0)" } ?? "") + (pluginSocket.map { ", Docker driver on \($0)" } ?? ""))
         fflush(nil)

@@ -17,12 +17,14 @@ public actor ContainerMonitor: Service {
 
     let agent: Agent
     let engine: DockerEngine
+    let records: DriverRecords
     let logger: Logger
     /// Endpoints of this host's containers, by container id.
     private var attached: [String: Endpoint] = [:]
 
-    public init(agent: Agent, engine: DockerEngine, logger: Logger = Logger(label: "trellis.docker")) {
+    public init(agent: Agent, engine: DockerEngine, records: DriverRecords, logger: Logger = Logger(label: "trellis.docker")) {
         self.agent = agent
+        self.records = records
         self.engine = engine
         self.logger = logger
     }
@@ -150,7 +152,7 @@ public actor ContainerMonitor: Service {
                 logger.error("container \(container.prefix(12)): \(error)")
             }
         }
-        try await RemoteDriver.removeStaleEndpoints(agent: agent, engine: engine, listed: listed.items, logger: logger)
+        try await RemoteDriver.removeStaleEndpoints(agent: agent, engine: engine, records: records, listed: listed.items, logger: logger)
     }
 
     /// Gives an endpoint of the remote driver its container's name, for DNS.
@@ -159,10 +161,9 @@ public actor ContainerMonitor: Service {
             let details = try await engine.container(container)
             let settings = details.NetworkSettings?.Networks?.values.first { $0.NetworkID == network }
             guard let endpointID = settings?.EndpointID else { return }
-            let listed: ListBody<Endpoint> = try await agent.client.get("/api/v1/endpoints?host=\(agent.configuration.host)")
-            guard let endpoint = listed.items.first(where: { $0.externalIds[RemoteDriver.endpointKey] == endpointID }) else { return }
+            guard let record = records.record(dockerEndpoint: endpointID) else { return }
             let hostname = ContainerVariables.endpointName(container: details.name, id: container)
-            let _: Endpoint = try await agent.client.patch("/api/v1/endpoints/\(endpoint.id)", EndpointUpdate(
+            let _: Endpoint = try await agent.client.patch("/api/v1/endpoints/\(record.endpointID)", EndpointUpdate(
                 externalIds: ["container-id": container, Self.containerNameKey: details.name], hostname: hostname))
         } catch {
             logger.warning("naming the endpoint of container \(container.prefix(12)) on network \(network.prefix(12)): \(error)")

@@ -15,9 +15,9 @@ import TrellisModel
 public final class RemoteDriver: Service {
     /// The driver's name for `docker network create -d`.
     public static let name = "trellis"
-    /// External ids of an endpoint made through the driver: the Docker endpoint and the IPAM pool.
+    /// The external id that shows an operator which Docker endpoint an endpoint stands for (the driver
+    /// itself finds it in its records).
     public static let endpointKey = "docker-endpoint"
-    static let poolKey = "docker-pool"
     static let subnetPoolPrefix = "trellis:"
     static let pendingPoolPrefix = "pending:"
 
@@ -25,12 +25,14 @@ public final class RemoteDriver: Service {
     let socketPath: String
     let logger: Logger
     let state = DriverState()
+    let records: DriverRecords
     let deadline: Duration
 
-    public init(agent: Agent, socketPath: String, deadline: Duration = .seconds(10),
+    public init(agent: Agent, socketPath: String, records: DriverRecords, deadline: Duration = .seconds(10),
                 logger: Logger = Logger(label: "trellis.docker.driver")) {
         self.agent = agent
         self.socketPath = socketPath
+        self.records = records
         self.deadline = deadline
         self.logger = logger
     }

@@ -47,8 +47,13 @@ extension RemoteDriver {
         }
         let endpoint: Endpoint = try await controller.post("/api/v1/endpoints", EndpointCreate(
             subnet: path, name: "docker-\(Self.randomHex(bytes: 4))", kind: .container, owner: "docker", host: host,
-                ip: wanted?.description,
-            externalIds: [Self.poolKey: request.PoolID]))
+                ip: wanted?.description))
+        do {
+            try records.put([DriverRecord(endpointID: endpoint.id, pool: request.PoolID, address: endpoint.ip)])
+        } catch {
+            try? await controller.delete("/api/v1/endpoints/\(endpoint.id)")
+            throw error
+        }
         await state.remember(allocation: endpoint, pool: request.PoolID)
         return RequestAddressResponse(Address: "\(endpoint.ip)/\(subnet.cidr.prefixLength)", Data: [:])
     }
@@ -69,15 +74,21 @@ extension RemoteDriver {
     }
 
     func releaseAddress(_ request: ReleaseAddressRequest) async throws -> Empty {
-        guard let path = try await subnetPath(pool: request.PoolID),
-              let address = try? IPv4Address.parse(request.Address, field: "Address") else { return Empty() }
-        let listed: ListBody<Endpoint> = try await controller.get("/api/v1/endpoints?host=\(host)&subnet=\(path)")
+        guard let address = try? IPv4Address.parse(request.Address, field: "Address") else { return Empty() }
         await state.forget(allocation: request.PoolID, address)
-        for endpoint in listed.items where endpoint.ip == address && endpoint.externalIds[Self.poolKey] == request.PoolID {
-            try? await agent.unplug(endpoint)
-            try await controller.delete("/api/v1/endpoints/\(endpoint.id)")
-        }
+        guard let record = records.record(pool: request.PoolID, address: address) else { return Empty() }
+        try await Self.remove(record, agent: agent, records: records)
         return Empty()
+    }
+
+    /// Removes a recorded endpoint's port, then the endpoint (releasing its address), then the record.
+    static func remove(_ record: DriverRecord, agent: Agent, records: DriverRecords) async throws {
+        do {
+            let endpoint: Endpoint = try await agent.client.get("/api/v1/endpoints/\(record.endpointID)")
+            try? await agent.unplug(endpoint)
+            try await agent.client.delete("/api/v1/endpoints/\(record.endpointID)")
+        } catch let error as TrellisError where error.code == .notFound {}
+        try records.remove([record.endpointID])
     }
 
     static func randomHex(bytes: Int) -> String {
@@ -163,7 +174,10 @@ extension RemoteDriver {
         if !docker.isEmpty, docker.lowercased() != endpoint.mac.description {
             throw TrellisError.invalid("Trellis assigns MAC addresses: leave out --mac-address", field: "MacAddress")
         }
-        // Recorded at the controller with the Join that follows, which updates the endpoint anyway.
+        if var record = records.entry(endpoint.id) {
+            record.dockerEndpoint = request.EndpointID
+            try records.put([record])
+        }
         await state.remember(endpoint, as: request.EndpointID)
         return CreateEndpointResponse(Interface: docker.isEmpty ? .init(MacAddress: endpoint.mac.description) : nil)
     }
@@ -171,16 +185,16 @@ extension RemoteDriver {
     /// The endpoint that RequestAddress made for `address`: remembered, or found at the controller.
     func allocated(_ address: IPv4Address, network: DockerNetwork) async throws -> Endpoint? {
         if let endpoint = await state.allocation(network.poolID, address) { return endpoint }
-        let listed: ListBody<Endpoint> = try await controller.get("/api/v1/endpoints?host=\(host)&subnet=\(network.subnet)")
-        return listed.items.first { $0.ip == address && $0.externalIds[Self.poolKey] == network.poolID }
+        guard let record = records.record(pool: network.poolID, address: address) else { return nil }
+        return try await controller.get("/api/v1/endpoints/\(record.endpointID)")
     }
 
     func endpoint(_ id: String) async throws -> Endpoint {
         if let endpoint = await state.endpoint(id) { return endpoint }
-        let listed: ListBody<Endpoint> = try await controller.get("/api/v1/endpoints?host=\(host)")
-        guard let endpoint = listed.items.first(where: { $0.externalIds[Self.endpointKey] == id }) else {
+        guard let record = records.record(dockerEndpoint: id) else {
             throw TrellisError.notFound("no Trellis endpoint for Docker endpoint \(id.prefix(12))", field: "EndpointID")
         }
+        let endpoint: Endpoint = try await controller.get("/api/v1/endpoints/\(record.endpointID)")
         await state.remember(endpoint, as: id)
         return endpoint
     }
@@ -215,15 +229,18 @@ extension RemoteDriver {
     }
 
     /// Removes what the driver made for containers the engine no longer knows (it could not tell a
-    /// stopped agent): endpoints older than a minute whose Docker endpoint is on no trellis network.
-    static func removeStaleEndpoints(agent: Agent, engine: DockerEngine, listed: [Endpoint], logger: Logger) async throws {
-        let made = listed.filter { $0.externalIds[poolKey] != nil && $0.createdAt < Date().addingTimeInterval(-60) }
+    /// stopped agent): endpoints older than a minute whose Docker endpoint is on no trellis network,
+    /// and the records of endpoints that `listed` (this host's) no longer has.
+    static func removeStaleEndpoints(agent: Agent, engine: DockerEngine, records: DriverRecords, listed: [Endpoint],
+                                     logger: Logger) async throws {
+        let byID = Dictionary(listed.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        try records.remove(records.entries.keys.filter { byID[$0] == nil })
+        let made = records.entries.values.filter { byID[$0.endpointID].map { $0.createdAt < Date().addingTimeInterval(-60) } ?? false }
         guard !made.isEmpty else { return }
         let known = Set(try await engine.networks(driver: name).flatMap { ($0.Containers ?? [:]).values.compactMap(\.EndpointID) })
-        for endpoint in made where !known.contains(endpoint.externalIds[endpointKey] ?? "") {
-            logger.info("removing \(endpoint.path): its Docker endpoint is gone")
-            try? await agent.unplug(endpoint)
-            try await agent.client.delete("/api/v1/endpoints/\(endpoint.id)")
+        for record in made where !known.contains(record.dockerEndpoint ?? "") {
+            logger.info("removing \(byID[record.endpointID]?.path ?? "\(record.endpointID)"): its Docker endpoint is gone")
+            try await remove(record, agent: agent, records: records)
         }
     }
 }

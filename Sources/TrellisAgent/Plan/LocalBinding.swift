@@ -66,6 +66,8 @@ public struct LocalBindingTable: Sendable, Equatable {
         byEndpoint = Dictionary(bindings.map { ($0.endpointID, $0) }, uniquingKeysWith: { _, last in last })
     }
 
+    public init(byEndpoint: [Int: LocalBinding]) { self.byEndpoint = byEndpoint }
+
     /// The name of a local endpoint's port, bound or not.
     public func portName(of endpoint: Endpoint) -> String {
         byEndpoint[endpoint.id]?.portName ?? KernelNames.port(endpointID: endpoint.id)
