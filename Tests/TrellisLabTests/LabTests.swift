@@ -83,6 +83,17 @@ func ping(from namespace: NetworkNamespace, _ address: String, count: Int = 2, e
     try runProgram(["/usr/bin/nsenter", "--net=\(namespace.path)", "/usr/bin/ping", "-c", String(count), "-W", "1"] + extra + [address])
 }
 
+/// Waits until something in the namespace at `path` listens on TCP `port` (a listener just started may
+/// take a while on a loaded machine); false if nothing does within five seconds.
+func listening(in path: String, port: Int) async throws -> Bool {
+    for _ in 0..<250 {
+        let sockets = try runProgram(["/usr/bin/nsenter", "--net=\(path)", "/usr/bin/ss", "-Hltn", "sport = :\(port)"])
+        if sockets.status == 0 && !sockets.output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { return true }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return false
+}
+
 @Suite(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/bin/ping"), "needs root and ping"), .serialized)
 struct LabTests {
     @Test func twoHostsOneSubnetSurviveAgentAndControllerRestarts() async throws {
@@ -111,7 +122,7 @@ struct LabTests {
         let received = Pipe()
         listener.standardOutput = received
         try listener.run()
-        try await Task.sleep(for: .milliseconds(200))
+        #expect(try await listening(in: c2.path, port: 8080))
         let sender = Process()
         sender.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
         sender.arguments = ["--net=\(c1.path)", "/usr/bin/nc", "-N", "-w", "2", web2.ip.description, "8080"]
@@ -214,10 +225,10 @@ struct LabTests {
         listener.standardOutput = FileHandle.nullDevice
         try listener.run()
         defer { kill(listener.processIdentifier, SIGKILL); listener.waitUntilExit() }
-        try await Task.sleep(for: .milliseconds(200))
+        #expect(try await listening(in: blue2.path, port: 5432))
         let foreign = try runProgram(["/usr/bin/nsenter", "--net=\(other1.path)", "/usr/bin/nc", "-z", "-w", "1", "192.168.20.5", "5432"])
         #expect(foreign.status != 0, "TCP across domains")
-        let own = try runProgram(["/usr/bin/nsenter", "--net=\(red1.path)", "/usr/bin/nc", "-z", "-w", "2", "192.168.20.5", "5432"])
+        let own = try runProgram(["/usr/bin/nsenter", "--net=\(red1.path)", "/usr/bin/nc", "-v", "-z", "-w", "2", "192.168.20.5", "5432"])
         #expect(own.status == 0, "TCP between subnets of one domain: \(own.output)")
     }
 

@@ -4,7 +4,7 @@ import Testing
 import TrellisModel
 
 /// Local bindings without a kernel: which ports they name and make, which ones a desired state shows to
-/// be ahead of it or over, and that the file an agent restart reads holds exactly what was bound.
+/// not list yet or any more, and that the file an agent restart reads holds exactly what was bound.
 struct LocalBindingTests {
     func endpoint(_ id: Int, revision: Int, kind: EndpointKind = .container) -> Endpoint {
         Endpoint(id: id, path: "acme/app/web/red/e\(id)", name: "e\(id)", subnet: "acme/app/web/red", domain: "acme/app", kind: kind,
@@ -33,17 +33,17 @@ struct LocalBindingTests {
         #expect(handover.plug(mac: mac, address: nil, namespaceExists: { _ in true }) == nil, "only its engine can move a veth again")
     }
 
-    /// Attached at revision 7: a desired state of revision 6 does not list it yet, so it is ahead; one of
-    /// revision 7 or later that does not list it means it was deleted (or moved), so its binding is over.
-    @Test func aDesiredStateShowsWhichBindingsAreAheadAndWhichAreOver() {
+    /// Attached at revision 7: a desired state of revision 6 does not list it yet; one of revision 7 or
+    /// later should, so when it does not the binding is in doubt (the agent asks the controller).
+    @Test func aDesiredStateShowsWhichBindingsItDoesNotListAndWhichAreInDoubt() {
         let listed = endpoint(1, revision: 2), fresh = endpoint(2, revision: 7)
         let port = PortBinding.namespace(path: "/x", interface: "eth0")
         let table = LocalBindingTable([listed, fresh].map { LocalBinding($0, domainID: 5, port: port) })
-        #expect(table.ahead(of: state(revision: 6, endpoints: [listed])).map(\.endpointID) == [2])
-        #expect(table.stale(in: state(revision: 6, endpoints: [listed])).isEmpty)
-        #expect(table.ahead(of: state(revision: 7, endpoints: [listed, fresh])).isEmpty)
-        #expect(table.stale(in: state(revision: 7, endpoints: [listed, fresh])).isEmpty)
-        #expect(table.stale(in: state(revision: 9, endpoints: [fresh])).map(\.endpointID) == [1])
+        #expect(table.unlisted(in: state(revision: 6, endpoints: [listed])).map(\.endpointID) == [2])
+        #expect(table.inDoubt(in: state(revision: 6, endpoints: [listed])).isEmpty)
+        #expect(table.unlisted(in: state(revision: 7, endpoints: [listed, fresh])).isEmpty)
+        #expect(table.inDoubt(in: state(revision: 9, endpoints: [fresh])).map(\.endpointID) == [1])
+        #expect(table.inDoubt(in: state(revision: 9, endpoints: [])).map(\.endpointID) == [1, 2])
     }
 
     @Test func theJournalHoldsWhatWasBoundAndABadLineIsNamed() throws {

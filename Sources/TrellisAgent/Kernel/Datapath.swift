@@ -100,7 +100,8 @@ public actor Datapath {
     // MARK: Reconciliation
 
     /// Brings the kernel to `desired`: creates what is missing, fixes what differs, removes what
-    /// Trellis made that `desired` no longer names.
+    /// Trellis made that `desired` no longer names. A bound port stays although `desired` does not list
+    /// its endpoint, until the binding goes (see `LocalBindingTable.unlisted(in:)`).
     ///
     /// With `resync` every router's kernel objects are read first; without, each router is planned against
     /// what the last reconcile left (read then, and kept current since), so a change costs only the
@@ -114,10 +115,9 @@ public actor Datapath {
     public func reconcile(_ desired: DesiredState, resync: Bool = true) throws -> ReconcileReport {
         var report = ReconcileReport()
         var failures: [String] = []
-        try bindings.unbind(bindings.current.stale(in: desired).map(\.endpointID))
         let table = bindings.current
-        let ahead = table.ahead(of: desired)
-        var keptNamespaces = Set(ahead.map { KernelNames.routerNamespace(host: configuration.host, domainID: $0.domainID) })
+        let unlisted = table.unlisted(in: desired)
+        var keptNamespaces = Set(unlisted.map { KernelNames.routerNamespace(host: configuration.host, domainID: $0.domainID) })
         var uplinks: [Int: [FloatingIPTranslation]] = [:]
         let profiles = Dictionary(desired.profiles.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
         for domain in desired.domains {
@@ -127,7 +127,7 @@ public actor Datapath {
             // Kept on the host side even when the domain fails: its translations are what the state says.
             uplinks[domain.id] = floating.isEmpty ? nil : floating
             do {
-                try reconcile(domain, desired, table, keep: Set(ahead.map(\.portName)), profiles, floating, resync: resync,
+                try reconcile(domain, desired, table, keep: Set(unlisted.map(\.portName)), profiles, floating, resync: resync,
                               &report, &failures)
             } catch {
                 failures.append("domain \(domain.path): \(error)")

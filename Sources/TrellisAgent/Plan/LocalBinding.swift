@@ -73,16 +73,18 @@ public struct LocalBindingTable: Sendable, Equatable {
         byEndpoint[endpoint.id]?.portName ?? KernelNames.port(endpointID: endpoint.id)
     }
 
-    /// Bindings whose endpoint `desired` does not list yet (it is older than the attach): their ports and
-    /// router namespaces stay.
-    public func ahead(of desired: DesiredState) -> [LocalBinding] {
+    /// Bindings whose endpoint `desired` does not list: attached ahead of it, or over. Their ports and
+    /// router namespaces stay until the binding goes: a desired state is no proof that an endpoint is
+    /// gone (a controller may publish two changes out of revision order), so only a detach, or the
+    /// controller's answer to the agent, removes a binding.
+    public func unlisted(in desired: DesiredState) -> [LocalBinding] {
         let listed = Set(desired.endpoints.map(\.id))
-        return byEndpoint.values.filter { !listed.contains($0.endpointID) && $0.revision > desired.revision }
+        return byEndpoint.values.filter { !listed.contains($0.endpointID) }.sorted { $0.endpointID < $1.endpointID }
     }
 
-    /// Bindings that `desired` shows to be over: their endpoint was deleted or moved to another host.
-    public func stale(in desired: DesiredState) -> [LocalBinding] {
-        let listed = Set(desired.endpoints.map(\.id))
-        return byEndpoint.values.filter { !listed.contains($0.endpointID) && $0.revision <= desired.revision }
+    /// Unlisted bindings that `desired` should have listed (it is as recent as their attach): the agent
+    /// asks the controller whether their endpoint is still on this host.
+    public func inDoubt(in desired: DesiredState) -> [LocalBinding] {
+        unlisted(in: desired).filter { $0.revision <= desired.revision }
     }
 }

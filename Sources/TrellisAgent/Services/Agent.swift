@@ -205,7 +205,8 @@ public final class Agent: Sendable {
             await attachesInFlight.drained(within: .milliseconds(20))
             guard let desired = await state.desired else { continue }
             do {
-                let report = try await datapath.reconcile(desired, resync: await state.takeResync())
+                var report = try await datapath.reconcile(desired, resync: await state.takeResync())
+                if await settleBindingsInDoubt(desired) { report = try await datapath.reconcile(desired, resync: false) }
                 let firewall = datapath.firewall
                 // On a thread of its own: a large ruleset takes a while to load, and must hold up neither the
                 // datapath's thread (attaches) nor the cooperative pool.
@@ -223,6 +224,32 @@ public final class Agent: Sendable {
                 await state.markReconcileFailed("\(error)")
             }
         }
+    }
+
+    /// Asks the controller about the bindings that `desired` should list but does not. An endpoint deleted
+    /// or moved to another host loses its binding, and so its port at the next reconcile; one that the
+    /// desired state only lags behind (a controller published two changes out of order) keeps both.
+    /// Returns whether a binding went.
+    func settleBindingsInDoubt(_ desired: DesiredState) async -> Bool {
+        var over: [Int] = []
+        for binding in datapath.bindings.current.inDoubt(in: desired) {
+            do {
+                let endpoint: Endpoint = try await client.get("/api/v1/endpoints/\(binding.endpointID)")
+                if endpoint.path != binding.endpointPath || endpoint.host != configuration.host { over.append(binding.endpointID) }
+            } catch let error as TrellisError where error.code == .notFound || error.code == .forbidden {
+                over.append(binding.endpointID)
+            } catch {
+                logger.warning("keeping the port of \(binding.endpointPath) until the controller can say whether it is gone: \(error)")
+            }
+        }
+        guard !over.isEmpty else { return false }
+        do {
+            try datapath.bindings.unbind(over)
+        } catch {
+            logger.error("\(error)")
+            return false
+        }
+        return true
     }
 
     /// Tells the controller the host is alive and which revision it has applied.
