@@ -81,10 +81,13 @@ extension RemoteDriver {
         return Empty()
     }
 
-    /// Removes a recorded endpoint's port, then the endpoint (releasing its address), then the record.
-    static func remove(_ record: DriverRecord, agent: Agent, records: DriverRecords) async throws {
+    /// Removes a recorded endpoint's port, then the endpoint (releasing its address), then the record;
+    /// `endpoint` is the recorded one when the caller has read it already.
+    static func remove(_ record: DriverRecord, endpoint: Endpoint? = nil, agent: Agent, records: DriverRecords) async throws {
         do {
-            let endpoint: Endpoint = try await agent.client.get("/api/v1/endpoints/\(record.endpointID)")
+            let endpoint: Endpoint = if let endpoint { endpoint } else {
+                try await agent.client.get("/api/v1/endpoints/\(record.endpointID)")
+            }
             try? await agent.unplug(endpoint)
             try await agent.client.delete("/api/v1/endpoints/\(record.endpointID)")
         } catch let error as TrellisError where error.code == .notFound {}
@@ -239,8 +242,9 @@ extension RemoteDriver {
         guard !made.isEmpty else { return }
         let known = Set(try await engine.networks(driver: name).flatMap { ($0.Containers ?? [:]).values.compactMap(\.EndpointID) })
         for record in made where !known.contains(record.dockerEndpoint ?? "") {
-            logger.info("removing \(byID[record.endpointID]?.path ?? "\(record.endpointID)"): its Docker endpoint is gone")
-            try await remove(record, agent: agent, records: records)
+            let endpoint = byID[record.endpointID]
+            logger.info("removing \(endpoint?.path ?? "endpoint \(record.endpointID)"): its Docker endpoint is gone")
+            try await remove(record, endpoint: endpoint, agent: agent, records: records)
         }
     }
 }

@@ -23,6 +23,9 @@ public struct DatapathConfiguration: Sendable {
 public struct ReconcileReport: Sendable, Equatable {
     public var created: [String] = []
     public var removed: [String] = []
+    /// Bound ports kept although the desired state should have listed their endpoint: the agent asks the
+    /// controller whether they are over.
+    public var bindingsInDoubt: [LocalBinding] = []
     public var isEmpty: Bool { created.isEmpty && removed.isEmpty }
 }
 
@@ -117,6 +120,7 @@ public actor Datapath {
         var failures: [String] = []
         let table = bindings.current
         let unlisted = table.unlisted(in: desired)
+        report.bindingsInDoubt = LocalBindingTable.inDoubt(unlisted, revision: desired.revision)
         var keptNamespaces = Set(unlisted.map { KernelNames.routerNamespace(host: configuration.host, domainID: $0.domainID) })
         var uplinks: [Int: [FloatingIPTranslation]] = [:]
         let profiles = Dictionary(desired.profiles.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
@@ -302,7 +306,7 @@ public actor Datapath {
     /// Removes an endpoint's port (its container end goes with it) and its binding; the caller releases
     /// the address after.
     public func detach(_ endpoint: Endpoint, domainID: Int) throws {
-        let port = bindings.current.portName(of: endpoint)
+        let port = bindings.binding(of: endpoint.id)?.portName ?? KernelNames.port(endpointID: endpoint.id)
         try bindings.unbind([endpoint.id])
         let name = KernelNames.routerNamespace(host: configuration.host, domainID: domainID)
         guard NetworkNamespace.names().contains(name) else { return }

@@ -18,7 +18,7 @@ public enum PortBinding: Codable, Sendable, Equatable {
 }
 
 /// One local endpoint's binding to this host: made by an attach before its port is planned, removed by
-/// its detach, and dropped once the desired state no longer lists the endpoint here.
+/// its detach, or once the controller says the endpoint was deleted or moved to another host.
 public struct LocalBinding: Codable, Sendable, Equatable {
     public var endpointID: Int
     public var endpointPath: String
@@ -85,6 +85,9 @@ public struct LocalBindingTable: Sendable, Equatable {
     /// Unlisted bindings that `desired` should have listed (it is as recent as their attach): the agent
     /// asks the controller whether their endpoint is still on this host.
     public func inDoubt(in desired: DesiredState) -> [LocalBinding] {
-        unlisted(in: desired).filter { $0.revision <= desired.revision }
+        Self.inDoubt(unlisted(in: desired), revision: desired.revision)
     }
+
+    /// Of bindings a desired state of `revision` does not list, those it should have listed.
+    static func inDoubt(_ unlisted: [LocalBinding], revision: Int) -> [LocalBinding] { unlisted.filter { $0.revision <= revision } }
 }

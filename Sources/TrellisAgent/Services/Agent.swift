@@ -206,7 +206,7 @@ public final class Agent: Sendable {
             guard let desired = await state.desired else { continue }
             do {
                 var report = try await datapath.reconcile(desired, resync: await state.takeResync())
-                if await settleBindingsInDoubt(desired) { report = try await datapath.reconcile(desired, resync: false) }
+                if await settle(report.bindingsInDoubt) { report = try await datapath.reconcile(desired, resync: false) }
                 let firewall = datapath.firewall
                 // On a thread of its own: a large ruleset takes a while to load, and must hold up neither the
                 // datapath's thread (attaches) nor the cooperative pool.
@@ -226,13 +226,13 @@ public final class Agent: Sendable {
         }
     }
 
-    /// Asks the controller about the bindings that `desired` should list but does not. An endpoint deleted
-    /// or moved to another host loses its binding, and so its port at the next reconcile; one that the
-    /// desired state only lags behind (a controller published two changes out of order) keeps both.
-    /// Returns whether a binding went.
-    func settleBindingsInDoubt(_ desired: DesiredState) async -> Bool {
+    /// Asks the controller about the bindings a reconcile kept although its desired state should have listed
+    /// them. An endpoint deleted or moved to another host loses its binding, and so its port at the next
+    /// reconcile; one that the desired state only lags behind (a controller published two changes out of
+    /// order) keeps both. Returns whether a binding went.
+    func settle(_ bindingsInDoubt: [LocalBinding]) async -> Bool {
         var over: [Int] = []
-        for binding in datapath.bindings.current.inDoubt(in: desired) {
+        for binding in bindingsInDoubt {
             do {
                 let endpoint: Endpoint = try await client.get("/api/v1/endpoints/\(binding.endpointID)")
                 if endpoint.path != binding.endpointPath || endpoint.host != configuration.host { over.append(binding.endpointID) }

@@ -64,7 +64,7 @@ extension Agent {
         guard let endpoint = try await cniEndpoint(request) else {
             throw TrellisError.notFound("no Trellis endpoint for container \(request.containerID) interface \(request.ifname)")
         }
-        let path = request.netns ?? datapath.bindings.binding(of: endpoint.id)?.port.namespacePath ?? ""
+        let path = request.netns ?? boundNamespace(of: endpoint.id) ?? ""
         let (_, subnet) = try await placement(of: endpoint)
         let ifname = request.ifname
         // The namespace's links, addresses and routes are read on a thread of its own, not the cooperative pool.
@@ -122,8 +122,7 @@ extension Agent {
     func removeCNIEndpointsWithoutNamespace() async {
         guard let endpoints = try? await cniEndpoints(network: nil) else { return }
         for endpoint in endpoints {
-            guard let path = datapath.bindings.binding(of: endpoint.id)?.port.namespacePath, !FileManager.default.fileExists(atPath: path)
-            else { continue }
+            guard let path = boundNamespace(of: endpoint.id), !FileManager.default.fileExists(atPath: path) else { continue }
             logger.info("removing \(endpoint.path): its network namespace \(path) is gone")
             try? await detach(endpoint)
         }
