@@ -76,6 +76,15 @@ actor DesiredStateHub {
     private var hostDomains: [String: Set<String>] = [:]
     private var watchers: [String: [UUID: AsyncStream<Signal>.Continuation]] = [:]
     private var followers: [UUID: AsyncStream<Signal>.Continuation] = [:]
+    /// A write that returned: published once no write begun before `barrier` (the next ticket when it returned) runs.
+    private struct ReturnedWrite {
+        var barrier: Int
+        var revision: Int
+        var events: [Event]
+    }
+    private var nextWrite = 0
+    private var writesInFlight: Set<Int> = []
+    private var writesReturned: [ReturnedWrite] = []
 
     init(store: any Store) { self.store = store }
 
@@ -84,6 +93,39 @@ actor DesiredStateHub {
         let revision = try await store.read { try $0.currentRevision() }
         latest = max(latest ?? 0, revision)
         return latest!
+    }
+
+    // MARK: Publication order
+
+    /// A write about to start: its ticket orders its publication against the writes running beside it.
+    func beginWrite() -> Int {
+        defer { nextWrite += 1 }
+        writesInFlight.insert(nextWrite)
+        return nextWrite
+    }
+
+    /// A write that failed: it publishes nothing, and holds back nothing any more.
+    func abandonWrite(_ ticket: Int) {
+        writesInFlight.remove(ticket)
+        publishReturnedWrites()
+    }
+
+    /// Publishes the change a write made once that is safe for revision order. Concurrent writes commit in
+    /// one order and may return in another: published as they return, a watcher could be sent a state
+    /// stamped with the later revision that lacks the earlier change. So a change waits until every write
+    /// begun before it returned has returned too (a write begun after it commits after it), then the
+    /// changes that are ready go out in revision order.
+    func publish(revision: Int, events: [Event], inOrderWith ticket: Int) {
+        writesInFlight.remove(ticket)
+        writesReturned.append(ReturnedWrite(barrier: nextWrite, revision: revision, events: events))
+        publishReturnedWrites()
+    }
+
+    private func publishReturnedWrites() {
+        let oldest = writesInFlight.min() ?? .max
+        let ready = writesReturned.filter { $0.barrier <= oldest }.sorted { $0.revision < $1.revision }
+        writesReturned.removeAll { $0.barrier <= oldest }
+        for write in ready where !write.events.isEmpty { publish(revision: write.revision, events: write.events) }
     }
 
     // MARK: Changes

@@ -29,25 +29,34 @@ public struct Registry: Sendable {
         self.heartbeats = HeartbeatBook(timeout: heartbeatTimeout, storeEvery: heartbeatStoreEvery)
         self.underlayReserved = underlayReserved
         self.watchKeepalive = watchKeepalive
-        // Changes other controllers made in a shared store reach this one's watchers as its own do.
+        // Changes other controllers made in a shared store reach this one's watchers as its own do, as the store's
+        // watch delivers them (in revision order among themselves; not held back behind this controller's writes).
         store.followChanges(madeElsewhere: { [hub, callers] revision, events in
-            await Self.publish(revision: revision, events: events, hub: hub, callers: callers)
+            if Self.changesCallers(events) { callers.invalidate() }
+            if !events.isEmpty { await hub.publish(revision: revision, events: events) }
         })
     }
 
     // MARK: Plumbing
 
-    /// Runs a write transaction for `caller` and tells the watchers what changed.
+    /// Runs a write transaction for `caller` and tells the watchers what changed, in revision order with this
+    /// controller's other writes (`DesiredStateHub.publish(revision:events:inOrderWith:)`).
     func mutate<T: Sendable>(_ caller: Caller, _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> T {
-        let result = try await store.write(actor: caller.name, body)
-        await Self.publish(revision: result.revision, events: result.events, hub: hub, callers: callers)
+        let ticket = await hub.beginWrite()
+        let result: WriteResult<T>
+        do {
+            result = try await store.write(actor: caller.name, body)
+        } catch {
+            await hub.abandonWrite(ticket)
+            throw error
+        }
+        if Self.changesCallers(result.events) { callers.invalidate() }
+        await hub.publish(revision: result.revision, events: result.events, inOrderWith: ticket)
         return result.value
     }
 
-    private static func publish(revision: Int, events: [Event], hub: DesiredStateHub, callers: CallerCache) async {
-        if events.contains(where: { $0.kind == .user || $0.kind == .host }) { callers.invalidate() }
-        if !events.isEmpty { await hub.publish(revision: revision, events: events) }
-    }
+    /// Whether `events` change who a token stands for (users and hosts), which the caller cache must forget.
+    private static func changesCallers(_ events: [Event]) -> Bool { events.contains { $0.kind == .user || $0.kind == .host } }
 
     func get<R: Resource>(_ type: R.Type, _ path: String, _ caller: Caller) async throws -> R {
         try caller.visible(try await store.read { try $0.get(R.self, path) }, path)
