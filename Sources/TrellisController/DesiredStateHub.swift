@@ -1,6 +1,31 @@
 import Foundation
+import Synchronization
 import TrellisModel
 import TrellisStore
+
+/// Numbers the writes of one controller as they start, and knows which are still running, without a hop
+/// onto the hub: a write takes its ticket on its own task.
+final class WriteTickets: Sendable {
+    private let state = Mutex<(next: Int, running: Set<Int>)>((0, []))
+
+    /// A write about to start.
+    func begin() -> Int {
+        state.withLock { state in
+            defer { state.next += 1 }
+            state.running.insert(state.next)
+            return state.next
+        }
+    }
+
+    /// The ticket the next write will get: every write numbered below it began before now.
+    func barrier() -> Int { state.withLock { $0.next } }
+
+    /// A write the hub has taken back (published or abandoned).
+    func end(_ ticket: Int) { state.withLock { _ = $0.running.remove(ticket) } }
+
+    /// The oldest write still running, or `Int.max`.
+    func oldestRunning() -> Int { state.withLock { $0.running.min() ?? .max } }
+}
 
 /// Compiles each host's desired state and wakes the watchers a change concerns.
 ///
@@ -82,8 +107,7 @@ actor DesiredStateHub {
         var revision: Int
         var events: [Event]
     }
-    private var nextWrite = 0
-    private var writesInFlight: Set<Int> = []
+    nonisolated let writeTickets = WriteTickets()
     private var writesReturned: [ReturnedWrite] = []
 
     init(store: any Store) { self.store = store }
@@ -97,32 +121,26 @@ actor DesiredStateHub {
 
     // MARK: Publication order
 
-    /// A write about to start: its ticket orders its publication against the writes running beside it.
-    func beginWrite() -> Int {
-        defer { nextWrite += 1 }
-        writesInFlight.insert(nextWrite)
-        return nextWrite
-    }
-
     /// A write that failed: it publishes nothing, and holds back nothing any more.
     func abandonWrite(_ ticket: Int) {
-        writesInFlight.remove(ticket)
+        writeTickets.end(ticket)
         publishReturnedWrites()
     }
 
-    /// Publishes the change a write made once that is safe for revision order. Concurrent writes commit in
-    /// one order and may return in another: published as they return, a watcher could be sent a state
-    /// stamped with the later revision that lacks the earlier change. So a change waits until every write
-    /// begun before it returned has returned too (a write begun after it commits after it), then the
-    /// changes that are ready go out in revision order.
-    func publish(revision: Int, events: [Event], inOrderWith ticket: Int) {
-        writesInFlight.remove(ticket)
-        writesReturned.append(ReturnedWrite(barrier: nextWrite, revision: revision, events: events))
+    /// Publishes the change of the write numbered `ticket` (`writeTickets`) once that is safe for revision
+    /// order. Concurrent writes commit in one order and may return in another: published as they return, a
+    /// watcher could be sent a state stamped with the later revision that lacks the earlier change. So a
+    /// change waits until every write begun before it returned (numbered below `barrier`, taken as it
+    /// returned) has been taken back too: a write begun after it commits after it. The changes that are
+    /// ready then go out in revision order.
+    func publish(revision: Int, events: [Event], inOrderWith ticket: Int, barrier: Int) {
+        writeTickets.end(ticket)
+        writesReturned.append(ReturnedWrite(barrier: barrier, revision: revision, events: events))
         publishReturnedWrites()
     }
 
     private func publishReturnedWrites() {
-        let oldest = writesInFlight.min() ?? .max
+        let oldest = writeTickets.oldestRunning()
         let ready = writesReturned.filter { $0.barrier <= oldest }.sorted { $0.revision < $1.revision }
         writesReturned.removeAll { $0.barrier <= oldest }
         for write in ready where !write.events.isEmpty { publish(revision: write.revision, events: write.events) }

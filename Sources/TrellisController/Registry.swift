@@ -40,9 +40,9 @@ public struct Registry: Sendable {
     // MARK: Plumbing
 
     /// Runs a write transaction for `caller` and tells the watchers what changed, in revision order with this
-    /// controller's other writes (`DesiredStateHub.publish(revision:events:inOrderWith:)`).
+    /// controller's other writes (`DesiredStateHub.publish(revision:events:inOrderWith:barrier:)`).
     func mutate<T: Sendable>(_ caller: Caller, _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> T {
-        let ticket = await hub.beginWrite()
+        let ticket = hub.writeTickets.begin()
         let result: WriteResult<T>
         do {
             result = try await store.write(actor: caller.name, body)
@@ -50,8 +50,9 @@ public struct Registry: Sendable {
             await hub.abandonWrite(ticket)
             throw error
         }
+        let barrier = hub.writeTickets.barrier()
         if Self.changesCallers(result.events) { callers.invalidate() }
-        await hub.publish(revision: result.revision, events: result.events, inOrderWith: ticket)
+        await hub.publish(revision: result.revision, events: result.events, inOrderWith: ticket, barrier: barrier)
         return result.value
     }
 
