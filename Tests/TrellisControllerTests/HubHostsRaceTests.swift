@@ -23,17 +23,23 @@ import TrellisTestSupport
         func release() { held?.resume(); held = nil }
     }
 
+    /// A store whose gate, once armed, holds the first read that lists hosts, or the first write's return
+    /// after it has committed.
     final class GatedStore: Store {
+        enum Held { case readOfHosts, returnOfWrite }
         let inner: any Store
+        let held: Held
         let gate = Gate()
-        init(_ inner: any Store) { self.inner = inner }
+        init(_ inner: any Store, holding held: Held = .readOfHosts) { self.inner = inner; self.held = held }
         func read<T: Sendable>(_ body: @escaping @Sendable (any StoreReader) throws -> T) async throws -> T {
             let value = try await inner.read(body)
-            if value is [HostRecord] { await gate.pass() }
+            if held == .readOfHosts, value is [HostRecord] { await gate.pass() }
             return value
         }
         func write<T: Sendable>(actor: String, _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> WriteResult<T> {
-            try await inner.write(actor: actor, body)
+            let result = try await inner.write(actor: actor, body)
+            if held == .returnOfWrite { await gate.pass() }
+            return result
         }
         func trimHistory(keepingEvents count: Int, recordedAfter cutoff: Date) async throws -> HistoryTrim {
             try await inner.trimHistory(keepingEvents: count, recordedAfter: cutoff)

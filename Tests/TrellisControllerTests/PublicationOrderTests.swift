@@ -9,27 +9,11 @@ import TrellisTestSupport
 /// first. Published as it returned, it stamped a host's desired state with its revision while the earlier
 /// change was missing from it, and an agent took that state for one that had both.
 @Suite struct PublicationOrderTests {
-    /// Holds the return of the first write once armed, after it has committed.
-    final class HeldStore: Store {
-        let inner: any Store
-        let gate = HubHostsRaceTests.Gate()
-        init(_ inner: any Store) { self.inner = inner }
-        func read<T: Sendable>(_ body: @escaping @Sendable (any StoreReader) throws -> T) async throws -> T { try await inner.read(body) }
-        func write<T: Sendable>(actor: String, _ body: @escaping @Sendable (any StoreWriter) throws -> T) async throws -> WriteResult<T> {
-            let result = try await inner.write(actor: actor, body)
-            await gate.pass()
-            return result
-        }
-        func trimHistory(keepingEvents count: Int, recordedAfter cutoff: Date) async throws -> HistoryTrim {
-            try await inner.trimHistory(keepingEvents: count, recordedAfter: cutoff)
-        }
-        var commits: Int { inner.commits }
-    }
-
     @Test func aChangeWaitsForAnEarlierWriteThatReturnsAfterIt() async throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let store = HeldStore(try SQLiteStore(path: directory.appendingPathComponent("t.db").path))
+        let sqlite = try SQLiteStore(path: directory.appendingPathComponent("t.db").path)
+        let store = HubHostsRaceTests.GatedStore(sqlite, holding: .returnOfWrite)
         let registry = Registry(store: store)
         let admin = Caller(name: "admin", enterprise: nil, admin: true)
         _ = try await registry.createEnterprise(EnterpriseCreate(name: "acme"), admin)
