@@ -153,7 +153,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TrellisControllerTests",
-            dependencies: ["TrellisModel", "TrellisStore", "TrellisController", "TrellisClient", "TrellisTestSupport"],
+            dependencies: ["TrellisModel", "TrellisStore", "TrellisEtcd", "TrellisController", "TrellisClient", "TrellisTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

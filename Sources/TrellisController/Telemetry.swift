@@ -79,6 +79,8 @@ extension Registry {
                   "trellis_store_commits_total \(store.commits)",
                   "# HELP trellis_store_conflict_retries_total Write transactions run again because another write changed what they read.",
                   "# TYPE trellis_store_conflict_retries_total counter", "trellis_store_conflict_retries_total \(store.conflictRetries)",
+                  "# HELP trellis_store_commit_requests_total Requests that carried the commits (etcd merges concurrent ones).",
+                  "# TYPE trellis_store_commit_requests_total counter", "trellis_store_commit_requests_total \(store.commitRequests)",
                   "# HELP trellis_endpoint_bytes_total Bytes an endpoint sent or received, as its host last counted them.",
                   "# TYPE trellis_endpoint_bytes_total counter"]
         let reports = await telemetry.all()

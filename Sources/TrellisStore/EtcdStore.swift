@@ -33,7 +33,9 @@ public final class EtcdStore: Store {
     /// Leases of id blocks take turns: one lease serves every write that waited for it.
     private let leases = Turns()
     /// Marks the events this store records, so the watch can tell them from other controllers'.
-    let origin = UUID().uuidString
+    let origin: String
+    /// Merges the commits of concurrent writes into few etcd transactions.
+    let groupCommit: GroupCommit
     private let elsewhere = Mutex<(@Sendable (Int, [Event]) async -> Void)?>(nil)
 
     public func followChanges(madeElsewhere handler: @escaping @Sendable (_ revision: Int, _ events: [Event]) async -> Void) {
@@ -50,6 +52,10 @@ public final class EtcdStore: Store {
         client = try EtcdClient(members: members)
         self.historyKept = historyKept
         self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
+        origin = UUID().uuidString
+        groupCommit = GroupCommit(lastChange: EtcdTransaction.lastChange(self.prefix, origin: origin)) { [client] in
+            try await client.txn($0)
+        }
         state = Mutex(MirrorState(mirror: Mirror(revision: 0, keys: [:])))
         do {
             let snapshot = try await load()
@@ -76,6 +82,7 @@ public final class EtcdStore: Store {
     /// Transactions that had to run again because another write changed what they read.
     public var conflictRetries: Int { conflicts.load(ordering: .relaxed) }
     public var commits: Int { committed.load(ordering: .relaxed) }
+    public var commitRequests: Int { groupCommit.transactionsSent }
 
     /// The revision the mirror has reached.
     public var mirroredRevision: Int { state.withLock { $0.mirror.revision } }
@@ -118,30 +125,49 @@ public final class EtcdStore: Store {
             }
             leaseAhead()
             guard transaction.changed else { return WriteResult(value: value, revision: mirror.revision, events: []) }
-            let answer: EtcdTxnResponse
+            let outcome: (revision: Int, eventBase: Int)?
             do {
                 // A large object's chunks go first, each in a request of its own, under keys no other write uses.
                 for chunk in transaction.chunks {
                     _ = try await client.txn(EtcdTxnRequest(compare: [], success: [.put(chunk.key, chunk.value)]))
                 }
-                answer = try await client.txn(transaction.commitRequest())
+                outcome = try await commit(transaction.prepared())
             } catch {
                 throw Self.unavailable(error)
             }
-            let revision = answer.header.revision
-            try await waitForMirror(revision)
-            guard answer.succeeded else {
+            guard let outcome else {
                 conflicts.add(1, ordering: .relaxed)
                 allocation.scatter(transaction.hintsSet.map(\.name))
                 attempt += 1
                 continue
             }
             committed.add(1, ordering: .relaxed)
-            compact(behind: revision)
-            return WriteResult(value: Self.stamped(value, guess: transaction.pendingRevision, revision),
-                               revision: revision, events: transaction.events(committedAt: revision))
+            compact(behind: outcome.revision)
+            return WriteResult(value: Self.stamped(value, guess: transaction.pendingRevision, outcome.revision), revision: outcome.revision,
+                               events: transaction.events(committedAt: outcome.revision, eventBase: outcome.eventBase))
         }
         throw TrellisError(.unavailable, "store error: a write conflicted with others 50 times in a row; try again")
+    }
+
+    /// Commits `prepared` with the writes that go with it (`GroupCommit`) and waits until the mirror has the result;
+    /// nil when something it read changed. When a merged transaction fails and what this one read still holds,
+    /// another member was the cause: it goes again as it is (alone after two such failures).
+    private func commit(_ prepared: PreparedCommit) async throws -> (revision: Int, eventBase: Int)? {
+        var undecided = 0
+        while true {
+            switch try await groupCommit.commit(prepared, alone: undecided >= 2) {
+            case .committed(let revision, let eventBase):
+                try await waitForMirror(revision)
+                return (revision, eventBase)
+            case .conflicted(let revision):
+                try await waitForMirror(revision)
+                return nil
+            case .undecided(let revision):
+                try await waitForMirror(revision)
+                guard prepared.holds(in: state.withLock { $0.mirror }) else { return nil }
+                undecided += 1
+            }
+        }
     }
 
     /// Waits until the mirror has every change committed under the prefix before this call.
@@ -629,7 +655,7 @@ struct MirrorState: Sendable {
 }
 
 /// An event as the store keeps it: under its own key, its id made from the revision that created that key.
-struct StoredEvent: Codable {
+struct StoredEvent: Codable, Sendable {
     /// The store (controller process) that recorded it.
     var origin: String?
     var index: Int
@@ -663,12 +689,14 @@ final class EtcdTransaction: StoreWriter {
     private(set) var hintsSet: [(name: String, previous: Int?, value: Int)] = []
     /// The mod revision of each key read (0: it did not exist).
     private var readKeys: [String: Int] = [:]
-    /// Ranges read, as [start, end): nothing in them may change before the commit.
-    private var readRanges: [(String, String)] = []
+    /// Prefixes read whole: nothing under them may change before the commit.
+    private var readPrefixes: [String] = []
     /// Writes in order; nil deletes.
     private var written: [String: Data?] = [:]
     private var order: [String] = []
     private var recorded: [(event: StoredEvent, resource: (any Resource)?)] = []
+    /// The events as they are stored, each under a key of its own, numbered when the commit is sent.
+    private var storedEvents: [(key: String, event: StoredEvent)] = []
     /// The chunks of this transaction's large values by key, to be written before it commits.
     private var pendingChunks: [String: [UInt8]] = [:]
     var chunks: [(key: EtcdBytes, value: EtcdBytes)] { pendingChunks.map { (EtcdBytes($0.key), EtcdBytes($0.value)) } }
@@ -682,7 +710,7 @@ final class EtcdTransaction: StoreWriter {
         self.allocation = allocation
     }
 
-    var changed: Bool { !order.isEmpty }
+    var changed: Bool { !order.isEmpty || !storedEvents.isEmpty }
 
     // MARK: Keys
 
@@ -699,7 +727,7 @@ final class EtcdTransaction: StoreWriter {
 
     /// Every key that starts with `start`, as this transaction sees them, sorted; records the range.
     private func keys(startingWith start: String) -> [(key: String, bytes: [UInt8], modRevision: Int)] {
-        readRanges.append((start, EtcdBytes(start).prefixEnd.text))
+        readPrefixes.append(start)
         var found: [String: (bytes: [UInt8], modRevision: Int)] = [:]
         for (key, stored) in mirror.keys where key.hasPrefix(start) { found[key] = (stored.value.bytes, stored.modRevision) }
         for (key, pending) in written where key.hasPrefix(start) {
@@ -888,7 +916,7 @@ final class EtcdTransaction: StoreWriter {
                                 path: path, enterprise: enterprise, object: body)
         recorded.append((event, resource))
         event.object = body.map(storable)
-        put(prefix + "e/" + UUID().uuidString, try encoder.encode(event))
+        storedEvents.append((prefix + "e/" + UUID().uuidString, event))
     }
 
     func setHeartbeat(_ host: String, time: Date, appliedRevision: Int?) throws {
@@ -897,18 +925,10 @@ final class EtcdTransaction: StoreWriter {
 
     // MARK: Commit
 
-    /// One etcd transaction: the writes, if nothing read has changed since the mirror's revision.
-    func commitRequest() -> EtcdTxnRequest {
-        var compare = readKeys.sorted { $0.key < $1.key }.map { key, revision in
-            revision == 0 ? EtcdCompare.absent(EtcdBytes(key)) : EtcdCompare(EtcdBytes(key), .modRevision(revision))
-        }
-        compare += readRanges.map { start, end in
-            EtcdCompare(EtcdBytes(start), .modRevision(pendingRevision), .less, rangeEnd: EtcdBytes(end))
-        }
-        let operations = order.map { key in
-            written[key]!.map { EtcdOperation.put(EtcdBytes(key), EtcdBytes(Array($0))) } ?? .delete(key: EtcdBytes(key), rangeEnd: nil)
-        }
-        return EtcdTxnRequest(compare: compare, success: operations + [Self.lastChange(prefix, origin: origin)])
+    /// The commit: the writes and events, if nothing read has changed since the mirror's revision.
+    func prepared() -> PreparedCommit {
+        PreparedCommit(readRevision: mirror.revision, readKeys: readKeys, readPrefixes: readPrefixes,
+                       writes: order.map { ($0, written[$0]!) }, events: storedEvents)
     }
 
     /// The key every write puts, so its mod revision is the revision of the last change under `prefix`.
@@ -917,9 +937,12 @@ final class EtcdTransaction: StoreWriter {
     /// The put of that key by the store `origin`, which goes in every write.
     static func lastChange(_ prefix: String, origin: String) -> EtcdOperation { .put(lastChangeKey(prefix), EtcdBytes(origin)) }
 
-    /// The events this transaction recorded, as committed at `revision`.
-    func events(committedAt revision: Int) -> [Event] {
+    /// The events this transaction recorded, as committed at `revision` with the others of its etcd transaction
+    /// numbered before them (`eventBase`).
+    func events(committedAt revision: Int, eventBase: Int) -> [Event] {
         recorded.map { event, resource in
+            var event = event
+            event.index += eventBase
             var made = event.event(createdAt: revision)
             made.resource = resource.map { EtcdStore.stamped($0, guess: pendingRevision, revision) }
             return made

@@ -25,10 +25,13 @@ public protocol Store: Sendable {
     /// Write transactions run again because another write changed what they read (0 for a store only this
     /// process writes).
     var conflictRetries: Int { get }
+    /// Requests that carried those commits to the store: fewer than the commits where concurrent ones are merged.
+    var commitRequests: Int { get }
 }
 
 extension Store {
     public var conflictRetries: Int { 0 }
+    public var commitRequests: Int { commits }
     public func close() async {}
     public func followChanges(madeElsewhere handler: @escaping @Sendable (_ revision: Int, _ events: [Event]) async -> Void) {}
 }

@@ -100,16 +100,18 @@ struct ClusterBench: AsyncParsableCommand {
         let (rate, latency) = try await parallelCreates(through: controllers, subnet: subnet, count: creates, clients: clients)
         let after = try await storeCounters(controllers)
         let commits = after.commits - before.commits, retries = after.retries - before.retries
+        let requests = after.requests - before.requests
         let ratio = (baseline.map { String(format: " — %.2f × SQLite", rate / $0.rate) } ?? "")
             + (etcd.map { String(format: ", %.2f × etcd alone with watchers", rate / $0) } ?? "")
-        print(String(format: "  %@: %.0f creates/s, %@%@; %d conflict retries in %d commits (%.1f %%)", label, rate, latency.summary,
-                     ratio, retries, commits, commits > 0 ? 100 * Double(retries) / Double(commits) : 0))
+        print(String(format: "  %@: %.0f creates/s, %@%@; %d conflict retries in %d commits (%.1f %%), %.1f commits per store request",
+                     label, rate, latency.summary, ratio, retries, commits, commits > 0 ? 100 * Double(retries) / Double(commits) : 0,
+                     requests > 0 ? Double(commits) / Double(requests) : 0))
         return CreateRun(rate: rate, latency: latency)
     }
 
-    /// The sums of the controllers' store commit and conflict-retry counters, from their metrics.
-    func storeCounters(_ controllers: [ControllerClient]) async throws -> (commits: Int, retries: Int) {
-        var commits = 0, retries = 0
+    /// The sums of the controllers' store commit, conflict-retry and commit-request counters, from their metrics.
+    func storeCounters(_ controllers: [ControllerClient]) async throws -> (commits: Int, retries: Int, requests: Int) {
+        var commits = 0, retries = 0, requests = 0
         for controller in controllers {
             let body = try await controller.send(.GET, "/metrics")
             for line in String(decoding: body, as: UTF8.self).split(separator: "\n") {
@@ -117,8 +119,9 @@ struct ClusterBench: AsyncParsableCommand {
                 guard parts.count == 2, let value = Int(parts[1]) else { continue }
                 if parts[0] == "trellis_store_commits_total" { commits += value }
                 if parts[0] == "trellis_store_conflict_retries_total" { retries += value }
+                if parts[0] == "trellis_store_commit_requests_total" { requests += value }
             }
         }
-        return (commits, retries)
+        return (commits, retries, requests)
     }
 }

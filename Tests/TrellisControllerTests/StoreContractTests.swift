@@ -201,6 +201,34 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         }
     }
 
+    /// Concurrent writes through one controller share etcd transactions (the group commit), and each keeps its own
+    /// events: every event stored once, under an id of its own, as the write that recorded it returned it.
+    @Test(.enabled(if: etcdInstalled, "needs etcd-server")) func concurrentWritesShareTransactionsAndKeepTheirEvents() async throws {
+        try await withStore(.etcd) { store in
+            let returned = try await withThrowingTaskGroup(of: [Event].self) { group in
+                for worker in 0..<64 {
+                    group.addTask {
+                        try await store.write(actor: "t") { tx in
+                            _ = try tx.claim("ip:s", "10.0.0.\(worker)", owner: "w\(worker)")
+                            try tx.record(.created, kind: .endpoint, path: "w\(worker)", enterprise: nil, object: nil)
+                            try tx.record(.updated, kind: .endpoint, path: "w\(worker)", enterprise: nil, object: nil)
+                        }.events
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(store.commits == 64 && store.commitRequests < 64, "\(store.commitRequests) requests carried 64 commits")
+            for events in returned {
+                #expect(events.map(\.action) == [.created, .updated] && events[1].id == events[0].id + 1
+                        && events[0].path == events[1].path)
+            }
+            let ids = returned.flatMap { $0.map(\.id) }
+            let stored = try await store.read { try $0.events(afterID: 0, limit: 1000, enterprise: nil) }
+            #expect(Set(ids).count == 128 && Set(stored.map(\.id)) == Set(ids))
+            #expect(Set(stored.map(\.revision)).count < 64, "writes shared revisions")
+        }
+    }
+
     /// Three controllers on one etcd fill a /21 from 48 parallel clients: every address of the subnet handed out
     /// once (2,045: all but the network, gateway and broadcast addresses), every MAC distinct, each controller
     /// listing them all, and the next create answered 409 "full" by every controller.
