@@ -8,6 +8,8 @@ import TrellisTestSupport
 actor LineCollector<T: Sendable> {
     private var items: [T] = []
     private var waiters: [CheckedContinuation<Void, Never>] = []
+    /// Why the stream ended, once it has.
+    private var ended: (any Error)?
 
     func append(_ item: T) {
         items.append(item)
@@ -15,10 +17,13 @@ actor LineCollector<T: Sendable> {
         waiters.removeAll()
     }
 
-    /// Waits up to `seconds` for item number `index`.
+    func end(_ error: any Error) { ended = error }
+
+    /// Waits up to `seconds` for item number `index`; fails at once, with the stream's error, if the stream ended before it.
     func item(_ index: Int, within seconds: Double = 10) async throws -> T {
         let deadline = ContinuousClock.now + .seconds(seconds)
         while items.count <= index {
+            if let ended { throw TrellisError(.unavailable, "the stream ended before item \(index): \(ended)") }
             guard ContinuousClock.now < deadline else { throw TrellisError(.unavailable, "no item \(index) within \(seconds)s") }
             try await Task.sleep(for: .milliseconds(5))
         }
@@ -33,9 +38,15 @@ func follow<T: Decodable & Sendable>(_ client: ControllerClient, _ path: String,
     any Error>) {
     let collector = LineCollector<T>()
     let task = Task {
-        try await client.stream(path, as: T.self) { item in
-            await collector.append(item)
-            return true
+        do {
+            try await client.stream(path, as: T.self) { item in
+                await collector.append(item)
+                return true
+            }
+            await collector.end(TrellisError(.unavailable, "the server closed the stream"))
+        } catch {
+            await collector.end(error)
+            throw error
         }
     }
     return (collector, task)
