@@ -115,7 +115,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .executableTarget(name: "trellis", dependencies: ["TrellisCLI"], swiftSettings: strict),
+        .executableTarget(name: "trellis", dependencies: ["TrellisCLI", .product(name: "NIOCore", package: "swift-nio"),
+                                                       .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         // Run once per CNI call by a runtime: linked fully static, so it needs nothing of /opt/swift and the dynamic
         // loader has nothing to relocate (an exec took 5.9 ms with -static-stdlib, 3.5 ms so; Go's bridge plugin 4.3 ms).
         .executableTarget(name: "trellis-cni", dependencies: ["TrellisCNI"], swiftSettings: strict,
