@@ -96,7 +96,9 @@ struct BatchFootprint {
 /// bounds the creates per second. A commit that finds no transaction under way goes at once, alone; those that
 /// arrive while `concurrency` transactions are under way wait and go together in the next, as many as fit etcd's
 /// limits and do not touch each other's keys. Each member's compares stay in the merged transaction, so it
-/// commits only if every member would have committed alone.
+/// commits only if every member would have committed alone. When etcd is slow to answer (a starved machine:
+/// seconds per request), waiting for a free place would add those seconds again and again: once the oldest
+/// waiting commit has waited `patience`, the next arrival starts another transaction, up to `maxConcurrency`.
 final class GroupCommit: Sendable {
     /// What became of a commit.
     enum Outcome: Sendable, Hashable {
@@ -118,17 +120,23 @@ final class GroupCommit: Sendable {
     private struct Waiting {
         var commit: PreparedCommit
         var alone: Bool
+        var arrived: ContinuousClock.Instant
         var continuation: CheckedContinuation<Outcome, any Error>
     }
     private let state = Mutex<(running: Int, waiting: [Waiting])>((0, []))
     private let concurrency: Int
+    private let maxConcurrency: Int
+    private let patience: Duration
     private let lastChange: EtcdOperation
     private let send: @Sendable (EtcdTxnRequest) async throws -> EtcdTxnResponse
     private let transactions = Atomic<Int>(0)
 
     /// Commits through `send`; every transaction also carries `lastChange`, once.
-    init(concurrency: Int = 2, lastChange: EtcdOperation, send: @escaping @Sendable (EtcdTxnRequest) async throws -> EtcdTxnResponse) {
+    init(concurrency: Int = 2, maxConcurrency: Int = 8, patience: Duration = .milliseconds(100), lastChange: EtcdOperation,
+         send: @escaping @Sendable (EtcdTxnRequest) async throws -> EtcdTxnResponse) {
         self.concurrency = concurrency
+        self.maxConcurrency = max(concurrency, maxConcurrency)
+        self.patience = patience
         self.lastChange = lastChange
         self.send = send
     }
@@ -139,9 +147,11 @@ final class GroupCommit: Sendable {
     /// Commits `commit`, merged with others unless `alone`.
     func commit(_ commit: PreparedCommit, alone: Bool = false) async throws -> Outcome {
         try await withCheckedThrowingContinuation { continuation in
+            let now = ContinuousClock.now
             let starts = state.withLock { state in
-                state.waiting.append(Waiting(commit: commit, alone: alone, continuation: continuation))
-                guard state.running < concurrency else { return false }
+                state.waiting.append(Waiting(commit: commit, alone: alone, arrived: now, continuation: continuation))
+                let overdue = now - state.waiting[0].arrived >= patience
+                guard state.running < concurrency || (overdue && state.running < maxConcurrency) else { return false }
                 state.running += 1
                 return true
             }

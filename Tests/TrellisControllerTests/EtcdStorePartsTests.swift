@@ -163,6 +163,23 @@ import TrellisEtcd
         #expect(shared.success.filter { $0 == .put(EtcdBytes("r"), EtcdBytes("o")) }.count == 1)
     }
 
+    @Test(.timeLimit(.minutes(1))) func aCommitKeptWaitingPastPatienceStartsAnotherTransaction() async throws {
+        let recorder = Recorder(outcomes: [])
+        let group = GroupCommit(concurrency: 1, maxConcurrency: 2, patience: .milliseconds(20),
+                                lastChange: .put(EtcdBytes("r"), EtcdBytes("o"))) { try await recorder.send($0) }
+        let head = Task { try await group.commit(Self.commit(writes: ["o/a"])) }
+        while await !recorder.held() { try await Task.sleep(for: .milliseconds(1)) }
+        let waiting = Task { try await group.commit(Self.commit(writes: ["o/b"])) }
+        try await Task.sleep(for: .milliseconds(60))
+        #expect(await recorder.requests.count == 1, "the second waits while the first is under way")
+        let overdue = Task { try await group.commit(Self.commit(writes: ["o/c"])) }
+        // The first is still held: the two waiting commits go in a transaction of their own meanwhile.
+        #expect(try await waiting.value == .committed(revision: 22, eventBase: 0))
+        #expect(try await overdue.value == .committed(revision: 22, eventBase: 1))
+        await recorder.release()
+        #expect(try await head.value == .committed(revision: 22, eventBase: 0))
+    }
+
     @Test func aFailedSharedTransactionLeavesEachMemberUndecidedAndALoneOneConflicted() async throws {
         let later = [Self.commit(reads: ["s/1": 3], writes: ["o/b"]), Self.commit(writes: ["o/c"])]
         let (first, results, _) = try await outcomes(first: Self.commit(writes: ["o/a"]), later: later, answers: [false, false])
