@@ -42,10 +42,18 @@ let package = Package(
         .systemLibrary(name: "CNFTables", pkgConfig: "libnftables", providers: [.apt(["libnftables-dev"])]),
         .target(name: "TrellisNetlink", dependencies: ["CTrellisLinux", "CNFTables", "TrellisModel", "TrellisNetlinkWire"],
                 swiftSettings: strict),
+        .systemLibrary(name: "CBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
+        // Compiles a target's Programs/*.bpf.c with clang at build time and embeds the objects.
+        .executableTarget(name: "bpf-embed", swiftSettings: strict),
+        .plugin(name: "BPFObjectEmbedder", capability: .buildTool(), dependencies: ["bpf-embed"]),
+        // The eBPF fast path: its program (C, in Programs/) loaded, attached to ports and fed through its maps.
+        .target(name: "TrellisFastPath", dependencies: ["CBPF", "TrellisModel", "TrellisNetlink"], exclude: ["Programs"],
+                swiftSettings: strict, plugins: ["BPFObjectEmbedder"]),
         .target(
             name: "TrellisAgent",
             dependencies: [
-                "CTrellisLinux", "TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient", "TrellisCNI", "TrellisPolicy",
+                "CTrellisLinux", "TrellisFastPath", "TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisClient", "TrellisCNI",
+                "TrellisPolicy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -140,6 +148,7 @@ let package = Package(
         .testTarget(name: "TrellisNetlinkWireTests", dependencies: ["TrellisModel", "TrellisNetlinkWire"], swiftSettings: strict),
         .testTarget(name: "TrellisNetlinkTests",
                     dependencies: ["TrellisModel", "TrellisNetlinkWire", "TrellisNetlink", "TrellisAgent", "TrellisPolicy",
+                                   "TrellisFastPath",
                                    "TrellisTestSupport"],
                     swiftSettings: strict),
         .target(
