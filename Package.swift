@@ -168,7 +168,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TrellisLabTests",
-            dependencies: ["TrellisModel", "TrellisClient", "TrellisNetlink", "TrellisNetlinkWire", "TrellisTestSupport"],
+            dependencies: ["TrellisModel", "TrellisClient", "TrellisAgent", "TrellisNetlink", "TrellisNetlinkWire", "TrellisTestSupport"],
             exclude: ["fresh-machine.sh", "dns-abuse.py", "arp-forge.py", "socket-fuzz.py"],
             swiftSettings: strict
         ),

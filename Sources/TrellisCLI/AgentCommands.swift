@@ -29,6 +29,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "A group whose members may also use the local sockets (mode 0660); without it, root alone (0600).")
     var socketGroup: String?
     @Option(help: "MTU of overlay interfaces (the underlay's less 50).") var mtu: UInt32 = 1450
+    @Option(help: ArgumentHelp("Traffic between a subnet's local ports: fast (eBPF, skipping the bridge where nothing filters it),"
+                               + " bridge, or auto (fast where the kernel runs it)."))
+    var datapath = DatapathChoice.auto
     @Option(help: "Seconds between traffic reports (endpoint counters and flows) to the controller.") var statsInterval: Double = 5
     @Option(help: "Follow this Docker engine's socket and attach containers started with --net=none and TRELLIS_* variables.")
     var dockerSocket: String?
@@ -61,6 +64,7 @@ struct AgentCommand: AsyncParsableCommand {
         var configuration = AgentConfiguration(controllers: baseURLs, token: credential, host: host, underlayIP: underlay,
                                                socketPath: socket, overlayMTU: mtu)
         configuration.trust = trust
+        configuration.datapath = datapath
         configuration.statsInterval = .milliseconds(Int(statsInterval * 1000))
         configuration.socketAccess = try LocalSocketAccess(group: socketGroup)
         let agent = try Agent(configuration: configuration)
@@ -148,3 +152,5 @@ struct DetachCommand: AsyncParsableCommand {
         print("detached \(endpoint)")
     }
 }
+
+extension DatapathChoice: ExpressibleByArgument {}

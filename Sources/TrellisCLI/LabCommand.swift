@@ -29,6 +29,7 @@ struct LabCommand: AsyncParsableCommand {
         @Flag(help: ArgumentHelp("Run a Docker engine in every host (its agent follows it and serves it the trellis drivers),"
                                  + " with the image trellis/busybox."))
         var docker = false
+        @Option(help: "The agents' datapath between local ports: auto, fast or bridge.") var datapath = DatapathChoice.auto
 
         func validate() throws {
             guard (1...250).contains(hosts) else { throw ValidationError("--hosts must be from 1 to 250") }
@@ -38,7 +39,7 @@ struct LabCommand: AsyncParsableCommand {
 
         func run() async throws {
             let lab = options.lab
-            try await lab.up(hosts: hosts, store: store, controllers: controllers, docker: docker)
+            try await lab.up(hosts: hosts, store: store, controllers: controllers, docker: docker, datapath: datapath)
             try await lab.printStatus()
         }
     }
@@ -154,6 +155,9 @@ struct Lab {
     var dockerFlagFile: String { "\(directory)/docker" }
     var withDocker: Bool { FileManager.default.fileExists(atPath: dockerFlagFile) }
     var storeFile: String { "\(directory)/store" }
+    /// The agents' datapath choice, as `lab up` was given it.
+    var datapathFile: String { "\(directory)/datapath" }
+    var datapath: String { ((try? String(contentsOfFile: datapathFile, encoding: .utf8)) ?? "auto") }
 
     var hosts: [String] {
         ((try? String(contentsOfFile: hostsFile, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
@@ -211,7 +215,7 @@ struct Lab {
         throw TrellisError(.unavailable, "\(what) did not come up; \(directory)/\(log).log ends with:\n\(tail)")
     }
 
-    func up(hosts count: Int, store: String?, controllers: Int = 1, docker: Bool = false) async throws {
+    func up(hosts count: Int, store: String?, controllers: Int = 1, docker: Bool = false, datapath: DatapathChoice = .auto) async throws {
         guard !alive("controller") else { throw TrellisError.conflict("a lab is already up in \(directory); run trellis lab down first") }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
@@ -221,6 +225,7 @@ struct Lab {
             }
             _ = FileManager.default.createFile(atPath: dockerFlagFile, contents: nil)
         }
+        try datapath.rawValue.write(toFile: datapathFile, atomically: true, encoding: .utf8)
         let hosts = (1...count).map { "h\($0)" }
         try hosts.joined(separator: "\n").write(toFile: hostsFile, atomically: true, encoding: .utf8)
         try String(controllers).write(toFile: controllerCountFile, atomically: true, encoding: .utf8)
@@ -306,7 +311,8 @@ struct Lab {
                          "--controller", controllerIndices.map(Self.controllerURL).joined(separator: ","),
                          "--join-token-file", joinTokenFile(name),
                          "--credential-file", credentialFile(name), "--state-dir", "\(directory)/\(name).state", "--host", name,
-                         "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(name), "--stats-interval", "2"]
+                         "--underlay-ip", Self.underlay(offset + 1).description, "--socket", agentSocket(name), "--stats-interval", "2",
+                         "--datapath", datapath]
                          + (withDocker ? LabDocker(lab: self, host: name).agentArguments : []))
     }
 

@@ -26,12 +26,22 @@ public struct FastPort: Equatable, Hashable, Sendable {
 public struct FastPathDelivery: Equatable, Sendable {
     public var packets: UInt64
     public var bytes: UInt64
+
+    public init(packets: UInt64 = 0, bytes: UInt64 = 0) {
+        self.packets = packets
+        self.bytes = bytes
+    }
 }
 
 /// A failure of the BPF system call or of libbpf, with what was being done.
 public struct FastPathError: Error, CustomStringConvertible {
     public var operation: String
     public var code: Int32
+
+    public init(operation: String, code: Int32) {
+        self.operation = operation
+        self.code = code
+    }
     public var description: String {
         "fast path: \(operation) failed: \(String(cString: strerror(code)))"
             + (code == EPERM ? " (loading BPF programs needs CAP_BPF and CAP_NET_ADMIN)" : "")
@@ -47,7 +57,8 @@ public final class FastPathProgram: @unchecked Sendable {
     private let portsByIfindex: Int32
     private let portsByAddress: Int32
     private let deliveredByIfindex: Int32
-    private var links: [Int32: Int32] = [:]
+    /// The tcx link of each attached port and its entry, by the port's index.
+    private var links: [Int32: (link: Int32, port: FastPort)] = [:]
     private let lock = NSLock()
 
     /// Loads the program and makes its empty maps.
@@ -73,7 +84,7 @@ public final class FastPathProgram: @unchecked Sendable {
     }
 
     deinit {
-        for link in links.values { close(link) }
+        for attached in links.values { close(attached.link) }
         bpf_object__close(object)
     }
 
@@ -87,23 +98,31 @@ public final class FastPathProgram: @unchecked Sendable {
         var ifindex = UInt32(bitPattern: port.ifindex), address = port.ip.value.bigEndian
         try check(bpf_map_update_elem(portsByIfindex, &ifindex, &value, UInt64(BPF_ANY)), "record port \(port.ifindex)")
         try check(bpf_map_update_elem(portsByAddress, &address, &value, UInt64(BPF_ANY)), "record address \(port.ip)")
-        guard lock.withLock({ links[port.ifindex] }) == nil else { return }
+        let attached = lock.withLock { () -> Bool in
+            guard links[port.ifindex] != nil else { return false }
+            links[port.ifindex]?.port = port
+            return true
+        }
+        if attached { return }
         let program = program
         let fd = try namespace.run { () -> Int32 in
             let fd = trellis_tcx_attach_ingress(program, port.ifindex)
             return fd >= 0 ? fd : -errno
         }
         guard fd >= 0 else { throw FastPathError(operation: "attach to port \(port.ifindex)", code: -fd) }
-        lock.withLock { links[port.ifindex] = fd }
+        lock.withLock { links[port.ifindex] = (fd, port) }
     }
 
-    /// Takes `port` off the fast path: no frame is redirected to or from it any more.
+    /// The ports on the fast path, as they were last added.
+    public func ports() -> [FastPort] { lock.withLock { links.values.map(\.port) } }
+
+    /// Takes `port` off the fast path: no frame is redirected to or from it any more. What it delivered to
+    /// the port is kept, so the port's counters never go back (see `forgetDeliveries(keeping:)`).
     public func remove(_ port: FastPort) {
         var ifindex = UInt32(bitPattern: port.ifindex), address = port.ip.value.bigEndian
         bpf_map_delete_elem(portsByAddress, &address)
         bpf_map_delete_elem(portsByIfindex, &ifindex)
-        bpf_map_delete_elem(deliveredByIfindex, &ifindex)
-        if let link = lock.withLock({ links.removeValue(forKey: port.ifindex) }) { close(link) }
+        if let attached = lock.withLock({ links.removeValue(forKey: port.ifindex) }) { close(attached.link) }
     }
 
     /// What the fast path delivered to each port, by the host end's index, summed over CPUs.
@@ -127,6 +146,14 @@ public final class FastPathProgram: @unchecked Sendable {
             status = bpf_map_get_next_key(deliveredByIfindex, &key, &next)
         }
         return result
+    }
+
+    /// Forgets what was delivered to ports that no longer exist: every index but `existing`.
+    public func forgetDeliveries(keeping existing: Set<Int32>) {
+        for ifindex in deliveries().keys where !existing.contains(ifindex) {
+            var key = UInt32(bitPattern: ifindex)
+            bpf_map_delete_elem(deliveredByIfindex, &key)
+        }
     }
 
     /// struct fast_port as the program reads it.

@@ -82,7 +82,9 @@ struct FastPathTests {
         before = try lab.bridgedToSecond()
         #expect(try lab.ping())
         #expect(try lab.bridgedToSecond() - before >= 20)
-        #expect(program.deliveries()[lab.ports[1].ifindex] == nil)
+        #expect(program.deliveries()[lab.ports[1].ifindex] != nil, "what it delivered is kept for the port's counters")
+        program.forgetDeliveries(keeping: [lab.ports[0].ifindex])
+        #expect(program.deliveries()[lab.ports[1].ifindex] == nil && program.deliveries()[lab.ports[0].ifindex] != nil)
     }
 
     @Test func aForgedSourceOrAnotherSubnetTakesTheBridgePath() throws {

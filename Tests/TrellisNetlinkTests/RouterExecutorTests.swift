@@ -1,6 +1,7 @@
 import Glibc
 import Testing
 @testable import TrellisAgent
+import TrellisFastPath
 import TrellisModel
 import TrellisNetlink
 import TrellisNetlinkWire
@@ -127,6 +128,19 @@ final class RecordingRouterKernel: RouterKernel {
         try add(port, kind: kind, up: true, mtu: 1450, master: bridge)
     }
 
+    func addFastPort(_ port: FastPort) throws {
+        writes.append("fast #\(port.ifindex) \(port.ip)")
+        guard let name = state.links.first(where: { $0.index == port.ifindex })?.name else {
+            throw NetlinkError(code: ENODEV, operation: "attach")
+        }
+        state.fastPorts[name] = port
+    }
+
+    func removeFastPort(_ port: FastPort) {
+        writes.append("slow #\(port.ifindex)")
+        state.fastPorts = state.fastPorts.filter { $0.value != port }
+    }
+
     func deleteLink(index: Int32) throws {
         writes.append("delete #\(index)")
         guard let name = state.links.first(where: { $0.index == index })?.name else {
@@ -225,5 +239,56 @@ struct RouterExecutorTests {
         #expect(record.link(named: "trv1") == nil && record.link(named: "trv2") != nil)
         #expect(kernel.state.neighbours.count == 1, "the remote endpoint's forwarding is made all the same")
         #expect(sorted(record) == sorted(kernel.state))
+    }
+
+    func fast(_ name: String, _ number: UInt32, on subnet: DesiredSubnet) -> WantedFastPort {
+        WantedFastPort(port: name, ip: IPv4Address(subnet.cidr.network.value + number), mac: MACAddress(0x02bb_0000_0000 + UInt64(number))!,
+                       vni: subnet.vni)
+    }
+
+    /// Ports join the fast path once plugged (a tap never does), leave it before anything unplugs them, and
+    /// join again with their new index when made afresh; the record stays what the program holds.
+    @Test func portsJoinTheFastPathAfterTheyArePluggedAndLeaveItFirst() throws {
+        let kernel = RecordingRouterKernel()
+        var record = try kernel.observe()
+        let tap = WantedPort(name: "trt3", bridge: "trb4096", plug: .tap)
+        var desire = RouterDesire(subnets: [red], remotes: [], ports: [port("trv1", on: red), port("trv2", on: red), tap],
+                                  fastPorts: [fast("trv1", 11, on: red), fast("trv2", 12, on: red), fast("trt3", 13, on: red)], mtu: mtu)
+        let plan = RouterPlanner.plan(desire, observed: record)
+        #expect(Array(plan.suffix(2)) == [.addFastPort(fast("trv1", 11, on: red)), .addFastPort(fast("trv2", 12, on: red))])
+        _ = try converge(desire, kernel, &record)
+        let first = try #require(record.link(named: "trv1")).index, second = try #require(record.link(named: "trv2")).index
+        #expect(kernel.state.fastPorts == ["trv1": fast("trv1", 11, on: red).entry(ifindex: first),
+                                           "trv2": fast("trv2", 12, on: red).entry(ifindex: second)])
+        #expect(record.fastPorts == kernel.state.fastPorts)
+        #expect(RouterPlanner.plan(desire, observed: record).isEmpty, "nothing to do once they are on it")
+
+        // A port that gets a rate limit leaves the fast path, and nothing else changes.
+        kernel.forgetCalls()
+        desire.fastPorts.removeAll { $0.port == "trv2" }
+        _ = try converge(desire, kernel, &record)
+        #expect(kernel.writes == ["slow #\(second)"])
+
+        // A port whose container was given another address is updated in place.
+        kernel.forgetCalls()
+        desire.fastPorts[0].ip = IPv4Address("10.1.1.99")!
+        _ = try converge(desire, kernel, &record)
+        #expect(kernel.writes == ["slow #\(first)", "fast #\(first) 10.1.1.99"])
+
+        // A handed-over port is made afresh: off the fast path first, on again with its new index after.
+        kernel.forgetCalls()
+        desire.ports[0].plug = .handover(interface: "tmp1", mac: MACAddress(0x02bb_0000_0001)!, ip: IPv4Address("10.1.1.99")!)
+        _ = try converge(desire, kernel, &record)
+        let renewed = try #require(record.link(named: "trv1")).index
+        #expect(renewed != first)
+        #expect(kernel.writes == ["slow #\(first)", "delete #\(first)", "plug trv1", "fast #\(renewed) 10.1.1.99"], "\(kernel.writes)")
+
+        // A port that goes leaves the fast path before it is deleted.
+        kernel.forgetCalls()
+        desire.ports.removeFirst()
+        desire.fastPorts.removeFirst()
+        _ = try converge(desire, kernel, &record)
+        #expect(kernel.writes == ["slow #\(renewed)", "delete #\(renewed)"], "\(kernel.writes)")
+        #expect(record.fastPorts.isEmpty && kernel.state.fastPorts.isEmpty)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TrellisFastPath
 import TrellisModel
 import TrellisPolicy
 import TrellisNetlink
@@ -11,11 +12,14 @@ public struct DatapathConfiguration: Sendable {
     public var underlayIP: IPv4Address
     /// MTU of overlay interfaces: the underlay's less the 50 bytes of VXLAN over IPv4.
     public var overlayMTU: UInt32
+    /// Whether traffic between a subnet's local ports takes the eBPF fast path where nothing filters it.
+    public var fastPath: Bool
 
-    public init(host: String, underlayIP: IPv4Address, overlayMTU: UInt32 = 1450) {
+    public init(host: String, underlayIP: IPv4Address, overlayMTU: UInt32 = 1450, fastPath: Bool = false) {
         self.host = host
         self.underlayIP = underlayIP
         self.overlayMTU = overlayMTU
+        self.fastPath = fastPath
     }
 }
 
@@ -44,6 +48,8 @@ struct RouterNamespace {
     let namespace: NetworkNamespace
     let netlink: RouteNetlink
     let packets: PacketSocket
+    /// The router's instance of the fast-path program, nil on the bridge path.
+    let fastPath: FastPathProgram?
 }
 
 /// The host's datapath: makes the kernel match a desired state, level-triggered and idempotent.
@@ -179,7 +185,7 @@ public actor Datapath {
         let desire = RouterDesire(
             subnets: domain.subnets, remotes: desired.remoteEndpoints, ports: wantedPorts(local, domain, table, observed), keep: keep,
             shapers: ruleset.shaping.filter { $0.egress != nil }.map(\.shaper), filtersBridgedTraffic: ruleset.filtersBridgedTraffic,
-            mtu: configuration.overlayMTU)
+            fastPorts: router.fastPath == nil ? [] : Self.fastPorts(local, domain, table, ruleset), mtu: configuration.overlayMTU)
         try RouterExecutor.apply(RouterPlanner.plan(desire, observed: observed), to: kernel, observed: &observed, &report) { port, error in
             failures.append("port \(port): \(error)")
         }
@@ -200,6 +206,19 @@ public actor Datapath {
                 mac: endpoint.mac, address: Self.address(of: endpoint, in: subnet),
                 namespaceExists: { (try? NetworkNamespace(path: $0)) != nil })
             return WantedPort(name: name, bridge: KernelNames.bridge(vni: subnet.vni), plug: plug)
+        }
+    }
+
+    /// The ports whose traffic may skip the bridge: none where the domain filters or counts what crosses its
+    /// bridges (policies, ACLs, flow statistics, floating IPs), and no shaped port.
+    private static func fastPorts(_ local: [Endpoint], _ domain: DesiredDomain, _ table: LocalBindingTable,
+                                  _ ruleset: FirewallRuleset) -> [WantedFastPort] {
+        guard !ruleset.filtersBridgedTraffic else { return [] }
+        let shaped = Set(ruleset.shaping.map(\.port))
+        return local.compactMap { endpoint in
+            guard let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }) else { return nil }
+            let port = table.portName(of: endpoint)
+            return shaped.contains(port) ? nil : WantedFastPort(port: port, ip: endpoint.ip, mac: endpoint.mac, vni: subnet.vni)
         }
     }
 
@@ -255,7 +274,8 @@ public actor Datapath {
             try netlink.addAddress(index: loopback.index, DNSService.address, prefixLength: 32)
         }
         if !existed { report.created.append(name) }
-        let router = RouterNamespace(name: name, namespace: namespace, netlink: netlink, packets: try PacketSocket(in: namespace))
+        let router = RouterNamespace(name: name, namespace: namespace, netlink: netlink, packets: try PacketSocket(in: namespace),
+                                     fastPath: configuration.fastPath ? try FastPathProgram() : nil)
         routers[domain.id] = router
         routerMade(name)
         return router

@@ -1,4 +1,5 @@
 import Foundation
+import TrellisFastPath
 import TrellisModel
 import TrellisNetlink
 import TrellisNetlinkWire
@@ -118,6 +119,12 @@ enum RouterExecutor {
             try kernel.deleteLink(index: try index(name))
             observed.forgetLink(named: name)
             report.removed.append(name)
+        case .addFastPort(let wanted):
+            let entry = wanted.entry(ifindex: try index(wanted.port))
+            try kernel.addFastPort(entry)
+            observed.fastPorts[wanted.port] = entry
+        case .removeFastPort(let name):
+            if let entry = observed.fastPorts.removeValue(forKey: name) { kernel.removeFastPort(entry) }
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TrellisFastPath
 import TrellisModel
 import TrellisNetlink
 import TrellisNetlinkWire
@@ -30,6 +31,10 @@ protocol RouterKernel {
     /// Makes a port on the bridge numbered `bridge`; on failure nothing it made is left behind.
     func plug(_ port: String, _ plug: PortPlug, bridge: Int32) throws
     func deleteLink(index: Int32) throws
+    /// Puts a port on the router's fast path: the program attached to its host end, its entries in the maps.
+    func addFastPort(_ port: FastPort) throws
+    /// Takes a port off the fast path; nothing is left of it in the program's maps.
+    func removeFastPort(_ port: FastPort)
 }
 
 /// A router namespace's kernel over rtnetlink, with the host's namespace for what is made from there
@@ -45,8 +50,15 @@ struct NetlinkRouterKernel: RouterKernel {
     private var netlink: RouteNetlink { router.netlink }
 
     func observe() throws -> RouterObservation {
-        RouterObservation(links: try netlink.links(), addresses: try netlink.addresses(), fdb: try netlink.neighbours(family: NL.AF_BRIDGE),
-                          neighbours: try netlink.neighbours())
+        let links = try netlink.links()
+        let names = Dictionary(links.map { ($0.index, $0.name) }, uniquingKeysWith: { first, _ in first })
+        var fastPorts: [String: FastPort] = [:]
+        for port in router.fastPath?.ports() ?? [] {
+            if let name = names[port.ifindex] { fastPorts[name] = port } else { router.fastPath?.remove(port) }
+        }
+        router.fastPath?.forgetDeliveries(keeping: Set(names.keys))
+        return RouterObservation(links: links, addresses: try netlink.addresses(), fdb: try netlink.neighbours(family: NL.AF_BRIDGE),
+                                 neighbours: try netlink.neighbours(), fastPorts: fastPorts)
     }
 
     func link(named name: String) throws -> Link? { try netlink.link(named: name) }
@@ -92,6 +104,13 @@ struct NetlinkRouterKernel: RouterKernel {
     }
 
     func deleteLink(index: Int32) throws { try netlink.deleteLink(index: index) }
+
+    func addFastPort(_ port: FastPort) throws {
+        guard let fastPath = router.fastPath else { throw FastPathError(operation: "add port \(port.ifindex)", code: ENOTSUP) }
+        try fastPath.add(port, in: router.namespace)
+    }
+
+    func removeFastPort(_ port: FastPort) { router.fastPath?.remove(port) }
 
     func plug(_ port: String, _ plug: PortPlug, bridge: Int32) throws {
         switch plug {

@@ -1,3 +1,4 @@
+import TrellisFastPath
 import TrellisModel
 import TrellisNetlinkWire
 
@@ -9,12 +10,17 @@ public struct RouterObservation: Equatable, Sendable {
     public var addresses: [InterfaceAddress]
     public var fdb: [Neighbour]
     public var neighbours: [Neighbour]
+    /// The ports on the fast path, by name, as the fast-path program holds them (this process's own record:
+    /// the program's links end with the process).
+    public var fastPorts: [String: FastPort]
 
-    public init(links: [Link] = [], addresses: [InterfaceAddress] = [], fdb: [Neighbour] = [], neighbours: [Neighbour] = []) {
+    public init(links: [Link] = [], addresses: [InterfaceAddress] = [], fdb: [Neighbour] = [], neighbours: [Neighbour] = [],
+                fastPorts: [String: FastPort] = [:]) {
         self.links = links
         self.addresses = addresses
         self.fdb = fdb
         self.neighbours = neighbours
+        self.fastPorts = fastPorts
     }
 
     public func link(named name: String) -> Link? { links.first { $0.name == name } }
@@ -60,6 +66,25 @@ public struct WantedPort: Equatable, Sendable {
     }
 }
 
+/// A local port whose traffic to the other fast ports of its subnet takes the fast path: the container's
+/// address and MAC, and the subnet's VNI.
+public struct WantedFastPort: Equatable, Sendable {
+    public var port: String
+    public var ip: IPv4Address
+    public var mac: MACAddress
+    public var vni: Int
+
+    public init(port: String, ip: IPv4Address, mac: MACAddress, vni: Int) {
+        self.port = port
+        self.ip = ip
+        self.mac = mac
+        self.vni = vni
+    }
+
+    /// The program's entry for this port when its host end has index `ifindex`.
+    func entry(ifindex: Int32) -> FastPort { FastPort(ifindex: ifindex, ip: ip, mac: mac, segment: UInt32(vni)) }
+}
+
 /// What one router namespace should hold.
 public struct RouterDesire: Equatable, Sendable {
     public var subnets: [DesiredSubnet]
@@ -72,16 +97,19 @@ public struct RouterDesire: Equatable, Sendable {
     public var shapers: [String]
     /// Whether the bridges hand bridged IPv4 frames to the IP hooks (a policy filters traffic within a subnet).
     public var filtersBridgedTraffic: Bool
+    /// The ports on the fast path: only where nothing filters, counts or shapes their traffic.
+    public var fastPorts: [WantedFastPort]
     public var mtu: UInt32
 
     public init(subnets: [DesiredSubnet], remotes: [RemoteEndpoint], ports: [WantedPort], keep: Set<String> = [], shapers: [String] = [],
-                filtersBridgedTraffic: Bool = false, mtu: UInt32) {
+                filtersBridgedTraffic: Bool = false, fastPorts: [WantedFastPort] = [], mtu: UInt32) {
         self.subnets = subnets
         self.remotes = remotes
         self.ports = ports
         self.keep = keep
         self.shapers = shapers
         self.filtersBridgedTraffic = filtersBridgedTraffic
+        self.fastPorts = fastPorts
         self.mtu = mtu
     }
 }
@@ -110,6 +138,10 @@ public enum RouterOperation: Equatable, Sendable {
     case deleteNeighbour(bridge: String, address: IPv4Address)
     case plug(port: String, bridge: String, PortPlug)
     case deleteLink(name: String)
+    /// Puts a port on the fast path (its program attached, its entries in the maps), found by name when applied.
+    case addFastPort(WantedFastPort)
+    /// Takes a port off the fast path.
+    case removeFastPort(name: String)
 
     /// The port a plug makes: its failure is that port's, and the rest of the router goes on.
     public var pluggedPort: String? {
@@ -125,13 +157,17 @@ public enum RouterPlanner {
     public static func plan(_ desire: RouterDesire, observed: RouterObservation) -> [RouterOperation] {
         var operations: [RouterOperation] = []
         var kept = desire.keep
+        var portOperations: [String: [RouterOperation]] = [:]
+        for port in desire.ports { portOperations[port.name] = Self.portOperations(port, observed: observed) }
+        let fast = fastPathChanges(desire, observed: observed, portOperations: portOperations)
+        operations += fast.removals
         for subnet in desire.subnets {
             operations += ensure(subnet, mtu: desire.mtu, observed: observed)
             kept.formUnion([KernelNames.bridge(vni: subnet.vni), KernelNames.vxlan(vni: subnet.vni)])
             operations += forwarding(subnet, remotes: desire.remotes.filter { $0.subnet == subnet.path }, observed: observed)
         }
         for port in desire.ports {
-            let ports = portOperations(port, observed: observed)
+            let ports = portOperations[port.name] ?? []
             operations += ports
             if observed.link(named: port.name) != nil || !ports.isEmpty { kept.insert(port.name) }
         }
@@ -148,7 +184,44 @@ public enum RouterPlanner {
         for link in observed.links where KernelNames.isOwned(link) && !kept.contains(link.name) {
             operations.append(.deleteLink(name: link.name))
         }
-        return operations
+        return operations + fast.additions
+    }
+
+    /// Ports taken off the fast path (first, before anything is unplugged or replugged: no frame is sent
+    /// to a host end that is going) and put on it (last, once their links exist). A port is on it when it
+    /// is a veth (a tap has no peer to hand frames to) and not about to be made afresh.
+    static func fastPathChanges(_ desire: RouterDesire, observed: RouterObservation, portOperations: [String: [RouterOperation]])
+        -> (removals: [RouterOperation], additions: [RouterOperation]) {
+        var removals: [RouterOperation] = [], additions: [RouterOperation] = []
+        var wanted: [String: WantedFastPort] = [:]
+        for port in desire.fastPorts where wanted[port.port] == nil { wanted[port.port] = port }
+        for (name, entry) in observed.fastPorts.sorted(by: { $0.key < $1.key }) {
+            let link = observed.link(named: name)
+            let current = wanted[name].flatMap { wanted in link.map { wanted.entry(ifindex: $0.index) } }
+            if current != entry || portOperations[name]?.isEmpty == false { removals.append(.removeFastPort(name: name)) }
+        }
+        let removed = Set(removals.compactMap { operation -> String? in
+            if case .removeFastPort(let name) = operation { return name }
+            return nil
+        })
+        for port in desire.fastPorts where wanted[port.port] == port {
+            wanted[port.port] = nil
+            let plugs = portOperations[port.port] ?? []
+            let isVeth: Bool
+            if let plug = plugs.compactMap({ operation -> PortPlug? in
+                if case .plug(_, _, let plug) = operation { return plug }
+                return nil
+            }).last {
+                if case .tap = plug { isVeth = false } else { isVeth = true }
+            } else if let link = observed.link(named: port.port) {
+                isVeth = link.kind == "veth"
+            } else {
+                continue
+            }
+            let attached = observed.fastPorts[port.port] != nil && !removed.contains(port.port)
+            if isVeth && !attached { additions.append(.addFastPort(port)) }
+        }
+        return (removals, additions)
     }
 
     /// What plugging one port needs: its subnet's bridge and VXLAN device made sure of, then the port.

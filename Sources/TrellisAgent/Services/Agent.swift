@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import TrellisClient
+import TrellisFastPath
 import TrellisModel
 import TrellisNetlink
 
@@ -20,6 +21,8 @@ public struct AgentConfiguration: Sendable {
     /// Who may connect to the local sockets besides root.
     public var socketAccess = LocalSocketAccess.rootOnly
     public var overlayMTU: UInt32
+    /// Which path traffic between a subnet's local ports takes.
+    public var datapath = DatapathChoice.auto
     public var heartbeatInterval: Duration = .seconds(5)
     public var resyncInterval: Duration = .seconds(30)
     /// How often endpoint counters and flows are reported to the controller.
@@ -34,6 +37,23 @@ public struct AgentConfiguration: Sendable {
         self.underlayIP = underlayIP
         self.socketPath = socketPath
         self.overlayMTU = overlayMTU
+    }
+}
+
+/// The packet path between a subnet's local ports: the eBPF fast path, the bridge, or the fast path where
+/// the kernel runs it.
+public enum DatapathChoice: String, CaseIterable, Sendable {
+    case auto, fast, bridge
+
+    /// Whether to use the fast path here: `fast` on a kernel that cannot load it is an error.
+    public func usesFastPath() throws -> Bool {
+        switch self {
+        case .bridge: return false
+        case .auto: return FastPathProgram.isSupported()
+        case .fast:
+            _ = try FastPathProgram()
+            return true
+        }
     }
 }
 
@@ -104,8 +124,10 @@ public final class Agent: Sendable {
         let dns = DNSService(host: configuration.host)
         let directory = (configuration.socketPath as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let fastPath = try configuration.datapath.usesFastPath()
+        logger.info("datapath: \(fastPath ? "eBPF fast path between local ports where nothing filters them" : "bridges only")")
         datapath = try Datapath(configuration: DatapathConfiguration(host: configuration.host, underlayIP: configuration.underlayIP,
-                                                                     overlayMTU: configuration.overlayMTU),
+                                                                     overlayMTU: configuration.overlayMTU, fastPath: fastPath),
                                 bindings: try LocalBindingStore(path: configuration.bindingsPath),
                                 routerMade: { dns.serveNew(namespace: $0) })
         dhcp = DHCPService(host: configuration.host, mtu: configuration.overlayMTU)

@@ -1,13 +1,14 @@
 import Foundation
 import TrellisClient
+import TrellisFastPath
 import TrellisModel
 import TrellisNetlink
 import TrellisNetlinkWire
 
 extension Datapath {
     /// The router namespaces this datapath made, by domain id, for readers outside the actor.
-    func routerNamespaces() -> [Int: (namespace: NetworkNamespace, netlink: RouteNetlink)] {
-        routers.mapValues { ($0.namespace, $0.netlink) }
+    func routerNamespaces() -> [Int: (namespace: NetworkNamespace, netlink: RouteNetlink, fastPath: FastPathProgram?)] {
+        routers.mapValues { ($0.namespace, $0.netlink, $0.fastPath) }
     }
 }
 
@@ -42,14 +43,19 @@ extension Agent {
         return try await onOwnThread { try Self.read(desired, routers: routers, bindings: bindings, firewall: firewall, host: host) }
     }
 
-    private static func read(_ desired: DesiredState, routers: [Int: (namespace: NetworkNamespace, netlink: RouteNetlink)],
+    private static func read(_ desired: DesiredState,
+                             routers: [Int: (namespace: NetworkNamespace, netlink: RouteNetlink, fastPath: FastPathProgram?)],
                              bindings: LocalBindingTable, firewall: FirewallLoader, host: String) throws -> HostStatsReport {
         let now = Date()
         var endpoints: [EndpointStats] = []
         var flows: [Flow] = []
         for domain in desired.domains {
             guard let router = routers[domain.id] else { continue }
-            let statistics = Dictionary(try router.netlink.links().map { ($0.name, $0.statistics) }, uniquingKeysWith: { a, _ in a })
+            let links = try router.netlink.links()
+            let statistics = Dictionary(links.map { ($0.name, $0.statistics) }, uniquingKeysWith: { a, _ in a })
+            let indexes = Dictionary(links.map { ($0.name, $0.index) }, uniquingKeysWith: { a, _ in a })
+            // What the fast path handed to a port never left through it.
+            let delivered = router.fastPath?.deliveries() ?? [:]
             let ruleset = firewall.ruleset(namespacePath: router.namespace.path)
             let counters = ruleset?.counters.isEmpty == false
                 ? (try NFTables.table("inet", "trellis", namespacePath: router.namespace.path)?.counters ?? [:]) : [:]
@@ -60,9 +66,11 @@ extension Agent {
                                                    sent: sent, received: received, source: "nftables", collectedAt: now))
                 } else if let link = statistics[port] ?? nil {
                     // The port's receive side is what the endpoint sent.
+                    let fast = indexes[port].flatMap { delivered[$0] } ?? FastPathDelivery()
                     endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: host,
                                                    sent: TrafficCounters(packets: link.receivedPackets, bytes: link.receivedBytes),
-                                                   received: TrafficCounters(packets: link.sentPackets, bytes: link.sentBytes),
+                                                   received: TrafficCounters(packets: link.sentPackets + fast.packets,
+                                                                             bytes: link.sentBytes + fast.bytes),
                                                    source: "interface", collectedAt: now))
                 }
             }
