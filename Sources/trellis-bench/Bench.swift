@@ -12,7 +12,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trellis-bench",
         subcommands: [ControllerBench.self, ClusterBench.self, DatapathBench.self, PolicyBench.self, DockerBench.self, CNIBench.self,
-                      EtcdTxnBench.self, RestartBench.self])
+                      EtcdTxnBench.self, RestartBench.self, FastPathBench.self])
 }
 
 /// Latency samples and their percentiles.
