@@ -8,8 +8,8 @@ import TrellisNetlink
 /// Same host, same subnet: the eBPF fast path against the bridge path and a direct veth pair, each made
 /// in this run (two containers per path, the agent's datapath built from a desired state).
 struct FastPathBench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "fastpath",
-                                                    abstract: "iperf3 between two containers of one subnet on one host: fast path, bridge, veth.")
+    static let configuration = CommandConfiguration(
+        commandName: "fastpath", abstract: "iperf3 between two containers of one subnet on one host: fast path, bridge, veth.")
     @Option(help: "Seconds per iperf3 run.") var seconds = 5
     @Option(help: "Rounds of the three runs, interleaved.") var rounds = 3
 
@@ -95,6 +95,7 @@ struct FastPathBench: AsyncParsableCommand {
         try await datapath.reconcile(state)
         try datapath.firewall.sync()
         return Host(client: "\(name)-c1", server: "\(name)-c2", address: endpoints[1].ip.description,
-                    router: KernelNames.routerNamespace(host: name, domainID: 1), serverPort: KernelNames.port(endpointID: 2), datapath: datapath)
+                    router: KernelNames.routerNamespace(host: name, domainID: 1), serverPort: KernelNames.port(endpointID: 2),
+                    datapath: datapath)
     }
 }
