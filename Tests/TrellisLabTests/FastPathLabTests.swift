@@ -42,6 +42,9 @@ extension LabTests {
         let fast = try bridgedPings(from: a, to: b, port: port)
         #expect(fast.map { $0 < 10 } == true, "the bridge carried \(String(describing: fast)) of 50")
         #expect(try ping(from: a.namespace, c.ip, count: 1).status != 0, "subnets are isolated on the fast path too")
+        // A TCP connection that lives through the port's moves between the paths below.
+        let connection = try lab.flow(from: a, to: b, port: 7000)
+        #expect(connection.carries("on the fast path"))
 
         // A forged source address is dropped, as on the bridge path.
         let inside = try RouteNetlink(in: a.namespace)
@@ -72,6 +75,7 @@ extension LabTests {
         try await lab.settle(hosts: 1)
         let again = try bridgedPings(from: a, to: b, port: port)
         #expect(again.map { $0 < 10 } == true, "after the restart the bridge carried \(String(describing: again)) of 50")
+        #expect(connection.carries("after the restart"))
 
         // A policy in the domain sends its traffic through the router's filters: the bridge carries it all.
         try await lab.trellis(on: "h1", "policy", "create", "acme/app1/red-blue")
@@ -81,5 +85,13 @@ extension LabTests {
         #expect(try ping(from: a.namespace, c.ip, count: 1).status == 0)
         let filtered = try bridgedPings(from: a, to: b, port: port)
         #expect(filtered.map { $0 >= 50 } == true, "with a policy the bridge carried \(String(describing: filtered)) of 50")
+        #expect(connection.carries("on the bridge path"), "the connection broke when its ports left the fast path")
+
+        // Without the policy the ports are back on the fast path, and the connection goes on.
+        try await lab.trellis(on: "h1", "policy", "delete", "acme/app1/red-blue")
+        try await lab.settle(hosts: 1)
+        #expect(connection.carries("back on the fast path"), "the connection broke when its ports came back to the fast path")
+        let back = try bridgedPings(from: a, to: b, port: port)
+        #expect(back.map { $0 < 10 } == true, "without the policy the bridge carried \(String(describing: back)) of 50")
     }
 }
