@@ -109,7 +109,12 @@ public final class FastPathProgram: @unchecked Sendable {
             let fd = trellis_tcx_attach_ingress(program, port.ifindex)
             return fd >= 0 ? fd : -errno
         }
-        guard fd >= 0 else { throw FastPathError(operation: "attach to port \(port.ifindex)", code: -fd) }
+        guard fd >= 0 else {
+            // Nothing of a port that could not be attached stays in the maps.
+            bpf_map_delete_elem(portsByAddress, &address)
+            bpf_map_delete_elem(portsByIfindex, &ifindex)
+            throw FastPathError(operation: "attach to port \(port.ifindex)", code: -fd)
+        }
         lock.withLock { links[port.ifindex] = (fd, port) }
     }
 

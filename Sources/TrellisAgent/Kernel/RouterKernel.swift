@@ -53,10 +53,11 @@ struct NetlinkRouterKernel: RouterKernel {
         let links = try netlink.links()
         let names = Dictionary(links.map { ($0.index, $0.name) }, uniquingKeysWith: { first, _ in first })
         var fastPorts: [String: FastPort] = [:]
-        for port in router.fastPath?.ports() ?? [] {
-            if let name = names[port.ifindex] { fastPorts[name] = port } else { router.fastPath?.remove(port) }
+        let program = router.fastPath?.loaded
+        for port in program?.ports() ?? [] {
+            if let name = names[port.ifindex] { fastPorts[name] = port } else { program?.remove(port) }
         }
-        router.fastPath?.forgetDeliveries(keeping: Set(names.keys))
+        program?.forgetDeliveries(keeping: Set(names.keys))
         return RouterObservation(links: links, addresses: try netlink.addresses(), fdb: try netlink.neighbours(family: NL.AF_BRIDGE),
                                  neighbours: try netlink.neighbours(), fastPorts: fastPorts)
     }
@@ -107,10 +108,10 @@ struct NetlinkRouterKernel: RouterKernel {
 
     func addFastPort(_ port: FastPort) throws {
         guard let fastPath = router.fastPath else { throw FastPathError(operation: "add port \(port.ifindex)", code: ENOTSUP) }
-        try fastPath.add(port, in: router.namespace)
+        try fastPath.load().add(port, in: router.namespace)
     }
 
-    func removeFastPort(_ port: FastPort) { router.fastPath?.remove(port) }
+    func removeFastPort(_ port: FastPort) { router.fastPath?.loaded?.remove(port) }
 
     func plug(_ port: String, _ plug: PortPlug, bridge: Int32) throws {
         switch plug {

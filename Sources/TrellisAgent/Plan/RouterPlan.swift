@@ -143,10 +143,14 @@ public enum RouterOperation: Equatable, Sendable {
     /// Takes a port off the fast path.
     case removeFastPort(name: String)
 
-    /// The port a plug makes: its failure is that port's, and the rest of the router goes on.
+    /// The port a plug makes, or a port put on the fast path: its failure is that port's, and the rest of
+    /// the router goes on (a port the fast path refuses keeps the bridge path).
     public var pluggedPort: String? {
-        if case .plug(let port, _, _) = self { return port }
-        return nil
+        switch self {
+        case .plug(let port, _, _): return port
+        case .addFastPort(let wanted): return wanted.port
+        default: return nil
+        }
     }
 }
 

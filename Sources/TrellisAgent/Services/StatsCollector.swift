@@ -8,7 +8,7 @@ import TrellisNetlinkWire
 extension Datapath {
     /// The router namespaces this datapath made, by domain id, for readers outside the actor.
     func routerNamespaces() -> [Int: (namespace: NetworkNamespace, netlink: RouteNetlink, fastPath: FastPathProgram?)] {
-        routers.mapValues { ($0.namespace, $0.netlink, $0.fastPath) }
+        routers.mapValues { ($0.namespace, $0.netlink, $0.fastPath?.loaded) }
     }
 }
 
