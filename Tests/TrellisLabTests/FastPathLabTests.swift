@@ -77,6 +77,18 @@ extension LabTests {
         #expect(again.map { $0 < 10 } == true, "after the restart the bridge carried \(String(describing: again)) of 50")
         #expect(connection.carries("after the restart"))
 
+        // A port given a rate limit leaves the fast path (the bridge's path shapes it); without, it is back.
+        try await lab.trellis(on: "h1", "profile", "create", "acme/limited", "--ingress-rate", "500mbit")
+        try await lab.trellis(on: "h1", "endpoint", "set", "acme/app1/web/red/b", "--profile", "acme/limited")
+        try await lab.settle(hosts: 1)
+        let shaped = try bridgedPings(from: a, to: b, port: port)
+        #expect(shaped.map { $0 >= 50 } == true, "to a shaped port the bridge carried \(String(describing: shaped)) of 50")
+        #expect(connection.carries("to a shaped port"))
+        try await lab.trellis(on: "h1", "endpoint", "set", "acme/app1/web/red/b", "--profile", "")
+        try await lab.settle(hosts: 1)
+        let unshaped = try bridgedPings(from: a, to: b, port: port)
+        #expect(unshaped.map { $0 < 10 } == true, "without its limit the bridge carried \(String(describing: unshaped)) of 50")
+
         // A policy in the domain sends its traffic through the router's filters: the bridge carries it all.
         try await lab.trellis(on: "h1", "policy", "create", "acme/app1/red-blue")
         try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/red-blue",
