@@ -61,11 +61,8 @@ struct FastPathBench: AsyncParsableCommand {
         /// Kept for the runs: the fast path's programs are attached while their datapath lives.
         var datapath: Datapath
 
-        func bridgedToServer() throws -> Int {
-            let shown = try sh(["/usr/sbin/ip", "-n", router, "-s", "-o", "link", "show", serverPort])
-            let fields = shown.components(separatedBy: "TX:").last?.split(separator: "\\").dropFirst().first?
-                .split(separator: " ").compactMap { Int($0) } ?? []
-            return fields.count >= 2 ? fields[1] : -1
+        func bridgedToServer() throws -> UInt64 {
+            try RouteNetlink(in: NetworkNamespace(named: router)).link(named: serverPort)?.statistics?.sentPackets ?? 0
         }
     }
 

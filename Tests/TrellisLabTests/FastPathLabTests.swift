@@ -12,11 +12,7 @@ extension LabTests {
     /// Packets the router's bridge sent to `port` (its host end's transmit counter), read with `ip -s link`.
     func bridged(to port: String) throws -> Int {
         let router = try #require(NetworkNamespace.names().first { $0.hasPrefix("trellis-h1-d") }, "h1's router namespace")
-        let shown = try runProgram(["/usr/sbin/ip", "-n", router, "-s", "-o", "link", "show", port]).output
-        let fields = shown.components(separatedBy: "TX:").last?.split(separator: "\\").dropFirst().first?
-            .split(separator: " ").compactMap { Int($0) } ?? []
-        try #require(fields.count >= 2, "\(port)'s counters in \(shown)")
-        return fields[1]
+        return try #require(try sentPackets(namespace: router, link: port), "\(port)'s counters")
     }
 
     /// How many of 50 quick pings from `a` to `b` the bridge carried to `port`; nil when some were lost.

@@ -44,12 +44,7 @@ struct FastPathTests {
 
         /// Packets the bridge has sent to container 2 through its host end (`ip -s link`).
         func bridgedToSecond() throws -> Int {
-            let shown = try runProgram(["/usr/sbin/ip", "-n", namespaces.names[0], "-s", "-o", "link", "show", "trv2"]).output
-            // One line: ... RX: bytes packets ... \    TX: bytes packets ...
-            let fields = shown.components(separatedBy: "TX:").last?.split(separator: "\\").dropFirst().first?
-                .split(separator: " ").compactMap { Int($0) } ?? []
-            try #require(fields.count >= 2, "trv2's counters in \(shown)")
-            return fields[1]
+            try #require(try sentPackets(namespace: namespaces.names[0], link: "trv2"), "trv2's counters")
         }
 
         /// Pings container 2 twenty times from container 1, from `source` if given; true when all came back.

@@ -178,3 +178,13 @@ public func runProgram(_ arguments: [String]) throws -> (status: Int32, output: 
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
+
+/// The packets `link` in the named network namespace has sent, as iproute2 counts them (`ip -s -o link`);
+/// nil when iproute2 shows no such counters.
+public func sentPackets(namespace: String, link: String) throws -> Int? {
+    let shown = try runProgram(["/usr/sbin/ip", "-n", namespace, "-s", "-o", "link", "show", link]).output
+    // One line: … RX: bytes packets … \    TX: bytes packets …
+    let fields = shown.components(separatedBy: "TX:").last?.split(separator: "\\").dropFirst().first?
+        .split(separator: " ").compactMap { Int($0) } ?? []
+    return fields.count >= 2 ? fields[1] : nil
+}
