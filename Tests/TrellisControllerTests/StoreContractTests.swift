@@ -351,7 +351,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
                 let _: Endpoint = try await throughA.post("/api/v1/endpoints", EndpointCreate(subnet: red, name: "local", host: "h1"))
                 let (messages, watcher) = follow(throughB, "/api/v1/hosts/h1/desired?watch=1", as: WatchMessage.self)
                 defer { watcher.cancel() }
-                let first = try await messages.item(0)
+                // B's reads wait until its mirror of etcd has what A wrote; on a machine as loaded as CI's (the
+                // lab suites run beside this test) that took over 10 s once, so the watch is given 30.
+                let first = try await messages.item(0, within: 30)
                 #expect(first.type == .snapshot && first.state?.endpoints.map(\.name) == ["local"])
                 var replayed = try #require(first.state)
                 var made: [String] = []
@@ -362,7 +364,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
                 }
                 var revisions: [Int] = []
                 while Set(replayed.remoteEndpoints.map(\.path)) != Set(made) {
-                    let message = try await messages.item(revisions.count + 1)
+                    let message = try await messages.item(revisions.count + 1, within: 30)
                     #expect(message.type == .delta)
                     revisions.append(message.revision)
                     replayed = replayed.applying(try #require(message.delta), revision: message.revision)
@@ -377,7 +379,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
                 func firstMessage(_ query: String) async throws -> WatchMessage {
                     let (messages, watcher) = follow(throughA, "/api/v1/hosts/h1/desired?watch=1&" + query, as: WatchMessage.self)
                     defer { watcher.cancel() }
-                    return try await messages.item(0)
+                    return try await messages.item(0, within: 30)
                 }
                 let resumed = try await firstMessage("since=\(replayed.revision)&digest=\(replayed.contentDigest)")
                 #expect(resumed.type == .bookmark && resumed.revision > replayed.revision)
