@@ -141,7 +141,7 @@ public final class FastPathProgram: @unchecked Sendable {
         while status == 0 {
             key = next
             if bpf_map_lookup_elem(deliveredByIfindex, &key, &values) == 0 {
-                var total = FastPathDelivery(packets: 0, bytes: 0)
+                var total = FastPathDelivery()
                 for cpu in 0..<cpus {
                     total.packets += values[2 * cpu]
                     total.bytes += values[2 * cpu + 1]

@@ -196,36 +196,25 @@ public enum RouterPlanner {
     /// is a veth (a tap has no peer to hand frames to) and not about to be made afresh.
     static func fastPathChanges(_ desire: RouterDesire, observed: RouterObservation, portOperations: [String: [RouterOperation]])
         -> (removals: [RouterOperation], additions: [RouterOperation]) {
-        var removals: [RouterOperation] = [], additions: [RouterOperation] = []
         var wanted: [String: WantedFastPort] = [:]
         for port in desire.fastPorts where wanted[port.port] == nil { wanted[port.port] = port }
-        for (name, entry) in observed.fastPorts.sorted(by: { $0.key < $1.key }) {
-            let link = observed.link(named: name)
-            let current = wanted[name].flatMap { wanted in link.map { wanted.entry(ifindex: $0.index) } }
-            if current != entry || portOperations[name]?.isEmpty == false { removals.append(.removeFastPort(name: name)) }
+        let leaving = observed.fastPorts.keys.sorted().filter { name in
+            let current = wanted[name].flatMap { wanted in observed.link(named: name).map { wanted.entry(ifindex: $0.index) } }
+            return current != observed.fastPorts[name] || portOperations[name]?.isEmpty == false
         }
-        let removed = Set(removals.compactMap { operation -> String? in
-            if case .removeFastPort(let name) = operation { return name }
-            return nil
-        })
-        for port in desire.fastPorts where wanted[port.port] == port {
-            wanted[port.port] = nil
-            let plugs = portOperations[port.port] ?? []
-            let isVeth: Bool
-            if let plug = plugs.compactMap({ operation -> PortPlug? in
-                if case .plug(_, _, let plug) = operation { return plug }
-                return nil
-            }).last {
-                if case .tap = plug { isVeth = false } else { isVeth = true }
-            } else if let link = observed.link(named: port.port) {
-                isVeth = link.kind == "veth"
-            } else {
-                continue
-            }
-            let attached = observed.fastPorts[port.port] != nil && !removed.contains(port.port)
-            if isVeth && !attached { additions.append(.addFastPort(port)) }
+        let staying = Set(observed.fastPorts.keys).subtracting(leaving)
+        let joining = desire.fastPorts.filter { port in
+            guard wanted.removeValue(forKey: port.port) == port, !staying.contains(port.port) else { return false }
+            return isVeth(port.port, portOperations[port.port] ?? [], observed: observed)
         }
-        return (removals, additions)
+        return (leaving.map { .removeFastPort(name: $0) }, joining.map { .addFastPort($0) })
+    }
+
+    /// Whether a port is a veth, or will be once its planned plug is applied: a tap has no peer to hand frames to.
+    static func isVeth(_ name: String, _ operations: [RouterOperation], observed: RouterObservation) -> Bool {
+        let plugs = operations.compactMap { operation -> PortPlug? in if case .plug(_, _, let plug) = operation { plug } else { nil } }
+        if let plug = plugs.last { return plug != .tap }
+        return observed.link(named: name)?.kind == "veth"
     }
 
     /// What plugging one port needs: its subnet's bridge and VXLAN device made sure of, then the port.
