@@ -33,6 +33,64 @@ public struct FastPathDelivery: Equatable, Sendable {
     }
 }
 
+/// One direction of a connection as the fast path counts it: addresses and ports as its packets carry them.
+public struct FastPathFlow: Hashable, Sendable {
+    public var source: IPv4Address
+    public var destination: IPv4Address
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+    public var protocolNumber: UInt8
+
+    public init(source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16, protocolNumber: UInt8) {
+        self.source = source
+        self.destination = destination
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+        self.protocolNumber = protocolNumber
+    }
+
+    /// The other direction of the same connection.
+    public var reversed: FastPathFlow {
+        FastPathFlow(source: destination, destination: source, sourcePort: destinationPort, destinationPort: sourcePort,
+                     protocolNumber: protocolNumber)
+    }
+
+    /// struct flow_key as the program writes it.
+    var key: [UInt8] {
+        var bytes: [UInt8] = []
+        for field in [source.value.bigEndian, destination.value.bigEndian] { withUnsafeBytes(of: field) { bytes += $0 } }
+        for port in [sourcePort.bigEndian, destinationPort.bigEndian] { withUnsafeBytes(of: port) { bytes += $0 } }
+        return bytes + [protocolNumber, 0, 0, 0]
+    }
+
+    init(key bytes: [UInt8]) {
+        // Network order: the first byte is the most significant.
+        func word(_ at: Int) -> UInt32 { bytes[at..<at + 4].reduce(0) { $0 << 8 | UInt32($1) } }
+        func half(_ at: Int) -> UInt16 { UInt16(bytes[at]) << 8 | UInt16(bytes[at + 1]) }
+        source = IPv4Address(word(0))
+        destination = IPv4Address(word(4))
+        sourcePort = half(8)
+        destinationPort = half(10)
+        protocolNumber = bytes[12]
+    }
+}
+
+/// What the router's ruleset in force asks of the fast path: frames it filters (between subnets always, within
+/// one where `filtersBridgedTraffic`) take the fast path only for connections whose conntrack mark is
+/// `generation`, the ruleset's own. Generation 0 admits none of them: while a ruleset loads, or before one is known.
+public struct FastPathAdmission: Equatable, Sendable {
+    public var generation: UInt32
+    public var filtersBridgedTraffic: Bool
+
+    public init(generation: UInt32, filtersBridgedTraffic: Bool) {
+        self.generation = generation
+        self.filtersBridgedTraffic = filtersBridgedTraffic
+    }
+
+    /// Nothing filtered takes the fast path, and everything is filtered.
+    public static let closed = FastPathAdmission(generation: 0, filtersBridgedTraffic: true)
+}
+
 /// A failure of the BPF system call or of libbpf, with what was being done.
 public struct FastPathError: Error, CustomStringConvertible {
     public var operation: String
@@ -48,7 +106,8 @@ public struct FastPathError: Error, CustomStringConvertible {
     }
 }
 
-/// One router namespace's instance of the fast-path program (`Programs/fastpath.bpf.c`) and its maps.
+/// One router namespace's instance of the fast-path program (`Programs/fastpath.bpf.c`) and its maps. It starts
+/// closed (`FastPathAdmission.closed`): until told the ruleset in force, every frame takes the router's path.
 /// Ports are attached with tcx links that this object holds: closing it, or the agent's exit, detaches
 /// them all and the ports' traffic takes the bridge path again, so nothing outlives its owner.
 public final class FastPathProgram: @unchecked Sendable {
@@ -57,6 +116,10 @@ public final class FastPathProgram: @unchecked Sendable {
     private let portsByIfindex: Int32
     private let portsByAddress: Int32
     private let deliveredByIfindex: Int32
+    private let gatewaysBySegment: Int32
+    private let admissions: Int32
+    private let deliveredByFlow: Int32
+    private var gatewayMACs: [UInt32: MACAddress] = [:]
     /// The tcx link of each attached port and its entry, by the port's index.
     private var links: [Int32: (link: Int32, port: FastPort)] = [:]
     private let lock = NSLock()
@@ -81,6 +144,11 @@ public final class FastPathProgram: @unchecked Sendable {
         portsByIfindex = descriptor(ofMap: "ports_by_ifindex")
         portsByAddress = descriptor(ofMap: "ports_by_address")
         deliveredByIfindex = descriptor(ofMap: "delivered_by_ifindex")
+        gatewaysBySegment = descriptor(ofMap: "gateways_by_segment")
+        admissions = descriptor(ofMap: "admissions")
+        deliveredByFlow = descriptor(ofMap: "delivered_by_flow")
+        // An array map's entry starts zeroed, which would let unfiltered frames through: closed until told.
+        try admit(.closed)
     }
 
     deinit {
@@ -132,23 +200,9 @@ public final class FastPathProgram: @unchecked Sendable {
 
     /// What the fast path delivered to each port, by the host end's index, summed over CPUs.
     public func deliveries() -> [Int32: FastPathDelivery] {
-        let cpus = Int(libbpf_num_possible_cpus())
-        guard cpus > 0 else { return [:] }
         var result: [Int32: FastPathDelivery] = [:]
-        var key: UInt32 = 0, next: UInt32 = 0
-        var values = [UInt64](repeating: 0, count: 2 * cpus)
-        var status = bpf_map_get_next_key(deliveredByIfindex, nil, &next)
-        while status == 0 {
-            key = next
-            if bpf_map_lookup_elem(deliveredByIfindex, &key, &values) == 0 {
-                var total = FastPathDelivery()
-                for cpu in 0..<cpus {
-                    total.packets += values[2 * cpu]
-                    total.bytes += values[2 * cpu + 1]
-                }
-                result[Int32(bitPattern: key)] = total
-            }
-            status = bpf_map_get_next_key(deliveredByIfindex, &key, &next)
+        for (key, total) in Self.perCPUTotals(deliveredByIfindex, keySize: 4) {
+            result[key.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }] = total
         }
         return result
     }
@@ -159,6 +213,69 @@ public final class FastPathProgram: @unchecked Sendable {
             var key = UInt32(bitPattern: ifindex)
             bpf_map_delete_elem(deliveredByIfindex, &key)
         }
+    }
+
+    /// What the fast path carried of each filtered connection, by direction, summed over CPUs: conntrack's
+    /// own counters miss these packets. Bytes are counted as conntrack counts them, from the IP header on.
+    public func flowDeliveries() -> [FastPathFlow: FastPathDelivery] {
+        var result: [FastPathFlow: FastPathDelivery] = [:]
+        for (key, total) in Self.perCPUTotals(deliveredByFlow, keySize: 16) { result[FastPathFlow(key: key)] = total }
+        return result
+    }
+
+    /// Forgets the counts of connections conntrack no longer holds: every flow but `existing` (both directions
+    /// of a connection are kept by its original direction's key or its reverse).
+    public func forgetFlows(keeping existing: Set<FastPathFlow>) {
+        for flow in flowDeliveries().keys where !existing.contains(flow) {
+            var key = flow.key
+            bpf_map_delete_elem(deliveredByFlow, &key)
+        }
+    }
+
+    /// Makes `mac` the router's MAC on the subnet with VNI `segment`: routed frames to its ports leave from it.
+    public func setGateway(segment: UInt32, mac: MACAddress) throws {
+        var key = segment, value = mac.bytes + [0, 0]
+        try check(bpf_map_update_elem(gatewaysBySegment, &key, &value, UInt64(BPF_ANY)), "record the gateway of \(segment)")
+        lock.withLock { gatewayMACs[segment] = mac }
+    }
+
+    /// Forgets a subnet's gateway: nothing is routed to it on the fast path any more.
+    public func removeGateway(segment: UInt32) {
+        var key = segment
+        bpf_map_delete_elem(gatewaysBySegment, &key)
+        lock.withLock { gatewayMACs[segment] = nil }
+    }
+
+    /// The gateways recorded, by VNI.
+    public func gateways() -> [UInt32: MACAddress] { lock.withLock { gatewayMACs } }
+
+    /// Tells the program what the ruleset in force is (see `FastPathAdmission`).
+    public func admit(_ admission: FastPathAdmission) throws {
+        var key: UInt32 = 0, value = [admission.generation, admission.filtersBridgedTraffic ? 1 : 0]
+        try check(bpf_map_update_elem(admissions, &key, &value, UInt64(BPF_ANY)), "admit generation \(admission.generation)")
+    }
+
+    /// Every entry of a per-CPU map of struct delivered, summed over CPUs, by its key's bytes.
+    private static func perCPUTotals(_ map: Int32, keySize: Int) -> [([UInt8], FastPathDelivery)] {
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { return [] }
+        var result: [([UInt8], FastPathDelivery)] = []
+        var key = [UInt8](repeating: 0, count: keySize), next = key
+        var values = [UInt64](repeating: 0, count: 2 * cpus)
+        var status = bpf_map_get_next_key(map, nil, &next)
+        while status == 0 {
+            key = next
+            if bpf_map_lookup_elem(map, &key, &values) == 0 {
+                var total = FastPathDelivery()
+                for cpu in 0..<cpus {
+                    total.packets += values[2 * cpu]
+                    total.bytes += values[2 * cpu + 1]
+                }
+                result.append((key, total))
+            }
+            status = bpf_map_get_next_key(map, &key, &next)
+        }
+        return result
     }
 
     /// struct fast_port as the program reads it.

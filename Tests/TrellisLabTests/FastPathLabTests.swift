@@ -12,7 +12,7 @@ extension LabTests {
     /// Packets the router's bridge sent to `port` (its host end's transmit counter), read with `ip -s link`.
     func bridged(to port: String) throws -> Int {
         let router = try #require(NetworkNamespace.names().first { $0.hasPrefix("trellis-h1-d") }, "h1's router namespace")
-        return try #require(try sentPackets(namespace: router, link: port), "\(port)'s counters")
+        return try #require(try sentCounters(namespace: router, link: port)?.packets, "\(port)'s counters")
     }
 
     /// How many of 50 quick pings from `a` to `b` the bridge carried to `port`; nil when some were lost.

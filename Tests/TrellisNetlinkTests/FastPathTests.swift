@@ -18,15 +18,28 @@ struct FastPathTests {
         let containers: [NetworkNamespace]
         let ports: [FastPort]
 
-        init() throws {
+        /// The router's MAC on each subnet, by VNI.
+        static let gateways: [UInt32: MACAddress] = [100: MACAddress("02:7e:00:00:01:00")!, 101: MACAddress("02:7e:00:00:01:01")!]
+
+        /// Both containers in subnet 10.9.0.0/24 (VNI 100), or with `routed` the second in 10.9.1.0/24 (VNI 101),
+        /// the router between them at .254 of each.
+        init(routed: Bool = false) throws {
             router = try namespaces.make("router")
+            try router.setSysctl("net.ipv4.ip_forward", "1")
             let netlink = try RouteNetlink(in: router)
-            try netlink.createLink(LinkSpec(name: "trb100", kind: .bridge, up: true))
-            let bridge = try netlink.requireLink(named: "trb100").index
             var containers: [NetworkNamespace] = [], ports: [FastPort] = []
             for number in 1...2 {
+                let segment: UInt32 = routed && number == 2 ? 101 : 100
+                let subnet = segment - 100, bridgeName = "trb\(segment)"
+                if try netlink.link(named: bridgeName) == nil {
+                    try netlink.createLink(LinkSpec(name: bridgeName, kind: .bridge, up: true))
+                    let made = try netlink.requireLink(named: bridgeName).index
+                    try netlink.setLink(index: made, up: true, mac: Self.gateways[segment])
+                    try netlink.addAddress(index: made, IPv4Address("10.9.\(subnet).254")!, prefixLength: 24)
+                }
+                let bridge = try netlink.requireLink(named: bridgeName).index
                 let container = try namespaces.make("c\(number)")
-                let mac = MACAddress("02:7e:00:00:00:0\(number)")!, ip = IPv4Address("10.9.0.\(number)")!
+                let mac = MACAddress("02:7e:00:00:00:0\(number)")!, ip = IPv4Address("10.9.\(subnet).\(number)")!
                 let veth = LinkKind.veth(peerName: "eth0", peerMAC: mac, peerNamespace: container.fd)
                 try netlink.createLink(LinkSpec(name: "trv\(number)", kind: veth, up: true))
                 let port = try netlink.requireLink(named: "trv\(number)").index
@@ -35,29 +48,75 @@ struct FastPathTests {
                 let eth0 = try inside.requireLink(named: "eth0").index
                 try inside.setLink(index: eth0, up: true)
                 try inside.addAddress(index: eth0, ip, prefixLength: 24)
+                try inside.replaceRoute(to: nil, via: IPv4Address("10.9.\(subnet).254")!)
                 containers.append(container)
-                ports.append(FastPort(ifindex: port, ip: ip, mac: mac, segment: 100))
+                ports.append(FastPort(ifindex: port, ip: ip, mac: mac, segment: segment))
             }
             self.containers = containers
             self.ports = ports
         }
 
         /// Packets the bridge has sent to container 2 through its host end (`ip -s link`).
-        func bridgedToSecond() throws -> Int {
-            try #require(try sentPackets(namespace: namespaces.names[0], link: "trv2"), "trv2's counters")
+        func bridgedToSecond() throws -> Int { try sentToSecond().packets }
+
+        /// Bytes and packets the bridge has sent to container 2 through its host end.
+        func sentToSecond() throws -> (bytes: Int, packets: Int) {
+            try #require(try sentCounters(namespace: namespaces.names[0], link: "trv2"), "trv2's counters")
+        }
+
+        /// Megabytes the bridge carried to container 2 while `work` ran.
+        func bridgedMegabytes(during work: () throws -> Bool) throws -> (worked: Bool, megabytes: Int) {
+            let before = try sentToSecond().bytes
+            let worked = try work()
+            return (worked, (try sentToSecond().bytes - before) / 1_000_000)
         }
 
         /// Pings container 2 twenty times from container 1, from `source` if given; true when all came back.
         func ping(from source: String? = nil) throws -> Bool {
             var command = ["/usr/bin/nsenter", "--net=\(containers[0].path)", "/usr/bin/ping", "-q", "-c", "20", "-i", "0.01", "-W", "1"]
             if let source { command += ["-I", source] }
-            return try runProgram(command + ["10.9.0.2"]).status == 0
+            return try runProgram(command + [ports[1].ip.description]).status == 0
+        }
+
+        /// Sends 8 MB with iperf3 from container 1 to container 2 over TCP (or UDP) port `port`; true when all arrived.
+        func send(port: Int, udp: Bool = false) throws -> Bool {
+            let server = Process()
+            server.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            server.arguments = ["--net=\(containers[1].path)", "/usr/bin/iperf3", "-s", "-1", "-p", String(port)]
+            server.standardOutput = FileHandle.nullDevice
+            server.standardError = FileHandle.nullDevice
+            try server.run()
+            defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
+            usleep(300_000)
+            let client = ["/usr/bin/nsenter", "--net=\(containers[0].path)", "/usr/bin/timeout", "10", "/usr/bin/iperf3", "-c",
+                          ports[1].ip.description, "-p", String(port), "-n", "8M", "--connect-timeout", "2000"]
+            return try runProgram(client + (udp ? ["-u", "-b", "200M"] : [])).status == 0
+        }
+
+        /// The router's forward hook as the agent's ruleset has it, with generation `mark`: TCP to port 5201,
+        /// and TCP and UDP to 5301 (iperf3's control connection and data), from container 1 allowed, anything else dropped.
+        func filter(mark: UInt32) throws {
+            try NFTables.load("""
+                table inet trellis {}
+                delete table inet trellis
+                table inet trellis {
+                  chain forward {
+                    type filter hook forward priority filter; policy drop;
+                    ct state established,related ct mark \(mark) accept
+                    ct direction reply ct state established,related accept
+                    ip saddr \(ports[0].ip) tcp dport { 5201, 5301 } ct mark set \(mark) accept
+                    ip saddr \(ports[0].ip) udp dport 5301 ct mark set \(mark) accept
+                  }
+                }
+
+                """, namespacePath: router.path)
         }
     }
 
     @Test func framesBetweenFastPortsSkipTheBridgeAndFallBackWhenAPortLeaves() throws {
         let lab = try Lab()
         let program = try FastPathProgram()
+        try program.admit(FastPathAdmission(generation: 1, filtersBridgedTraffic: false))
         #expect(try lab.ping(), "the bridge path works before the program is attached")
         var before = try lab.bridgedToSecond()
         #expect(try lab.ping())
@@ -85,6 +144,7 @@ struct FastPathTests {
     @Test func aForgedSourceOrAnotherSubnetTakesTheBridgePath() throws {
         let lab = try Lab()
         let program = try FastPathProgram()
+        try program.admit(FastPathAdmission(generation: 1, filtersBridgedTraffic: false))
         var second = lab.ports[1]
         second.segment = 101
         for port in [lab.ports[0], second] { try program.add(port, in: lab.router) }
@@ -98,5 +158,61 @@ struct FastPathTests {
         before = try lab.bridgedToSecond()
         #expect(try lab.ping(from: "10.9.0.9"))
         #expect(try lab.bridgedToSecond() - before >= 20, "a source address the port was not given is left to its guard")
+    }
+
+    /// Routed between subnets, only connections the router's ruleset accepted under the generation the program
+    /// was given skip the router: MACs rewritten and one hop less, as the router would send them.
+    @Test func routedConnectionsTakeTheFastPathOnlyOnceTheRulesetAcceptedThem() throws {
+        let lab = try Lab(routed: true)
+        let program = try FastPathProgram()
+        for (segment, mac) in Lab.gateways { try program.setGateway(segment: segment, mac: mac) }
+        for port in lab.ports { try program.add(port, in: lab.router) }
+        try lab.filter(mark: 7)
+
+        // Closed (the state a program starts in): everything is routed and filtered by the router.
+        var carried = try lab.bridgedMegabytes { try lab.send(port: 5201) }
+        #expect(carried.worked, "an allowed connection is routed")
+        #expect(carried.megabytes >= 4, "closed, the router carried \(carried.megabytes) of 8 MB")
+        #expect(!(try lab.ping()), "ICMP is not allowed by the ruleset")
+
+        try program.admit(FastPathAdmission(generation: 7, filtersBridgedTraffic: true))
+        carried = try lab.bridgedMegabytes { try lab.send(port: 5201) }
+        #expect(carried.worked)
+        #expect(carried.megabytes < 1, "with the ruleset's generation admitted the router carried \(carried.megabytes) of 8 MB")
+        #expect(!(try lab.send(port: 5202)), "a connection the ruleset drops never gets through")
+        #expect(!(try lab.ping()), "and neither does ICMP")
+        // Container 2 counts the UDP datagrams it gets by their TTL: one hop less than sent, as the router does.
+        try NFTables.load("""
+            table ip seen {
+              counter routed {}
+              counter unrouted {}
+              chain input {
+                type filter hook input priority filter; policy accept;
+                udp dport 5301 ip ttl 63 counter name routed
+                udp dport 5301 ip ttl != 63 counter name unrouted
+              }
+            }
+
+            """, namespacePath: lab.containers[1].path)
+        carried = try lab.bridgedMegabytes { try lab.send(port: 5301, udp: true) }
+        #expect(carried.worked, "UDP the ruleset allows")
+        #expect(carried.megabytes < 1, "UDP: the router carried \(carried.megabytes) of 8 MB")
+        let seen = try #require(try NFTables.table("ip", "seen", namespacePath: lab.containers[1].path))
+        #expect((seen.counters["routed"]?.packets ?? 0) > 1000 && seen.counters["unrouted"]?.packets == 0,
+                "datagrams by TTL: \(seen.counters)")
+
+        // What the fast path carried is counted per connection and direction, from the IP header on.
+        let flows = program.flowDeliveries()
+        let sent = flows.filter { $0.key.source == lab.ports[0].ip && $0.key.protocolNumber == 6 }.values.map(\.bytes).reduce(0, +)
+        #expect(sent >= 4_000_000, "the fast path counted \(sent) bytes of TCP sent")
+        #expect(flows.keys.contains { $0.source == lab.ports[1].ip && $0.protocolNumber == 6 }, "and the replies")
+
+        // A new ruleset (another generation) sends connections accepted by the old one back through the router.
+        try lab.filter(mark: 8)
+        carried = try lab.bridgedMegabytes { try lab.send(port: 5201) }
+        #expect(carried.worked)
+        #expect(carried.megabytes >= 4, "of a connection of another generation the router carried \(carried.megabytes) of 8 MB")
+        program.forgetFlows(keeping: [])
+        #expect(program.flowDeliveries().isEmpty)
     }
 }

@@ -179,12 +179,12 @@ public func runProgram(_ arguments: [String]) throws -> (status: Int32, output: 
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
-/// The packets `link` in the named network namespace has sent, as iproute2 counts them (`ip -s -o link`);
+/// The bytes and packets `link` in the named network namespace has sent, as iproute2 counts them (`ip -s -o link`);
 /// nil when iproute2 shows no such counters.
-public func sentPackets(namespace: String, link: String) throws -> Int? {
+public func sentCounters(namespace: String, link: String) throws -> (bytes: Int, packets: Int)? {
     let shown = try runProgram(["/usr/sbin/ip", "-n", namespace, "-s", "-o", "link", "show", link]).output
     // One line: … RX: bytes packets … \    TX: bytes packets …
     let fields = shown.components(separatedBy: "TX:").last?.split(separator: "\\").dropFirst().first?
         .split(separator: " ").compactMap { Int($0) } ?? []
-    return fields.count >= 2 ? fields[1] : nil
+    return fields.count >= 2 ? (fields[0], fields[1]) : nil
 }

@@ -1,10 +1,22 @@
-// Trellis's fast path: a tcx program on the host end of each fast port in a router namespace. A frame
-// that its port may send (its own MAC and IPv4 address) to another fast port of the same subnet on this
-// host goes straight into that container's interface with bpf_redirect_peer; everything else goes on to
-// today's path (the classic tc filters, the port's nftables guard, the bridge) unchanged.
+// Trellis's fast path: a tcx program on the host end of each fast port in a router namespace. A frame that
+// its port may send (its own MAC and IPv4 address) to another fast port of the router goes straight into
+// that container's interface with bpf_redirect_peer; everything else goes on to today's path (the classic
+// tc filters, the port's nftables guard, the bridge, the router, its nftables filters) unchanged.
+//
+// Policy stays the router's: where its nftables ruleset filters a frame (always between subnets, and
+// within one where the domain filters bridged traffic), only TCP and UDP packets of a connection that the
+// kernel's conntrack holds as established, accepted by the ruleset now in force (its conntrack mark is the
+// ruleset's generation) and not translated, take the fast path. A connection's first packets, its SYN, FIN
+// and RST, and everything after a ruleset change until the ruleset accepts the connection again, go
+// through the router, so no flow the ruleset forbids skips it and conntrack still sees every connection
+// open and close.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <stddef.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -21,12 +33,60 @@ struct fast_port {
     __u8 pad[2];
 };
 
-/// What the fast path delivered to a port (keyed by the destination's host-end ifindex): the port's own
-/// counters miss these, since the frames never leave through it.
+/// The router's MAC on a subnet (keyed by the subnet's VNI): the anycast gateway's.
+struct gateway {
+    __u8 mac[6];
+    __u8 pad[2];
+};
+
+/// What the ruleset in force asks of the fast path. Generation 0: a ruleset is being loaded, or none is
+/// known yet, and every filtered frame takes the router's path.
+struct admission {
+    __u32 generation;
+    __u32 filters_bridged;
+};
+
+/// What the fast path delivered to a port (keyed by the destination's host-end ifindex), or of a connection
+/// (keyed by its packets' addresses and ports as they travel): their counters miss these.
 struct delivered {
     __u64 packets;
     __u64 bytes;
 };
+
+/// One direction of a connection, as its packets carry it (addresses and ports in network order).
+struct flow_key {
+    __u32 source;
+    __u32 destination;
+    __u16 source_port;
+    __u16 destination_port;
+    __u8 protocol;
+    __u8 pad[3];
+};
+
+/// The kernel's conntrack entry, as much as the program reads (CO-RE: fields found by name in the kernel's BTF).
+struct nf_conn {
+    unsigned long status;
+    __u32 mark;
+} __attribute__((preserve_access_index));
+
+/// bpf_ct_opts of the conntrack kfuncs (Linux 6.0).
+struct ct_options {
+    __s32 netns_id;
+    __s32 error;
+    __u8 l4proto;
+    __u8 dir;
+    __u8 reserved[2];
+};
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
+                                         struct ct_options *opts, __u32 opts__sz) __ksym;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym;
+
+// enum ip_conntrack_status bits.
+#define IPS_SEEN_REPLY (1UL << 1)
+#define IPS_CONFIRMED (1UL << 3)
+#define IPS_NAT_MASK ((1UL << 4) | (1UL << 5))
+#define IPS_DYING (1UL << 9)
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -43,14 +103,81 @@ struct {
 } ports_by_address SEC(".maps");
 
 struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, struct gateway);
+} gateways_by_segment SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct admission);
+} admissions SEC(".maps");
+
+struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
     __uint(max_entries, 4096);
     __type(key, __u32);
     __type(value, struct delivered);
 } delivered_by_ifindex SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct flow_key);
+    __type(value, struct delivered);
+} delivered_by_flow SEC(".maps");
+
 static __always_inline int same_mac(const __u8 *a, const __u8 *b) {
     return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
+}
+
+static __always_inline void count(void *map, const void *key, __u64 bytes) {
+    struct delivered *total = bpf_map_lookup_elem(map, key);
+    if (total) {
+        total->packets += 1;
+        total->bytes += bytes;
+    } else {
+        struct delivered first = {.packets = 1, .bytes = bytes};
+        bpf_map_update_elem(map, key, &first, BPF_NOEXIST);
+    }
+}
+
+/// Whether the packet belongs to a connection the ruleset in force has accepted (see the top of the file),
+/// and if so its key for the flow counters.
+static __always_inline int admitted(struct __sk_buff *skb, struct iphdr *ip, void *end, __u32 generation, struct flow_key *key) {
+    if (generation == 0 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff))) return 0;
+    struct bpf_sock_tuple tuple = {};
+    tuple.ipv4.saddr = ip->saddr;
+    tuple.ipv4.daddr = ip->daddr;
+    if (ip->protocol == IPPROTO_TCP) {
+        struct tcphdr *tcp = (void *)(ip + 1);
+        if ((void *)(tcp + 1) > end || tcp->syn || tcp->fin || tcp->rst) return 0;
+        tuple.ipv4.sport = tcp->source;
+        tuple.ipv4.dport = tcp->dest;
+    } else if (ip->protocol == IPPROTO_UDP) {
+        struct udphdr *udp = (void *)(ip + 1);
+        if ((void *)(udp + 1) > end) return 0;
+        tuple.ipv4.sport = udp->source;
+        tuple.ipv4.dport = udp->dest;
+    } else {
+        return 0;
+    }
+    struct ct_options options = {.netns_id = -1, .l4proto = ip->protocol};
+    struct nf_conn *ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &options, sizeof(options));
+    if (!ct) return 0;
+    unsigned long status = ct->status;
+    int accepted = ct->mark == generation && (status & IPS_SEEN_REPLY) && (status & IPS_CONFIRMED)
+        && !(status & (IPS_NAT_MASK | IPS_DYING));
+    bpf_ct_release(ct);
+    key->source = tuple.ipv4.saddr;
+    key->destination = tuple.ipv4.daddr;
+    key->source_port = tuple.ipv4.sport;
+    key->destination_port = tuple.ipv4.dport;
+    key->protocol = ip->protocol;
+    return accepted;
 }
 
 SEC("tc")
@@ -67,18 +194,47 @@ int fast_port_ingress(struct __sk_buff *skb) {
     if (!source || ip->saddr != source->ip || !same_mac(eth->h_source, source->mac)) return TCX_NEXT;
     __u32 address = ip->daddr;
     struct fast_port *destination = bpf_map_lookup_elem(&ports_by_address, &address);
-    // Only switched traffic within one subnet: a frame to another subnet's address is the router's to judge.
-    if (!destination || destination->segment != source->segment || !same_mac(eth->h_dest, destination->mac)) return TCX_NEXT;
+    if (!destination) return TCX_NEXT;
+
+    // Switched within the subnet (to the destination's MAC), or routed (to the source's gateway).
+    struct gateway *gateway = 0;
+    if (destination->segment == source->segment) {
+        if (!same_mac(eth->h_dest, destination->mac)) return TCX_NEXT;
+    } else {
+        __u32 segment = source->segment;
+        struct gateway *own = bpf_map_lookup_elem(&gateways_by_segment, &segment);
+        segment = destination->segment;
+        gateway = bpf_map_lookup_elem(&gateways_by_segment, &segment);
+        if (!own || !gateway || !same_mac(eth->h_dest, own->mac) || ip->ttl <= 1) return TCX_NEXT;
+    }
+
+    __u32 zero = 0;
+    struct admission *admission = bpf_map_lookup_elem(&admissions, &zero);
+    if (!admission) return TCX_NEXT;
+    struct flow_key key = {};
+    int filtered = gateway || admission->filters_bridged;
+    if (filtered && !admitted(skb, ip, end, admission->generation, &key)) return TCX_NEXT;
 
     __u32 target = destination->ifindex;
-    struct delivered *count = bpf_map_lookup_elem(&delivered_by_ifindex, &target);
-    if (count) {
-        count->packets += 1;
-        count->bytes += skb->len;
-    } else {
-        struct delivered first = {.packets = 1, .bytes = skb->len};
-        bpf_map_update_elem(&delivered_by_ifindex, &target, &first, BPF_NOEXIST);
+    __u64 bytes = skb->len;
+    if (filtered) count(&delivered_by_flow, &key, bpf_ntohs(ip->tot_len));
+    if (gateway) {
+        // As the router would: its own MAC on the destination's subnet, the destination's MAC, one hop less.
+        struct gateway next = *gateway;
+        __u8 destination_mac[6];
+        __builtin_memcpy(destination_mac, destination->mac, 6);
+        __u16 before = *(__u16 *)&ip->ttl, after;
+        __u8 ttl = ip->ttl - 1;
+        bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &ttl, 1, 0);
+        data = (void *)(long)skb->data;
+        end = (void *)(long)skb->data_end;
+        if (data + ETH_HLEN + sizeof(struct iphdr) > end) return TCX_NEXT;
+        after = *(__u16 *)(data + ETH_HLEN + offsetof(struct iphdr, ttl));
+        bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), before, after, 2);
+        bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), destination_mac, 6, 0);
+        bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), next.mac, 6, 0);
     }
+    count(&delivered_by_ifindex, &target, bytes);
     return bpf_redirect_peer(target, 0);
 }
 
