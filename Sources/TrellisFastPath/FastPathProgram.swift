@@ -7,18 +7,21 @@ import TrellisNetlink
 enum BPFObjects {}
 
 /// A port on the fast path: its host end's index in the router namespace, the container's address and MAC,
-/// and its subnet's VNI (frames only take the fast path between ports of one subnet).
+/// its subnet's VNI, and the router's MAC on that subnet (the anycast gateway's; without it nothing is routed
+/// to or from the port on the fast path).
 public struct FastPort: Equatable, Hashable, Sendable {
     public var ifindex: Int32
     public var ip: IPv4Address
     public var mac: MACAddress
     public var segment: UInt32
+    public var gateway: MACAddress?
 
-    public init(ifindex: Int32, ip: IPv4Address, mac: MACAddress, segment: UInt32) {
+    public init(ifindex: Int32, ip: IPv4Address, mac: MACAddress, segment: UInt32, gateway: MACAddress? = nil) {
         self.ifindex = ifindex
         self.ip = ip
         self.mac = mac
         self.segment = segment
+        self.gateway = gateway
     }
 }
 
@@ -159,9 +162,10 @@ public final class FastPathProgram: @unchecked Sendable {
     /// Whether this kernel loads the program and attaches tcx links (Linux 6.6 or later, with BPF).
     public static func isSupported() -> Bool { (try? FastPathProgram()) != nil }
 
-    /// Makes `port` a source and a destination of the fast path, and attaches the program to its host end
-    /// (found by index in `namespace`) unless it is attached already.
+    /// Makes `port` a source and a destination of the fast path (and records its subnet's gateway), and attaches
+    /// the program to its host end (found by index in `namespace`) unless it is attached already.
     public func add(_ port: FastPort, in namespace: NetworkNamespace) throws {
+        if let gateway = port.gateway { try setGateway(segment: port.segment, mac: gateway) }
         var value = Self.value(port)
         var ifindex = UInt32(bitPattern: port.ifindex), address = port.ip.value.bigEndian
         try check(bpf_map_update_elem(portsByIfindex, &ifindex, &value, UInt64(BPF_ANY)), "record port \(port.ifindex)")

@@ -85,7 +85,8 @@ extension LabTests {
         let unshaped = try bridgedPings(from: a, to: b, port: port)
         #expect(unshaped.map { $0 < 10 } == true, "without its limit the bridge carried \(String(describing: unshaped)) of 50")
 
-        // A policy in the domain sends its traffic through the router's filters: the bridge carries it all.
+        // A policy in the domain puts the router's ruleset in charge of the subnet too: echo requests (not a
+        // connection the fast path takes where a ruleset filters) all cross the bridge and its filters.
         try await lab.trellis(on: "h1", "policy", "create", "acme/app1/red-blue")
         try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/red-blue",
                               "allow icmp from acme/app1/web/red to acme/app1/web/blue")
@@ -101,5 +102,68 @@ extension LabTests {
         #expect(connection.carries("back on the fast path"), "the connection broke when its ports came back to the fast path")
         let back = try bridgedPings(from: a, to: b, port: port)
         #expect(back.map { $0 < 10 } == true, "without the policy the bridge carried \(String(describing: back)) of 50")
+    }
+
+    /// Bytes the router's bridge sent to `port` on h1 (its host end's transmit counter).
+    func bridgedBytes(to port: String) throws -> Int {
+        let router = try #require(NetworkNamespace.names().first { $0.hasPrefix("trellis-h1-d") }, "h1's router namespace")
+        return try #require(try sentCounters(namespace: router, link: port)?.bytes, "\(port)'s counters")
+    }
+
+    /// The port of a member's endpoint on h1.
+    func port(of path: String, in lab: RunningLab) async throws -> String {
+        let endpoint: Endpoint = try await lab.controller.get("/api/v1/endpoints/\(path)")
+        return "trv" + String(endpoint.id, radix: 36)
+    }
+
+    /// Where a policy filters (between subnets always), a connection it allows skips the router once the
+    /// router accepted it, and is still counted in the flows API; one it no longer allows stops.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"))
+    func connectionsAPolicyAllowsSkipTheRouterAndStopWhenItNoLongerDoes() async throws {
+        let lab = try await RunningLab(hosts: 1)
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "10.6.3.0/24")
+        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/blue", "--cidr", "10.6.4.0/24")
+        let a = try await lab.member("a", on: "h1", subnet: "acme/app1/web/red", ip: "10.6.3.11")
+        let b = try await lab.member("b", on: "h1", subnet: "acme/app1/web/red", ip: "10.6.3.12")
+        let c = try await lab.member("c", on: "h1", subnet: "acme/app1/web/blue", ip: "10.6.4.13")
+        try await lab.trellis(on: "h1", "policy", "create", "acme/app1/red-blue")
+        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/red-blue",
+                              "allow tcp from acme/app1/web/red to acme/app1/web/blue port 5201")
+        try await lab.settle(hosts: 1)
+        let portB = try await port(of: "acme/app1/web/red/b", in: lab), portC = try await port(of: "acme/app1/web/blue/c", in: lab)
+
+        // What the policy does not allow stays out of reach.
+        #expect(try ping(from: a.namespace, c.ip, count: 1).status != 0, "ICMP between the subnets is not allowed")
+        #expect(throws: (any Error).self, "TCP to another port is not allowed") { try TCPFlow(from: a, to: c, port: 7001) }
+
+        // Routed between the subnets, and switched within one under the domain's ruleset: the bridge carries a
+        // connection's first packets only.
+        for (server, port) in [(c, portC), (b, portB)] {
+            let before = try bridgedBytes(to: port)
+            let moved = try iperf(from: a, to: server, seconds: 2).bytes
+            let bridged = Double(try bridgedBytes(to: port) - before)
+            print("fast path, filtered: iperf3 moved \(Int(moved)) bytes to \(server.name), the bridge carried \(Int(bridged))")
+            #expect(moved > 0 && bridged < moved * 0.05, "the bridge carried \(Int(bridged)) of \(Int(moved)) bytes to \(server.name)")
+        }
+
+        // The flows API counts what the fast path carried: conntrack's counters and the program's together.
+        var counted: UInt64 = 0
+        for _ in 0..<20 where counted < 10_000_000 {
+            let flows: FlowList = try await lab.controller.get("/api/v1/flows?subnet=acme/app1/web/blue")
+            counted = flows.items.filter { $0.source.description == a.ip && $0.destination.description == c.ip }
+                .filter { $0.destinationPort == 5201 }.map(\.original.bytes).max() ?? 0
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(counted >= 10_000_000, "the flows API counted \(counted) bytes of the routed connection")
+
+        // A connection the policy allowed stops when the policy goes, though it was on the fast path.
+        let connection = try lab.flow(from: a, to: c, port: 5201)
+        #expect(connection.carries("allowed"))
+        let before = try bridgedBytes(to: portC)
+        for _ in 0..<20 { #expect(connection.carries("on the fast path")) }
+        #expect(try bridgedBytes(to: portC) - before < 1000, "the connection's segments skipped the bridge")
+        try await lab.trellis(on: "h1", "policy", "delete", "acme/app1/red-blue")
+        try await lab.settle(hosts: 1)
+        #expect(!connection.carries("no longer allowed"), "a connection the ruleset no longer allows went on")
     }
 }

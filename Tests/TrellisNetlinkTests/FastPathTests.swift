@@ -26,6 +26,8 @@ struct FastPathTests {
         init(routed: Bool = false) throws {
             router = try namespaces.make("router")
             try router.setSysctl("net.ipv4.ip_forward", "1")
+            // IPv6's own chatter (router solicitations, MLD reports) would cross the bridge and blur its counters.
+            try Self.withoutIPv6(router)
             let netlink = try RouteNetlink(in: router)
             var containers: [NetworkNamespace] = [], ports: [FastPort] = []
             for number in 1...2 {
@@ -39,6 +41,7 @@ struct FastPathTests {
                 }
                 let bridge = try netlink.requireLink(named: bridgeName).index
                 let container = try namespaces.make("c\(number)")
+                try Self.withoutIPv6(container)
                 let mac = MACAddress("02:7e:00:00:00:0\(number)")!, ip = IPv4Address("10.9.\(subnet).\(number)")!
                 let veth = LinkKind.veth(peerName: "eth0", peerMAC: mac, peerNamespace: container.fd)
                 try netlink.createLink(LinkSpec(name: "trv\(number)", kind: veth, up: true))
@@ -54,6 +57,10 @@ struct FastPathTests {
             }
             self.containers = containers
             self.ports = ports
+        }
+
+        static func withoutIPv6(_ namespace: NetworkNamespace) throws {
+            for scope in ["all", "default"] { try namespace.setSysctl("net.ipv6.conf.\(scope).disable_ipv6", "1") }
         }
 
         /// Packets the bridge has sent to container 2 through its host end (`ip -s link`).

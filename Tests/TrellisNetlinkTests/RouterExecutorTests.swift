@@ -243,7 +243,7 @@ struct RouterExecutorTests {
 
     func fast(_ name: String, _ number: UInt32, on subnet: DesiredSubnet) -> WantedFastPort {
         WantedFastPort(port: name, ip: IPv4Address(subnet.cidr.network.value + number), mac: MACAddress(0x02bb_0000_0000 + UInt64(number))!,
-                       vni: subnet.vni)
+                       vni: subnet.vni, gateway: subnet.gatewayMAC)
     }
 
     /// Ports join the fast path once plugged (a tap never does), leave it before anything unplugs them, and

@@ -53,10 +53,12 @@ struct RouterNamespace {
 }
 
 /// A router's fast-path program, loaded when its first port joins the fast path: a router that never has
-/// one (a filtering domain, or an attach that only plugs) pays nothing for it (a load takes ~7 ms).
+/// one (an attach that only plugs) pays nothing for it (a load takes ~7 ms). It keeps what the firewall
+/// loader last said of the ruleset in force, so a program loaded later starts from it.
 final class FastPathSlot: @unchecked Sendable {
     private let lock = NSLock()
     private var program: FastPathProgram?
+    private var admission = FastPathAdmission.closed
 
     /// The program if it was loaded.
     var loaded: FastPathProgram? { lock.withLock { program } }
@@ -65,8 +67,17 @@ final class FastPathSlot: @unchecked Sendable {
         try lock.withLock {
             if let program { return program }
             let made = try FastPathProgram()
+            try made.admit(admission)
             program = made
             return made
+        }
+    }
+
+    /// Tells the program (now, or when it is loaded) what the ruleset in force admits.
+    func admit(_ admission: FastPathAdmission) throws {
+        try lock.withLock {
+            self.admission = admission
+            try program?.admit(admission)
         }
     }
 }
@@ -210,7 +221,7 @@ public actor Datapath {
         }
         observations[domain.id] = observed
         try syncUplink(domain, router, floating, &report)
-        firewall.plan(ruleset, namespacePath: router.namespace.path)
+        firewall.plan(ruleset, namespacePath: router.namespace.path, fastPath: router.fastPath)
     }
 
     /// The ports of a domain's local endpoints, each with how to plug it when the router lacks it, from its
@@ -228,16 +239,19 @@ public actor Datapath {
         }
     }
 
-    /// The ports whose traffic may skip the bridge: none where the domain filters or counts what crosses its
-    /// bridges (policies, ACLs, flow statistics, floating IPs), and no shaped port.
+    /// The ports whose traffic may skip the bridge and the router: no shaped port (the bridge's path shapes it)
+    /// and none with flow statistics (the ruleset counts what crosses the router). Where the ruleset filters,
+    /// the program lets through only connections it accepted (see `FastPathAdmission`).
     private static func fastPorts(_ local: [Endpoint], _ domain: DesiredDomain, _ table: LocalBindingTable,
                                   _ ruleset: FirewallRuleset) -> [WantedFastPort] {
-        guard !ruleset.filtersBridgedTraffic else { return [] }
         let shaped = Set(ruleset.shaping.map(\.port))
         return local.compactMap { endpoint in
-            guard let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }) else { return nil }
+            guard let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }), ruleset.counters[endpoint.id] == nil else {
+                return nil
+            }
             let port = table.portName(of: endpoint)
-            return shaped.contains(port) ? nil : WantedFastPort(port: port, ip: endpoint.ip, mac: endpoint.mac, vni: subnet.vni)
+            return shaped.contains(port) ? nil : WantedFastPort(port: port, ip: endpoint.ip, mac: endpoint.mac, vni: subnet.vni,
+                                                                gateway: subnet.gatewayMAC)
         }
     }
 

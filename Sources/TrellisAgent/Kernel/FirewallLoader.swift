@@ -1,14 +1,19 @@
 import Foundation
+import TrellisFastPath
 import TrellisNetlink
 
 /// Keeps each router namespace's nftables tables at the ruleset its reconcile planned. Planning is
 /// cheap and happens inside the datapath's reconcile; loading (through libnftables) happens outside it,
 /// on a thread of its own, so a reload never holds up an attach. A table already at the planned
 /// generation (after an agent restart, say) is left alone; a reload carries the counters' values over.
+/// It also keeps each router's fast path to the ruleset in force: closed while a new one loads, then
+/// admitting the connections the new one accepts.
 public final class FirewallLoader: @unchecked Sendable {
     private let lock = NSLock()
     private let loading = NSLock()
     private var plans: [String: FirewallRuleset] = [:]
+    /// Each router's fast path, by namespace.
+    private var fastPaths: [String: FastPathSlot] = [:]
     /// The ruleset in force, by namespace.
     private var loaded: [String: FirewallRuleset] = [:]
     /// Ports whose rate limits are in force, by namespace.
@@ -18,14 +23,22 @@ public final class FirewallLoader: @unchecked Sendable {
 
     public init() {}
 
-    /// Records the ruleset wanted in the namespace at `namespacePath`.
-    func plan(_ ruleset: FirewallRuleset, namespacePath: String) {
-        lock.withLock { plans[namespacePath] = ruleset }
+    /// Records the ruleset wanted in the namespace at `namespacePath`, and the fast path it governs there.
+    func plan(_ ruleset: FirewallRuleset, namespacePath: String, fastPath: FastPathSlot? = nil) {
+        lock.withLock {
+            plans[namespacePath] = ruleset
+            fastPaths[namespacePath] = fastPath
+        }
     }
 
     /// Forgets a namespace that is gone.
     func forget(namespacePath: String) {
-        lock.withLock { plans[namespacePath] = nil; loaded[namespacePath] = nil; shaped[namespacePath] = nil }
+        lock.withLock {
+            plans[namespacePath] = nil
+            loaded[namespacePath] = nil
+            shaped[namespacePath] = nil
+            fastPaths[namespacePath] = nil
+        }
     }
 
     /// The ruleset planned for a namespace.
@@ -48,16 +61,21 @@ public final class FirewallLoader: @unchecked Sendable {
             let pending = lock.withLock { pendingPlans() }
             for (path, ruleset) in pending.sorted(by: { $0.key < $1.key }) {
                 guard FileManager.default.fileExists(atPath: path) else { continue }
-                let (previous, hadShaping) = lock.withLock { (loaded[path], !(shaped[path] ?? []).isEmpty || plansShaped.contains(path)) }
+                let (previous, hadShaping, fastPath) = lock.withLock {
+                    (loaded[path], !(shaped[path] ?? []).isEmpty || plansShaped.contains(path), fastPaths[path])
+                }
                 // What is in force is known once this process has loaded it; it is read back only to
                 // carry counters over, or after a restart to leave a ruleset already in force alone.
                 if previous?.generation != ruleset.generation {
                     let current = previous == nil || !ruleset.counters.isEmpty
                         ? try NFTables.table("inet", "trellis", namespacePath: path) : nil
                     if previous != nil || current?.comment != "generation \(ruleset.generation)" {
+                        // No connection the old ruleset accepted skips the router while the new one comes in.
+                        try fastPath?.admit(.closed)
                         try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:], replacing: previous), namespacePath: path)
                     }
                 }
+                try fastPath?.admit(FastPathAdmission(generation: ruleset.generation, filtersBridgedTraffic: ruleset.filtersBridgedTraffic))
                 var present: [String] = []
                 if !ruleset.shaping.isEmpty || hadShaping || previous == nil {
                     let trafficControl = try TrafficControl(namespacePath: path)

@@ -66,23 +66,25 @@ public struct WantedPort: Equatable, Sendable {
     }
 }
 
-/// A local port whose traffic to the other fast ports of its subnet takes the fast path: the container's
-/// address and MAC, and the subnet's VNI.
+/// A local port whose traffic to the router's other fast ports takes the fast path where the ruleset allows:
+/// the container's address and MAC, the subnet's VNI and the router's MAC on the subnet.
 public struct WantedFastPort: Equatable, Sendable {
     public var port: String
     public var ip: IPv4Address
     public var mac: MACAddress
     public var vni: Int
+    public var gateway: MACAddress
 
-    public init(port: String, ip: IPv4Address, mac: MACAddress, vni: Int) {
+    public init(port: String, ip: IPv4Address, mac: MACAddress, vni: Int, gateway: MACAddress) {
         self.port = port
         self.ip = ip
         self.mac = mac
         self.vni = vni
+        self.gateway = gateway
     }
 
     /// The program's entry for this port when its host end has index `ifindex`.
-    func entry(ifindex: Int32) -> FastPort { FastPort(ifindex: ifindex, ip: ip, mac: mac, segment: UInt32(vni)) }
+    func entry(ifindex: Int32) -> FastPort { FastPort(ifindex: ifindex, ip: ip, mac: mac, segment: UInt32(vni), gateway: gateway) }
 }
 
 /// What one router namespace should hold.
@@ -97,7 +99,8 @@ public struct RouterDesire: Equatable, Sendable {
     public var shapers: [String]
     /// Whether the bridges hand bridged IPv4 frames to the IP hooks (a policy filters traffic within a subnet).
     public var filtersBridgedTraffic: Bool
-    /// The ports on the fast path: only where nothing filters, counts or shapes their traffic.
+    /// The ports on the fast path: none whose traffic is counted or shaped (what the ruleset filters, the
+    /// program lets through only for connections the ruleset accepted).
     public var fastPorts: [WantedFastPort]
     public var mtu: UInt32
 

@@ -66,15 +66,24 @@ extension Agent {
                                                    sent: sent, received: received, source: "nftables", collectedAt: now))
                 } else if let link = statistics[port] ?? nil {
                     // The port's receive side is what the endpoint sent.
-                    let fast = indexes[port].flatMap { delivered[$0] } ?? FastPathDelivery()
+                    var received = TrafficCounters(packets: link.sentPackets, bytes: link.sentBytes)
+                    received.add(indexes[port].flatMap { delivered[$0] })
                     endpoints.append(EndpointStats(endpoint: endpoint.path, id: endpoint.id, host: host,
                                                    sent: TrafficCounters(packets: link.receivedPackets, bytes: link.receivedBytes),
-                                                   received: TrafficCounters(packets: link.sentPackets + fast.packets,
-                                                                             bytes: link.sentBytes + fast.bytes),
-                                                   source: "interface", collectedAt: now))
+                                                   received: received, source: "interface", collectedAt: now))
                 }
             }
+            // What the fast path carried of a connection, conntrack did not count.
+            let carried = router.fastPath?.flowDeliveries() ?? [:]
+            var live: Set<FastPathFlow> = []
             for entry in try router.namespace.conntrackEntries() {
+                var original = TrafficCounters(packets: entry.originalPackets, bytes: entry.originalBytes)
+                var reply = TrafficCounters(packets: entry.replyPackets, bytes: entry.replyBytes)
+                if let key = Self.fastPathFlow(entry.original) {
+                    live.formUnion([key, key.reversed])
+                    original.add(carried[key])
+                    reply.add(carried[key.reversed])
+                }
                 let name = switch entry.original.protocol {
                 case 6: "tcp"
                 case 17: "udp"
@@ -84,12 +93,21 @@ extension Agent {
                 flows.append(Flow(domain: domain.path, host: host, protocol: name, source: entry.original.source,
                                   sourcePort: entry.original.sourcePort.map(Int.init), destination: entry.original.destination,
                                   destinationPort: entry.original.destinationPort.map(Int.init), state: entry.tcpState,
-                                  original: TrafficCounters(packets: entry.originalPackets, bytes: entry.originalBytes),
-                                  reply: TrafficCounters(packets: entry.replyPackets, bytes: entry.replyBytes),
+                                  original: original, reply: reply,
                                   translatedDestination: entry.reply.source == entry.original.destination ? nil : entry.reply.source))
             }
+            router.fastPath?.forgetFlows(keeping: live)
         }
         return HostStatsReport(collectedAt: now, endpoints: endpoints, flows: flows)
+    }
+
+    /// The fast path's key for a connection's original direction: TCP and UDP only.
+    private static func fastPathFlow(_ tuple: ConntrackTuple) -> FastPathFlow? {
+        guard let sourcePort = tuple.sourcePort, let destinationPort = tuple.destinationPort, [6, 17].contains(tuple.protocol) else {
+            return nil
+        }
+        return FastPathFlow(source: tuple.source, destination: tuple.destination, sourcePort: sourcePort, destinationPort: destinationPort,
+                            protocolNumber: tuple.protocol)
     }
 
     /// Prometheus text exposition of the agent's state.
@@ -110,5 +128,13 @@ extension Agent {
             "# TYPE trellis_agent_report_errors_total counter",
             "trellis_agent_report_errors_total{\(host)} \(await counters[.reportErrors])",
         ].joined(separator: "\n") + "\n"
+    }
+}
+
+extension TrafficCounters {
+    /// Adds what the fast path carried, which the kernel's own counters missed.
+    mutating func add(_ delivery: FastPathDelivery?) {
+        packets += delivery?.packets ?? 0
+        bytes += delivery?.bytes ?? 0
     }
 }
