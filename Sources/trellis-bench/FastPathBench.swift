@@ -46,7 +46,8 @@ struct FastPathBench: AsyncParsableCommand {
                 }
             }
             let (direct, bridged, fastPath) = (median(runs[0]), median(runs[1]), median(runs[2]))
-            let through = (routed ? "Trellis, router (policy):" : "Trellis, bridge path:").padding(toLength: 29, withPad: " ", startingAt: 0)
+            let through = (routed ? "Trellis, router (policy):" : "Trellis, bridge path:")
+                .padding(toLength: 29, withPad: " ", startingAt: 0)
             print(routed ? "routed between two subnets, a policy allowing the connection:" : "within one subnet, nothing filtering:")
             print(String(format: "  direct veth pair:            %6.2f Gbit/s", direct))
             print("  " + through + String(format: "%6.2f Gbit/s = %.2f × veth", bridged, bridged / direct))
