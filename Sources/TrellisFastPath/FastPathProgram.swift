@@ -8,20 +8,42 @@ enum BPFObjects {}
 
 /// A port on the fast path: its host end's index in the router namespace, the container's address and MAC,
 /// its subnet's VNI, and the router's MAC on that subnet (the anycast gateway's; without it nothing is routed
-/// to or from the port on the fast path).
+/// to or from the port on the fast path). A tunnel is a subnet's VXLAN device instead (no address or MAC of
+/// its own): what it receives for a fast port of its subnet goes straight in, and what fast ports send to
+/// endpoints of its subnet on other hosts goes straight out through it.
 public struct FastPort: Equatable, Hashable, Sendable {
     public var ifindex: Int32
     public var ip: IPv4Address
     public var mac: MACAddress
     public var segment: UInt32
     public var gateway: MACAddress?
+    public var tunnel: Bool
 
-    public init(ifindex: Int32, ip: IPv4Address, mac: MACAddress, segment: UInt32, gateway: MACAddress? = nil) {
+    public init(ifindex: Int32, ip: IPv4Address, mac: MACAddress, segment: UInt32, gateway: MACAddress? = nil, tunnel: Bool = false) {
         self.ifindex = ifindex
         self.ip = ip
         self.mac = mac
         self.segment = segment
         self.gateway = gateway
+        self.tunnel = tunnel
+    }
+
+    /// A subnet's VXLAN device with index `ifindex`.
+    public static func tunnel(ifindex: Int32, segment: UInt32, gateway: MACAddress? = nil) -> FastPort {
+        FastPort(ifindex: ifindex, ip: IPv4Address(0), mac: MACAddress(0)!, segment: segment, gateway: gateway, tunnel: true)
+    }
+}
+
+/// An endpoint on another host, as the fast path sends to it: through its subnet's tunnel, to its MAC.
+public struct FastRemote: Equatable, Hashable, Sendable {
+    public var ip: IPv4Address
+    public var mac: MACAddress
+    public var segment: UInt32
+
+    public init(ip: IPv4Address, mac: MACAddress, segment: UInt32) {
+        self.ip = ip
+        self.mac = mac
+        self.segment = segment
     }
 }
 
@@ -122,7 +144,10 @@ public final class FastPathProgram: @unchecked Sendable {
     private let gatewaysBySegment: Int32
     private let admissions: Int32
     private let deliveredByFlow: Int32
+    private let tunnelsBySegment: Int32
+    private let remotesByAddress: Int32
     private var gatewayMACs: [UInt32: MACAddress] = [:]
+    private var remoteEndpoints: Set<FastRemote> = []
     /// The tcx link of each attached port and its entry, by the port's index.
     private var links: [Int32: (link: Int32, port: FastPort)] = [:]
     private let lock = NSLock()
@@ -150,6 +175,8 @@ public final class FastPathProgram: @unchecked Sendable {
         gatewaysBySegment = descriptor(ofMap: "gateways_by_segment")
         admissions = descriptor(ofMap: "admissions")
         deliveredByFlow = descriptor(ofMap: "delivered_by_flow")
+        tunnelsBySegment = descriptor(ofMap: "tunnels_by_segment")
+        remotesByAddress = descriptor(ofMap: "remotes_by_address")
         // An array map's entry starts zeroed, which would let unfiltered frames through: closed until told.
         try admit(.closed)
     }
@@ -167,9 +194,13 @@ public final class FastPathProgram: @unchecked Sendable {
     public func add(_ port: FastPort, in namespace: NetworkNamespace) throws {
         if let gateway = port.gateway { try setGateway(segment: port.segment, mac: gateway) }
         var value = Self.value(port)
-        var ifindex = UInt32(bitPattern: port.ifindex), address = port.ip.value.bigEndian
+        var ifindex = UInt32(bitPattern: port.ifindex), address = port.ip.value.bigEndian, segment = port.segment
         try check(bpf_map_update_elem(portsByIfindex, &ifindex, &value, UInt64(BPF_ANY)), "record port \(port.ifindex)")
-        try check(bpf_map_update_elem(portsByAddress, &address, &value, UInt64(BPF_ANY)), "record address \(port.ip)")
+        if port.tunnel {
+            try check(bpf_map_update_elem(tunnelsBySegment, &segment, &ifindex, UInt64(BPF_ANY)), "record the tunnel of \(segment)")
+        } else {
+            try check(bpf_map_update_elem(portsByAddress, &address, &value, UInt64(BPF_ANY)), "record address \(port.ip)")
+        }
         let attached = lock.withLock { () -> Bool in
             guard links[port.ifindex] != nil else { return false }
             links[port.ifindex]?.port = port
@@ -183,8 +214,7 @@ public final class FastPathProgram: @unchecked Sendable {
         }
         guard fd >= 0 else {
             // Nothing of a port that could not be attached stays in the maps.
-            bpf_map_delete_elem(portsByAddress, &address)
-            bpf_map_delete_elem(portsByIfindex, &ifindex)
+            forget(port)
             throw FastPathError(operation: "attach to port \(port.ifindex)", code: -fd)
         }
         lock.withLock { links[port.ifindex] = (fd, port) }
@@ -196,11 +226,49 @@ public final class FastPathProgram: @unchecked Sendable {
     /// Takes `port` off the fast path: no frame is redirected to or from it any more. What it delivered to
     /// the port is kept, so the port's counters never go back (see `forgetDeliveries(keeping:)`).
     public func remove(_ port: FastPort) {
-        var ifindex = UInt32(bitPattern: port.ifindex), address = port.ip.value.bigEndian
-        bpf_map_delete_elem(portsByAddress, &address)
-        bpf_map_delete_elem(portsByIfindex, &ifindex)
+        forget(port)
         if let attached = lock.withLock({ links.removeValue(forKey: port.ifindex) }) { close(attached.link) }
     }
+
+    /// Deletes a port's entries from the maps.
+    private func forget(_ port: FastPort) {
+        var ifindex = UInt32(bitPattern: port.ifindex), address = port.ip.value.bigEndian, segment = port.segment
+        if port.tunnel {
+            var current: UInt32 = 0
+            if bpf_map_lookup_elem(tunnelsBySegment, &segment, &current) == 0, current == ifindex {
+                bpf_map_delete_elem(tunnelsBySegment, &segment)
+            }
+        } else {
+            bpf_map_delete_elem(portsByAddress, &address)
+        }
+        bpf_map_delete_elem(portsByIfindex, &ifindex)
+    }
+
+    /// Makes the fast path send to these endpoints of other hosts through their subnets' tunnels.
+    public func addRemotes(_ remotes: [FastRemote]) throws {
+        for remote in remotes {
+            var key = remote.ip.value.bigEndian, value: [UInt8] = []
+            withUnsafeBytes(of: remote.segment) { value += $0 }
+            value += remote.mac.bytes + [0, 0]
+            try check(bpf_map_update_elem(remotesByAddress, &key, &value, UInt64(BPF_ANY)), "record remote endpoint \(remote.ip)")
+            lock.withLock {
+                remoteEndpoints = remoteEndpoints.filter { $0.ip != remote.ip }
+                remoteEndpoints.insert(remote)
+            }
+        }
+    }
+
+    /// Forgets endpoints of other hosts: what is sent to them takes the bridge path.
+    public func removeRemotes(_ remotes: [FastRemote]) {
+        for remote in remotes {
+            let recorded = lock.withLock { remoteEndpoints.remove(remote) != nil }
+            var key = remote.ip.value.bigEndian
+            if recorded { bpf_map_delete_elem(remotesByAddress, &key) }
+        }
+    }
+
+    /// The endpoints of other hosts the fast path sends to.
+    public func remotes() -> Set<FastRemote> { lock.withLock { remoteEndpoints } }
 
     /// What the fast path delivered to each port, by the host end's index, summed over CPUs.
     public func deliveries() -> [Int32: FastPathDelivery] {
@@ -288,7 +356,7 @@ public final class FastPathProgram: @unchecked Sendable {
         for field in [UInt32(bitPattern: port.ifindex), port.ip.value.bigEndian, port.segment] {
             withUnsafeBytes(of: field) { bytes += $0 }
         }
-        return bytes + port.mac.bytes + [0, 0]
+        return bytes + port.mac.bytes + [port.tunnel ? 1 : 0, 0]
     }
 
     private func check(_ result: Int32, _ operation: String) throws {

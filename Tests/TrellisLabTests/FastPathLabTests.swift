@@ -104,9 +104,9 @@ extension LabTests {
         #expect(back.map { $0 < 10 } == true, "without the policy the bridge carried \(String(describing: back)) of 50")
     }
 
-    /// Bytes the router's bridge sent to `port` on h1 (its host end's transmit counter).
-    func bridgedBytes(to port: String) throws -> Int {
-        let router = try #require(NetworkNamespace.names().first { $0.hasPrefix("trellis-h1-d") }, "h1's router namespace")
+    /// Bytes the router's bridge sent to `port` on `host` (its host end's transmit counter).
+    func bridgedBytes(to port: String, on host: String = "h1") throws -> Int {
+        let router = try #require(NetworkNamespace.names().first { $0.hasPrefix("trellis-\(host)-d") }, "\(host)'s router namespace")
         return try #require(try sentCounters(namespace: router, link: port)?.bytes, "\(port)'s counters")
     }
 
@@ -147,13 +147,7 @@ extension LabTests {
         }
 
         // The flows API counts what the fast path carried: conntrack's counters and the program's together.
-        var counted: UInt64 = 0
-        for _ in 0..<20 where counted < 10_000_000 {
-            let flows: FlowList = try await lab.controller.get("/api/v1/flows?subnet=acme/app1/web/blue")
-            counted = flows.items.filter { $0.source.description == a.ip && $0.destination.description == c.ip }
-                .filter { $0.destinationPort == 5201 }.map(\.original.bytes).max() ?? 0
-            try await Task.sleep(for: .milliseconds(500))
-        }
+        let counted = try await countedFlowBytes(from: a, to: c, subnet: "acme/app1/web/blue", host: "h1", least: 10_000_000, in: lab)
         #expect(counted >= 10_000_000, "the flows API counted \(counted) bytes of the routed connection")
 
         // A connection the policy allowed stops when the policy goes, though it was on the fast path.
@@ -164,6 +158,81 @@ extension LabTests {
         #expect(try bridgedBytes(to: portC) - before < 1000, "the connection's segments skipped the bridge")
         try await lab.trellis(on: "h1", "policy", "delete", "acme/app1/red-blue")
         try await lab.settle(hosts: 1)
+        #expect(!connection.carries("no longer allowed"), "a connection the ruleset no longer allows went on")
+    }
+
+    /// The bytes the flows API counts of the connections from `a` to `b` on TCP port 5201 on `host`, once they
+    /// reach `least` (or after 10 s).
+    func countedFlowBytes(from a: Member, to b: Member, subnet: String, host: String, least: UInt64, in lab: RunningLab) async throws
+        -> UInt64 {
+        var counted: UInt64 = 0
+        for _ in 0..<20 {
+            let flows: FlowList = try await lab.controller.get("/api/v1/flows?subnet=\(subnet)")
+            counted = flows.items.filter { $0.source.description == a.ip && $0.destination.description == b.ip && $0.host == host }
+                .filter { $0.destinationPort == 5201 }.map(\.original.bytes).max() ?? 0
+            if counted >= least { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        return counted
+    }
+
+    /// Between hosts, frames go from the sender's port straight to its subnet's VXLAN device and from the
+    /// receiver's VXLAN device straight into the container: neither host's bridge carries them, policy
+    /// between subnets still holds, and both hosts' flows count what crossed.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"))
+    func connectionsAcrossHostsSkipTheBridgesAtBothEnds() async throws {
+        let lab = try await RunningLab(hosts: 2)
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "10.6.5.0/24")
+        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/blue", "--cidr", "10.6.6.0/24")
+        let a = try await lab.member("a", on: "h1", subnet: "acme/app1/web/red", ip: "10.6.5.11")
+        let b = try await lab.member("b", on: "h2", subnet: "acme/app1/web/red", ip: "10.6.5.12")
+        let c = try await lab.member("c", on: "h2", subnet: "acme/app1/web/blue", ip: "10.6.6.13")
+        try await lab.settle(hosts: 2)
+        let portA = try await port(of: "acme/app1/web/red/a", in: lab), portB = try await port(of: "acme/app1/web/red/b", in: lab)
+        let portC = try await port(of: "acme/app1/web/blue/c", in: lab)
+
+        // Isolated subnets, and a forged source, stay out of reach as on the bridge path.
+        #expect(try ping(from: a.namespace, b.ip, count: 2).status == 0)
+        #expect(try ping(from: a.namespace, c.ip, count: 1).status != 0, "subnets are isolated across hosts too")
+        let inside = try RouteNetlink(in: a.namespace)
+        try inside.addAddress(index: try inside.requireLink(named: "eth0").index, IPv4Address("10.6.5.77")!, prefixLength: 24)
+        #expect(try ping(from: a.namespace, b.ip, count: 2, extra: ["-I", "10.6.5.77"]).status != 0, "a forged source got through")
+        try inside.deleteAddress(index: try inside.requireLink(named: "eth0").index, IPv4Address("10.6.5.77")!, prefixLength: 24)
+
+        // Within the subnet, nothing filtering: h2's bridge carries nothing to b, either way.
+        for reverse in [false, true] {
+            let before = (try bridgedBytes(to: portB, on: "h2"), try bridgedBytes(to: portA, on: "h1"))
+            let moved = try iperf(from: a, to: b, seconds: 2, reverse: reverse).bytes
+            let after = (try bridgedBytes(to: portB, on: "h2"), try bridgedBytes(to: portA, on: "h1"))
+            let bridged = Double(reverse ? after.1 - before.1 : after.0 - before.0)
+            print("fast path across hosts\(reverse ? ", reversed" : ""): iperf3 moved \(Int(moved)) bytes, the bridge carried",
+                  Int(bridged))
+            #expect(moved > 0 && bridged < moved * 0.05, "the receiving bridge carried \(Int(bridged)) of \(Int(moved)) bytes")
+        }
+
+        // Routed between subnets through a policy: the receiving bridge carries a connection's first packets only,
+        // and each host's flows count the connection as the fast path carried it.
+        try await lab.trellis(on: "h1", "policy", "create", "acme/app1/red-blue")
+        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/red-blue",
+                              "allow tcp from acme/app1/web/red to acme/app1/web/blue port 5201")
+        try await lab.settle(hosts: 2)
+        #expect(try ping(from: a.namespace, c.ip, count: 1).status != 0, "ICMP is not allowed")
+        let before = try bridgedBytes(to: portC, on: "h2")
+        let moved = try iperf(from: a, to: c, seconds: 2).bytes
+        let bridged = Double(try bridgedBytes(to: portC, on: "h2") - before)
+        print("fast path across hosts, routed: iperf3 moved \(Int(moved)) bytes, the bridge carried \(Int(bridged))")
+        #expect(moved > 0 && bridged < moved * 0.05, "the receiving bridge carried \(Int(bridged)) of \(Int(moved)) bytes")
+        for host in ["h1", "h2"] {
+            let counted = try await countedFlowBytes(from: a, to: c, subnet: "acme/app1/web/blue", host: host, least: UInt64(moved * 0.9),
+                                                     in: lab)
+            #expect(Double(counted) >= moved * 0.9, "\(host)'s flows counted \(counted) of \(Int(moved)) bytes")
+        }
+
+        // A connection the policy allowed stops when the policy goes.
+        let connection = try lab.flow(from: a, to: c, port: 5201)
+        for _ in 0..<5 { #expect(connection.carries("allowed")) }
+        try await lab.trellis(on: "h1", "policy", "delete", "acme/app1/red-blue")
+        try await lab.settle(hosts: 2)
         #expect(!connection.carries("no longer allowed"), "a connection the ruleset no longer allows went on")
     }
 }

@@ -141,6 +141,16 @@ final class RecordingRouterKernel: RouterKernel {
         state.fastPorts = state.fastPorts.filter { $0.value != port }
     }
 
+    func addFastRemotes(_ remotes: [FastRemote]) throws {
+        writes.append("fast remotes \(remotes.map(\.ip))")
+        state.fastRemotes.formUnion(remotes)
+    }
+
+    func removeFastRemotes(_ remotes: [FastRemote]) {
+        writes.append("slow remotes \(remotes.map(\.ip))")
+        state.fastRemotes.subtract(remotes)
+    }
+
     func deleteLink(index: Int32) throws {
         writes.append("delete #\(index)")
         guard let name = state.links.first(where: { $0.index == index })?.name else {
@@ -290,5 +300,44 @@ struct RouterExecutorTests {
         _ = try converge(desire, kernel, &record)
         #expect(kernel.writes == ["slow #\(renewed)", "delete #\(renewed)"], "\(kernel.writes)")
         #expect(record.fastPorts.isEmpty && kernel.state.fastPorts.isEmpty)
+    }
+
+    /// A subnet's tunnel joins the fast path once its VXLAN device exists and leaves it before the device goes;
+    /// endpoints on other hosts are added last and removed first; a resync that matches changes nothing.
+    @Test func tunnelsAndRemoteEndpointsFollowTheirSubnets() throws {
+        let kernel = RecordingRouterKernel()
+        var record = try kernel.observe()
+        let far = remote(21, in: red, vtep: "10.88.0.2"), farther = remote(22, in: red, vtep: "10.88.0.3")
+        func fastRemote(_ endpoint: RemoteEndpoint) -> FastRemote {
+            FastRemote(ip: endpoint.ip, mac: endpoint.mac, segment: UInt32(red.vni))
+        }
+        var desire = RouterDesire(subnets: [red], remotes: [far], ports: [port("trv1", on: red)],
+                                  fastPorts: [.tunnel(of: red), fast("trv1", 11, on: red)], fastRemotes: [fastRemote(far)], mtu: mtu)
+        let plan = RouterPlanner.plan(desire, observed: record)
+        #expect(Array(plan.suffix(3)) == [.addFastPort(.tunnel(of: red)), .addFastPort(fast("trv1", 11, on: red)),
+                                          .addFastRemotes([fastRemote(far)])])
+        _ = try converge(desire, kernel, &record)
+        let vxlan = try #require(record.link(named: KernelNames.vxlan(vni: red.vni))).index
+        #expect(kernel.state.fastPorts[KernelNames.vxlan(vni: red.vni)] == .tunnel(ifindex: vxlan, segment: UInt32(red.vni),
+                                                                                      gateway: red.gatewayMAC))
+        #expect(kernel.state.fastRemotes == [fastRemote(far)] && record.fastRemotes == kernel.state.fastRemotes)
+        #expect(RouterPlanner.plan(desire, observed: try kernel.observe()).isEmpty, "a resync finds nothing to do")
+
+        // One remote endpoint goes and another comes: the one that went first, the new one last.
+        kernel.forgetCalls()
+        desire.remotes = [farther]
+        desire.fastRemotes = [fastRemote(farther)]
+        let moved = RouterPlanner.plan(desire, observed: record)
+        #expect(moved.first == .removeFastRemotes([fastRemote(far)]) && moved.last == .addFastRemotes([fastRemote(farther)]))
+        _ = try converge(desire, kernel, &record)
+        #expect(kernel.state.fastRemotes == [fastRemote(farther)])
+
+        // The subnet goes: its tunnel leaves the fast path before its VXLAN device is deleted.
+        kernel.forgetCalls()
+        desire = RouterDesire(subnets: [], remotes: [], ports: [], mtu: mtu)
+        _ = try converge(desire, kernel, &record)
+        let tunnelLeft = try #require(kernel.writes.firstIndex(of: "slow #\(vxlan)"), "\(kernel.writes)")
+        let deleted = try #require(kernel.writes.firstIndex(of: "delete #\(vxlan)"), "\(kernel.writes)")
+        #expect(tunnelLeft < deleted && kernel.state.fastPorts.isEmpty && kernel.state.fastRemotes.isEmpty)
     }
 }

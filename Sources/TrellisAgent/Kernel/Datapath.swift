@@ -215,7 +215,8 @@ public actor Datapath {
         let desire = RouterDesire(
             subnets: domain.subnets, remotes: desired.remoteEndpoints, ports: wantedPorts(local, domain, table, observed), keep: keep,
             shapers: ruleset.shaping.filter { $0.egress != nil }.map(\.shaper), filtersBridgedTraffic: ruleset.filtersBridgedTraffic,
-            fastPorts: router.fastPath == nil ? [] : Self.fastPorts(local, domain, table, ruleset), mtu: configuration.overlayMTU)
+            fastPorts: router.fastPath == nil ? [] : Self.fastPorts(local, domain, table, ruleset),
+            fastRemotes: router.fastPath == nil ? [] : Self.fastRemotes(desired.remoteEndpoints, domain), mtu: configuration.overlayMTU)
         try RouterExecutor.apply(RouterPlanner.plan(desire, observed: observed), to: kernel, observed: &observed, &report) { port, error in
             failures.append("port \(port): \(error)")
         }
@@ -240,12 +241,12 @@ public actor Datapath {
     }
 
     /// The ports whose traffic may skip the bridge and the router: no shaped port (the bridge's path shapes it)
-    /// and none with flow statistics (the ruleset counts what crosses the router). Where the ruleset filters,
-    /// the program lets through only connections it accepted (see `FastPathAdmission`).
+    /// and none with flow statistics (the ruleset counts what crosses the router); and every subnet's tunnel.
+    /// Where the ruleset filters, the program lets through only connections it accepted (see `FastPathAdmission`).
     private static func fastPorts(_ local: [Endpoint], _ domain: DesiredDomain, _ table: LocalBindingTable,
                                   _ ruleset: FirewallRuleset) -> [WantedFastPort] {
         let shaped = Set(ruleset.shaping.map(\.port))
-        return local.compactMap { endpoint in
+        return domain.subnets.map(WantedFastPort.tunnel(of:)) + local.compactMap { endpoint in
             guard let subnet = domain.subnets.first(where: { $0.path == endpoint.subnet }), ruleset.counters[endpoint.id] == nil else {
                 return nil
             }
@@ -253,6 +254,12 @@ public actor Datapath {
             return shaped.contains(port) ? nil : WantedFastPort(port: port, ip: endpoint.ip, mac: endpoint.mac, vni: subnet.vni,
                                                                 gateway: subnet.gatewayMAC)
         }
+    }
+
+    /// The endpoints of the domain's subnets on other hosts, as the fast path sends to them.
+    private static func fastRemotes(_ remotes: [RemoteEndpoint], _ domain: DesiredDomain) -> [FastRemote] {
+        let segments = Dictionary(domain.subnets.map { ($0.path, UInt32($0.vni)) }, uniquingKeysWith: { first, _ in first })
+        return remotes.compactMap { remote in segments[remote.subnet].map { FastRemote(ip: remote.ip, mac: remote.mac, segment: $0) } }
     }
 
     /// The address a veth's container end is given, unless the subnet serves DHCP.

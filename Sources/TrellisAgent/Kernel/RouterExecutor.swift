@@ -125,6 +125,12 @@ enum RouterExecutor {
             observed.fastPorts[wanted.port] = entry
         case .removeFastPort(let name):
             if let entry = observed.fastPorts.removeValue(forKey: name) { kernel.removeFastPort(entry) }
+        case .addFastRemotes(let remotes):
+            try kernel.addFastRemotes(remotes)
+            observed.fastRemotes.formUnion(remotes)
+        case .removeFastRemotes(let remotes):
+            kernel.removeFastRemotes(remotes)
+            observed.fastRemotes.subtract(remotes)
         }
     }
 }

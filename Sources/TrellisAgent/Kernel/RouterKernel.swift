@@ -35,6 +35,9 @@ protocol RouterKernel {
     func addFastPort(_ port: FastPort) throws
     /// Takes a port off the fast path; nothing is left of it in the program's maps.
     func removeFastPort(_ port: FastPort)
+    /// Makes the fast path send to these endpoints on other hosts through their subnets' tunnels.
+    func addFastRemotes(_ remotes: [FastRemote]) throws
+    func removeFastRemotes(_ remotes: [FastRemote])
 }
 
 /// A router namespace's kernel over rtnetlink, with the host's namespace for what is made from there
@@ -59,7 +62,7 @@ struct NetlinkRouterKernel: RouterKernel {
         }
         program?.forgetDeliveries(keeping: Set(names.keys))
         return RouterObservation(links: links, addresses: try netlink.addresses(), fdb: try netlink.neighbours(family: NL.AF_BRIDGE),
-                                 neighbours: try netlink.neighbours(), fastPorts: fastPorts)
+                                 neighbours: try netlink.neighbours(), fastPorts: fastPorts, fastRemotes: program?.remotes() ?? [])
     }
 
     func link(named name: String) throws -> Link? { try netlink.link(named: name) }
@@ -112,6 +115,13 @@ struct NetlinkRouterKernel: RouterKernel {
     }
 
     func removeFastPort(_ port: FastPort) { router.fastPath?.loaded?.remove(port) }
+
+    func addFastRemotes(_ remotes: [FastRemote]) throws {
+        guard let fastPath = router.fastPath else { throw FastPathError(operation: "add remote endpoints", code: ENOTSUP) }
+        try fastPath.load().addRemotes(remotes)
+    }
+
+    func removeFastRemotes(_ remotes: [FastRemote]) { router.fastPath?.loaded?.removeRemotes(remotes) }
 
     func plug(_ port: String, _ plug: PortPlug, bridge: Int32) throws {
         switch plug {

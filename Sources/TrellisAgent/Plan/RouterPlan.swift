@@ -13,14 +13,17 @@ public struct RouterObservation: Equatable, Sendable {
     /// The ports on the fast path, by name, as the fast-path program holds them (this process's own record:
     /// the program's links end with the process).
     public var fastPorts: [String: FastPort]
+    /// The endpoints on other hosts the fast path sends to, as the program holds them.
+    public var fastRemotes: Set<FastRemote>
 
     public init(links: [Link] = [], addresses: [InterfaceAddress] = [], fdb: [Neighbour] = [], neighbours: [Neighbour] = [],
-                fastPorts: [String: FastPort] = [:]) {
+                fastPorts: [String: FastPort] = [:], fastRemotes: Set<FastRemote> = []) {
         self.links = links
         self.addresses = addresses
         self.fdb = fdb
         self.neighbours = neighbours
         self.fastPorts = fastPorts
+        self.fastRemotes = fastRemotes
     }
 
     public func link(named name: String) -> Link? { links.first { $0.name == name } }
@@ -66,25 +69,36 @@ public struct WantedPort: Equatable, Sendable {
     }
 }
 
-/// A local port whose traffic to the router's other fast ports takes the fast path where the ruleset allows:
-/// the container's address and MAC, the subnet's VNI and the router's MAC on the subnet.
+/// A local port whose traffic to the router's other fast ports, and to endpoints on other hosts, takes the
+/// fast path where the ruleset allows: the container's address and MAC, the subnet's VNI and the router's
+/// MAC on the subnet. Or a tunnel: the subnet's VXLAN device, named `port`.
 public struct WantedFastPort: Equatable, Sendable {
     public var port: String
     public var ip: IPv4Address
     public var mac: MACAddress
     public var vni: Int
     public var gateway: MACAddress
+    public var tunnel: Bool
 
-    public init(port: String, ip: IPv4Address, mac: MACAddress, vni: Int, gateway: MACAddress) {
+    public init(port: String, ip: IPv4Address, mac: MACAddress, vni: Int, gateway: MACAddress, tunnel: Bool = false) {
         self.port = port
         self.ip = ip
         self.mac = mac
         self.vni = vni
         self.gateway = gateway
+        self.tunnel = tunnel
+    }
+
+    /// A subnet's VXLAN device on the fast path.
+    public static func tunnel(of subnet: DesiredSubnet) -> WantedFastPort {
+        WantedFastPort(port: KernelNames.vxlan(vni: subnet.vni), ip: IPv4Address(0), mac: MACAddress(0)!, vni: subnet.vni,
+                       gateway: subnet.gatewayMAC, tunnel: true)
     }
 
     /// The program's entry for this port when its host end has index `ifindex`.
-    func entry(ifindex: Int32) -> FastPort { FastPort(ifindex: ifindex, ip: ip, mac: mac, segment: UInt32(vni), gateway: gateway) }
+    func entry(ifindex: Int32) -> FastPort {
+        FastPort(ifindex: ifindex, ip: ip, mac: mac, segment: UInt32(vni), gateway: gateway, tunnel: tunnel)
+    }
 }
 
 /// What one router namespace should hold.
@@ -100,12 +114,14 @@ public struct RouterDesire: Equatable, Sendable {
     /// Whether the bridges hand bridged IPv4 frames to the IP hooks (a policy filters traffic within a subnet).
     public var filtersBridgedTraffic: Bool
     /// The ports on the fast path: none whose traffic is counted or shaped (what the ruleset filters, the
-    /// program lets through only for connections the ruleset accepted).
+    /// program lets through only for connections the ruleset accepted), and the subnets' tunnels.
     public var fastPorts: [WantedFastPort]
+    /// The endpoints on other hosts the fast path sends to.
+    public var fastRemotes: [FastRemote]
     public var mtu: UInt32
 
     public init(subnets: [DesiredSubnet], remotes: [RemoteEndpoint], ports: [WantedPort], keep: Set<String> = [], shapers: [String] = [],
-                filtersBridgedTraffic: Bool = false, fastPorts: [WantedFastPort] = [], mtu: UInt32) {
+                filtersBridgedTraffic: Bool = false, fastPorts: [WantedFastPort] = [], fastRemotes: [FastRemote] = [], mtu: UInt32) {
         self.subnets = subnets
         self.remotes = remotes
         self.ports = ports
@@ -113,6 +129,7 @@ public struct RouterDesire: Equatable, Sendable {
         self.shapers = shapers
         self.filtersBridgedTraffic = filtersBridgedTraffic
         self.fastPorts = fastPorts
+        self.fastRemotes = fastRemotes
         self.mtu = mtu
     }
 }
@@ -145,6 +162,9 @@ public enum RouterOperation: Equatable, Sendable {
     case addFastPort(WantedFastPort)
     /// Takes a port off the fast path.
     case removeFastPort(name: String)
+    /// Endpoints on other hosts the fast path sends to (first the ones it no longer should, last the new ones).
+    case addFastRemotes([FastRemote])
+    case removeFastRemotes([FastRemote])
 
     /// The port a plug makes, or a port put on the fast path: its failure is that port's, and the rest of
     /// the router goes on (a port the fast path refuses keeps the bridge path).
@@ -167,6 +187,9 @@ public enum RouterPlanner {
         var portOperations: [String: [RouterOperation]] = [:]
         for port in desire.ports { portOperations[port.name] = Self.portOperations(port, observed: observed) }
         let fast = fastPathChanges(desire, observed: observed, portOperations: portOperations)
+        let remotes = Set(desire.fastRemotes)
+        let gone = observed.fastRemotes.subtracting(remotes), new = remotes.subtracting(observed.fastRemotes)
+        if !gone.isEmpty { operations.append(.removeFastRemotes(gone.sorted { $0.ip < $1.ip })) }
         operations += fast.removals
         for subnet in desire.subnets {
             operations += ensure(subnet, mtu: desire.mtu, observed: observed)
@@ -191,12 +214,14 @@ public enum RouterPlanner {
         for link in observed.links where KernelNames.isOwned(link) && !kept.contains(link.name) {
             operations.append(.deleteLink(name: link.name))
         }
-        return operations + fast.additions
+        operations += fast.additions
+        if !new.isEmpty { operations.append(.addFastRemotes(new.sorted { $0.ip < $1.ip })) }
+        return operations
     }
 
     /// Ports taken off the fast path (first, before anything is unplugged or replugged: no frame is sent
     /// to a host end that is going) and put on it (last, once their links exist). A port is on it when it
-    /// is a veth (a tap has no peer to hand frames to) and not about to be made afresh.
+    /// is a veth (a tap has no peer to hand frames to) and not about to be made afresh; a tunnel always.
     static func fastPathChanges(_ desire: RouterDesire, observed: RouterObservation, portOperations: [String: [RouterOperation]])
         -> (removals: [RouterOperation], additions: [RouterOperation]) {
         var wanted: [String: WantedFastPort] = [:]
@@ -208,7 +233,7 @@ public enum RouterPlanner {
         let staying = Set(observed.fastPorts.keys).subtracting(leaving)
         let joining = desire.fastPorts.filter { port in
             guard wanted.removeValue(forKey: port.port) == port, !staying.contains(port.port) else { return false }
-            return isVeth(port.port, portOperations[port.port] ?? [], observed: observed)
+            return port.tunnel || isVeth(port.port, portOperations[port.port] ?? [], observed: observed)
         }
         return (leaving.map { .removeFastPort(name: $0) }, joining.map { .addFastPort($0) })
     }

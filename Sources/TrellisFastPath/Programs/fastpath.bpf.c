@@ -1,7 +1,10 @@
-// Trellis's fast path: a tcx program on the host end of each fast port in a router namespace. A frame that
-// its port may send (its own MAC and IPv4 address) to another fast port of the router goes straight into
-// that container's interface with bpf_redirect_peer; everything else goes on to today's path (the classic
-// tc filters, the port's nftables guard, the bridge, the router, its nftables filters) unchanged.
+// Trellis's fast path: a tcx program on the host end of each fast port in a router namespace, and on each
+// subnet's VXLAN device. A frame that its port may send (its own MAC and IPv4 address) to another fast port
+// of the router goes straight into that container's interface with bpf_redirect_peer; to an endpoint on
+// another host, straight to its subnet's VXLAN device (whose FDB knows the endpoint's host). A frame the
+// VXLAN device received for a fast port of its subnet goes straight into the container. Everything else
+// goes on to today's path (the classic tc filters, the port's nftables guard, the bridge, the router, its
+// nftables filters) unchanged.
 //
 // Policy stays the router's: where its nftables ruleset filters a frame (always between subnets, and
 // within one where the domain filters bridged traffic), only TCP and UDP packets of a connection that the
@@ -24,10 +27,19 @@
 #define TCX_NEXT -1
 
 /// A fast port as its own program sees it (keyed by its host end's ifindex) and as a destination sees it
-/// (keyed by its IPv4 address, network order): where it is, who it is, and its subnet's VNI.
+/// (keyed by its IPv4 address, network order): where it is, who it is, and its subnet's VNI. A tunnel is a
+/// subnet's VXLAN device, keyed by its ifindex only: what it receives comes from other hosts.
 struct fast_port {
     __u32 ifindex;
     __u32 ip;
+    __u32 segment;
+    __u8 mac[6];
+    __u8 tunnel;
+    __u8 pad;
+};
+
+/// An endpoint on another host (keyed by its IPv4 address): its subnet's VNI and its MAC.
+struct remote_endpoint {
     __u32 segment;
     __u8 mac[6];
     __u8 pad[2];
@@ -110,6 +122,20 @@ struct {
 } gateways_by_segment SEC(".maps");
 
 struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, __u32);
+} tunnels_by_segment SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u32);
+    __type(value, struct remote_endpoint);
+} remotes_by_address SEC(".maps");
+
+struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
@@ -190,20 +216,40 @@ int fast_port_ingress(struct __sk_buff *skb) {
 
     __u32 ifindex = skb->ifindex;
     struct fast_port *source = bpf_map_lookup_elem(&ports_by_ifindex, &ifindex);
-    // A forged source is left to the port's guard, which drops it.
-    if (!source || ip->saddr != source->ip || !same_mac(eth->h_source, source->mac)) return TCX_NEXT;
-    __u32 address = ip->daddr;
-    struct fast_port *destination = bpf_map_lookup_elem(&ports_by_address, &address);
-    if (!destination) return TCX_NEXT;
+    if (!source) return TCX_NEXT;
+    // A forged source is left to the port's guard, which drops it; what a tunnel received was judged by the
+    // sender's host, as on the bridge path.
+    if (!source->tunnel && (ip->saddr != source->ip || !same_mac(eth->h_source, source->mac))) return TCX_NEXT;
 
-    // Switched within the subnet (to the destination's MAC), or routed (to the source's gateway).
-    struct gateway *gateway = 0;
-    if (destination->segment == source->segment) {
-        if (!same_mac(eth->h_dest, destination->mac)) return TCX_NEXT;
-    } else {
-        __u32 segment = source->segment;
-        struct gateway *own = bpf_map_lookup_elem(&gateways_by_segment, &segment);
+    // The destination: a local fast port, or (from a port, not a tunnel) an endpoint behind its subnet's tunnel.
+    __u32 address = ip->daddr, segment, target;
+    __u8 destination_mac[6];
+    int local;
+    struct fast_port *destination = bpf_map_lookup_elem(&ports_by_address, &address);
+    if (destination) {
+        local = 1;
         segment = destination->segment;
+        target = destination->ifindex;
+        __builtin_memcpy(destination_mac, destination->mac, 6);
+    } else {
+        struct remote_endpoint *remote = source->tunnel ? 0 : bpf_map_lookup_elem(&remotes_by_address, &address);
+        if (!remote) return TCX_NEXT;
+        segment = remote->segment;
+        __u32 *tunnel = bpf_map_lookup_elem(&tunnels_by_segment, &segment);
+        if (!tunnel) return TCX_NEXT;
+        local = 0;
+        target = *tunnel;
+        __builtin_memcpy(destination_mac, remote->mac, 6);
+    }
+
+    // Switched within the subnet (to the destination's MAC), or routed from a port (to its gateway).
+    struct gateway *gateway = 0;
+    if (segment == source->segment) {
+        if (!same_mac(eth->h_dest, destination_mac)) return TCX_NEXT;
+    } else {
+        if (source->tunnel) return TCX_NEXT;
+        __u32 own_segment = source->segment;
+        struct gateway *own = bpf_map_lookup_elem(&gateways_by_segment, &own_segment);
         gateway = bpf_map_lookup_elem(&gateways_by_segment, &segment);
         if (!own || !gateway || !same_mac(eth->h_dest, own->mac) || ip->ttl <= 1) return TCX_NEXT;
     }
@@ -215,14 +261,11 @@ int fast_port_ingress(struct __sk_buff *skb) {
     int filtered = gateway || admission->filters_bridged;
     if (filtered && !admitted(skb, ip, end, admission->generation, &key)) return TCX_NEXT;
 
-    __u32 target = destination->ifindex;
     __u64 bytes = skb->len;
     if (filtered) count(&delivered_by_flow, &key, bpf_ntohs(ip->tot_len));
     if (gateway) {
         // As the router would: its own MAC on the destination's subnet, the destination's MAC, one hop less.
         struct gateway next = *gateway;
-        __u8 destination_mac[6];
-        __builtin_memcpy(destination_mac, destination->mac, 6);
         __u16 before = *(__u16 *)&ip->ttl, after;
         __u8 ttl = ip->ttl - 1;
         bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &ttl, 1, 0);
@@ -234,6 +277,8 @@ int fast_port_ingress(struct __sk_buff *skb) {
         bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), destination_mac, 6, 0);
         bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), next.mac, 6, 0);
     }
+    // Sent on by the tunnel: its FDB entry for the destination's MAC names the destination's host.
+    if (!local) return bpf_redirect(target, 0);
     count(&delivered_by_ifindex, &target, bytes);
     return bpf_redirect_peer(target, 0);
 }
