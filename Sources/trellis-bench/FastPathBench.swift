@@ -45,6 +45,18 @@ struct FastPathBench: AsyncParsableCommand {
                     runs[path].append(try paths[path]())
                 }
             }
+            // A real application across hosts: redis-benchmark's SET and GET, 20 clients, requests per second.
+            var redis: [[Double]] = [[], [], []]
+            if acrossHosts {
+                let servers = [("\(tag)-vb", "\(tag)-va", "10.201.0.2"), (bridge.server, bridge.client, bridge.address),
+                               (fast.server, fast.client, fast.address)]
+                for round in 0..<rounds {
+                    for step in 0..<servers.count {
+                        let path = (round + step) % servers.count
+                        redis[path].append(try redisRequests(server: servers[path].0, client: servers[path].1, address: servers[path].2))
+                    }
+                }
+            }
             let (direct, bridged, fastPath) = (median(runs[0]), median(runs[1]), median(runs[2]))
             let through = (routed ? "Trellis, router (policy):" : "Trellis, bridge path:")
                 .padding(toLength: 29, withPad: " ", startingAt: 0)
@@ -56,8 +68,37 @@ struct FastPathBench: AsyncParsableCommand {
                          fastPath, fastPath / direct, acrossHosts ? 0.9 : 0.95, fastPath / bridged))
             print("  packets the bridge sent to the server's port: fast path \(try fast.bridgedToServer()),"
                   + " bridge path \(try bridge.bridgedToServer())")
+            if acrossHosts {
+                let (direct, bridged, fastPath) = (median(redis[0]), median(redis[1]), median(redis[2]))
+                print(String(format: "  redis-benchmark (SET and GET, 20 clients): veth %.0f, bridge path %.0f = %.2f × veth,"
+                             + " fast path %.0f = %.2f × veth (target ≥ 0.8) requests/s", direct, bridged, bridged / direct,
+                             fastPath, fastPath / direct))
+            }
             withExtendedLifetime(fast.datapaths + bridge.datapaths) {}
         }
+    }
+
+    /// redis-benchmark's SET and GET requests per second (their mean) from namespace `client` to a redis-server
+    /// in namespace `server` at `address`, 20 clients.
+    func redisRequests(server: String, client: String, address: String) throws -> Double {
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        daemon.arguments = ["--net=/run/netns/\(server)", "/usr/bin/redis-server", "--bind", address, "--port", "6379", "--save", "",
+                            "--appendonly", "no", "--protected-mode", "no"]
+        daemon.standardOutput = FileHandle.nullDevice
+        daemon.standardError = FileHandle.nullDevice
+        try daemon.run()
+        defer { kill(daemon.processIdentifier, SIGKILL); daemon.waitUntilExit() }
+        usleep(300_000)
+        let output = try sh(["/usr/bin/nsenter", "--net=/run/netns/\(client)", "/usr/bin/redis-benchmark", "-h", address, "-p", "6379",
+                             "-c", "20", "-n", "100000", "-t", "set,get", "-q"])
+        // Lines like "SET: 81234.77 requests per second, p50=0.135 msec" (after progress lines ending in \r).
+        let rates = output.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).compactMap { line -> Double? in
+            guard line.hasPrefix("SET: ") || line.hasPrefix("GET: "), line.contains("requests per second") else { return nil }
+            return Double(line.dropFirst(5).prefix { $0 != " " })
+        }
+        guard rates.count == 2 else { throw TrellisError(.unavailable, "redis-benchmark gave no result: \(output.suffix(300))") }
+        return rates.reduce(0, +) / 2
     }
 
     /// Two containers with the agent's datapath: on one host or on two; the first is the iperf3 client.
@@ -105,6 +146,7 @@ struct FastPathBench: AsyncParsableCommand {
         }
         let policies = routed ? [NetworkPolicy(path: "b/d/p", name: "p", domain: "b/d", rules: [
             try PolicyRule.parse("allow tcp from \(subnets[0].path) to \(subnets[1].path) port 5201"),
+            try PolicyRule.parse("allow tcp from \(subnets[0].path) to \(subnets[1].path) port 6379"),
         ], revision: 1, createdAt: Date())] : []
         var datapaths: [Datapath] = []
         for (index, host) in hosts.enumerated() {
