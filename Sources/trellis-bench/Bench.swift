@@ -240,12 +240,12 @@ struct BenchLab {
     let directory: String
     let controller: ControllerClient
 
-    init(hosts count: Int, tag: String, docker: Bool = false, controllers: Int = 1) throws {
+    init(hosts count: Int, tag: String, docker: Bool = false, controllers: Int = 1, datapath: String = "auto") throws {
         trellis = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("trellis").path
         directory = "/tmp/\(tag)-lab"
         _ = try sh([trellis, "lab", "down", "--dir", directory])
-        let up = try sh([trellis, "lab", "up", "--hosts", String(count), "--controllers", String(controllers), "--dir", directory]
-                        + (docker ? ["--docker"] : []))
+        let up = try sh([trellis, "lab", "up", "--hosts", String(count), "--controllers", String(controllers), "--dir", directory,
+                         "--datapath", datapath] + (docker ? ["--docker"] : []))
         guard up.contains("h\(count)") else { throw TrellisError(.unavailable, "lab up failed: \(up)") }
         let token = try String(contentsOfFile: "\(directory)/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         controller = ControllerClient(baseURL: ControllerClient.baseURL(socket: "\(directory)/controller.sock"), token: token)

@@ -18,16 +18,18 @@ struct PolicyBench: AsyncParsableCommand {
     @Option(help: "Lab hosts for the propagation run.") var hosts = 10
     @Option(help: "Endpoints using the profile in the propagation run.") var endpoints = 1_000
     @Option(help: "Profile changes timed.") var changes = 10
+    @Option(help: "The lab agents' datapath: auto, fast or bridge.") var datapath = "auto"
+    @Flag(help: "Skip the propagation run (throughput only).") var skipPropagation = false
 
     func run() async throws {
         let tag = "tp\(UInt16.random(in: 0...UInt16.max))"
         defer { for name in NetworkNamespace.names() where name.hasPrefix(tag) { try? NetworkNamespace.delete(named: name) } }
         try await throughput(tag)
-        try await propagation(tag)
+        if !skipPropagation { try await propagation(tag) }
     }
 
     func throughput(_ tag: String) async throws {
-        let lab = try BenchLab(hosts: 2, tag: tag)
+        let lab = try BenchLab(hosts: 2, tag: tag, datapath: datapath)
         defer { lab.down() }
         try await lab.subnet("10.60.0.0/16")
         let client = try namespace("\(tag)-a"), server = try namespace("\(tag)-b")
@@ -63,7 +65,7 @@ struct PolicyBench: AsyncParsableCommand {
         }
         let (none, one, all) = (median(runs[0]), median(runs[1]), median(runs[2]))
         print("policy benchmark (iperf3 TCP, one stream, \(seconds) s each, medians of \(rounds) interleaved rounds, same run,"
-              + " two lab hosts)")
+              + " two lab hosts, datapath \(datapath))")
         print(String(format: "  no ACL rule (plain overlay):             %6.2f Gbit/s", none))
         print(String(format: "  a profile with 1 ACL rule:               %6.2f Gbit/s = %.2f × none", one, one / none))
         print(String(format: "  a profile with %d ACL rules:         %6.2f Gbit/s = %.2f × none (target ≥ 0.9), %.2f × one rule"
