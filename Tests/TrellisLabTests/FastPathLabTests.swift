@@ -116,20 +116,39 @@ extension LabTests {
         return "trv" + String(endpoint.id, radix: 36)
     }
 
+    /// Subnets red (10.6.N.0/24) and blue (10.6.N+1.0/24) of acme/app1, a and b in red and c in blue: a on h1,
+    /// b and c on `peers`.
+    func redAndBlue(_ lab: RunningLab, from octet: Int, peers: String) async throws -> (a: Member, b: Member, c: Member) {
+        try await lab.makeSubnet("acme/app1/web/red", cidr: "10.6.\(octet).0/24")
+        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/blue", "--cidr", "10.6.\(octet + 1).0/24")
+        let a = try await lab.member("a", on: "h1", subnet: "acme/app1/web/red", ip: "10.6.\(octet).11")
+        let b = try await lab.member("b", on: peers, subnet: "acme/app1/web/red", ip: "10.6.\(octet).12")
+        let c = try await lab.member("c", on: peers, subnet: "acme/app1/web/blue", ip: "10.6.\(octet + 1).13")
+        return (a, b, c)
+    }
+
+    /// A policy that allows TCP to port 5201 from red to blue, in force on `hosts` hosts.
+    func allowRedToBlue(_ lab: RunningLab, hosts: Int) async throws {
+        try await lab.trellis(on: "h1", "policy", "create", "acme/app1/red-blue")
+        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/red-blue",
+                              "allow tcp from acme/app1/web/red to acme/app1/web/blue port 5201")
+        try await lab.settle(hosts: hosts)
+    }
+
+    /// Deletes the policy: `connection`, which it allowed, must stop.
+    func expectConnectionStopsWithThePolicy(_ connection: TCPFlow, _ lab: RunningLab, hosts: Int) async throws {
+        try await lab.trellis(on: "h1", "policy", "delete", "acme/app1/red-blue")
+        try await lab.settle(hosts: hosts)
+        #expect(!connection.carries("no longer allowed"), "a connection the ruleset no longer allows went on")
+    }
+
     /// Where a policy filters (between subnets always), a connection it allows skips the router once the
     /// router accepted it, and is still counted in the flows API; one it no longer allows stops.
     @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"))
     func connectionsAPolicyAllowsSkipTheRouterAndStopWhenItNoLongerDoes() async throws {
         let lab = try await RunningLab(hosts: 1)
-        try await lab.makeSubnet("acme/app1/web/red", cidr: "10.6.3.0/24")
-        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/blue", "--cidr", "10.6.4.0/24")
-        let a = try await lab.member("a", on: "h1", subnet: "acme/app1/web/red", ip: "10.6.3.11")
-        let b = try await lab.member("b", on: "h1", subnet: "acme/app1/web/red", ip: "10.6.3.12")
-        let c = try await lab.member("c", on: "h1", subnet: "acme/app1/web/blue", ip: "10.6.4.13")
-        try await lab.trellis(on: "h1", "policy", "create", "acme/app1/red-blue")
-        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/red-blue",
-                              "allow tcp from acme/app1/web/red to acme/app1/web/blue port 5201")
-        try await lab.settle(hosts: 1)
+        let (a, b, c) = try await redAndBlue(lab, from: 3, peers: "h1")
+        try await allowRedToBlue(lab, hosts: 1)
         let portB = try await port(of: "acme/app1/web/red/b", in: lab), portC = try await port(of: "acme/app1/web/blue/c", in: lab)
 
         // What the policy does not allow stays out of reach.
@@ -156,9 +175,7 @@ extension LabTests {
         let before = try bridgedBytes(to: portC)
         for _ in 0..<20 { #expect(connection.carries("on the fast path")) }
         #expect(try bridgedBytes(to: portC) - before < 1000, "the connection's segments skipped the bridge")
-        try await lab.trellis(on: "h1", "policy", "delete", "acme/app1/red-blue")
-        try await lab.settle(hosts: 1)
-        #expect(!connection.carries("no longer allowed"), "a connection the ruleset no longer allows went on")
+        try await expectConnectionStopsWithThePolicy(connection, lab, hosts: 1)
     }
 
     /// The bytes the flows API counts of the connections from `a` to `b` on TCP port 5201 on `host`, once they
@@ -182,11 +199,7 @@ extension LabTests {
     @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"))
     func connectionsAcrossHostsSkipTheBridgesAtBothEnds() async throws {
         let lab = try await RunningLab(hosts: 2)
-        try await lab.makeSubnet("acme/app1/web/red", cidr: "10.6.5.0/24")
-        try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/blue", "--cidr", "10.6.6.0/24")
-        let a = try await lab.member("a", on: "h1", subnet: "acme/app1/web/red", ip: "10.6.5.11")
-        let b = try await lab.member("b", on: "h2", subnet: "acme/app1/web/red", ip: "10.6.5.12")
-        let c = try await lab.member("c", on: "h2", subnet: "acme/app1/web/blue", ip: "10.6.6.13")
+        let (a, b, c) = try await redAndBlue(lab, from: 5, peers: "h2")
         try await lab.settle(hosts: 2)
         let portA = try await port(of: "acme/app1/web/red/a", in: lab), portB = try await port(of: "acme/app1/web/red/b", in: lab)
         let portC = try await port(of: "acme/app1/web/blue/c", in: lab)
@@ -212,10 +225,7 @@ extension LabTests {
 
         // Routed between subnets through a policy: the receiving bridge carries a connection's first packets only,
         // and each host's flows count the connection as the fast path carried it.
-        try await lab.trellis(on: "h1", "policy", "create", "acme/app1/red-blue")
-        try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/red-blue",
-                              "allow tcp from acme/app1/web/red to acme/app1/web/blue port 5201")
-        try await lab.settle(hosts: 2)
+        try await allowRedToBlue(lab, hosts: 2)
         #expect(try ping(from: a.namespace, c.ip, count: 1).status != 0, "ICMP is not allowed")
         let before = try bridgedBytes(to: portC, on: "h2")
         let moved = try iperf(from: a, to: c, seconds: 2).bytes
@@ -231,8 +241,6 @@ extension LabTests {
         // A connection the policy allowed stops when the policy goes.
         let connection = try lab.flow(from: a, to: c, port: 5201)
         for _ in 0..<5 { #expect(connection.carries("allowed")) }
-        try await lab.trellis(on: "h1", "policy", "delete", "acme/app1/red-blue")
-        try await lab.settle(hosts: 2)
-        #expect(!connection.carries("no longer allowed"), "a connection the ruleset no longer allows went on")
+        try await expectConnectionStopsWithThePolicy(connection, lab, hosts: 2)
     }
 }
