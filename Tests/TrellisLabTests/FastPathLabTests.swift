@@ -23,7 +23,8 @@ extension LabTests {
         return try bridged(to: port) - before
     }
 
-    @Test func localPortsOfASubnetTalkOverTheFastPathUntilSomethingFiltersThem() async throws {
+    @Test(.enabled(if: testDatapath != "bridge", "the lab runs the bridge path alone"))
+    func localPortsOfASubnetTalkOverTheFastPathUnlessShapedOrFiltered() async throws {
         let lab = try await RunningLab(hosts: 1)
         try await lab.makeSubnet("acme/app1/web/red", cidr: "10.6.1.0/24")
         try await lab.trellis(on: "h1", "subnet", "create", "acme/app1/web/blue", "--cidr", "10.6.2.0/24")
@@ -144,7 +145,8 @@ extension LabTests {
 
     /// Where a policy filters (between subnets always), a connection it allows skips the router once the
     /// router accepted it, and is still counted in the flows API; one it no longer allows stops.
-    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"))
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"),
+          .enabled(if: testDatapath != "bridge", "the lab runs the bridge path alone"))
     func connectionsAPolicyAllowsSkipTheRouterAndStopWhenItNoLongerDoes() async throws {
         let lab = try await RunningLab(hosts: 1)
         let (a, b, c) = try await redAndBlue(lab, from: 3, peers: "h1")
@@ -196,7 +198,8 @@ extension LabTests {
     /// Between hosts, frames go from the sender's port straight to its subnet's VXLAN device and from the
     /// receiver's VXLAN device straight into the container: neither host's bridge carries them, policy
     /// between subnets still holds, and both hosts' flows count what crossed.
-    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"))
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/iperf3"), "needs iperf3"),
+          .enabled(if: testDatapath != "bridge", "the lab runs the bridge path alone"))
     func connectionsAcrossHostsSkipTheBridgesAtBothEnds() async throws {
         let lab = try await RunningLab(hosts: 2)
         let (a, b, c) = try await redAndBlue(lab, from: 5, peers: "h2")

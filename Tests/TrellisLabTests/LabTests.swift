@@ -14,8 +14,8 @@ final class RunningLab: @unchecked Sendable {
 
     init(hosts: Int, controllers: Int = 1, docker: Bool = false) async throws {
         directory = try makeTemporaryDirectory()
-        let up = try await runTrellis(["lab", "up", "--hosts", String(hosts), "--controllers", String(controllers), "--dir", directory.path]
-                                      + (docker ? ["--docker"] : []), environment: [:])
+        let up = try await runTrellis(["lab", "up", "--hosts", String(hosts), "--controllers", String(controllers), "--dir", directory.path,
+                                       "--datapath", testDatapath] + (docker ? ["--docker"] : []), environment: [:])
         guard up.status == 0 else { throw TrellisError(.unavailable, "lab up failed: \(up.stderr)\(up.stdout)") }
     }
 

@@ -109,5 +109,9 @@ enum RunningEtcdFailure: Error, CustomStringConvertible {
 /// Whether Debian's etcd-server is installed (tests that need it are skipped otherwise).
 public let etcdInstalled = FileManager.default.fileExists(atPath: "/usr/bin/etcd")
 
+/// The lab agents' datapath this time (TRELLIS_TEST_DATAPATH=bridge runs the lab suites on the bridge path alone;
+/// the default, auto, is the eBPF fast path where the kernel runs it).
+public let testDatapath = ProcessInfo.processInfo.environment["TRELLIS_TEST_DATAPATH"] ?? "auto"
+
 /// Whether the suites run against etcd this time (TRELLIS_TEST_STORE=etcd) rather than SQLite.
 public let testStoreIsEtcd = ProcessInfo.processInfo.environment["TRELLIS_TEST_STORE"] == "etcd"
