@@ -244,17 +244,20 @@ public final class FastPathProgram: @unchecked Sendable {
         bpf_map_delete_elem(portsByIfindex, &ifindex)
     }
 
-    /// Makes the fast path send to these endpoints of other hosts through their subnets' tunnels.
-    public func addRemotes(_ remotes: [FastRemote]) throws {
-        for remote in remotes {
+    /// Makes the fast path send to these endpoints of other hosts through their subnets' tunnels, as far as its
+    /// map holds them (65,536): what is sent to one it cannot hold takes the bridge path. The ones it holds.
+    @discardableResult
+    public func addRemotes(_ remotes: [FastRemote]) -> [FastRemote] {
+        remotes.filter { remote in
             var key = remote.ip.value.bigEndian, value: [UInt8] = []
             withUnsafeBytes(of: remote.segment) { value += $0 }
             value += remote.mac.bytes + [0, 0]
-            try check(bpf_map_update_elem(remotesByAddress, &key, &value, UInt64(BPF_ANY)), "record remote endpoint \(remote.ip)")
+            guard bpf_map_update_elem(remotesByAddress, &key, &value, UInt64(BPF_ANY)) == 0 else { return false }
             lock.withLock {
                 remoteEndpoints = remoteEndpoints.filter { $0.ip != remote.ip }
                 remoteEndpoints.insert(remote)
             }
+            return true
         }
     }
 

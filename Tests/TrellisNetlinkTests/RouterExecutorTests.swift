@@ -141,9 +141,10 @@ final class RecordingRouterKernel: RouterKernel {
         state.fastPorts = state.fastPorts.filter { $0.value != port }
     }
 
-    func addFastRemotes(_ remotes: [FastRemote]) throws {
+    func addFastRemotes(_ remotes: [FastRemote]) throws -> [FastRemote] {
         writes.append("fast remotes \(remotes.map(\.ip))")
         state.fastRemotes.formUnion(remotes)
+        return remotes
     }
 
     func removeFastRemotes(_ remotes: [FastRemote]) {

@@ -126,8 +126,7 @@ enum RouterExecutor {
         case .removeFastPort(let name):
             if let entry = observed.fastPorts.removeValue(forKey: name) { kernel.removeFastPort(entry) }
         case .addFastRemotes(let remotes):
-            try kernel.addFastRemotes(remotes)
-            observed.fastRemotes.formUnion(remotes)
+            observed.fastRemotes.formUnion(try kernel.addFastRemotes(remotes))
         case .removeFastRemotes(let remotes):
             kernel.removeFastRemotes(remotes)
             observed.fastRemotes.subtract(remotes)

@@ -35,8 +35,9 @@ protocol RouterKernel {
     func addFastPort(_ port: FastPort) throws
     /// Takes a port off the fast path; nothing is left of it in the program's maps.
     func removeFastPort(_ port: FastPort)
-    /// Makes the fast path send to these endpoints on other hosts through their subnets' tunnels.
-    func addFastRemotes(_ remotes: [FastRemote]) throws
+    /// Makes the fast path send to these endpoints on other hosts through their subnets' tunnels; the ones it
+    /// took (the others keep the bridge path).
+    func addFastRemotes(_ remotes: [FastRemote]) throws -> [FastRemote]
     func removeFastRemotes(_ remotes: [FastRemote])
 }
 
@@ -116,9 +117,9 @@ struct NetlinkRouterKernel: RouterKernel {
 
     func removeFastPort(_ port: FastPort) { router.fastPath?.loaded?.remove(port) }
 
-    func addFastRemotes(_ remotes: [FastRemote]) throws {
+    func addFastRemotes(_ remotes: [FastRemote]) throws -> [FastRemote] {
         guard let fastPath = router.fastPath else { throw FastPathError(operation: "add remote endpoints", code: ENOTSUP) }
-        try fastPath.load().addRemotes(remotes)
+        return try fastPath.load().addRemotes(remotes)
     }
 
     func removeFastRemotes(_ remotes: [FastRemote]) { router.fastPath?.loaded?.removeRemotes(remotes) }
