@@ -298,10 +298,9 @@ public final class FastPathProgram: @unchecked Sendable {
         return result
     }
 
-    /// Forgets the counts of connections conntrack no longer holds: every flow but `existing` (both directions
-    /// of a connection are kept by its original direction's key or its reverse).
-    public func forgetFlows(keeping existing: Set<FastPathFlow>) {
-        for flow in flowDeliveries().keys where !existing.contains(flow) {
+    /// Forgets the counts of connections conntrack no longer holds (either direction's key).
+    public func forgetFlows(_ flows: some Sequence<FastPathFlow>) {
+        for flow in flows {
             var key = flow.key
             bpf_map_delete_elem(deliveredByFlow, &key)
         }

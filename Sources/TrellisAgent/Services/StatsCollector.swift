@@ -96,7 +96,8 @@ extension Agent {
                                   original: original, reply: reply,
                                   translatedDestination: entry.reply.source == entry.original.destination ? nil : entry.reply.source))
             }
-            router.fastPath?.forgetFlows(keeping: live)
+            // Only what was read before conntrack was: a connection counted since may not be in its dump yet.
+            router.fastPath?.forgetFlows(carried.keys.filter { !live.contains($0) })
         }
         return HostStatsReport(collectedAt: now, endpoints: endpoints, flows: flows)
     }
