@@ -29,8 +29,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "A group whose members may also use the local sockets (mode 0660); without it, root alone (0600).")
     var socketGroup: String?
     @Option(help: "MTU of overlay interfaces (the underlay's less 50).") var mtu: UInt32 = 1450
-    @Option(help: ArgumentHelp("Traffic between a subnet's local ports: fast (eBPF, skipping the bridge where nothing filters it),"
-                               + " bridge, or auto (fast where the kernel runs it)."))
+    @Option(help: ArgumentHelp("The datapath: fast (eBPF from port to port and VXLAN device, skipping the bridges and the router"
+                               + " for connections the ruleset accepted), bridge, or auto (fast where the kernel runs it)."))
     var datapath = DatapathChoice.auto
     @Option(help: "Seconds between traffic reports (endpoint counters and flows) to the controller.") var statsInterval: Double = 5
     @Option(help: "Follow this Docker engine's socket and attach containers started with --net=none and TRELLIS_* variables.")

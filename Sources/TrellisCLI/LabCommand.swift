@@ -29,7 +29,7 @@ struct LabCommand: AsyncParsableCommand {
         @Flag(help: ArgumentHelp("Run a Docker engine in every host (its agent follows it and serves it the trellis drivers),"
                                  + " with the image trellis/busybox."))
         var docker = false
-        @Option(help: "The agents' datapath between local ports: auto, fast or bridge.") var datapath = DatapathChoice.auto
+        @Option(help: "The agents' datapath: auto, fast (eBPF) or bridge.") var datapath = DatapathChoice.auto
 
         func validate() throws {
             guard (1...250).contains(hosts) else { throw ValidationError("--hosts must be from 1 to 250") }

@@ -12,7 +12,7 @@ public struct DatapathConfiguration: Sendable {
     public var underlayIP: IPv4Address
     /// MTU of overlay interfaces: the underlay's less the 50 bytes of VXLAN over IPv4.
     public var overlayMTU: UInt32
-    /// Whether traffic between a subnet's local ports takes the eBPF fast path where nothing filters it.
+    /// Whether ports and VXLAN devices carry the eBPF fast path (see `FastPathAdmission` for what it lets through).
     public var fastPath: Bool
 
     public init(host: String, underlayIP: IPv4Address, overlayMTU: UInt32 = 1450, fastPath: Bool = false) {
