@@ -125,7 +125,8 @@ public final class Agent: Sendable {
         let directory = (configuration.socketPath as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let fastPath = try configuration.datapath.usesFastPath()
-        logger.info("datapath: \(fastPath ? "eBPF fast path for ports and tunnels, filtered traffic as the ruleset accepts it" : "bridges only")")
+        let described = fastPath ? "eBPF fast path for ports and tunnels, filtered traffic as the ruleset accepts it" : "bridges only"
+        logger.info("datapath: \(described)")
         datapath = try Datapath(configuration: DatapathConfiguration(host: configuration.host, underlayIP: configuration.underlayIP,
                                                                      overlayMTU: configuration.overlayMTU, fastPath: fastPath),
                                 bindings: try LocalBindingStore(path: configuration.bindingsPath),
