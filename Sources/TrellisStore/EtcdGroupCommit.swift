@@ -144,6 +144,9 @@ final class GroupCommit: Sendable {
     /// etcd transactions sent so far (merged ones count once).
     var transactionsSent: Int { transactions.load(ordering: .relaxed) }
 
+    /// Commits waiting for a transaction.
+    var waitingCount: Int { state.withLock { $0.waiting.count } }
+
     /// Commits `commit`, merged with others unless `alone`.
     func commit(_ commit: PreparedCommit, alone: Bool = false) async throws -> Outcome {
         try await withCheckedThrowingContinuation { continuation in

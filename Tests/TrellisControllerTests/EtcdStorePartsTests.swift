@@ -170,6 +170,9 @@ import TrellisEtcd
         let head = Task { try await group.commit(Self.commit(writes: ["o/a"])) }
         while await !recorder.held() { try await Task.sleep(for: .milliseconds(1)) }
         let waiting = Task { try await group.commit(Self.commit(writes: ["o/b"])) }
+        // Under load the task may start late: the third must come once the second has waited past patience, or
+        // it would wait behind the held first as well, and nothing would release them.
+        while group.waitingCount < 1 { try await Task.sleep(for: .milliseconds(1)) }
         try await Task.sleep(for: .milliseconds(60))
         #expect(await recorder.requests.count == 1, "the second waits while the first is under way")
         let overdue = Task { try await group.commit(Self.commit(writes: ["o/c"])) }
