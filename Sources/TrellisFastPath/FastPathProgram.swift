@@ -146,7 +146,6 @@ public final class FastPathProgram: @unchecked Sendable {
     private let deliveredByFlow: Int32
     private let tunnelsBySegment: Int32
     private let remotesByAddress: Int32
-    private var gatewayMACs: [UInt32: MACAddress] = [:]
     private var remoteEndpoints: Set<FastRemote> = []
     /// The tcx link of each attached port and its entry, by the port's index.
     private var links: [Int32: (link: Int32, port: FastPort)] = [:]
@@ -310,18 +309,7 @@ public final class FastPathProgram: @unchecked Sendable {
     public func setGateway(segment: UInt32, mac: MACAddress) throws {
         var key = segment, value = mac.bytes + [0, 0]
         try check(bpf_map_update_elem(gatewaysBySegment, &key, &value, UInt64(BPF_ANY)), "record the gateway of \(segment)")
-        lock.withLock { gatewayMACs[segment] = mac }
     }
-
-    /// Forgets a subnet's gateway: nothing is routed to it on the fast path any more.
-    public func removeGateway(segment: UInt32) {
-        var key = segment
-        bpf_map_delete_elem(gatewaysBySegment, &key)
-        lock.withLock { gatewayMACs[segment] = nil }
-    }
-
-    /// The gateways recorded, by VNI.
-    public func gateways() -> [UInt32: MACAddress] { lock.withLock { gatewayMACs } }
 
     /// Tells the program what the ruleset in force is (see `FastPathAdmission`).
     public func admit(_ admission: FastPathAdmission) throws {
