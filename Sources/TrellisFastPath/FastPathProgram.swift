@@ -133,8 +133,13 @@ public struct FastPathError: Error, CustomStringConvertible {
 
 /// One router namespace's instance of the fast-path program (`Programs/fastpath.bpf.c`) and its maps. It starts
 /// closed (`FastPathAdmission.closed`): until told the ruleset in force, every frame takes the router's path.
-/// Ports are attached with tcx links that this object holds: closing it, or the agent's exit, detaches
-/// them all and the ports' traffic takes the bridge path again, so nothing outlives its owner.
+///
+/// Ports are hooked with a classic tc filter on a clsact qdisc (`RouteNetlink.hookIngress`), not a tcx link:
+/// making or removing a tcx link waits for an RCU grace period (~10 ms here) holding the RTNL lock, which every
+/// attach on the host then waits behind, while a filter is added in microseconds and its port's teardown costs
+/// nothing more. The filters, not this object, keep the program and its maps alive: after the agent exits its
+/// ports stay on the fast path with what it last said, and a restarted agent's program replaces each filter
+/// atomically. A port leaves the fast path when its filter is removed, or with the link itself.
 public final class FastPathProgram: @unchecked Sendable {
     private let object: OpaquePointer
     private let program: Int32
@@ -147,8 +152,8 @@ public final class FastPathProgram: @unchecked Sendable {
     private let tunnelsBySegment: Int32
     private let remotesByAddress: Int32
     private var remoteEndpoints: Set<FastRemote> = []
-    /// The tcx link of each attached port and its entry, by the port's index.
-    private var links: [Int32: (link: Int32, port: FastPort)] = [:]
+    /// The entry of each port this program hooked, by the port's index.
+    private var hooked: [Int32: FastPort] = [:]
     private let lock = NSLock()
 
     /// Loads the program and makes its empty maps.
@@ -180,17 +185,16 @@ public final class FastPathProgram: @unchecked Sendable {
         try admit(.closed)
     }
 
-    deinit {
-        for attached in links.values { close(attached.link) }
-        bpf_object__close(object)
-    }
+    /// Closes this process's descriptors; the program and its maps live on while a port's filter holds them.
+    deinit { bpf_object__close(object) }
 
-    /// Whether this kernel loads the program and attaches tcx links (Linux 6.6 or later, with BPF).
+    /// Whether this kernel loads the program (Linux 6.6 or later, with BPF and the conntrack kfuncs).
     public static func isSupported() -> Bool { (try? FastPathProgram()) != nil }
 
-    /// Makes `port` a source and a destination of the fast path (and records its subnet's gateway), and attaches
-    /// the program to its host end (found by index in `namespace`) unless it is attached already.
-    public func add(_ port: FastPort, in namespace: NetworkNamespace) throws {
+    /// Makes `port` a source and a destination of the fast path (and records its subnet's gateway), and hooks
+    /// the program to its host end through `netlink`, the router namespace's (a filter already there, this
+    /// program's or another's, is replaced atomically).
+    public func add(_ port: FastPort, through netlink: RouteNetlink) throws {
         if let gateway = port.gateway { try setGateway(segment: port.segment, mac: gateway) }
         var value = Self.value(port)
         var ifindex = UInt32(bitPattern: port.ifindex), address = port.ip.value.bigEndian, segment = port.segment
@@ -200,33 +204,31 @@ public final class FastPathProgram: @unchecked Sendable {
         } else {
             try check(bpf_map_update_elem(portsByAddress, &address, &value, UInt64(BPF_ANY)), "record address \(port.ip)")
         }
-        let attached = lock.withLock { () -> Bool in
-            guard links[port.ifindex] != nil else { return false }
-            links[port.ifindex]?.port = port
-            return true
+        let known = lock.withLock { () -> Bool in
+            defer { hooked[port.ifindex] = port }
+            return hooked[port.ifindex] != nil
         }
-        if attached { return }
-        let program = program
-        let fd = try namespace.run { () -> Int32 in
-            let fd = trellis_tcx_attach_ingress(program, port.ifindex)
-            return fd >= 0 ? fd : -errno
-        }
-        guard fd >= 0 else {
-            // Nothing of a port that could not be attached stays in the maps.
+        if known { return }
+        do {
+            try netlink.hookIngress(index: port.ifindex, program: program, name: "trellis-fastpath")
+        } catch {
+            // Nothing of a port that could not be hooked stays in the maps.
+            lock.withLock { _ = hooked.removeValue(forKey: port.ifindex) }
             forget(port)
-            throw FastPathError(operation: "attach to port \(port.ifindex)", code: -fd)
+            throw error
         }
-        lock.withLock { links[port.ifindex] = (fd, port) }
     }
 
     /// The ports on the fast path, as they were last added.
-    public func ports() -> [FastPort] { lock.withLock { links.values.map(\.port) } }
+    public func ports() -> [FastPort] { lock.withLock { Array(hooked.values) } }
 
-    /// Takes `port` off the fast path: no frame is redirected to or from it any more. What it delivered to
-    /// the port is kept, so the port's counters never go back (see `forgetDeliveries(keeping:)`).
-    public func remove(_ port: FastPort) {
+    /// Takes `port` off the fast path: no frame is redirected to it any more, and its filter is removed through
+    /// `netlink` (nil when the link is gone). What it delivered to the port is kept, so the port's counters never
+    /// go back (see `forgetDeliveries(keeping:)`).
+    public func remove(_ port: FastPort, through netlink: RouteNetlink?) throws {
         forget(port)
-        if let attached = lock.withLock({ links.removeValue(forKey: port.ifindex) }) { close(attached.link) }
+        lock.withLock { _ = hooked.removeValue(forKey: port.ifindex) }
+        try netlink?.unhookIngress(index: port.ifindex)
     }
 
     /// Deletes a port's entries from the maps.

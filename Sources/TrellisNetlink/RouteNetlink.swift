@@ -173,6 +173,33 @@ public struct RouteNetlink: Sendable {
                            describing: "redirect from index \(index) to \(target)")
     }
 
+    /// Runs the BPF program `program` (a descriptor) on everything the link receives, as a direct-action filter of
+    /// priority 1 on a clsact qdisc, replacing atomically a program there before (another process's, say): the
+    /// filter holds the program, so it stays attached until the link or the qdisc goes. A link with an
+    /// `ingress` qdisc (a rate limit's redirect, which a port on the fast path no longer has) gets a clsact instead.
+    public func hookIngress(index: Int32, program: Int32, name: String) throws {
+        do {
+            try socket.execute(TrafficControlRequests.addClsactQdisc(index: index), describing: "clsact qdisc of index \(index)")
+        } catch let error as NetlinkError where error.code == EEXIST {
+            // A clsact qdisc stays (the kernel deletes only a qdisc of the kind named); an ingress qdisc goes.
+            try deleteIngressQdisc(index: index)
+            do {
+                try socket.execute(TrafficControlRequests.addClsactQdisc(index: index), describing: "clsact qdisc of index \(index)")
+            } catch let error as NetlinkError where error.code == EEXIST {
+            }
+        }
+        try socket.execute(TrafficControlRequests.replaceBPFFilter(index: index, program: program, name: name, priority: 1),
+                           describing: "BPF filter \(name) on index \(index)")
+    }
+
+    /// Removes the link's clsact qdisc and the program it runs; a link without one is not an error.
+    public func unhookIngress(index: Int32) throws {
+        do {
+            try socket.execute(TrafficControlRequests.deleteClsactQdisc(index: index), describing: "clsact qdisc of index \(index)")
+        } catch let error as NetlinkError where error.code == ENOENT || error.code == EINVAL || error.code == ENODEV {
+        }
+    }
+
     /// Removes the link's ingress qdisc and its filters; a link without one is not an error (the kernel
     /// answers EINVAL when a link has no ingress queue, ENOENT when it has one but no qdisc on it).
     public func deleteIngressQdisc(index: Int32) throws {

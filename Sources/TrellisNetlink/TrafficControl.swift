@@ -42,7 +42,12 @@ public struct TrafficControl: Sendable {
         let names = Dictionary(result.devices.map { ($0.value, $0.key) }, uniquingKeysWith: { first, _ in first })
         for qdisc in try netlink.qdiscs() {
             guard let name = names[qdisc.index] else { continue }
-            if qdisc.isIngress { result.ingress.insert(name) } else if qdisc.isRoot { result.root[name] = qdisc.kind }
+            // A clsact qdisc is the fast path's hook (`RouteNetlink.hookIngress`), not a rate limit's.
+            if qdisc.isIngress {
+                if qdisc.kind == "ingress" { result.ingress.insert(name) }
+            } else if qdisc.isRoot {
+                result.root[name] = qdisc.kind
+            }
         }
         return result
     }

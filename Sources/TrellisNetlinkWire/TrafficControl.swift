@@ -5,6 +5,7 @@ public enum TC {
     public static let RTM_DELQDISC: UInt16 = 37
     public static let RTM_GETQDISC: UInt16 = 38
     public static let RTM_NEWTFILTER: UInt16 = 44
+    public static let RTM_DELTFILTER: UInt16 = 45
 
     public static let TCA_KIND: UInt16 = 1
     public static let TCA_OPTIONS: UInt16 = 2
@@ -14,6 +15,14 @@ public enum TC {
     /// The parent of a device's ingress qdisc, whose own handle is `ffff:`.
     public static let TC_H_INGRESS: UInt32 = 0xffff_fff1
     public static let ingressHandle: UInt32 = 0xffff_0000
+    /// The parent of the filters on a clsact (or ingress) qdisc's ingress side (TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)).
+    public static let clsactIngress: UInt32 = 0xffff_fff2
+
+    public static let TCA_BPF_FD: UInt16 = 6
+    public static let TCA_BPF_NAME: UInt16 = 7
+    public static let TCA_BPF_FLAGS: UInt16 = 8
+    /// The program's return code is the action (`direct-action`).
+    public static let TCA_BPF_FLAG_ACT_DIRECT: UInt32 = 1
 
     public static let TCA_TBF_PARMS: UInt16 = 1
     public static let TCA_TBF_RATE64: UInt16 = 4
@@ -129,6 +138,7 @@ public struct Qdisc: Equatable, Sendable {
     public var tokenBucket: TokenBucket?
 
     public var isRoot: Bool { parent == TC.TC_H_ROOT }
+    /// An `ingress` or `clsact` qdisc: both hang at the device's ingress parent.
     public var isIngress: Bool { parent == TC.TC_H_INGRESS }
 
     public init(_ message: NetlinkMessage) throws {
@@ -206,6 +216,35 @@ public enum TrafficControlRequests {
                               header: TrafficControlInfo(index: index, parent: TC.ingressHandle, info: 1 << 16 | protocolAll),
                               attributes: [.string(TC.TCA_KIND, "u32"), .nested(TC.TCA_OPTIONS, [
                                   .nested(TC.TCA_U32_ACT, [action]), Attribute(type: TC.TCA_U32_SEL, payload: selector.bytes),
+                              ])])
+    }
+
+    /// A clsact qdisc, whose ingress side runs classifiers such as a BPF program; an error if the device has one
+    /// (or an ingress qdisc) already.
+    public static func addClsactQdisc(index: Int32) -> NetlinkMessage {
+        NetlinkMessage(type: TC.RTM_NEWQDISC, flags: RouteRequests.create,
+                       header: TrafficControlInfo(index: index, handle: TC.ingressHandle, parent: TC.TC_H_INGRESS),
+                       attributes: [.string(TC.TCA_KIND, "clsact")])
+    }
+
+    /// Removes the device's clsact qdisc and every filter on it (not an ingress qdisc: the kind must match).
+    public static func deleteClsactQdisc(index: Int32) -> NetlinkMessage {
+        NetlinkMessage(type: TC.RTM_DELQDISC, flags: RouteRequests.change,
+                       header: TrafficControlInfo(index: index, handle: TC.ingressHandle, parent: TC.TC_H_INGRESS),
+                       attributes: [.string(TC.TCA_KIND, "clsact")])
+    }
+
+    /// Makes the BPF program `program` (a descriptor) the device's ingress filter at `priority`, in direct-action mode,
+    /// replacing atomically whatever filter was there: frames never go unclassified while one program takes
+    /// over from another (`tc filter replace dev X ingress pref P handle 1 bpf da fd F`).
+    public static func replaceBPFFilter(index: Int32, program: Int32, name: String, priority: UInt16) -> NetlinkMessage {
+        let protocolAll = UInt32(TC.ETH_P_ALL.bigEndian)
+        return NetlinkMessage(type: TC.RTM_NEWTFILTER, flags: RouteRequests.replace,
+                              header: TrafficControlInfo(index: index, handle: 1, parent: TC.clsactIngress,
+                                                         info: UInt32(priority) << 16 | protocolAll),
+                              attributes: [.string(TC.TCA_KIND, "bpf"), .nested(TC.TCA_OPTIONS, [
+                                  .u32(TC.TCA_BPF_FD, UInt32(bitPattern: program)), .string(TC.TCA_BPF_NAME, name),
+                                  .u32(TC.TCA_BPF_FLAGS, TC.TCA_BPF_FLAG_ACT_DIRECT),
                               ])])
     }
 

@@ -10,11 +10,13 @@ import TrellisTestSupport
 /// The fast-path program on a real kernel: two containers on one bridge in a router namespace, as the
 /// agent makes them. Whether a frame took the fast path is read from the host ends' own counters with
 /// iproute2 (the bridge's path sends through the destination's host end, the fast path never does).
-@Suite(.enabled(if: isRoot && FastPathProgram.isSupported(), "needs root and a kernel with tcx"))
+@Suite(.enabled(if: isRoot && FastPathProgram.isSupported(), "needs root and a kernel that loads the fast path"))
 struct FastPathTests {
     struct Lab {
         let namespaces = Namespaces()
         let router: NetworkNamespace
+        /// The router namespace's rtnetlink, through which programs are hooked to ports.
+        let netlink: RouteNetlink
         let containers: [NetworkNamespace]
         let ports: [FastPort]
 
@@ -28,7 +30,7 @@ struct FastPathTests {
             try router.setSysctl("net.ipv4.ip_forward", "1")
             // IPv6's own chatter (router solicitations, MLD reports) would cross the bridge and blur its counters.
             try Self.withoutIPv6(router)
-            let netlink = try RouteNetlink(in: router)
+            netlink = try RouteNetlink(in: router)
             var containers: [NetworkNamespace] = [], ports: [FastPort] = []
             for number in 1...2 {
                 let segment: UInt32 = routed && number == 2 ? 101 : 100
@@ -129,7 +131,7 @@ struct FastPathTests {
         #expect(try lab.ping())
         #expect(try lab.bridgedToSecond() - before >= 20, "without the fast path every echo request crosses the bridge")
 
-        for port in lab.ports { try program.add(port, in: lab.router) }
+        for port in lab.ports { try program.add(port, through: lab.netlink) }
         before = try lab.bridgedToSecond()
         #expect(try lab.ping())
         #expect(try lab.bridgedToSecond() - before < 5, "echo requests went around the bridge")
@@ -138,8 +140,10 @@ struct FastPathTests {
         #expect(delivered[lab.ports[0].ifindex].map { $0.packets >= 20 } == true, "and the replies too")
 
         // Adding a port twice changes nothing; removing one sends its traffic over the bridge again.
-        try program.add(lab.ports[1], in: lab.router)
-        program.remove(lab.ports[1])
+        try program.add(lab.ports[1], through: lab.netlink)
+        try program.remove(lab.ports[1], through: lab.netlink)
+        #expect(try lab.netlink.qdiscs().contains { $0.index == lab.ports[1].ifindex && $0.kind == "clsact" } == false,
+                "its hook is gone")
         before = try lab.bridgedToSecond()
         #expect(try lab.ping())
         #expect(try lab.bridgedToSecond() - before >= 20)
@@ -148,18 +152,43 @@ struct FastPathTests {
         #expect(program.deliveries()[lab.ports[1].ifindex] == nil && program.deliveries()[lab.ports[0].ifindex] != nil)
     }
 
+    /// The hooks, not the program's object, keep it running: ports stay on the fast path when the process that
+    /// loaded it lets go (an agent that exits), and a new program takes each port over without a gap. A port
+    /// that had a rate limit's ingress redirect loses it to the hook.
+    @Test func portsStayOnTheFastPathWhenItsLoaderGoesUntilANewProgramTakesThemOver() throws {
+        let lab = try Lab()
+        try lab.netlink.redirectIngress(index: lab.ports[0].ifindex, to: lab.ports[1].ifindex)
+        var first: FastPathProgram? = try FastPathProgram()
+        try first?.admit(FastPathAdmission(generation: 1, filtersBridgedTraffic: false))
+        for port in lab.ports { try first?.add(port, through: lab.netlink) }
+        first = nil
+        var before = try lab.bridgedToSecond()
+        #expect(try lab.ping())
+        #expect(try lab.bridgedToSecond() - before < 5, "the program still runs with its maps after its loader let go")
+
+        let second = try FastPathProgram()
+        try second.admit(FastPathAdmission(generation: 1, filtersBridgedTraffic: false))
+        for port in lab.ports { try second.add(port, through: lab.netlink) }
+        before = try lab.bridgedToSecond()
+        #expect(try lab.ping())
+        #expect(try lab.bridgedToSecond() - before < 5)
+        #expect(second.deliveries()[lab.ports[1].ifindex].map { $0.packets >= 20 } == true, "the new program carries them now")
+        let ingress = try lab.netlink.qdiscs().filter(\.isIngress).map(\.kind)
+        #expect(ingress == ["clsact", "clsact"], "one hook per port, replaced in place, and no redirect left")
+    }
+
     @Test func aForgedSourceOrAnotherSubnetTakesTheBridgePath() throws {
         let lab = try Lab()
         let program = try FastPathProgram()
         try program.admit(FastPathAdmission(generation: 1, filtersBridgedTraffic: false))
         var second = lab.ports[1]
         second.segment = 101
-        for port in [lab.ports[0], second] { try program.add(port, in: lab.router) }
+        for port in [lab.ports[0], second] { try program.add(port, through: lab.netlink) }
         var before = try lab.bridgedToSecond()
         #expect(try lab.ping())
         #expect(try lab.bridgedToSecond() - before >= 20, "ports of two subnets never meet on the fast path")
 
-        for port in lab.ports { try program.add(port, in: lab.router) }
+        for port in lab.ports { try program.add(port, through: lab.netlink) }
         let inside = try RouteNetlink(in: lab.containers[0])
         try inside.addAddress(index: try inside.requireLink(named: "eth0").index, IPv4Address("10.9.0.9")!, prefixLength: 24)
         before = try lab.bridgedToSecond()
@@ -173,7 +202,7 @@ struct FastPathTests {
         let lab = try Lab(routed: true)
         let program = try FastPathProgram()
         for (segment, mac) in Lab.gateways { try program.setGateway(segment: segment, mac: mac) }
-        for port in lab.ports { try program.add(port, in: lab.router) }
+        for port in lab.ports { try program.add(port, through: lab.netlink) }
         try lab.filter(mark: 7)
 
         // Closed (the state a program starts in): everything is routed and filtered by the router.

@@ -134,11 +134,16 @@ final class RecordingRouterKernel: RouterKernel {
             throw NetlinkError(code: ENODEV, operation: "attach")
         }
         state.fastPorts[name] = port
+        state.fastHooks.insert(name)
     }
 
-    func removeFastPort(_ port: FastPort) {
-        writes.append("slow #\(port.ifindex)")
-        state.fastPorts = state.fastPorts.filter { $0.value != port }
+    /// An agent that exits: its program's filters stay on their links, but what it recorded goes with it.
+    func endProcess() { state.fastPorts = [:]; state.fastRemotes = [] }
+
+    func removeFastPort(_ port: FastPort?, hookedAt index: Int32?) throws {
+        writes.append("slow #\((port?.ifindex ?? index).map(String.init) ?? "?")")
+        if let port { state.fastPorts = state.fastPorts.filter { $0.value != port } }
+        if let name = state.links.first(where: { $0.index == index })?.name { state.fastHooks.remove(name) }
     }
 
     func addFastRemotes(_ remotes: [FastRemote]) throws -> [FastRemote] {
@@ -340,5 +345,35 @@ struct RouterExecutorTests {
         let tunnelLeft = try #require(kernel.writes.firstIndex(of: "slow #\(vxlan)"), "\(kernel.writes)")
         let deleted = try #require(kernel.writes.firstIndex(of: "delete #\(vxlan)"), "\(kernel.writes)")
         #expect(tunnelLeft < deleted && kernel.state.fastPorts.isEmpty && kernel.state.fastRemotes.isEmpty)
+    }
+
+    /// A restarted agent finds its predecessor's hooks: it takes over those still wanted (a filter replaced in
+    /// place, never removed first) and removes the others; a bridge-path agent removes them all.
+    @Test func aRestartTakesOverThePredecessorsHooksAndRemovesTheOnesNoLongerWanted() throws {
+        let kernel = RecordingRouterKernel()
+        var record = try kernel.observe()
+        var desire = RouterDesire(subnets: [red], remotes: [], ports: [port("trv1", on: red), port("trv2", on: red)],
+                                  fastPorts: [fast("trv1", 11, on: red), fast("trv2", 12, on: red)], mtu: mtu)
+        _ = try converge(desire, kernel, &record)
+        let first = try #require(record.link(named: "trv1")).index, second = try #require(record.link(named: "trv2")).index
+        kernel.endProcess()
+        kernel.forgetCalls()
+
+        // While it was away trv2 got a rate limit.
+        desire.fastPorts.removeLast()
+        record = try kernel.observe()
+        #expect(record.fastHooks == ["trv1", "trv2"] && record.fastPorts.isEmpty)
+        #expect(RouterPlanner.plan(desire, observed: record) == [.removeFastPort(name: "trv2"), .addFastPort(fast("trv1", 11, on: red))])
+        _ = try converge(desire, kernel, &record)
+        #expect(kernel.writes == ["slow #\(second)", "fast #\(first) 10.1.1.11"], "\(kernel.writes)")
+        #expect(kernel.state.fastHooks == ["trv1"] && record.fastHooks == ["trv1"])
+
+        // An agent on the bridge path wants no fast port: nothing stays hooked.
+        kernel.endProcess()
+        kernel.forgetCalls()
+        desire.fastPorts = []
+        record = try kernel.observe()
+        _ = try converge(desire, kernel, &record)
+        #expect(kernel.writes == ["slow #\(first)"] && kernel.state.fastHooks.isEmpty)
     }
 }

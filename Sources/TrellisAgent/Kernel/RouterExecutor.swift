@@ -12,6 +12,7 @@ extension RouterObservation {
         addresses.removeAll { $0.index == index }
         fdb.removeAll { $0.index == index }
         neighbours.removeAll { $0.index == index }
+        fastHooks.remove(name)
     }
 
     /// Takes the kernel's answer for one link: replaced, added, or (nil) forgotten.
@@ -123,8 +124,11 @@ enum RouterExecutor {
             let entry = wanted.entry(ifindex: try index(wanted.port))
             try kernel.addFastPort(entry)
             observed.fastPorts[wanted.port] = entry
+            observed.fastHooks.insert(wanted.port)
         case .removeFastPort(let name):
-            if let entry = observed.fastPorts.removeValue(forKey: name) { kernel.removeFastPort(entry) }
+            let entry = observed.fastPorts.removeValue(forKey: name)
+            let hooked = observed.fastHooks.remove(name) != nil ? observed.link(named: name)?.index : nil
+            try kernel.removeFastPort(entry, hookedAt: hooked)
         case .addFastRemotes(let remotes):
             observed.fastRemotes.formUnion(try kernel.addFastRemotes(remotes))
         case .removeFastRemotes(let remotes):

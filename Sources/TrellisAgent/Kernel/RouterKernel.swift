@@ -33,8 +33,9 @@ protocol RouterKernel {
     func deleteLink(index: Int32) throws
     /// Puts a port on the router's fast path: the program attached to its host end, its entries in the maps.
     func addFastPort(_ port: FastPort) throws
-    /// Takes a port off the fast path; nothing is left of it in the program's maps.
-    func removeFastPort(_ port: FastPort)
+    /// Takes a port off the fast path: nothing is left of `port` (if this process put it there) in the program's
+    /// maps, and the hook on the link numbered `hookedAt` (if it has one) is removed.
+    func removeFastPort(_ port: FastPort?, hookedAt index: Int32?) throws
     /// Makes the fast path send to these endpoints on other hosts through their subnets' tunnels; the ones it
     /// took (the others keep the bridge path).
     func addFastRemotes(_ remotes: [FastRemote]) throws -> [FastRemote]
@@ -56,14 +57,21 @@ struct NetlinkRouterKernel: RouterKernel {
     func observe() throws -> RouterObservation {
         let links = try netlink.links()
         let names = Dictionary(links.map { ($0.index, $0.name) }, uniquingKeysWith: { first, _ in first })
+        let hooks = Set(try netlink.qdiscs().filter { $0.isIngress && $0.kind == "clsact" }.compactMap { names[$0.index] })
         var fastPorts: [String: FastPort] = [:]
         let program = router.fastPath?.loaded
+        // A port whose link or hook went is forgotten, and put back on the fast path if still wanted.
         for port in program?.ports() ?? [] {
-            if let name = names[port.ifindex] { fastPorts[name] = port } else { program?.remove(port) }
+            guard let name = names[port.ifindex], hooks.contains(name) else {
+                try program?.remove(port, through: nil)
+                continue
+            }
+            fastPorts[name] = port
         }
         program?.forgetDeliveries(keeping: Set(names.keys))
         return RouterObservation(links: links, addresses: try netlink.addresses(), fdb: try netlink.neighbours(family: NL.AF_BRIDGE),
-                                 neighbours: try netlink.neighbours(), fastPorts: fastPorts, fastRemotes: program?.remotes() ?? [])
+                                 neighbours: try netlink.neighbours(), fastPorts: fastPorts, fastHooks: hooks,
+                                 fastRemotes: program?.remotes() ?? [])
     }
 
     func link(named name: String) throws -> Link? { try netlink.link(named: name) }
@@ -112,10 +120,13 @@ struct NetlinkRouterKernel: RouterKernel {
 
     func addFastPort(_ port: FastPort) throws {
         guard let fastPath = router.fastPath else { throw FastPathError(operation: "add port \(port.ifindex)", code: ENOTSUP) }
-        try fastPath.load().add(port, in: router.namespace)
+        try fastPath.load().add(port, through: netlink)
     }
 
-    func removeFastPort(_ port: FastPort) { router.fastPath?.loaded?.remove(port) }
+    func removeFastPort(_ port: FastPort?, hookedAt index: Int32?) throws {
+        if let port { try router.fastPath?.loaded?.remove(port, through: nil) }
+        if let index { try netlink.unhookIngress(index: index) }
+    }
 
     func addFastRemotes(_ remotes: [FastRemote]) throws -> [FastRemote] {
         guard let fastPath = router.fastPath else { throw FastPathError(operation: "add remote endpoints", code: ENOTSUP) }

@@ -10,19 +10,22 @@ public struct RouterObservation: Equatable, Sendable {
     public var addresses: [InterfaceAddress]
     public var fdb: [Neighbour]
     public var neighbours: [Neighbour]
-    /// The ports on the fast path, by name, as the fast-path program holds them (this process's own record:
-    /// the program's links end with the process).
+    /// The ports on the fast path, by name, as this process's fast-path program holds them (its own record).
     public var fastPorts: [String: FastPort]
+    /// The links whose ingress runs a fast-path program, by name: a clsact qdisc, whichever process hooked it
+    /// (filters outlive the agent, so a restarted one finds its predecessor's).
+    public var fastHooks: Set<String>
     /// The endpoints on other hosts the fast path sends to, as the program holds them.
     public var fastRemotes: Set<FastRemote>
 
     public init(links: [Link] = [], addresses: [InterfaceAddress] = [], fdb: [Neighbour] = [], neighbours: [Neighbour] = [],
-                fastPorts: [String: FastPort] = [:], fastRemotes: Set<FastRemote> = []) {
+                fastPorts: [String: FastPort] = [:], fastHooks: Set<String> = [], fastRemotes: Set<FastRemote> = []) {
         self.links = links
         self.addresses = addresses
         self.fdb = fdb
         self.neighbours = neighbours
         self.fastPorts = fastPorts
+        self.fastHooks = fastHooks
         self.fastRemotes = fastRemotes
     }
 
@@ -160,7 +163,7 @@ public enum RouterOperation: Equatable, Sendable {
     case deleteLink(name: String)
     /// Puts a port on the fast path (its program attached, its entries in the maps), found by name when applied.
     case addFastPort(WantedFastPort)
-    /// Takes a port off the fast path.
+    /// Takes a port off the fast path: out of the program's maps, and its hook removed.
     case removeFastPort(name: String)
     /// Endpoints on other hosts the fast path sends to (first the ones it no longer should, last the new ones).
     case addFastRemotes([FastRemote])
@@ -226,7 +229,10 @@ public enum RouterPlanner {
         -> (removals: [RouterOperation], additions: [RouterOperation]) {
         var wanted: [String: WantedFastPort] = [:]
         for port in desire.fastPorts where wanted[port.port] == nil { wanted[port.port] = port }
-        let leaving = observed.fastPorts.keys.sorted().filter { name in
+        // A hook this process's program does not hold (its predecessor's, or a bridge-path agent's) goes unless wanted.
+        let foreign = observed.fastHooks.filter { observed.fastPorts[$0] == nil && wanted[$0] == nil }
+        let leaving = Set(observed.fastPorts.keys).union(foreign).sorted().filter { name in
+            guard observed.fastPorts[name] != nil else { return true }
             let current = wanted[name].flatMap { wanted in observed.link(named: name).map { wanted.entry(ifindex: $0.index) } }
             return current != observed.fastPorts[name] || portOperations[name]?.isEmpty == false
         }
