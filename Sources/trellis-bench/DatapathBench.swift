@@ -115,6 +115,7 @@ struct DatapathBench: AsyncParsableCommand {
     @Option(help: "Endpoint creations timed for convergence.") var creations = 50
     @Flag(help: "Skip the throughput runs (lab measurements only).") var skipThroughput = false
     @Flag(help: "Skip the lab measurements (throughput only).") var skipLab = false
+    @Option(help: "The lab agents' datapath: auto, fast or bridge.") var datapath = "auto"
 
     func run() async throws {
         let tag = "tb\(UInt16.random(in: 0...UInt16.max))"
@@ -256,7 +257,7 @@ struct DatapathBench: AsyncParsableCommand {
 
     func labMeasurements(_ tag: String) async throws {
         let upStarted = ContinuousClock.now
-        let lab = try BenchLab(hosts: hosts, tag: tag)
+        let lab = try BenchLab(hosts: hosts, tag: tag, datapath: datapath)
         print(String(format: "  trellis lab up of %d hosts: %.1f s (target ≤ 60 s at 100)", hosts,
                      (ContinuousClock.now - upStarted).milliseconds / 1000))
         var downTimed = false
@@ -271,7 +272,7 @@ struct DatapathBench: AsyncParsableCommand {
         var attach = Samples(), request = Samples()
         for index in 0..<attaches {
             let container = try namespace("\(tag)-a\(index)")
-            let address = "10.50.1.\(index + 1)"
+            let address = "10.50.\(1 + index / 250).\(index % 250 + 1)"
             let probe = try EchoProbe(in: peer, target: try IPv4Address.parse(address, field: "address"))
             probe.start()
             usleep(20_000)
@@ -287,6 +288,8 @@ struct DatapathBench: AsyncParsableCommand {
                          + " (target p50 ≤ 10 ms, p99 ≤ 50 ms; %d of %d answered)",
                      attach.summary, attach.values.count, attaches))
         print(String(format: "    of which the attach request itself: %@", request.summary))
+        let slow = attach.values.enumerated().filter { $0.element > 100 }.map { String(format: "#%d %.0f ms", $0.offset, $0.element) }
+        if !slow.isEmpty { print("    over 100 ms: " + slow.joined(separator: ", ")) }
 
         // Convergence: every host serves the domain; time from creation until every other host has the FDB entry.
         for host in 2...hosts {
