@@ -139,7 +139,8 @@ public struct FastPathError: Error, CustomStringConvertible {
 /// attach on the host then waits behind, while a filter is added in microseconds and its port's teardown costs
 /// nothing more. The filters, not this object, keep the program and its maps alive: after the agent exits its
 /// ports stay on the fast path with what it last said, and a restarted agent's program replaces each filter
-/// atomically. A port leaves the fast path when its filter is removed, or with the link itself.
+/// atomically. A port that leaves the fast path keeps its filter, inert (the program passes on what it does not
+/// know): removing and re-adding a hook would cost a grace period, or drop frames.
 public final class FastPathProgram: @unchecked Sendable {
     private let object: OpaquePointer
     private let program: Int32
@@ -152,8 +153,10 @@ public final class FastPathProgram: @unchecked Sendable {
     private let tunnelsBySegment: Int32
     private let remotesByAddress: Int32
     private var remoteEndpoints: Set<FastRemote> = []
-    /// The entry of each port this program hooked, by the port's index.
-    private var hooked: [Int32: FastPort] = [:]
+    /// The entry of each port on the fast path, by the port's index.
+    private var entries: [Int32: FastPort] = [:]
+    /// The links whose filter runs this program, by index: the ports on the fast path and inert ones.
+    private var filtered: Set<Int32> = []
     private let lock = NSLock()
 
     /// Loads the program and makes its empty maps.
@@ -204,31 +207,42 @@ public final class FastPathProgram: @unchecked Sendable {
         } else {
             try check(bpf_map_update_elem(portsByAddress, &address, &value, UInt64(BPF_ANY)), "record address \(port.ip)")
         }
-        let known = lock.withLock { () -> Bool in
-            defer { hooked[port.ifindex] = port }
-            return hooked[port.ifindex] != nil
-        }
-        if known { return }
         do {
-            try netlink.hookIngress(index: port.ifindex, program: program, name: "trellis-fastpath")
+            try hook(port.ifindex, through: netlink)
         } catch {
             // Nothing of a port that could not be hooked stays in the maps.
-            lock.withLock { _ = hooked.removeValue(forKey: port.ifindex) }
             forget(port)
             throw error
         }
+        lock.withLock { entries[port.ifindex] = port }
+    }
+
+    /// Makes the link numbered `ifindex` run this program, inert for it until it is added: what another program
+    /// (a predecessor's) would still do there stops.
+    public func hook(_ ifindex: Int32, through netlink: RouteNetlink) throws {
+        if lock.withLock({ filtered.contains(ifindex) }) { return }
+        try netlink.hookIngress(index: ifindex, program: program, name: "trellis-fastpath")
+        lock.withLock { _ = filtered.insert(ifindex) }
     }
 
     /// The ports on the fast path, as they were last added.
-    public func ports() -> [FastPort] { lock.withLock { Array(hooked.values) } }
+    public func ports() -> [FastPort] { lock.withLock { Array(entries.values) } }
 
-    /// Takes `port` off the fast path: no frame is redirected to it any more, and its filter is removed through
-    /// `netlink` (nil when the link is gone). What it delivered to the port is kept, so the port's counters never
-    /// go back (see `forgetDeliveries(keeping:)`).
-    public func remove(_ port: FastPort, through netlink: RouteNetlink?) throws {
+    /// The indexes of the links whose filter runs this program.
+    public func hookedLinks() -> Set<Int32> { lock.withLock { filtered } }
+
+    /// Takes `port` off the fast path: no frame is redirected to or from it any more (its filter stays, inert).
+    /// What it delivered to the port is kept, so the port's counters never go back (see `forgetDeliveries(keeping:)`).
+    public func remove(_ port: FastPort) {
         forget(port)
-        lock.withLock { _ = hooked.removeValue(forKey: port.ifindex) }
-        try netlink?.unhookIngress(index: port.ifindex)
+        lock.withLock { _ = entries.removeValue(forKey: port.ifindex) }
+    }
+
+    /// Forgets the links that are gone, with their entries.
+    public func forgetLinks(keeping existing: Set<Int32>) {
+        let gone = lock.withLock { entries.values.filter { !existing.contains($0.ifindex) } }
+        gone.forEach(remove)
+        lock.withLock { filtered.formIntersection(existing) }
     }
 
     /// Deletes a port's entries from the maps.

@@ -105,7 +105,7 @@ public final class NetlinkSocket: @unchecked Sendable {
         [16: "RTM_NEWLINK", 17: "RTM_DELLINK", 18: "RTM_GETLINK", 19: "RTM_SETLINK", 20: "RTM_NEWADDR", 21: "RTM_DELADDR",
          22: "RTM_GETADDR", 24: "RTM_NEWROUTE", 25: "RTM_DELROUTE", 26: "RTM_GETROUTE", 28: "RTM_NEWNEIGH",
          29: "RTM_DELNEIGH", 30: "RTM_GETNEIGH", 36: "RTM_NEWQDISC", 37: "RTM_DELQDISC",
-         38: "RTM_GETQDISC", 44: "RTM_NEWTFILTER", 45: "RTM_DELTFILTER", 0x101: "IPCTNL_MSG_CT_GET"][type] ?? "netlink \(type)"
+         38: "RTM_GETQDISC", 44: "RTM_NEWTFILTER", 0x101: "IPCTNL_MSG_CT_GET"][type] ?? "netlink \(type)"
     }
 
     /// Sends a request that the kernel acknowledges, and returns any reply messages before the ack.

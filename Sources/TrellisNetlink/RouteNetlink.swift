@@ -168,35 +168,52 @@ public struct RouteNetlink: Sendable {
     /// Redirects everything the link receives to the egress of link `target`, through an ingress qdisc
     /// and one u32 filter.
     public func redirectIngress(index: Int32, to target: Int32) throws {
-        try socket.execute(TrafficControlRequests.addIngressQdisc(index: index), describing: "ingress qdisc of index \(index)")
+        do {
+            try socket.execute(TrafficControlRequests.addIngressQdisc(index: index), describing: "ingress qdisc of index \(index)")
+        } catch let error as NetlinkError where error.code == EEXIST {
+            // The fast path's hook point: a port with a rate limit is not on the fast path.
+            try removeHookPoint(index: index)
+            try socket.execute(TrafficControlRequests.addIngressQdisc(index: index), describing: "ingress qdisc of index \(index)")
+        }
         try socket.execute(TrafficControlRequests.addRedirectFilter(index: index, to: target),
                            describing: "redirect from index \(index) to \(target)")
     }
 
-    /// Runs the BPF program `program` (a descriptor) on everything the link receives, as a direct-action filter of
-    /// priority 1 on a clsact qdisc, replacing atomically a program there before (another process's, say): the
-    /// filter holds the program, so it stays attached until the link or the qdisc goes. A link with an
-    /// `ingress` qdisc (a rate limit's redirect, which a port on the fast path no longer has) gets a clsact instead.
-    public func hookIngress(index: Int32, program: Int32, name: String) throws {
+    /// Gives the link a clsact qdisc, the hook point of a BPF program on what it receives. Make it while the link is
+    /// down: grafting an ingress-side qdisc onto a link that is up deactivates its queues for a moment, and frames
+    /// sent to it then are dropped (an ARP reply lost costs its asker a second). One there already is kept.
+    public func makeHookPoint(index: Int32) throws {
         do {
             try socket.execute(TrafficControlRequests.addClsactQdisc(index: index), describing: "clsact qdisc of index \(index)")
         } catch let error as NetlinkError where error.code == EEXIST {
-            // A clsact qdisc stays (the kernel deletes only a qdisc of the kind named); an ingress qdisc goes.
+            // A clsact qdisc stays (the kernel deletes only a qdisc of the kind named); a rate limit's ingress qdisc goes.
             try deleteIngressQdisc(index: index)
             do {
                 try socket.execute(TrafficControlRequests.addClsactQdisc(index: index), describing: "clsact qdisc of index \(index)")
             } catch let error as NetlinkError where error.code == EEXIST {
             }
         }
-        try socket.execute(TrafficControlRequests.replaceBPFFilter(index: index, program: program, name: name, priority: 1),
-                           describing: "BPF filter \(name) on index \(index)")
     }
 
     /// Removes the link's clsact qdisc and the program it runs; a link without one is not an error.
-    public func unhookIngress(index: Int32) throws {
+    public func removeHookPoint(index: Int32) throws {
         do {
             try socket.execute(TrafficControlRequests.deleteClsactQdisc(index: index), describing: "clsact qdisc of index \(index)")
         } catch let error as NetlinkError where error.code == ENOENT || error.code == EINVAL || error.code == ENODEV {
+        }
+    }
+
+    /// Runs the BPF program `program` (a descriptor) on everything the link receives, as the direct-action filter of
+    /// priority 1 on its hook point, replacing atomically a program there before (another process's, say); a link
+    /// without a hook point gets one. The filter holds the program, so it stays attached until the link or the
+    /// qdisc goes.
+    public func hookIngress(index: Int32, program: Int32, name: String) throws {
+        let filter = TrafficControlRequests.replaceBPFFilter(index: index, program: program, name: name, priority: 1)
+        do {
+            try socket.execute(filter, describing: "BPF filter \(name) on index \(index)")
+        } catch let error as NetlinkError where error.code == ENOENT || error.code == EINVAL {
+            try makeHookPoint(index: index)
+            try socket.execute(filter, describing: "BPF filter \(name) on index \(index)")
         }
     }
 

@@ -5,7 +5,6 @@ public enum TC {
     public static let RTM_DELQDISC: UInt16 = 37
     public static let RTM_GETQDISC: UInt16 = 38
     public static let RTM_NEWTFILTER: UInt16 = 44
-    public static let RTM_DELTFILTER: UInt16 = 45
 
     public static let TCA_KIND: UInt16 = 1
     public static let TCA_OPTIONS: UInt16 = 2

@@ -7,10 +7,10 @@ import TrellisNetlink
 import TrellisNetlinkWire
 
 /// A netlink socket in `namespace` that hears every change to its kernel objects: links, IPv4 addresses
-/// and routes, neighbours and FDB entries (rtnetlink), and nftables (nfnetlink).
+/// and routes, neighbours and FDB entries, qdiscs and filters (rtnetlink), and nftables (nfnetlink).
 private func kernelChangeSockets(in namespace: NetworkNamespace) throws -> (route: Int32, nftables: Int32) {
-    // RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE.
-    let route = try netlinkSubscription(in: namespace, groups: 0x1 | 0x4 | 0x10 | 0x40, nonBlocking: true, receiveBuffer: 4 << 20)
+    // RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_TC | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE.
+    let route = try netlinkSubscription(in: namespace, groups: 0x1 | 0x4 | 0x8 | 0x10 | 0x40, nonBlocking: true, receiveBuffer: 4 << 20)
     do { return (route, try nftablesNotifications(in: namespace)) } catch {
         close(route)
         throw error
@@ -34,7 +34,8 @@ private func isProgramWrite(_ message: NetlinkMessage) -> Bool {
 
 /// Counts of rtnetlink notifications by kind, as "12 (link 10, neighbour 2)".
 private func describe(_ writes: [UInt16: Int]) -> String {
-    let kinds: [(String, ClosedRange<UInt16>)] = [("link", 16...19), ("address", 20...23), ("route", 24...27), ("neighbour", 28...31)]
+    let kinds: [(String, ClosedRange<UInt16>)] = [("link", 16...19), ("address", 20...23), ("route", 24...27), ("neighbour", 28...31),
+                                                   ("traffic control", 36...47)]
     let parts = kinds.compactMap { name, types -> String? in
         let count = writes.filter { types.contains($0.key) }.values.reduce(0, +)
         return count == 0 ? nil : "\(name) \(count)"

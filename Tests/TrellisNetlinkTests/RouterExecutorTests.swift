@@ -135,15 +135,24 @@ final class RecordingRouterKernel: RouterKernel {
         }
         state.fastPorts[name] = port
         state.fastHooks.insert(name)
+        state.ownHooks.insert(name)
     }
 
     /// An agent that exits: its program's filters stay on their links, but what it recorded goes with it.
-    func endProcess() { state.fastPorts = [:]; state.fastRemotes = [] }
+    func endProcess() { state.fastPorts = [:]; state.ownHooks = []; state.fastRemotes = [] }
+    /// Whether the router's fast path is on (false: an agent on the bridge path).
+    var fastPathOn = true
 
-    func removeFastPort(_ port: FastPort?, hookedAt index: Int32?) throws {
-        writes.append("slow #\((port?.ifindex ?? index).map(String.init) ?? "?")")
-        if let port { state.fastPorts = state.fastPorts.filter { $0.value != port } }
-        if let name = state.links.first(where: { $0.index == index })?.name { state.fastHooks.remove(name) }
+    func removeFastPort(_ port: FastPort) {
+        writes.append("slow #\(port.ifindex)")
+        state.fastPorts = state.fastPorts.filter { $0.value != port }
+    }
+
+    func disarmHook(index: Int32) throws -> Bool {
+        writes.append("disarm #\(index)")
+        let name = try #require(state.links.first { $0.index == index }?.name)
+        if fastPathOn { state.ownHooks.insert(name) } else { state.fastHooks.remove(name) }
+        return fastPathOn
     }
 
     func addFastRemotes(_ remotes: [FastRemote]) throws -> [FastRemote] {
@@ -348,8 +357,9 @@ struct RouterExecutorTests {
     }
 
     /// A restarted agent finds its predecessor's hooks: it takes over those still wanted (a filter replaced in
-    /// place, never removed first) and removes the others; a bridge-path agent removes them all.
-    @Test func aRestartTakesOverThePredecessorsHooksAndRemovesTheOnesNoLongerWanted() throws {
+    /// place, never removed first) and disarms the others (its own program, inert, takes them); a bridge-path
+    /// agent removes them. A port that leaves the fast path keeps its own program's filter, inert.
+    @Test func aRestartTakesOverThePredecessorsHooksAndDisarmsTheOnesNoLongerWanted() throws {
         let kernel = RecordingRouterKernel()
         var record = try kernel.observe()
         var desire = RouterDesire(subnets: [red], remotes: [], ports: [port("trv1", on: red), port("trv2", on: red)],
@@ -362,18 +372,26 @@ struct RouterExecutorTests {
         // While it was away trv2 got a rate limit.
         desire.fastPorts.removeLast()
         record = try kernel.observe()
-        #expect(record.fastHooks == ["trv1", "trv2"] && record.fastPorts.isEmpty)
+        #expect(record.fastHooks == ["trv1", "trv2"] && record.ownHooks.isEmpty && record.fastPorts.isEmpty)
         #expect(RouterPlanner.plan(desire, observed: record) == [.removeFastPort(name: "trv2"), .addFastPort(fast("trv1", 11, on: red))])
         _ = try converge(desire, kernel, &record)
-        #expect(kernel.writes == ["slow #\(second)", "fast #\(first) 10.1.1.11"], "\(kernel.writes)")
-        #expect(kernel.state.fastHooks == ["trv1"] && record.fastHooks == ["trv1"])
+        #expect(kernel.writes == ["disarm #\(second)", "fast #\(first) 10.1.1.11"], "\(kernel.writes)")
+        let observed = try kernel.observe()
+        #expect(record.ownHooks == ["trv1", "trv2"] && record == observed)
+        #expect(RouterPlanner.plan(desire, observed: record).isEmpty, "a disarmed hook stays as it is")
 
-        // An agent on the bridge path wants no fast port: nothing stays hooked.
-        kernel.endProcess()
+        // trv1 leaves the fast path too: out of the maps, its filter inert.
         kernel.forgetCalls()
         desire.fastPorts = []
+        _ = try converge(desire, kernel, &record)
+        #expect(kernel.writes == ["slow #\(first)"] && kernel.state.fastHooks == ["trv1", "trv2"])
+
+        // An agent on the bridge path wants no fast port: no hook stays.
+        kernel.endProcess()
+        kernel.fastPathOn = false
+        kernel.forgetCalls()
         record = try kernel.observe()
         _ = try converge(desire, kernel, &record)
-        #expect(kernel.writes == ["slow #\(first)"] && kernel.state.fastHooks.isEmpty)
+        #expect(kernel.writes == ["disarm #\(first)", "disarm #\(second)"] && kernel.state.fastHooks.isEmpty)
     }
 }

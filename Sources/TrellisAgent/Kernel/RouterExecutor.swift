@@ -13,6 +13,7 @@ extension RouterObservation {
         fdb.removeAll { $0.index == index }
         neighbours.removeAll { $0.index == index }
         fastHooks.remove(name)
+        ownHooks.remove(name)
     }
 
     /// Takes the kernel's answer for one link: replaced, added, or (nil) forgotten.
@@ -125,10 +126,13 @@ enum RouterExecutor {
             try kernel.addFastPort(entry)
             observed.fastPorts[wanted.port] = entry
             observed.fastHooks.insert(wanted.port)
+            observed.ownHooks.insert(wanted.port)
         case .removeFastPort(let name):
-            let entry = observed.fastPorts.removeValue(forKey: name)
-            let hooked = observed.fastHooks.remove(name) != nil ? observed.link(named: name)?.index : nil
-            try kernel.removeFastPort(entry, hookedAt: hooked)
+            if let entry = observed.fastPorts.removeValue(forKey: name) {
+                kernel.removeFastPort(entry)
+            } else if observed.fastHooks.contains(name), !observed.ownHooks.contains(name) {
+                if try kernel.disarmHook(index: try index(name)) { observed.ownHooks.insert(name) } else { observed.fastHooks.remove(name) }
+            }
         case .addFastRemotes(let remotes):
             observed.fastRemotes.formUnion(try kernel.addFastRemotes(remotes))
         case .removeFastRemotes(let remotes):

@@ -33,9 +33,11 @@ protocol RouterKernel {
     func deleteLink(index: Int32) throws
     /// Puts a port on the router's fast path: the program attached to its host end, its entries in the maps.
     func addFastPort(_ port: FastPort) throws
-    /// Takes a port off the fast path: nothing is left of `port` (if this process put it there) in the program's
-    /// maps, and the hook on the link numbered `hookedAt` (if it has one) is removed.
-    func removeFastPort(_ port: FastPort?, hookedAt index: Int32?) throws
+    /// Takes a port off the fast path; nothing is left of it in the program's maps (its filter stays, inert).
+    func removeFastPort(_ port: FastPort)
+    /// Stops what another process's program does at the hook of the link numbered `index`: this router's program
+    /// takes the hook over, inert (true), or on the bridge path the hook point goes (false).
+    func disarmHook(index: Int32) throws -> Bool
     /// Makes the fast path send to these endpoints on other hosts through their subnets' tunnels; the ones it
     /// took (the others keep the bridge path).
     func addFastRemotes(_ remotes: [FastRemote]) throws -> [FastRemote]
@@ -57,21 +59,17 @@ struct NetlinkRouterKernel: RouterKernel {
     func observe() throws -> RouterObservation {
         let links = try netlink.links()
         let names = Dictionary(links.map { ($0.index, $0.name) }, uniquingKeysWith: { first, _ in first })
-        let hooks = Set(try netlink.qdiscs().filter { $0.isIngress && $0.kind == "clsact" }.compactMap { names[$0.index] })
-        var fastPorts: [String: FastPort] = [:]
+        let hooks = try netlink.qdiscs().filter { $0.isIngress && $0.kind == "clsact" }.map(\.index)
         let program = router.fastPath?.loaded
         // A port whose link or hook went is forgotten, and put back on the fast path if still wanted.
-        for port in program?.ports() ?? [] {
-            guard let name = names[port.ifindex], hooks.contains(name) else {
-                try program?.remove(port, through: nil)
-                continue
-            }
-            fastPorts[name] = port
-        }
+        program?.forgetLinks(keeping: Set(hooks).intersection(names.keys))
+        var fastPorts: [String: FastPort] = [:]
+        for port in program?.ports() ?? [] { if let name = names[port.ifindex] { fastPorts[name] = port } }
         program?.forgetDeliveries(keeping: Set(names.keys))
+        let own = Set((program?.hookedLinks() ?? []).compactMap { names[$0] })
         return RouterObservation(links: links, addresses: try netlink.addresses(), fdb: try netlink.neighbours(family: NL.AF_BRIDGE),
-                                 neighbours: try netlink.neighbours(), fastPorts: fastPorts, fastHooks: hooks,
-                                 fastRemotes: program?.remotes() ?? [])
+                                 neighbours: try netlink.neighbours(), fastPorts: fastPorts, fastHooks: Set(hooks.compactMap { names[$0] }),
+                                 ownHooks: own, fastRemotes: program?.remotes() ?? [])
     }
 
     func link(named name: String) throws -> Link? { try netlink.link(named: name) }
@@ -83,6 +81,7 @@ struct NetlinkRouterKernel: RouterKernel {
     func createVXLAN(name: String, vni: Int, mtu: UInt32) throws {
         try host.createLink(LinkSpec(name: name, kind: .vxlan(vni: UInt32(vni), port: 4789, local: underlayIP, underlayIndex: nil),
                                      mtu: mtu, namespace: router.namespace.fd))
+        try makeHookPoint(name)
     }
 
     func createShaper(name: String) throws { try netlink.createLink(LinkSpec(name: name, kind: .ifb, up: true)) }
@@ -123,9 +122,29 @@ struct NetlinkRouterKernel: RouterKernel {
         try fastPath.load().add(port, through: netlink)
     }
 
-    func removeFastPort(_ port: FastPort?, hookedAt index: Int32?) throws {
-        if let port { try router.fastPath?.loaded?.remove(port, through: nil) }
-        if let index { try netlink.unhookIngress(index: index) }
+    func removeFastPort(_ port: FastPort) { router.fastPath?.loaded?.remove(port) }
+
+    func disarmHook(index: Int32) throws -> Bool {
+        guard let fastPath = router.fastPath else {
+            try netlink.removeHookPoint(index: index)
+            return false
+        }
+        try fastPath.load().hook(index, through: netlink)
+        return true
+    }
+
+    /// On the fast path a new link's hook point is made while the link is down (see `RouteNetlink.makeHookPoint`).
+    private func makeHookPoint(_ name: String) throws {
+        guard router.fastPath != nil else { return }
+        try netlink.makeHookPoint(index: try netlink.requireLink(named: name).index)
+    }
+
+    /// A port made down on the fast path: its hook point, then up.
+    private func upWithHookPoint(_ port: String) throws {
+        guard router.fastPath != nil else { return }
+        let index = try netlink.requireLink(named: port).index
+        try netlink.makeHookPoint(index: index)
+        try netlink.setLink(index: index, up: true)
     }
 
     func addFastRemotes(_ remotes: [FastRemote]) throws -> [FastRemote] {
@@ -140,8 +159,9 @@ struct NetlinkRouterKernel: RouterKernel {
         case .veth(let path, let interface, let mac, let address):
             let namespace = try NetworkNamespace(path: path)
             try netlink.createLink(LinkSpec(name: port, kind: .veth(peerName: interface, peerMAC: mac, peerNamespace: namespace.fd),
-                                            mtu: mtu, master: bridge, up: true))
+                                            mtu: mtu, master: bridge, up: router.fastPath == nil))
             do {
+                try upWithHookPoint(port)
                 // Opened on this thread (the datapath's own), visiting the container's namespace.
                 let inside = try RouteNetlink(visiting: namespace)
                 let loopback = try inside.requireLink(named: "lo")
@@ -164,7 +184,13 @@ struct NetlinkRouterKernel: RouterKernel {
             if let stale = try host.link(named: interface) { try host.deleteLink(index: stale.index) }
             let hostNamespace = try hostNamespace ?? NetworkNamespace.current()
             try netlink.createLink(LinkSpec(name: port, kind: .veth(peerName: interface, peerMAC: mac, peerNamespace: hostNamespace.fd),
-                                            mtu: mtu, master: bridge, up: true))
+                                            mtu: mtu, master: bridge, up: router.fastPath == nil))
+            do {
+                try upWithHookPoint(port)
+            } catch {
+                if let link = try? netlink.link(named: port) { try? netlink.deleteLink(index: link.index) }
+                throw error
+            }
             // Neighbours that asked for the address before learn where it is now, not at their next ARP retry.
             try announce(mac: mac, ip: ip, onLink: bridge)
         case .tap:

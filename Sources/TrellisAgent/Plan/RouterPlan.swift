@@ -12,20 +12,24 @@ public struct RouterObservation: Equatable, Sendable {
     public var neighbours: [Neighbour]
     /// The ports on the fast path, by name, as this process's fast-path program holds them (its own record).
     public var fastPorts: [String: FastPort]
-    /// The links whose ingress runs a fast-path program, by name: a clsact qdisc, whichever process hooked it
-    /// (filters outlive the agent, so a restarted one finds its predecessor's).
+    /// The links with a hook point for a fast-path program (a clsact qdisc), by name, whoever hooked what there:
+    /// filters outlive the agent, so a restarted one finds its predecessor's.
     public var fastHooks: Set<String>
+    /// Of those, the ones whose filter runs this process's program (on the fast path, or inert).
+    public var ownHooks: Set<String>
     /// The endpoints on other hosts the fast path sends to, as the program holds them.
     public var fastRemotes: Set<FastRemote>
 
     public init(links: [Link] = [], addresses: [InterfaceAddress] = [], fdb: [Neighbour] = [], neighbours: [Neighbour] = [],
-                fastPorts: [String: FastPort] = [:], fastHooks: Set<String> = [], fastRemotes: Set<FastRemote> = []) {
+                fastPorts: [String: FastPort] = [:], fastHooks: Set<String> = [], ownHooks: Set<String> = [],
+                fastRemotes: Set<FastRemote> = []) {
         self.links = links
         self.addresses = addresses
         self.fdb = fdb
         self.neighbours = neighbours
         self.fastPorts = fastPorts
         self.fastHooks = fastHooks
+        self.ownHooks = ownHooks
         self.fastRemotes = fastRemotes
     }
 
@@ -163,7 +167,8 @@ public enum RouterOperation: Equatable, Sendable {
     case deleteLink(name: String)
     /// Puts a port on the fast path (its program attached, its entries in the maps), found by name when applied.
     case addFastPort(WantedFastPort)
-    /// Takes a port off the fast path: out of the program's maps, and its hook removed.
+    /// Takes a port off the fast path (out of the program's maps; its filter stays, inert), or disarms a hook
+    /// another process's program runs.
     case removeFastPort(name: String)
     /// Endpoints on other hosts the fast path sends to (first the ones it no longer should, last the new ones).
     case addFastRemotes([FastRemote])
@@ -229,8 +234,8 @@ public enum RouterPlanner {
         -> (removals: [RouterOperation], additions: [RouterOperation]) {
         var wanted: [String: WantedFastPort] = [:]
         for port in desire.fastPorts where wanted[port.port] == nil { wanted[port.port] = port }
-        // A hook this process's program does not hold (its predecessor's, or a bridge-path agent's) goes unless wanted.
-        let foreign = observed.fastHooks.filter { observed.fastPorts[$0] == nil && wanted[$0] == nil }
+        // A hook whose filter is not this process's program's (a predecessor's) is disarmed unless wanted.
+        let foreign = observed.fastHooks.subtracting(observed.ownHooks).filter { observed.fastPorts[$0] == nil && wanted[$0] == nil }
         let leaving = Set(observed.fastPorts.keys).union(foreign).sorted().filter { name in
             guard observed.fastPorts[name] != nil else { return true }
             let current = wanted[name].flatMap { wanted in observed.link(named: name).map { wanted.entry(ifindex: $0.index) } }
