@@ -183,13 +183,14 @@ public struct RouteNetlink: Sendable {
     /// down: grafting an ingress-side qdisc onto a link that is up deactivates its queues for a moment, and frames
     /// sent to it then are dropped (an ARP reply lost costs its asker a second). One there already is kept.
     public func makeHookPoint(index: Int32) throws {
+        let clsact = TrafficControlRequests.addIngressQdisc(index: index, kind: "clsact")
         do {
-            try socket.execute(TrafficControlRequests.addClsactQdisc(index: index), describing: "clsact qdisc of index \(index)")
+            try socket.execute(clsact, describing: "clsact of index \(index)")
         } catch let error as NetlinkError where error.code == EEXIST {
             // A clsact qdisc stays (the kernel deletes only a qdisc of the kind named); a rate limit's ingress qdisc goes.
             try deleteIngressQdisc(index: index)
             do {
-                try socket.execute(TrafficControlRequests.addClsactQdisc(index: index), describing: "clsact qdisc of index \(index)")
+                try socket.execute(clsact, describing: "clsact of index \(index)")
             } catch let error as NetlinkError where error.code == EEXIST {
             }
         }
@@ -198,7 +199,7 @@ public struct RouteNetlink: Sendable {
     /// Removes the link's clsact qdisc and the program it runs; a link without one is not an error.
     public func removeHookPoint(index: Int32) throws {
         do {
-            try socket.execute(TrafficControlRequests.deleteClsactQdisc(index: index), describing: "clsact qdisc of index \(index)")
+            try socket.execute(TrafficControlRequests.deleteIngressQdisc(index: index, kind: "clsact"), describing: "clsact of \(index)")
         } catch let error as NetlinkError where error.code == ENOENT || error.code == EINVAL || error.code == ENODEV {
         }
     }

@@ -183,17 +183,19 @@ public enum TrafficControlRequests {
         NetlinkMessage(type: TC.RTM_DELQDISC, flags: RouteRequests.change, header: TrafficControlInfo(index: index, parent: TC.TC_H_ROOT))
     }
 
-    public static func addIngressQdisc(index: Int32) -> NetlinkMessage {
+    /// An `ingress` qdisc (for a redirect's u32 filter) or a `clsact` one (for a BPF program) at the device's ingress
+    /// parent; an error if the device has either already.
+    public static func addIngressQdisc(index: Int32, kind: String = "ingress") -> NetlinkMessage {
         NetlinkMessage(type: TC.RTM_NEWQDISC, flags: RouteRequests.create,
                        header: TrafficControlInfo(index: index, handle: TC.ingressHandle, parent: TC.TC_H_INGRESS),
-                       attributes: [.string(TC.TCA_KIND, "ingress")])
+                       attributes: [.string(TC.TCA_KIND, kind)])
     }
 
-    /// Removes the device's ingress qdisc and every filter on it.
-    public static func deleteIngressQdisc(index: Int32) -> NetlinkMessage {
+    /// Removes the device's ingress-side qdisc of `kind` and every filter on it (one of the other kind stays).
+    public static func deleteIngressQdisc(index: Int32, kind: String = "ingress") -> NetlinkMessage {
         NetlinkMessage(type: TC.RTM_DELQDISC, flags: RouteRequests.change,
                        header: TrafficControlInfo(index: index, handle: TC.ingressHandle, parent: TC.TC_H_INGRESS),
-                       attributes: [.string(TC.TCA_KIND, "ingress")])
+                       attributes: [.string(TC.TCA_KIND, kind)])
     }
 
     /// A u32 filter on the device's ingress qdisc that matches every packet and redirects it to the
@@ -216,21 +218,6 @@ public enum TrafficControlRequests {
                               attributes: [.string(TC.TCA_KIND, "u32"), .nested(TC.TCA_OPTIONS, [
                                   .nested(TC.TCA_U32_ACT, [action]), Attribute(type: TC.TCA_U32_SEL, payload: selector.bytes),
                               ])])
-    }
-
-    /// A clsact qdisc, whose ingress side runs classifiers such as a BPF program; an error if the device has one
-    /// (or an ingress qdisc) already.
-    public static func addClsactQdisc(index: Int32) -> NetlinkMessage {
-        NetlinkMessage(type: TC.RTM_NEWQDISC, flags: RouteRequests.create,
-                       header: TrafficControlInfo(index: index, handle: TC.ingressHandle, parent: TC.TC_H_INGRESS),
-                       attributes: [.string(TC.TCA_KIND, "clsact")])
-    }
-
-    /// Removes the device's clsact qdisc and every filter on it (not an ingress qdisc: the kind must match).
-    public static func deleteClsactQdisc(index: Int32) -> NetlinkMessage {
-        NetlinkMessage(type: TC.RTM_DELQDISC, flags: RouteRequests.change,
-                       header: TrafficControlInfo(index: index, handle: TC.ingressHandle, parent: TC.TC_H_INGRESS),
-                       attributes: [.string(TC.TCA_KIND, "clsact")])
     }
 
     /// Makes the BPF program `program` (a descriptor) the device's ingress filter at `priority`, in direct-action mode,
