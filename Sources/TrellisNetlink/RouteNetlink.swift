@@ -172,7 +172,7 @@ public struct RouteNetlink: Sendable {
             try socket.execute(TrafficControlRequests.addIngressQdisc(index: index), describing: "ingress qdisc of index \(index)")
         } catch let error as NetlinkError where error.code == EEXIST {
             // The fast path's hook point: a port with a rate limit is not on the fast path.
-            try removeHookPoint(index: index)
+            try deleteIngressQdisc(index: index, kind: "clsact")
             try socket.execute(TrafficControlRequests.addIngressQdisc(index: index), describing: "ingress qdisc of index \(index)")
         }
         try socket.execute(TrafficControlRequests.addRedirectFilter(index: index, to: target),
@@ -196,14 +196,6 @@ public struct RouteNetlink: Sendable {
         }
     }
 
-    /// Removes the link's clsact qdisc and the program it runs; a link without one is not an error.
-    public func removeHookPoint(index: Int32) throws {
-        do {
-            try socket.execute(TrafficControlRequests.deleteIngressQdisc(index: index, kind: "clsact"), describing: "clsact of \(index)")
-        } catch let error as NetlinkError where error.code == ENOENT || error.code == EINVAL || error.code == ENODEV {
-        }
-    }
-
     /// Runs the BPF program `program` (a descriptor) on everything the link receives, as the direct-action filter of
     /// priority 1 on its hook point, replacing atomically a program there before (another process's, say); a link
     /// without a hook point gets one. The filter holds the program, so it stays attached until the link or the
@@ -218,12 +210,13 @@ public struct RouteNetlink: Sendable {
         }
     }
 
-    /// Removes the link's ingress qdisc and its filters; a link without one is not an error (the kernel
-    /// answers EINVAL when a link has no ingress queue, ENOENT when it has one but no qdisc on it).
-    public func deleteIngressQdisc(index: Int32) throws {
+    /// Removes the link's ingress-side qdisc of `kind` (`ingress`, a rate limit's; `clsact`, the fast path's hook
+    /// point) and its filters; a link without one, or with one of the other kind, is not an error (the kernel
+    /// answers EINVAL when a link has no ingress queue or the kind differs, ENOENT when it has no qdisc there).
+    public func deleteIngressQdisc(index: Int32, kind: String = "ingress") throws {
         do {
-            try socket.execute(TrafficControlRequests.deleteIngressQdisc(index: index), describing: "ingress qdisc of index \(index)")
-        } catch let error as NetlinkError where error.code == ENOENT || error.code == EINVAL {
+            try socket.execute(TrafficControlRequests.deleteIngressQdisc(index: index, kind: kind), describing: "\(kind) of index \(index)")
+        } catch let error as NetlinkError where error.code == ENOENT || error.code == EINVAL || error.code == ENODEV {
         }
     }
 }

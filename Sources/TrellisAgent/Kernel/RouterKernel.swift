@@ -126,25 +126,26 @@ struct NetlinkRouterKernel: RouterKernel {
 
     func disarmHook(index: Int32) throws -> Bool {
         guard let fastPath = router.fastPath else {
-            try netlink.removeHookPoint(index: index)
+            try netlink.deleteIngressQdisc(index: index, kind: "clsact")
             return false
         }
         try fastPath.load().hook(index, through: netlink)
         return true
     }
 
-    /// On the fast path a new link's hook point is made while the link is down (see `RouteNetlink.makeHookPoint`).
-    private func makeHookPoint(_ name: String) throws {
-        guard router.fastPath != nil else { return }
-        try netlink.makeHookPoint(index: try netlink.requireLink(named: name).index)
+    /// On the fast path a new link's hook point is made while the link is down (see `RouteNetlink.makeHookPoint`);
+    /// the link's index then, nil on the bridge path.
+    @discardableResult
+    private func makeHookPoint(_ name: String) throws -> Int32? {
+        guard router.fastPath != nil else { return nil }
+        let index = try netlink.requireLink(named: name).index
+        try netlink.makeHookPoint(index: index)
+        return index
     }
 
     /// A port made down on the fast path: its hook point, then up.
     private func upWithHookPoint(_ port: String) throws {
-        guard router.fastPath != nil else { return }
-        let index = try netlink.requireLink(named: port).index
-        try netlink.makeHookPoint(index: index)
-        try netlink.setLink(index: index, up: true)
+        if let index = try makeHookPoint(port) { try netlink.setLink(index: index, up: true) }
     }
 
     func addFastRemotes(_ remotes: [FastRemote]) throws -> [FastRemote] {
