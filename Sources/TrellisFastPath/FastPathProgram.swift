@@ -142,7 +142,10 @@ public struct FastPathError: Error, CustomStringConvertible {
 /// atomically. A port that leaves the fast path keeps its filter, inert (the program passes on what it does not
 /// know): removing and re-adding a hook would cost a grace period, or drop frames.
 public final class FastPathProgram: @unchecked Sendable {
-    private let object: OpaquePointer
+    /// libbpf's object when this process loaded the program, nil when it took over a predecessor's.
+    private let object: OpaquePointer?
+    /// The descriptors this process opened itself (a predecessor's program and maps), closed with it.
+    private let adoptedDescriptors: [Int32]
     private let program: Int32
     private let portsByIfindex: Int32
     private let portsByAddress: Int32
@@ -160,7 +163,65 @@ public final class FastPathProgram: @unchecked Sendable {
     private let lock = NSLock()
 
     /// Loads the program and makes its empty maps.
-    public init() throws {
+    public convenience init() throws {
+        let object = try Self.openObject()
+        let loaded = bpf_object__load(object)
+        guard loaded == 0 else {
+            bpf_object__close(object)
+            throw FastPathError(operation: "load the fast-path program", code: -loaded)
+        }
+        self.init(object: object, adopted: [], program: bpf_program__fd(bpf_object__find_program_by_name(object, Self.entryPoint))) {
+            bpf_map__fd(bpf_object__find_map_by_name(object, $0))
+        }
+        // An array map's entry starts zeroed, which would let unfiltered frames through: closed until told.
+        try admit(.closed)
+    }
+
+    /// Takes over the program numbered `id` that a predecessor (this agent before a restart) left hooked to the
+    /// links numbered `links`, with its maps as they are: nothing in the kernel changes, frames keep their path,
+    /// and what it delivered keeps counting. It must be this very program: the same instructions (the kernel's
+    /// tag of a load of ours, made with the predecessor's maps, matches its) and maps of the same shapes.
+    public convenience init(adopting id: UInt32, hookedTo links: Set<Int32>) throws {
+        var opened: [Int32] = []
+        do {
+            let (program, maps) = try Self.predecessor(id, opened: &opened)
+            try Self.verifyIdentical(program: program, maps: maps)
+            self.init(object: nil, adopted: opened, program: program) { maps[String($0.prefix(Self.mapNameLength))]?.descriptor ?? -1 }
+        } catch {
+            opened.forEach { close($0) }
+            throw error
+        }
+        try takeOverRecord(hookedTo: links)
+    }
+
+    private init(object: OpaquePointer?, adopted: [Int32], program: Int32, map descriptor: (String) -> Int32) {
+        self.object = object
+        adoptedDescriptors = adopted
+        self.program = program
+        portsByIfindex = descriptor("ports_by_ifindex")
+        portsByAddress = descriptor("ports_by_address")
+        deliveredByIfindex = descriptor("delivered_by_ifindex")
+        gatewaysBySegment = descriptor("gateways_by_segment")
+        admissions = descriptor("admissions")
+        deliveredByFlow = descriptor("delivered_by_flow")
+        tunnelsBySegment = descriptor("tunnels_by_segment")
+        remotesByAddress = descriptor("remotes_by_address")
+    }
+
+    /// Closes this process's descriptors; the program and its maps live on while a port's filter holds them.
+    deinit {
+        if let object { bpf_object__close(object) }
+        adoptedDescriptors.forEach { close($0) }
+    }
+
+    /// The program's function, and the name of the filters that run it.
+    private static let entryPoint = "fast_port_ingress"
+    public static let filterName = "trellis-fastpath"
+    /// The kernel keeps 15 bytes of a map's name (BPF_OBJ_NAME_LEN, with the terminating zero).
+    private static let mapNameLength = Int(BPF_OBJ_NAME_LEN) - 1
+
+    /// libbpf's object of the embedded program, opened, not loaded.
+    private static func openObject() throws -> OpaquePointer {
         libbpf_set_print(nil)
         guard var bytes = Data(base64Encoded: BPFObjects.fastpath).map(Array.init) else {
             throw FastPathError(operation: "decode the embedded object", code: EINVAL)
@@ -168,28 +229,133 @@ public final class FastPathProgram: @unchecked Sendable {
         guard let object = bytes.withUnsafeMutableBytes({ bpf_object__open_mem($0.baseAddress, $0.count, nil) }) else {
             throw FastPathError(operation: "open the fast-path object", code: errno)
         }
-        let loaded = bpf_object__load(object)
-        guard loaded == 0 else {
-            bpf_object__close(object)
-            throw FastPathError(operation: "load the fast-path program", code: -loaded)
-        }
-        func descriptor(ofMap name: String) -> Int32 { bpf_map__fd(bpf_object__find_map_by_name(object, name)) }
-        self.object = object
-        program = bpf_program__fd(bpf_object__find_program_by_name(object, "fast_port_ingress"))
-        portsByIfindex = descriptor(ofMap: "ports_by_ifindex")
-        portsByAddress = descriptor(ofMap: "ports_by_address")
-        deliveredByIfindex = descriptor(ofMap: "delivered_by_ifindex")
-        gatewaysBySegment = descriptor(ofMap: "gateways_by_segment")
-        admissions = descriptor(ofMap: "admissions")
-        deliveredByFlow = descriptor(ofMap: "delivered_by_flow")
-        tunnelsBySegment = descriptor(ofMap: "tunnels_by_segment")
-        remotesByAddress = descriptor(ofMap: "remotes_by_address")
-        // An array map's entry starts zeroed, which would let unfiltered frames through: closed until told.
-        try admit(.closed)
+        return object
     }
 
-    /// Closes this process's descriptors; the program and its maps live on while a port's filter holds them.
-    deinit { bpf_object__close(object) }
+    /// A map as the kernel describes it.
+    private struct MapShape: Equatable {
+        var descriptor: Int32
+        var type: UInt32
+        var keySize: UInt32
+        var valueSize: UInt32
+        var maxEntries: UInt32
+
+        static func == (a: MapShape, b: MapShape) -> Bool {
+            (a.type, a.keySize, a.valueSize, a.maxEntries) == (b.type, b.keySize, b.valueSize, b.maxEntries)
+        }
+    }
+
+    /// The predecessor's program and its maps by name, as descriptors this process opened (in `opened`).
+    private static func predecessor(_ id: UInt32, opened: inout [Int32]) throws -> (Int32, [String: MapShape]) {
+        let program = bpf_prog_get_fd_by_id(id)
+        guard program >= 0 else { throw FastPathError(operation: "open program \(id)", code: errno) }
+        opened.append(program)
+        var mapIDs = [UInt32](repeating: 0, count: 16)
+        var info = bpf_prog_info()
+        info.nr_map_ids = UInt32(mapIDs.count)
+        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+        let status = mapIDs.withUnsafeMutableBufferPointer { ids in
+            info.map_ids = UInt64(UInt(bitPattern: ids.baseAddress))
+            return bpf_obj_get_info_by_fd(program, &info, &length)
+        }
+        guard status == 0 else { throw FastPathError(operation: "describe program \(id)", code: errno) }
+        var maps: [String: MapShape] = [:]
+        for mapID in mapIDs.prefix(Int(min(info.nr_map_ids, UInt32(mapIDs.count)))) {
+            let map = bpf_map_get_fd_by_id(mapID)
+            guard map >= 0 else { throw FastPathError(operation: "open map \(mapID) of program \(id)", code: errno) }
+            opened.append(map)
+            var mapInfo = bpf_map_info()
+            var mapLength = UInt32(MemoryLayout<bpf_map_info>.size)
+            guard bpf_obj_get_info_by_fd(map, &mapInfo, &mapLength) == 0 else {
+                throw FastPathError(operation: "describe map \(mapID) of program \(id)", code: errno)
+            }
+            let name = withUnsafeBytes(of: mapInfo.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            maps[name] = MapShape(descriptor: map, type: mapInfo.type, keySize: mapInfo.key_size, valueSize: mapInfo.value_size,
+                                  maxEntries: mapInfo.max_entries)
+        }
+        return (program, maps)
+    }
+
+    /// Loads the embedded program over the predecessor's maps and checks that the kernel gives it the same tag as
+    /// the predecessor's program; the load goes again with the object.
+    private static func verifyIdentical(program: Int32, maps: [String: MapShape]) throws {
+        let object = try openObject()
+        defer { bpf_object__close(object) }
+        var map = bpf_object__next_map(object, nil)
+        while let current = map {
+            let name = String(cString: bpf_map__name(current))
+            let wanted = MapShape(descriptor: -1, type: bpf_map__type(current).rawValue, keySize: bpf_map__key_size(current),
+                                  valueSize: bpf_map__value_size(current), maxEntries: bpf_map__max_entries(current))
+            guard let found = maps[String(name.prefix(mapNameLength))], found == wanted else {
+                throw FastPathError(operation: "take over a fast-path program whose map \(name) differs", code: ESTALE)
+            }
+            let reused = bpf_map__reuse_fd(current, found.descriptor)
+            guard reused == 0 else { throw FastPathError(operation: "reuse map \(name)", code: -reused) }
+            map = bpf_object__next_map(object, current)
+        }
+        let loaded = bpf_object__load(object)
+        guard loaded == 0 else { throw FastPathError(operation: "load the fast-path program", code: -loaded) }
+        guard let ours = try? tag(of: bpf_program__fd(bpf_object__find_program_by_name(object, entryPoint))),
+              try tag(of: program) == ours else {
+            throw FastPathError(operation: "take over a fast-path program of another version", code: ESTALE)
+        }
+    }
+
+    /// The kernel's hash of a loaded program's instructions.
+    private static func tag(of program: Int32) throws -> [UInt8] {
+        var info = bpf_prog_info()
+        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+        guard bpf_obj_get_info_by_fd(program, &info, &length) == 0 else {
+            throw FastPathError(operation: "describe a fast-path program", code: errno)
+        }
+        return withUnsafeBytes(of: info.tag) { Array($0) }
+    }
+
+    /// Rebuilds this process's record from the adopted maps: the ports on the fast path (those whose links
+    /// run the program; a stale entry of another link goes), their gateways, and the endpoints of other hosts.
+    private func takeOverRecord(hookedTo links: Set<Int32>) throws {
+        var gateways: [UInt32: MACAddress] = [:]
+        for (key, value) in Self.entries(of: gatewaysBySegment, keySize: 4, valueSize: 8) {
+            gateways[key.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }] = Self.mac(value.prefix(6))
+        }
+        var ports: [Int32: FastPort] = [:], stale: [FastPort] = []
+        for (_, value) in Self.entries(of: portsByIfindex, keySize: 4, valueSize: 20) {
+            let fields = value.withUnsafeBytes { bytes in (0..<3).map { bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self) } }
+            guard let mac = Self.mac(value[12..<18]) else { continue }
+            let port = FastPort(ifindex: Int32(bitPattern: fields[0]), ip: IPv4Address(UInt32(bigEndian: fields[1])), mac: mac,
+                                segment: fields[2], gateway: gateways[fields[2]], tunnel: value[18] != 0)
+            if links.contains(port.ifindex) { ports[port.ifindex] = port } else { stale.append(port) }
+        }
+        stale.forEach(forget)
+        var remotes: Set<FastRemote> = []
+        for (key, value) in Self.entries(of: remotesByAddress, keySize: 4, valueSize: 12) {
+            guard let mac = Self.mac(value[4..<10]) else { continue }
+            let address = key.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+            remotes.insert(FastRemote(ip: IPv4Address(UInt32(bigEndian: address)), mac: mac,
+                                      segment: value.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
+        }
+        lock.withLock {
+            entries = ports
+            filtered = links
+            remoteEndpoints = remotes
+        }
+    }
+
+    /// A MAC from its six bytes as the program keeps them.
+    private static func mac(_ bytes: some Collection<UInt8>) -> MACAddress? { MACAddress(bytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }) }
+
+    /// Every entry of a (not per-CPU) map, as bytes.
+    private static func entries(of map: Int32, keySize: Int, valueSize: Int) -> [([UInt8], [UInt8])] {
+        var result: [([UInt8], [UInt8])] = []
+        var key = [UInt8](repeating: 0, count: keySize), next = key, value = [UInt8](repeating: 0, count: valueSize)
+        var status = bpf_map_get_next_key(map, nil, &next)
+        while status == 0 {
+            key = next
+            if bpf_map_lookup_elem(map, &key, &value) == 0 { result.append((key, value)) }
+            status = bpf_map_get_next_key(map, &key, &next)
+        }
+        return result
+    }
 
     /// Whether this kernel loads the program (Linux 6.6 or later, with BPF and the conntrack kfuncs).
     public static func isSupported() -> Bool { (try? FastPathProgram()) != nil }
@@ -221,7 +387,7 @@ public final class FastPathProgram: @unchecked Sendable {
     /// (a predecessor's) would still do there stops.
     public func hook(_ ifindex: Int32, through netlink: RouteNetlink) throws {
         if lock.withLock({ filtered.contains(ifindex) }) { return }
-        try netlink.hookIngress(index: ifindex, program: program, name: "trellis-fastpath")
+        try netlink.hookIngress(index: ifindex, program: program, name: Self.filterName)
         lock.withLock { _ = filtered.insert(ifindex) }
     }
 

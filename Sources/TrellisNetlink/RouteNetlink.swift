@@ -210,6 +210,15 @@ public struct RouteNetlink: Sendable {
         }
     }
 
+    /// The BPF filters on the ingress side of the link's clsact qdisc (none without one).
+    public func ingressBPFFilters(index: Int32) throws -> [BPFFilter] {
+        do {
+            return try socket.dump(TrafficControlRequests.dumpIngressFilters(index: index)).compactMap { try BPFFilter($0) }
+        } catch let error as NetlinkError where error.code == ENOENT || error.code == EINVAL || error.code == ENODEV {
+            return []
+        }
+    }
+
     /// Removes the link's ingress-side qdisc of `kind` (`ingress`, a rate limit's; `clsact`, the fast path's hook
     /// point) and its filters; a link without one, or with one of the other kind, is not an error (the kernel
     /// answers EINVAL when a link has no ingress queue or the kind differs, ENOENT when it has no qdisc there).

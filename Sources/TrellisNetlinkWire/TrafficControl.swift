@@ -5,6 +5,7 @@ public enum TC {
     public static let RTM_DELQDISC: UInt16 = 37
     public static let RTM_GETQDISC: UInt16 = 38
     public static let RTM_NEWTFILTER: UInt16 = 44
+    public static let RTM_GETTFILTER: UInt16 = 46
 
     public static let TCA_KIND: UInt16 = 1
     public static let TCA_OPTIONS: UInt16 = 2
@@ -20,6 +21,8 @@ public enum TC {
     public static let TCA_BPF_FD: UInt16 = 6
     public static let TCA_BPF_NAME: UInt16 = 7
     public static let TCA_BPF_FLAGS: UInt16 = 8
+    public static let TCA_BPF_TAG: UInt16 = 10
+    public static let TCA_BPF_ID: UInt16 = 11
     /// The program's return code is the action (`direct-action`).
     public static let TCA_BPF_FLAG_ACT_DIRECT: UInt32 = 1
 
@@ -161,6 +164,35 @@ public struct Qdisc: Equatable, Sendable {
     }
 }
 
+/// A BPF filter on a device's ingress hook as the kernel reports it: the program it runs, by the id and tag
+/// (a hash of its instructions) the kernel gave it.
+public struct BPFFilter: Equatable, Sendable {
+    public var index: Int32
+    /// The name the filter was given when it was made (`TCA_BPF_NAME`).
+    public var name: String
+    public var programID: UInt32
+    public var programTag: [UInt8]
+
+    public init(index: Int32, name: String, programID: UInt32, programTag: [UInt8]) {
+        self.index = index
+        self.name = name
+        self.programID = programID
+        self.programTag = programTag
+    }
+
+    /// The filter a message reports, nil for a message of another kind of filter (or of one without a program).
+    public init?(_ message: NetlinkMessage) throws {
+        guard message.type == TC.RTM_NEWTFILTER else { return nil }
+        let (header, attributes) = try message.decode(TrafficControlInfo.self)
+        guard attributes[TC.TCA_KIND]?.stringValue == "bpf", let options = attributes[TC.TCA_OPTIONS]?.children,
+              let id = options[TC.TCA_BPF_ID]?.u32Value else { return nil }
+        index = header.index
+        name = options[TC.TCA_BPF_NAME]?.stringValue ?? ""
+        programID = id
+        programTag = options[TC.TCA_BPF_TAG]?.payload ?? []
+    }
+}
+
 /// Builders of traffic-control requests. Pure: they only make bytes; `RouteNetlink` sends them.
 public enum TrafficControlRequests {
     /// Makes (or replaces) the device's root qdisc a token bucket filter.
@@ -232,6 +264,12 @@ public enum TrafficControlRequests {
                                   .u32(TC.TCA_BPF_FD, UInt32(bitPattern: program)), .string(TC.TCA_BPF_NAME, name),
                                   .u32(TC.TCA_BPF_FLAGS, TC.TCA_BPF_FLAG_ACT_DIRECT),
                               ])])
+    }
+
+    /// Every filter on the ingress side of the device's clsact qdisc (`tc filter show dev X ingress`).
+    public static func dumpIngressFilters(index: Int32) -> NetlinkMessage {
+        NetlinkMessage(type: TC.RTM_GETTFILTER, flags: RouteRequests.dump,
+                       header: TrafficControlInfo(index: index, parent: TC.clsactIngress))
     }
 
     public static func dumpQdiscs() -> NetlinkMessage {

@@ -75,17 +75,20 @@ struct RestartBench: AsyncParsableCommand {
         let _: Endpoint = try await lab.agent(2).post("/v1/attach", AttachRequest(subnet: "bench/d/z/s", name: "peer", netns: peer.path))
         // The peer's creation is the next revision; its later state change concerns only h2.
         _ = try await lab.applied(before + 1, hosts: 1...2, since: .now, every: .milliseconds(50))
+        let attached = ContinuousClock.now
         print(String(format: "agent restart with %d local endpoints (attached in %.1f s), a peer on h2 pinging one of them every 10 ms",
                      endpoints, milliseconds(since: made) / 1000))
         let router = try NetworkNamespace(named: "trellis-h1-d1")
         let address = try require(target, "the endpoint e0").ip
 
         let quiet = try kernelChangeSockets(in: router)
-        // The kernel trails a burst of new ports with link notices of its own (operstate, at ~50/s for seconds
-        // after 1,000 attaches): wait for 2 s without any, at most a minute, before the windows are counted.
+        // The kernel trails a burst of new ports with link notices of its own: operstate, at ~50/s for seconds
+        // after 1,000 attaches, and one per bridge port a forward delay (15 s) after it joined, STP or not.
+        // Wait for both, then for 2 s without any (at most a minute) before the windows are counted.
         let settling = ContinuousClock.now
         var lastHeard = settling
-        while ContinuousClock.now - lastHeard < .seconds(2) && ContinuousClock.now - settling < .seconds(60) {
+        while (ContinuousClock.now - lastHeard < .seconds(2) || ContinuousClock.now - attached < .seconds(16))
+                && ContinuousClock.now - settling < .seconds(60) {
             if !drainWrites(quiet.route, counting: { _ in true }).isEmpty { lastHeard = .now }
             try await Task.sleep(for: .milliseconds(100))
         }

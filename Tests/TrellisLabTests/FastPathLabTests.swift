@@ -64,6 +64,8 @@ extension LabTests {
 
         // The agent restarts under 100 pings a second: none is lost; while it is away its program's filters keep the
         // ports on the fast path, and its successor takes them over.
+        let router = "/run/netns/" + (try #require(NetworkNamespace.names().first { $0.hasPrefix("trellis-h1-d") }))
+        let hooked = try ingressProgramIDs(namespacePath: router, link: port)
         let flow = Task { try ping(from: a.namespace, b.ip, count: 300, extra: ["-q", "-i", "0.01"]) }
         try await Task.sleep(for: .milliseconds(500))
         lab.stop("h1")
@@ -75,6 +77,8 @@ extension LabTests {
         try await lab.settle(hosts: 1)
         let again = try bridgedPings(from: a, to: b, port: port)
         #expect(again.map { $0 < 10 } == true, "after the restart the bridge carried \(String(describing: again)) of 50")
+        #expect(try ingressProgramIDs(namespacePath: router, link: port) == hooked && hooked.count == 1,
+                "the successor took over its predecessor's program: its filter was left alone")
         #expect(connection.carries("after the restart"))
 
         // A port given a rate limit leaves the fast path (the bridge's path shapes it); without, it is back.

@@ -176,6 +176,53 @@ struct FastPathTests {
         #expect(ingress == ["clsact", "clsact"], "one hook per port, replaced in place, and no redirect left")
     }
 
+    /// An agent that restarts takes over the program its predecessor left, found through the ports' filters (as
+    /// iproute2 lists them), with its maps as they are: the same filters go on running it, what it delivered
+    /// keeps counting, and the successor's record (ports, gateways, remote endpoints) is read back from the maps.
+    @Test func aSuccessorTakesOverItsPredecessorsProgramWithItsMapsAndChangesNoFilter() throws {
+        let lab = try Lab()
+        let ports = lab.ports.map { port in
+            var port = port
+            port.gateway = Lab.gateways[port.segment]
+            return port
+        }
+        let remote = FastRemote(ip: IPv4Address("10.9.0.99")!, mac: MACAddress("02:7e:00:00:00:99")!, segment: 100)
+        var first: FastPathProgram? = try FastPathProgram()
+        try first?.admit(FastPathAdmission(generation: 1, filtersBridgedTraffic: false))
+        for port in ports { try first?.add(port, through: lab.netlink) }
+        _ = first?.addRemotes([remote])
+        #expect(try lab.ping())
+        first = nil
+
+        let filters = try ports.map { try lab.netlink.ingressBPFFilters(index: $0.ifindex) }
+        let shown = try ports.map { port in try ingressProgramIDs(namespacePath: lab.router.path, link: "trv\(port.ip.value & 0xff)") }
+        #expect(filters.map { $0.map(\.programID) } == shown, "the filters as iproute2 shows them")
+        #expect(filters.allSatisfy { $0.count == 1 && $0[0].name == FastPathProgram.filterName && $0[0].programTag.count == 8 })
+        let id = try #require(filters.first?.first?.programID)
+        #expect(filters.allSatisfy { $0.first?.programID == id }, "one program on both ports")
+
+        #expect(throws: FastPathError.self) { try FastPathProgram(adopting: id &+ 100_000, hookedTo: []) }
+        let links = Set(ports.map(\.ifindex))
+        let second = try FastPathProgram(adopting: id, hookedTo: links)
+        #expect(Set(second.ports()) == Set(ports))
+        #expect(second.hookedLinks() == links)
+        #expect(second.remotes() == [remote])
+        let carried = try #require(second.deliveries()[ports[1].ifindex]?.packets)
+        #expect(carried >= 20, "what the predecessor delivered is still counted")
+
+        var before = try lab.bridgedToSecond()
+        #expect(try lab.ping())
+        #expect(try lab.bridgedToSecond() - before < 5, "still on the fast path")
+        #expect(try ports.map { try lab.netlink.ingressBPFFilters(index: $0.ifindex).map(\.programID) } == [[id], [id]])
+        #expect(second.deliveries()[ports[1].ifindex].map { $0.packets >= carried + 20 } == true)
+
+        // What the successor writes, the program in the filters reads.
+        second.remove(ports[1])
+        before = try lab.bridgedToSecond()
+        #expect(try lab.ping())
+        #expect(try lab.bridgedToSecond() - before >= 20, "a port the successor took off takes the bridge path")
+    }
+
     @Test func aForgedSourceOrAnotherSubnetTakesTheBridgePath() throws {
         let lab = try Lab()
         let program = try FastPathProgram()

@@ -188,3 +188,15 @@ public func sentCounters(namespace: String, link: String) throws -> (bytes: Int,
         .split(separator: " ").compactMap { Int($0) } ?? []
     return fields.count >= 2 ? (fields[0], fields[1]) : nil
 }
+
+/// The ids of the BPF programs that the link's ingress filters run, as iproute2's `tc filter show` lists them.
+public func ingressProgramIDs(namespacePath: String, link: String) throws -> [UInt32] {
+    let command = ["/usr/bin/nsenter", "--net=\(namespacePath)", "/usr/sbin/tc", "filter", "show", "dev", link, "ingress"]
+    let shown = try runProgram(command).output
+    // "filter protocol all pref 1 bpf chain 0 handle 0x1 trellis-fastpath direct-action not_in_hw id 42 name … tag … jited"
+    return shown.split(separator: "\n").compactMap { line in
+        let words = line.split(separator: " ")
+        guard let at = words.firstIndex(of: "id"), at + 1 < words.count else { return nil }
+        return UInt32(words[at + 1])
+    }
+}

@@ -59,6 +59,7 @@ final class FastPathSlot: @unchecked Sendable {
     private let lock = NSLock()
     private var program: FastPathProgram?
     private var admission = FastPathAdmission.closed
+    private var lookedForPredecessor = false
 
     /// The program if it was loaded.
     var loaded: FastPathProgram? { lock.withLock { program } }
@@ -70,6 +71,28 @@ final class FastPathSlot: @unchecked Sendable {
             try made.admit(admission)
             program = made
             return made
+        }
+    }
+
+    /// Takes over the program a predecessor (this agent before a restart) left hooked to some of `hooks` (the
+    /// router's links with a hook point), looked for once, before this process loads its own: the one most
+    /// of their filters run, with its maps as they are, so a restart rewrites none of its ports' filters. A
+    /// predecessor's program that is not this very one stays foreign: the planner has its hooks taken over.
+    func adoptPredecessor(hooks: [Int32], netlink: RouteNetlink) {
+        lock.withLock {
+            guard program == nil, !lookedForPredecessor else { return }
+            lookedForPredecessor = true
+            var linksByProgram: [UInt32: Set<Int32>] = [:]
+            for index in hooks {
+                for filter in (try? netlink.ingressBPFFilters(index: index)) ?? [] where filter.name == FastPathProgram.filterName {
+                    linksByProgram[filter.programID, default: []].insert(index)
+                }
+            }
+            guard let (id, links) = linksByProgram.max(by: { $0.value.count < $1.value.count }),
+                  let adopted = try? FastPathProgram(adopting: id, hookedTo: links) else { return }
+            // What the predecessor admitted stays until this process's firewall loader says otherwise.
+            if admission != .closed { try? adopted.admit(admission) }
+            program = adopted
         }
     }
 

@@ -60,6 +60,7 @@ struct NetlinkRouterKernel: RouterKernel {
         let links = try netlink.links()
         let names = Dictionary(links.map { ($0.index, $0.name) }, uniquingKeysWith: { first, _ in first })
         let hooks = try netlink.qdiscs().filter { $0.isIngress && $0.kind == "clsact" }.map(\.index)
+        router.fastPath?.adoptPredecessor(hooks: hooks, netlink: netlink)
         let program = router.fastPath?.loaded
         // A port whose link or hook went is forgotten, and put back on the fast path if still wanted.
         program?.forgetLinks(keeping: Set(hooks).intersection(names.keys))
