@@ -178,6 +178,24 @@ extension LabTests {
         let counted = try await countedFlowBytes(from: a, to: c, subnet: "acme/app1/web/blue", host: "h1", least: 10_000_000, in: lab)
         #expect(counted >= 10_000_000, "the flows API counted \(counted) bytes of the routed connection")
 
+        // Another policy in the domain is a new ruleset: the connections the fast path carries go through the
+        // router until it accepts them again, and a bulk one goes on though conntrack never saw its gigabytes.
+        let router = "/run/netns/" + (try #require(NetworkNamespace.names().first { $0.hasPrefix("trellis-h1-d") }))
+        let generation = try NFTables.table("inet", "trellis", namespacePath: router)?.comment
+        let transfer = try await iperfIntervals(from: a, to: c, seconds: 6) {
+            try await lab.trellis(on: "h1", "policy", "create", "acme/app1/blue-red")
+            try await lab.trellis(on: "h1", "policy", "rule", "add", "acme/app1/blue-red",
+                                  "allow udp from acme/app1/web/blue to acme/app1/web/red port 53")
+            for _ in 0..<100 where try NFTables.table("inet", "trellis", namespacePath: router)?.comment == generation {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        print("fast path across a ruleset change: bytes per second \(transfer.bytes), the ruleset in force after \(transfer.doneAfter)")
+        #expect(transfer.doneAfter < .seconds(4), "the new ruleset took \(transfer.doneAfter) to be in force")
+        #expect(transfer.error == nil, "the connection failed across the ruleset change: \(transfer.error ?? "")")
+        #expect(transfer.bytes.count == 6 && transfer.bytes.suffix(2).allSatisfy { $0 > 1_000_000 },
+                "bytes per second across a ruleset change: \(transfer.bytes)")
+
         // A connection the policy allowed stops when the policy goes, though it was on the fast path.
         let connection = try lab.flow(from: a, to: c, port: 5201)
         #expect(connection.carries("allowed"))

@@ -184,15 +184,8 @@ extension LabTests {
 /// iperf3 TCP throughput in bit/s from `client` to `server` (with `reverse`, from server to client).
 func iperf(from client: Member, to server: Member, seconds: Int = 4, reverse: Bool = false) throws -> (bitsPerSecond: Double,
     bytes: Double) {
-    let daemon = Process()
-    daemon.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
-    daemon.arguments = ["--net=\(server.namespace.path)", "/usr/bin/iperf3", "-s", "-1", "-B", server.ip]
-    daemon.standardOutput = FileHandle.nullDevice
-    daemon.standardError = FileHandle.nullDevice
-    try daemon.run()
-    // SIGTERM (Process.terminate) does not stop programs started from the test process; SIGKILL does.
+    let daemon = try iperfServer(server)
     defer { kill(daemon.processIdentifier, SIGKILL); daemon.waitUntilExit() }
-    usleep(300_000)
     let run = try runProgram(["/usr/bin/nsenter", "--net=\(client.namespace.path)", "/usr/bin/iperf3", "-c", server.ip, "-t",
                               String(seconds), "-J"]
                              + (reverse ? ["-R"] : []))
@@ -203,6 +196,46 @@ func iperf(from client: Member, to server: Member, seconds: Int = 4, reverse: Bo
         throw TrellisError(.unavailable, "iperf3 gave no result: \(run.output.prefix(300))")
     }
     return (bits, bytes)
+}
+
+/// An iperf3 server for one test on `server`'s address, started; the caller kills it (SIGKILL: SIGTERM does not
+/// stop programs started from the test process).
+func iperfServer(_ server: Member) throws -> Process {
+    let daemon = Process()
+    daemon.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+    daemon.arguments = ["--net=\(server.namespace.path)", "/usr/bin/iperf3", "-s", "-1", "-B", server.ip]
+    daemon.standardOutput = FileHandle.nullDevice
+    daemon.standardError = FileHandle.nullDevice
+    try daemon.run()
+    usleep(300_000)
+    return daemon
+}
+
+/// iperf3 from `client` to `server` for `seconds`, with `during` run once the transfer is under way (after 1.5 s):
+/// the bytes sent in each second, how long after the start `during` was done, and iperf3's error if it failed
+/// (data left unacknowledged for 3 s fails the connection).
+func iperfIntervals(from client: Member, to server: Member, seconds: Int, during: () async throws -> Void) async throws
+    -> (bytes: [Double], doneAfter: Duration, error: String?) {
+    let daemon = try iperfServer(server)
+    defer { kill(daemon.processIdentifier, SIGKILL); daemon.waitUntilExit() }
+    let process = Process(), output = Pipe()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+    process.arguments = ["--net=\(client.namespace.path)", "/usr/bin/iperf3", "-c", server.ip, "-t", String(seconds), "-i", "1", "-J",
+                         "--snd-timeout", "3000"]
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    let started = ContinuousClock.now
+    try process.run()
+    defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) }; process.waitUntilExit() }
+    try await Task.sleep(for: .milliseconds(1500))
+    try await during()
+    let doneAfter = ContinuousClock.now - started
+    let text = output.fileHandleForReading.readDataToEndOfFile()
+    guard let json = try JSONSerialization.jsonObject(with: text) as? [String: Any],
+          let intervals = json["intervals"] as? [[String: Any]] else {
+        throw TrellisError(.unavailable, "iperf3 gave no intervals: \(String(decoding: text.prefix(300), as: UTF8.self))")
+    }
+    return (intervals.map { ($0["sum"] as? [String: Any])?["bytes"] as? Double ?? 0 }, doneAfter, json["error"] as? String)
 }
 
 extension LabTests {

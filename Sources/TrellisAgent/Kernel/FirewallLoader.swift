@@ -20,6 +20,8 @@ public final class FirewallLoader: @unchecked Sendable {
     private var shaped: [String: Set<String>] = [:]
     /// Namespaces whose last ruleset had rate limits (their qdiscs may need removing).
     private var plansShaped: Set<String> = []
+    /// Router namespaces whose conntrack was told to accept TCP segments outside the windows it tracked.
+    private var liberal: Set<String> = []
 
     public init() {}
 
@@ -38,6 +40,7 @@ public final class FirewallLoader: @unchecked Sendable {
             loaded[namespacePath] = nil
             shaped[namespacePath] = nil
             fastPaths[namespacePath] = nil
+            liberal.remove(namespacePath)
         }
     }
 
@@ -74,6 +77,15 @@ public final class FirewallLoader: @unchecked Sendable {
                         try fastPath?.admit(.closed)
                         try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:], replacing: previous), namespacePath: path)
                     }
+                }
+                if fastPath != nil, lock.withLock({ !liberal.contains(path) }) {
+                    // Conntrack does not see the segments the fast path carries, so its TCP window falls behind; a
+                    // connection's next segment through the router (after a ruleset change, say) would be out of
+                    // window, invalid, and dropped. Like the kernel's own flowtable for the connections it offloads,
+                    // the router's conntrack accepts such segments (an out-of-window RST is still invalid). The
+                    // setting exists once the ruleset's ct expressions have loaded conntrack.
+                    try NetworkNamespace(path: path).setSysctl("net.netfilter.nf_conntrack_tcp_be_liberal", "1")
+                    lock.withLock { _ = liberal.insert(path) }
                 }
                 try fastPath?.admit(FastPathAdmission(generation: ruleset.generation, filtersBridgedTraffic: ruleset.filtersBridgedTraffic))
                 var present: [String] = []
