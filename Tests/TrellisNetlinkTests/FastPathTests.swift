@@ -89,6 +89,11 @@ struct FastPathTests {
 
         /// Sends 8 MB with iperf3 from container 1 to container 2 over TCP (or UDP) port `port`; true when all arrived.
         func send(port: Int, udp: Bool = false) throws -> Bool {
+            try iperf(port: port, ["-n", "8M"] + (udp ? ["-u", "-b", "200M"] : [])).status == 0
+        }
+
+        /// iperf3 from container 1 (the client) to a server in container 2 on `port`, with `arguments`, for at most 20 s.
+        func iperf(port: Int, _ arguments: [String]) throws -> (status: Int32, output: String) {
             let server = Process()
             server.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
             server.arguments = ["--net=\(containers[1].path)", "/usr/bin/iperf3", "-s", "-1", "-p", String(port)]
@@ -97,9 +102,9 @@ struct FastPathTests {
             try server.run()
             defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
             usleep(300_000)
-            let client = ["/usr/bin/nsenter", "--net=\(containers[0].path)", "/usr/bin/timeout", "10", "/usr/bin/iperf3", "-c",
-                          ports[1].ip.description, "-p", String(port), "-n", "8M", "--connect-timeout", "2000"]
-            return try runProgram(client + (udp ? ["-u", "-b", "200M"] : [])).status == 0
+            let client = ["/usr/bin/nsenter", "--net=\(containers[0].path)", "/usr/bin/timeout", "20", "/usr/bin/iperf3", "-c",
+                          ports[1].ip.description, "-p", String(port), "--connect-timeout", "2000"]
+            return try runProgram(client + arguments)
         }
 
         /// The router's forward hook as the agent's ruleset has it, with generation `mark`: TCP to port 5201,
@@ -221,6 +226,41 @@ struct FastPathTests {
         before = try lab.bridgedToSecond()
         #expect(try lab.ping())
         #expect(try lab.bridgedToSecond() - before >= 20, "a port the successor took off takes the bridge path")
+    }
+
+    /// Conntrack refreshes a connection's entry only from the packets it sees: the fast path lets one of each
+    /// direction through the router every 2 s, so a UDP stream whose server alone talks (the client spoke first,
+    /// as the ruleset requires) outlives its entry's timeout, here 4 s instead of 30.
+    @Test func aConnectionOnTheFastPathOutlivesItsConntrackTimeout() throws {
+        let lab = try Lab(routed: true)
+        for key in ["nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"] {
+            try lab.router.setSysctl("net.netfilter.\(key)", "4")
+        }
+        let program = try FastPathProgram()
+        for (segment, mac) in Lab.gateways { try program.setGateway(segment: segment, mac: mac) }
+        for port in lab.ports { try program.add(port, through: lab.netlink) }
+        try lab.filter(mark: 7)
+        try program.admit(FastPathAdmission(generation: 7, filtersBridgedTraffic: true))
+
+        // Container 1 counts the datagrams that reach it, against the number iperf3's server says it sent.
+        try NFTables.load("""
+            table ip seen {
+              counter stream {}
+              chain input {
+                type filter hook input priority filter; policy accept;
+                udp sport 5301 counter name stream
+              }
+            }
+
+            """, namespacePath: lab.containers[0].path)
+        let carried = try lab.iperf(port: 5301, ["-u", "-R", "-b", "40M", "-t", "10", "-J"])
+        let json = try JSONSerialization.jsonObject(with: Data(carried.output.utf8)) as? [String: Any]
+        let sum = (json?["end"] as? [String: Any])?["sum"] as? [String: Any]
+        let sent = try #require(sum?["packets"] as? Double, "iperf3 said: \(carried.output.prefix(400))")
+        let seen = try #require(try NFTables.table("ip", "seen", namespacePath: lab.containers[0].path)?.counters["stream"])
+        #expect(sent > 20_000 && Double(seen.packets) >= sent * 0.98, "\(seen.packets) of the server's \(Int(sent)) datagrams arrived")
+        let delivered = program.flowDeliveries().filter { $0.key.source == lab.ports[1].ip && $0.key.protocolNumber == 17 }
+        #expect(delivered.values.map(\.bytes).reduce(0, +) > 40_000_000, "the fast path carried the stream")
     }
 
     @Test func aForgedSourceOrAnotherSubnetTakesTheBridgePath() throws {

@@ -10,9 +10,9 @@
 // within one where the domain filters bridged traffic), only TCP and UDP packets of a connection that the
 // kernel's conntrack holds as established, accepted by the ruleset now in force (its conntrack mark is the
 // ruleset's generation) and not translated, take the fast path. A connection's first packets, its SYN, FIN
-// and RST, and everything after a ruleset change until the ruleset accepts the connection again, go
-// through the router, so no flow the ruleset forbids skips it and conntrack still sees every connection
-// open and close.
+// and RST, everything after a ruleset change until the ruleset accepts the connection again, and one packet
+// of each direction every 2 s go through the router, so no flow the ruleset forbids skips it, conntrack
+// still sees every connection open and close, and no entry of a live connection expires.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -156,6 +156,19 @@ struct {
     __type(value, struct delivered);
 } delivered_by_flow SEC(".maps");
 
+/// When each direction of a filtered connection last went through the router (keyed as delivered_by_flow).
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct flow_key);
+    __type(value, __u64);
+} routed_by_flow SEC(".maps");
+
+/// Conntrack refreshes an entry's timeout only from the packets it sees: one packet of each direction of a
+/// connection goes through the router this often, well within the shortest timeout of an established one
+/// (30 s for UDP that has not yet been replied to for 2 s), so its entry never expires under the fast path.
+#define REFRESH_NS (2ULL * 1000 * 1000 * 1000)
+
 static __always_inline int same_mac(const __u8 *a, const __u8 *b) {
     return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
 }
@@ -171,8 +184,22 @@ static __always_inline void count(void *map, const void *key, __u64 bytes) {
     }
 }
 
+/// Whether this direction of a connection is due to send a packet through the router (see REFRESH_NS): its
+/// first packet on the fast path starts the clock, the router having just seen the connection.
+static __always_inline int due_through_router(const struct flow_key *key) {
+    __u64 now = bpf_ktime_get_ns();
+    __u64 *last = bpf_map_lookup_elem(&routed_by_flow, key);
+    if (!last) {
+        bpf_map_update_elem(&routed_by_flow, key, &now, BPF_ANY);
+        return 0;
+    }
+    if (now - *last < REFRESH_NS) return 0;
+    *last = now;
+    return 1;
+}
+
 /// Whether the packet belongs to a connection the ruleset in force has accepted (see the top of the file),
-/// and if so its key for the flow counters.
+/// and takes the fast path rather than refresh its conntrack entry; if so its key for the flow counters.
 static __always_inline int admitted(struct __sk_buff *skb, struct iphdr *ip, void *end, __u32 generation, struct flow_key *key) {
     if (generation == 0 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff))) return 0;
     struct bpf_sock_tuple tuple = {};
@@ -203,7 +230,7 @@ static __always_inline int admitted(struct __sk_buff *skb, struct iphdr *ip, voi
     key->source_port = tuple.ipv4.sport;
     key->destination_port = tuple.ipv4.dport;
     key->protocol = ip->protocol;
-    return accepted;
+    return accepted && !due_through_router(key);
 }
 
 SEC("tc")
