@@ -344,7 +344,7 @@ public final class FastPathProgram: @unchecked Sendable {
     /// A MAC from its six bytes as the program keeps them.
     private static func mac(_ bytes: some Collection<UInt8>) -> MACAddress? { MACAddress(bytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }) }
 
-    /// Every entry of a (not per-CPU) map, as bytes.
+    /// Every entry of a map, as bytes (a per-CPU map's value holds one value per possible CPU).
     private static func entries(of map: Int32, keySize: Int, valueSize: Int) -> [([UInt8], [UInt8])] {
         var result: [([UInt8], [UInt8])] = []
         var key = [UInt8](repeating: 0, count: keySize), next = key, value = [UInt8](repeating: 0, count: valueSize)
@@ -503,23 +503,16 @@ public final class FastPathProgram: @unchecked Sendable {
     private static func perCPUTotals(_ map: Int32, keySize: Int) -> [([UInt8], FastPathDelivery)] {
         let cpus = Int(libbpf_num_possible_cpus())
         guard cpus > 0 else { return [] }
-        var result: [([UInt8], FastPathDelivery)] = []
-        var key = [UInt8](repeating: 0, count: keySize), next = key
-        var values = [UInt64](repeating: 0, count: 2 * cpus)
-        var status = bpf_map_get_next_key(map, nil, &next)
-        while status == 0 {
-            key = next
-            if bpf_map_lookup_elem(map, &key, &values) == 0 {
-                var total = FastPathDelivery()
+        return entries(of: map, keySize: keySize, valueSize: 16 * cpus).map { key, value in
+            var total = FastPathDelivery()
+            value.withUnsafeBytes { counters in
                 for cpu in 0..<cpus {
-                    total.packets += values[2 * cpu]
-                    total.bytes += values[2 * cpu + 1]
+                    total.packets += counters.loadUnaligned(fromByteOffset: 16 * cpu, as: UInt64.self)
+                    total.bytes += counters.loadUnaligned(fromByteOffset: 16 * cpu + 8, as: UInt64.self)
                 }
-                result.append((key, total))
             }
-            status = bpf_map_get_next_key(map, &key, &next)
+            return (key, total)
         }
-        return result
     }
 
     /// struct fast_port as the program reads it.
