@@ -2,6 +2,8 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <errno.h>
+#include <poll.h>
+#include <time.h>
 #include "CTrellisLinux.h"
 
 int trellis_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
@@ -10,6 +12,11 @@ int trellis_bind_mount(const char *source, const char *target) { return mount(so
 int trellis_detach_mount(const char *target) { return umount2(target, MNT_DETACH); }
 int trellis_make_shared_mount(const char *target) { return mount("", target, "none", MS_SHARED | MS_REC, NULL); }
 int trellis_rbind_mount_on_itself(const char *target) { return mount(target, target, "none", MS_BIND | MS_REC, NULL); }
+
+int trellis_poll_nanoseconds(struct pollfd *fds, unsigned long count, long long nanoseconds) {
+    struct timespec timeout = { .tv_sec = nanoseconds / 1000000000, .tv_nsec = nanoseconds % 1000000000 };
+    return ppoll(fds, count, &timeout, NULL);
+}
 
 #include <fcntl.h>
 #include <string.h>

@@ -40,8 +40,10 @@ final class EchoProbe: @unchecked Sendable {
                     next = next.addingTimeInterval(interval)
                 }
                 var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                let wait = max(0, Int32(next.timeIntervalSinceNow * 1000))
-                if poll(&descriptor, 1, wait) > 0, receivedReply() {
+                // Waits to the microsecond: a timeout in whole milliseconds rounds the sub-millisecond wait to
+                // zero, and the probe would spin, taking a core from the datapath it measures.
+                let wait = Int64(max(0, next.timeIntervalSinceNow) * 1_000_000_000)
+                if trellis_poll_nanoseconds(&descriptor, 1, wait) > 0, receivedReply() {
                     answeredAt = Date().timeIntervalSince1970
                     break
                 }

@@ -22,4 +22,9 @@ int trellis_rbind_mount_on_itself(const char *target);
 /// Creates (or attaches to) the tap device `name` on the calling thread's namespace: returns its fd,
 /// or -1 with errno set. With `persist`, the device outlives the fd.
 int trellis_open_tap(const char *name, int persist);
+
+struct pollfd;
+/// Polls `fds` for at most `nanoseconds` (ppoll): unlike poll's whole milliseconds, a wait shorter than
+/// one is not rounded to zero.
+int trellis_poll_nanoseconds(struct pollfd *fds, unsigned long count, long long nanoseconds);
 #endif
