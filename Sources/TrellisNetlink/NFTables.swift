@@ -13,6 +13,8 @@ public enum NFTables {
         public var comment: String?
         /// Named counters by name.
         public var counters: [String: TrafficCounters]
+        /// The comments of the table's chains that have one, by chain name.
+        public var chainComments: [String: String] = [:]
     }
 
     /// libnftables keeps state outside its contexts (its symbol tables and parser set-up): one command at a time.
@@ -62,15 +64,20 @@ public enum NFTables {
         return parseTable(text)
     }
 
-    /// The table comment and named counters of a `nft list table` listing.
+    /// The table comment, chain comments and named counters of a `nft list table` listing.
     public static func parseTable(_ text: String) -> TableState {
         var state = TableState(comment: nil, counters: [:])
         let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         var depth = 0
+        var chain: String?
         for (index, line) in lines.enumerated() {
-            if depth == 1, line.hasPrefix("comment \""), line.hasSuffix("\"") {
-                state.comment = String(line.dropFirst(9).dropLast())
+            let comment = line.hasPrefix("comment \"") && line.hasSuffix("\"") ? String(line.dropFirst(9).dropLast()) : nil
+            if depth == 1, let comment { state.comment = comment }
+            if depth == 1 {
+                let header = line.hasPrefix("chain ") && line.hasSuffix("{")
+                chain = header ? line.dropFirst(6).dropLast().trimmingCharacters(in: .whitespaces) : nil
             }
+            if depth == 2, let chain, let comment { state.chainComments[chain] = comment }
             if depth == 1, line.hasPrefix("counter "), line.hasSuffix("{"), index + 1 < lines.count {
                 let name = String(line.dropFirst(8).dropLast().trimmingCharacters(in: .whitespaces))
                 let words = lines[index + 1].split(separator: " ")

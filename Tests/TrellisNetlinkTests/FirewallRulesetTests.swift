@@ -133,10 +133,33 @@ struct FirewallRulesetTests {
         let change = new.script(replacing: old)
         #expect(change.contains("delete table inet trellis") && change.contains(new.inet()) && new.inet() != old.inet())
         #expect(!change.contains("netdev") && !change.contains("bridge"))
-        // A new port changes the guards: they are replaced with the rest.
-        let grown = FirewallRuleset(domain: try domain([]), endpoints: ports + [endpoint(7, ip: "10.1.1.7")], profiles: ["acme/p": after])
-        #expect(grown.script(replacing: new).contains("delete table netdev trellis") && grown.script(replacing: new).contains("trv7"))
         #expect(new.script(replacing: nil) == new.script())
+    }
+
+    /// A port that comes or goes changes its own guard chain and nothing else: the verdicts' generation stays,
+    /// so no table is reloaded and no connection loses its mark.
+    @Test func aPortThatComesOrGoesChangesOnlyItsGuardChain() throws {
+        let ports = [endpoint(5, ip: "10.1.1.5"), endpoint(6, ip: "10.1.1.6")]
+        let policed = try domain(["deny any from acme/app1/web to 10.1.2.7/32"])
+        let two = FirewallRuleset(domain: policed, endpoints: ports, profiles: [:])
+        let three = FirewallRuleset(domain: policed, endpoints: ports + [endpoint(7, ip: "10.1.1.7")], profiles: [:])
+        #expect(three.generation == two.generation && three.inet() == two.inet())
+        let seventh = try #require(three.guards["trv7"]).chain(port: "trv7")
+        #expect(three.script(replacing: two) == "table netdev trellis {\n\(seventh)\n}\n")
+        #expect(two.script(replacing: three) == "delete chain netdev trellis trv7\n")
+        #expect(three.script(replacing: three).isEmpty)
+        // A port whose address changed gets a new chain in place of its old one.
+        var moved = ports
+        moved[1].ip = IPv4Address("10.1.1.66")!
+        let renumbered = FirewallRuleset(domain: policed, endpoints: moved, profiles: [:])
+        let change = renumbered.script(replacing: two)
+        #expect(change.hasPrefix("delete chain netdev trellis trv6\ntable netdev trellis {\n") && change.contains("10.1.1.66 accept"))
+        #expect(!change.contains("trv5"))
+        // The first port and the last one make and remove the table.
+        let none = FirewallRuleset(domain: try domain([]), endpoints: [], profiles: [:])
+        #expect(none.guardChanges(from: two.guards) == "table netdev trellis {}\ndelete table netdev trellis\n")
+        #expect(two.guardChanges(from: [:]).hasSuffix(two.netdev))
+        #expect(two.guardScript(inForce: two.guardComments).isEmpty && !three.guardScript(inForce: two.guardComments).isEmpty)
     }
 
     /// Everything the compiler writes is accepted by the kernel's nftables, in one transaction.
@@ -169,6 +192,17 @@ struct FirewallRulesetTests {
         // Replacing it with itself as the ruleset in force touches the inet table only, and the kernel takes that too.
         try NFTables.load(ruleset.script(replacing: ruleset), namespacePath: namespace.path)
         #expect(try NFTables.run("list tables", namespacePath: namespace.path).contains("table netdev trellis"))
+        // Guard chains added, changed and removed one port at a time end where a full load of the same ruleset does.
+        let guards = try #require(try NFTables.table("netdev", "trellis", namespacePath: namespace.path)).chainComments
+        #expect(guards == ruleset.guardComments && guards["trv5"] == "02:7e:00:00:00:05 10.1.1.5")
+        var moved = endpoint(6, ip: "10.1.1.66")
+        moved.mac = MACAddress("02:7e:00:00:00:66")!
+        let grown = FirewallRuleset(domain: try domain([]), endpoints: [moved, endpoint(7, ip: "10.1.1.7")], profiles: [:])
+        try NFTables.load(grown.script(replacing: ruleset), namespacePath: namespace.path)
+        let incremental = try NFTables.run("list table netdev trellis", namespacePath: namespace.path)
+        try NFTables.load(grown.script(), namespacePath: namespace.path)
+        #expect(try NFTables.run("list table netdev trellis", namespacePath: namespace.path) == incremental)
+        #expect(try NFTables.table("netdev", "trellis", namespacePath: namespace.path)?.chainComments == grown.guardComments)
         try NFTables.load(FirewallRuleset.removal, namespacePath: namespace.path)
         #expect(try NFTables.table("inet", "trellis", namespacePath: namespace.path) == nil)
         #expect(throws: KernelToolError.self) { try NFTables.load("table inet trellis { chain c { nonsense } }",

@@ -53,7 +53,8 @@ public final class FirewallLoader: @unchecked Sendable {
     /// The plans not in force yet; called with `lock` held.
     private func pendingPlans() -> [String: FirewallRuleset] {
         plans.filter {
-            loaded[$0.key]?.generation != $0.value.generation || !Set($0.value.shaping.map(\.port)).isSubset(of: shaped[$0.key] ?? [])
+            loaded[$0.key]?.generation != $0.value.generation || loaded[$0.key]?.guards != $0.value.guards
+                || !Set($0.value.shaping.map(\.port)).isSubset(of: shaped[$0.key] ?? [])
         }
     }
 
@@ -76,7 +77,15 @@ public final class FirewallLoader: @unchecked Sendable {
                         // No connection the old ruleset accepted skips the router while the new one comes in.
                         try fastPath?.admit(.closed)
                         try NFTables.load(ruleset.script(counterValues: current?.counters ?? [:], replacing: previous), namespacePath: path)
+                    } else {
+                        // After a restart, with the verdicts in force: the guards are put right if ports came or went meanwhile.
+                        let guards = try NFTables.table("netdev", "trellis", namespacePath: path)?.chainComments ?? [:]
+                        let script = ruleset.guardScript(inForce: guards)
+                        if !script.isEmpty { try NFTables.load(script, namespacePath: path) }
                     }
+                } else if let previous, previous.guards != ruleset.guards {
+                    // Only ports came, went or changed: their own guard chains, and no other connection leaves the fast path.
+                    try NFTables.load(ruleset.script(replacing: previous), namespacePath: path)
                 }
                 if fastPath != nil, lock.withLock({ !liberal.contains(path) }) {
                     // Conntrack does not see the segments the fast path carries, so its TCP window falls behind; a

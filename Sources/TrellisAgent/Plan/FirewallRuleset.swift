@@ -18,12 +18,15 @@ public struct FirewallRuleset: Sendable {
     private var inetTables: [String]
     /// The `bridge trellis` table.
     public var bridge: String
-    /// The `netdev trellis` table: the port guard.
-    public var netdev: String
+    /// The port guard: what each port may send, by port name. Only a port that comes, goes or changes
+    /// has its chain written, so the text of every port's chain is made only for a full load.
+    public var guards: [String: PortGuard]
     /// Whether forwarded traffic in this domain needs the IP hooks for bridged frames too (policies,
     /// profiles with rules or flow statistics, floating IPs); without them bridging stays untouched.
     public var filtersBridgedTraffic: Bool
-    /// Identifies the ruleset: its conntrack mark, and how a reload is skipped when nothing changed.
+    /// Identifies the ruleset's verdicts: its conntrack mark, and how a reload of the `inet` table is skipped
+    /// when nothing changed. The port guard is not part of it: a port that comes or goes changes its own
+    /// guard chain only, and the connections of the others keep their mark (and the fast path).
     public var generation: UInt32
     /// This host's ports in the domain (veth host ends and taps).
     public var ports: [String]
@@ -48,14 +51,42 @@ public struct FirewallRuleset: Sendable {
     }
 
     /// The transaction that brings the tables from `previous` (the ruleset in force) to this one: the `inet`
-    /// table, whose generation changed, and the bridge and netdev tables only where their text did. A profile
-    /// change then leaves every port's guard chain (one ingress hook each) as it is, and loads far less.
+    /// table where its generation changed, the bridge table where its text did, and the guard chains of the
+    /// ports that came, went or changed. A profile change leaves every port's guard chain (one ingress hook
+    /// each) as it is; a new port adds its own chain and loads nothing else.
     public func script(counterValues: [String: TrafficCounters] = [:], replacing previous: FirewallRuleset?) -> String {
         guard let previous else { return script(counterValues: counterValues) }
-        var text = Self.clearing("inet") + inet(counterValues: counterValues)
+        var text = generation == previous.generation ? "" : Self.clearing("inet") + inet(counterValues: counterValues)
         if bridge != previous.bridge { text += Self.clearing("bridge") + bridge }
-        if netdev != previous.netdev { text += Self.clearing("netdev") + netdev }
-        return text
+        return text + guardChanges(from: previous.guards)
+    }
+
+    /// The `netdev trellis` table: one chain per port, in port name order.
+    public var netdev: String { Self.guardTable(guards.sorted { $0.key < $1.key }) }
+
+    /// The comment of each port's guard chain, by port name.
+    public var guardComments: [String: String] { guards.mapValues(\.comment) }
+
+    /// The netdev transaction from the guards `previous` to these: the chains of ports gone or changed are
+    /// deleted, those of ports new or changed added, the others stay hooked as they are.
+    func guardChanges(from previous: [String: PortGuard]) -> String {
+        guard previous != guards else { return "" }
+        guard !previous.isEmpty, !guards.isEmpty else { return Self.clearing("netdev") + netdev }
+        let gone = previous.filter { guards[$0.key] != $0.value }.keys.sorted()
+        let added = guards.filter { previous[$0.key] != $0.value }.sorted { $0.key < $1.key }
+        return gone.map { "delete chain netdev trellis \($0)\n" }.joined() + Self.guardTable(added)
+    }
+
+    /// The netdev transaction that puts this ruleset's guard in place of a table whose chains have the
+    /// comments `inForce` (read back after a restart); empty when they are the same.
+    public func guardScript(inForce: [String: String]) -> String {
+        inForce == guardComments ? "" : Self.clearing("netdev") + netdev
+    }
+
+    /// A `netdev trellis` table with the chains of `guards` (added to the table when it exists); empty for none.
+    static func guardTable(_ guards: [(key: String, value: PortGuard)]) -> String {
+        guard !guards.isEmpty else { return "" }
+        return (["table netdev trellis {"] + guards.map { $0.value.chain(port: $0.key) } + ["}"]).joined(separator: "\n") + "\n"
     }
 
     /// Removes the tables (a domain without local ports), as one transaction.
@@ -154,17 +185,7 @@ public struct FirewallRuleset: Sendable {
         // - The last rule drops, not the policy: a reload hooks the new chain in before its rules take
         //   effect, and a drop policy would drop every frame of the port meanwhile (seen in the lab).
         // - Since Linux 6.16 a chain may name a port that does not exist yet, or any more.
-        let guardChains = ports.map { port in
-            Self.chain(port.name, hook: "type filter hook ingress device \"\(port.name)\" priority -500; policy accept;", [
-                "ether saddr != \(port.endpoint.mac) drop",
-                "ip saddr \(port.endpoint.ip) accept",
-                "arp saddr ip \(port.endpoint.ip) arp saddr ether \(port.endpoint.mac) accept",
-                "ip saddr 0.0.0.0 udp dport 67 accept",
-                "arp saddr ip 0.0.0.0 arp saddr ether \(port.endpoint.mac) accept",
-                "drop",
-            ])
-        }
-        netdev = guardChains.isEmpty ? "" : (["table netdev trellis {"] + guardChains + ["}"]).joined(separator: "\n") + "\n"
+        guards = Dictionary(ports.map { ($0.name, PortGuard(mac: $0.endpoint.mac, ip: $0.endpoint.ip)) }, uniquingKeysWith: { a, _ in a })
         var bridgeChains: [String] = []
         if domain.subnets.contains(where: \.dhcp) {
             bridgeChains.append(Self.chain("forward", hook: "type filter hook forward priority filter; policy accept;",
@@ -172,8 +193,8 @@ public struct FirewallRuleset: Sendable {
         }
         bridge = bridgeChains.isEmpty ? "" : (["table bridge trellis {"] + bridgeChains + ["}"]).joined(separator: "\n") + "\n"
 
-        // The generation is a digest of everything but itself and the counters' values.
-        let skeleton = (body + chains + nat + [bridge, netdev] + counters.keys.sorted().map(String.init)
+        // The generation is a digest of everything but itself, the counters' values and the port guard.
+        let skeleton = (body + chains + nat + [bridge] + counters.keys.sorted().map(String.init)
             + shaping.map(\.summary))
                 .joined(separator: "\n")
         let generation = max(1, Self.fnv1a(skeleton))
@@ -205,5 +226,27 @@ public struct FirewallRuleset: Sendable {
         var hash: UInt32 = 2_166_136_261
         for byte in text.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
         return hash
+    }
+}
+
+/// What one port may send, enforced by its own chain on its ingress hook: frames from its MAC, IPv4 from its
+/// address, ARP for its address with its MAC, and DHCP requests or ARP probes from 0.0.0.0.
+public struct PortGuard: Equatable, Sendable {
+    public var mac: MACAddress
+    public var ip: IPv4Address
+
+    /// The chain's comment, which shows an agent that restarts which guard is in force.
+    public var comment: String { "\(mac) \(ip)" }
+
+    /// The chain of the port named `port`.
+    func chain(port: String) -> String {
+        FirewallRuleset.chain(port, hook: "type filter hook ingress device \"\(port)\" priority -500; policy accept;", comment: comment, [
+            "ether saddr != \(mac) drop",
+            "ip saddr \(ip) accept",
+            "arp saddr ip \(ip) arp saddr ether \(mac) accept",
+            "ip saddr 0.0.0.0 udp dport 67 accept",
+            "arp saddr ip 0.0.0.0 arp saddr ether \(mac) accept",
+            "drop",
+        ])
     }
 }
