@@ -100,7 +100,10 @@ public final class RemoteDriver: Service {
         router.post(RouterPath(path)) { request, _ -> Response in
             let started = ContinuousClock.now
             do {
-                var data = Data(try await request.body.collect(upTo: 1 << 20).readableBytesView)
+                guard let collected = try? await request.body.collect(upTo: 1 << 20) else {
+                    throw TrellisError(.tooLarge, "the request body is larger than 1 MiB")
+                }
+                var data = Data(collected.readableBytesView)
                 if data.isEmpty { data = Data("{}".utf8) }
                 let body: Body
                 do {

@@ -30,6 +30,12 @@ extension LabTests {
             var info = stat()
             #expect(stat(socket, &info) == 0 && info.st_mode & 0o777 == 0o600, "\(socket): mode \(String(info.st_mode & 0o777, radix: 8))")
         }
+        // A body over 1 MiB, sent whole by curl, is a 413 that says so, not a 500 that names a NIO error.
+        let big = lab.directory.appendingPathComponent("big.json")
+        try Data("[\(String(repeating: "1,", count: 1 << 20))1]".utf8).write(to: big)
+        let oversized = try runProgram(["/usr/bin/curl", "-s", "--unix-socket", agentSocket, "-H", "Content-Type: application/json",
+                                        "--data-binary", "@\(big.path)", "-w", " %{http_code}", "http://localhost/v1/attach"]).output
+        #expect(oversized.hasSuffix(" 413") && oversized.contains("larger than 1 MiB"), "\(oversized)")
         let fuzzer = repositoryRoot.appendingPathComponent("Tests/TrellisLabTests/socket-fuzz.py").path
         let targets: [(String, [String])] = [
             (agentSocket, ["/v1/attach", "/v1/detach", "/v1/cni/add", "/v1/cni/del", "/v1/cni/check", "/v1/cni/gc", "/v1/status"]),

@@ -45,7 +45,12 @@ extension Agent {
 }
 
 private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: BasicRequestContext) async throws -> T {
-    let buffer = try await request.body.collect(upTo: 1 << 20)
+    let buffer: ByteBuffer
+    do {
+        buffer = try await request.body.collect(upTo: 1 << 20)
+    } catch {
+        throw TrellisError(.tooLarge, "the request body is larger than 1 MiB")
+    }
     do {
         return try JSONCoding.decoder().decode(T.self, from: Data(buffer.readableBytesView))
     } catch let error as DecodingError {
