@@ -6,7 +6,10 @@ import TrellisNetlinkWire
 /// bridge-family FDB and the IPv4 neighbours. Read whole at a resync, then kept current by the executor
 /// from what it applied, so that a change is planned without reading the kernel again.
 public struct RouterObservation: Equatable, Sendable {
-    public var links: [Link]
+    public var links: [Link] { didSet { linkPositions = Self.positions(of: links) } }
+    /// Where each link is in `links`, by name: a plan looks ports up by name once or more each, and a
+    /// linear search made a plan quadratic in the number of ports.
+    private var linkPositions: [String: Int]
     public var addresses: [InterfaceAddress]
     public var fdb: [Neighbour]
     public var neighbours: [Neighbour]
@@ -24,6 +27,7 @@ public struct RouterObservation: Equatable, Sendable {
                 fastPorts: [String: FastPort] = [:], fastHooks: Set<String> = [], ownHooks: Set<String> = [],
                 fastRemotes: Set<FastRemote> = []) {
         self.links = links
+        linkPositions = Self.positions(of: links)
         self.addresses = addresses
         self.fdb = fdb
         self.neighbours = neighbours
@@ -33,7 +37,12 @@ public struct RouterObservation: Equatable, Sendable {
         self.fastRemotes = fastRemotes
     }
 
-    public func link(named name: String) -> Link? { links.first { $0.name == name } }
+    public func link(named name: String) -> Link? { linkPositions[name].map { links[$0] } }
+
+    /// The first position of each name, as a search from the start would find it.
+    private static func positions(of links: [Link]) -> [String: Int] {
+        Dictionary(links.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { first, _ in first })
+    }
 }
 
 /// An address, prefix and default gateway given to a container's interface when its subnet does not serve DHCP.
