@@ -100,10 +100,7 @@ public final class RemoteDriver: Service {
         router.post(RouterPath(path)) { request, _ -> Response in
             let started = ContinuousClock.now
             do {
-                guard let collected = try? await request.body.collect(upTo: 1 << 20) else {
-                    throw TrellisError(.tooLarge, "the request body is larger than 1 MiB")
-                }
-                var data = Data(collected.readableBytesView)
+                var data = Data(try await request.collectedBody().readableBytesView)
                 if data.isEmpty { data = Data("{}".utf8) }
                 let body: Body
                 do {

@@ -44,13 +44,20 @@ extension Agent {
     }
 }
 
-private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: BasicRequestContext) async throws -> T {
-    let buffer: ByteBuffer
-    do {
-        buffer = try await request.body.collect(upTo: 1 << 20)
-    } catch {
-        throw TrellisError(.tooLarge, "the request body is larger than 1 MiB")
+extension Request {
+    /// The body of a request to one of the agent's local sockets, at most 1 MiB: a larger one is a 413 that
+    /// says so (collecting it throws NIO's own error, which would be answered as a 500).
+    public func collectedBody() async throws -> ByteBuffer {
+        do {
+            return try await body.collect(upTo: 1 << 20)
+        } catch {
+            throw TrellisError(.tooLarge, "the request body is larger than 1 MiB")
+        }
     }
+}
+
+private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: BasicRequestContext) async throws -> T {
+    let buffer = try await request.collectedBody()
     do {
         return try JSONCoding.decoder().decode(T.self, from: Data(buffer.readableBytesView))
     } catch let error as DecodingError {
